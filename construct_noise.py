@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Build (or reuse) the noisy training captions of a dataset.
+
+    python construct_noise.py --dataset_root dataset/MSCOCO --noise_ratio 0.2
+
+writes ``dataset/MSCOCO/annotations/scan_split/0.2_noise_train_caps.txt`` (byte-identical to the
+reference release's file for the same seed) and its noise mask ``0.2_noise_train_caps_mask.npy``.
+An existing file is reused unless ``--force`` is given. Training calls the same function, so
+running this first is optional; it is useful to inspect the noise before training.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from npc.noise import DEFAULT_SEED, NOISE_MODES, NoisySplitError, ensure_noisy_split
+
+
+def _noise_ratio(text: str) -> float:
+    """argparse type: a float in [0, 1). Kept as float so the file name is str(float(text)),
+    as in the release (``--noise_ratio 0.2`` -> ``0.2_...``, ``--noise_ratio 0`` -> ``0.0_...``)."""
+    try:
+        r = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if math.isnan(r) or not 0.0 <= r < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return r
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Create the noisy copy of train_caps.txt used for noisy-correspondence "
+                    "training (or report the existing one).")
+    p.add_argument("--dataset_root", required=True, type=Path,
+                   help="dataset folder containing annotations/scan_split/train_caps.txt, "
+                        "e.g. dataset/MSCOCO")
+    p.add_argument("--noise_ratio", required=True, type=_noise_ratio,
+                   help="fraction of noisy training data, in [0, 1) (e.g. 0.2); "
+                        "0 means the clean captions")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"seed of the noise (default {DEFAULT_SEED}, the reference release's)")
+    p.add_argument("--noise_mode", choices=NOISE_MODES, default="caption",
+                   help="'caption': shuffle a fraction of caption lines (NPC/NCR protocol, file "
+                        "<r>_noise_train_caps.txt); 'image': give a fraction of images the "
+                        "captions of other images (DECL/RCL protocol, file "
+                        "<r>_imgnoise_train_caps.txt). Results under the two are not comparable. "
+                        "Default: caption")
+    p.add_argument("--num_anns", type=_positive_int, default=5,
+                   help="captions per image (5 for MSCOCO/Flickr30K, 1 for CC120K); "
+                        "used by --noise_mode image. Default: 5")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild the noisy file even if it exists (atomically replacing it)")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    ann_dir = args.dataset_root / "annotations" / "scan_split"
+    try:
+        path, mask = ensure_noisy_split(ann_dir, args.noise_ratio, seed=args.seed,
+                                        mode=args.noise_mode, num_anns=args.num_anns,
+                                        force=args.force)
+    except (FileNotFoundError, NoisySplitError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    n = int(mask.size)
+    k = int(mask.sum())
+    frac = k / n if n else 0.0
+    print(f"noisy captions: {path}")
+    print(f"noisy lines: {k} / {n} ({100.0 * frac:.2f}%), {args.noise_mode}-level noise")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""(Re)build the NPC memory bank of clean pairs for a dataset and noise ratio (NPC_SPEC.md section 3).
+
+    python get_memorybank.py                                          # the demo at its default 40% noise
+    python get_memorybank.py --dataset coco --dataset_root dataset/MSCOCO --noise_ratio 0.2
+    python get_memorybank.py --dataset f30k --noise_ratio 0.4 --pretrained pre-trained_models/ViT-B-32.pt
+
+Writes annotations/memory_bank/<r>_mbank_{img,txt}_idx.npy under the dataset root, where
+main_NPC.py reads them (main_NPC.py also builds them itself when missing). Accepts the flags of
+main_NPC.py; those about training are ignored. --resume CKPT builds the bank with a trained model.
+"""
+import sys
+
+from params import parse_args
+
+
+def main(argv=None):
+    from npc.engine import build_bank_only
+
+    return build_bank_only(parse_args(argv, "npc"))
+
+
+if __name__ == "__main__":
+    from npc.engine import cli
+
+    sys.exit(cli(main, sys.argv[1:]))

@@ -1,0 +1,21 @@
+"""Plain CLIP fine-tuning (symmetric InfoNCE), the baseline of NPC, or evaluate a checkpoint.
+
+    python main_CLIP.py                                   # the embedded demo, end to end, on CPU
+    python main_CLIP.py --dataset coco --dataset_root dataset/MSCOCO --noise_ratio 0.2
+    python main_CLIP.py --dataset coco --eval --resume pre-trained_models/clip_coco_0.2.pt
+"""
+import sys
+
+from params import parse_args
+
+
+def main(argv=None):
+    from npc.engine import run
+
+    return run(parse_args(argv, "clip"))
+
+
+if __name__ == "__main__":
+    from npc.engine import cli
+
+    sys.exit(cli(main, sys.argv[1:]))

@@ -1,0 +1,93 @@
+"""The embedded demo: generated data plus a "pretrained" base model standing in for web-trained CLIP.
+
+The base model is trained with plain CLIP contrastive learning on the demo's ``pretrain`` split
+only (disjoint images, a different caption style), never on train/dev/test, so that like zero-shot
+CLIP on MSCOCO it is useful but clearly improvable by fine-tuning. It is built once and cached in
+``pre-trained_models/``; its file name records the generator version and the architecture, so a
+changed generator or model builds a new one instead of reusing a stale file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import data
+from npc.io import atomic_torch_save
+from npc.model import create_model, open_clip_name
+from npc.negative_impact import clip_step
+from npc.synthetic import DEMO_VERSION, ensure_demo_dataset
+
+# Pretraining recipe of the base (fixed: the base is part of the benchmark's definition).
+BASE_RECIPE = dict(epochs=6, batch_size=128, lr=5e-4, warmup=100, weight_decay=0.1, seed=0)
+
+
+SIZE_KEYS = ("seed", "n_pretrain", "n_train", "n_dev", "n_test", "image_size", "num_anns")
+
+
+def ensure_demo_data(root, log=print, progress: bool = True) -> dict:
+    """Generate the default demo dataset at ``root`` unless one (of any size) of this version is there.
+
+    A dataset generated with other sizes (tests, the benchmark) is kept as it is: its own
+    parameters are re-checked for completeness instead of the defaults.
+    """
+    info_path = Path(root) / "demo_info.json"
+    sizes = {}
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = {}
+        if info.get("version") == DEMO_VERSION:
+            sizes = {k: info[k] for k in SIZE_KEYS if k in info}
+    return ensure_demo_dataset(root, progress=progress, **sizes)
+
+
+def demo_base_path(pretrained_dir: Path, vision_model: str, root) -> Path:
+    """Cache file of the base: one per architecture, generator version and generated data (seed, sizes)."""
+    info = json.loads((Path(root) / "demo_info.json").read_text(encoding="utf-8"))
+    key = json.dumps({k: info.get(k) for k in SIZE_KEYS}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return Path(pretrained_dir) / f"demo-base_{open_clip_name(vision_model)}_data-v{DEMO_VERSION}-{digest}.pt"
+
+
+def ensure_demo_base(root, vision_model: str, pretrained_dir: Path, *, device="cpu", log=print,
+                     progress: bool = True, recipe: dict = None) -> Path:
+    from npc.engine import lr_at, make_optimizer, seed_everything, to_device
+
+    path = demo_base_path(pretrained_dir, vision_model, root)
+    if path.is_file():
+        log(f"demo base model: reusing {path}")
+        return path
+    recipe = {**BASE_RECIPE, **(recipe or {})}
+    log(f"demo base model: pretraining {vision_model} on the demo's pretrain split "
+        f"({recipe['epochs']} epochs), writing {path}")
+    t0 = time.perf_counter()
+    seed_everything(recipe["seed"])
+    model, preprocess, tokenizer = create_model(vision_model, "none", device=device)
+    split = data.load_split(root, "demo", "pretrain")
+    sampler = data.EpochBatchSampler(len(split), recipe["batch_size"], recipe["seed"])
+    loader = data.train_loader(data.PairBatches(split, preprocess, tokenizer), sampler, num_workers=2)
+    opt = make_optimizer(model, recipe["lr"], 0.9, 0.98, 1e-6, recipe["weight_decay"])
+    lr_fn = partial(lr_at, base_lr=recipe["lr"], warmup=recipe["warmup"], total_steps=len(sampler) * recipe["epochs"],
+                    epochs=recipe["epochs"])
+    step = 0
+    model.train()
+    for epoch in range(recipe["epochs"]):
+        sampler.set_epoch(epoch)
+        bar = tqdm(loader, desc=f"base pretraining {epoch + 1}/{recipe['epochs']}", disable=not progress, leave=False)
+        for batch in bar:
+            for g in opt.param_groups:
+                g["lr"] = lr_fn(step, epoch)
+            out = clip_step(model, opt, to_device(batch, device), grad_clip=10.0)
+            bar.set_postfix(loss=f"{float(out['loss']):.3f}")
+            step += 1
+    atomic_torch_save({"format": "npc-demo-base/1", "name": "demo-base", "vision_model": vision_model,
+                       "state_dict": model.state_dict(), "recipe": recipe, "data_version": DEMO_VERSION}, path)
+    log(f"demo base model: done in {time.perf_counter() - t0:.0f}s")
+    return path

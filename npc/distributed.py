@@ -1,0 +1,91 @@
+"""torchrun / DDP helpers. Single-process runs go through the same code with world_size 1."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if str(device).startswith("cuda") else "gloo"
+    if str(device).startswith("cuda"):
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank, world, local)
+
+
+def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Concatenate every rank's rows in rank order; gradients flow back to the owning rank."""
+    if not info.enabled:
+        return x
+    import torch.distributed.nn.functional as dnn
+
+    return torch.cat(dnn.all_gather(x), dim=0)
+
+
+def all_reduce_mean_(tensors, info: DistInfo) -> None:
+    if not info.enabled:
+        return
+    for t in tensors:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t.div_(info.world_size)
+
+
+def gather_no_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if not info.enabled:
+        return x
+    parts = [torch.empty_like(x) for _ in range(info.world_size)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_grads_(params, info: DistInfo) -> None:
+    """Average the gradients of ``params`` over ranks in one flat all-reduce.
+
+    Used instead of wrapping the model in DistributedDataParallel: the NPC step takes two
+    gradients of one graph (``autograd.grad`` with ``retain_graph``), which DDP's hooks do not
+    support, and an explicit reduction keeps one code path for 1 and N processes.
+    """
+    if not info.enabled:
+        return
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(info.world_size)
+    for g, reduced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+        g.copy_(reduced)

@@ -1,0 +1,489 @@
+"""Training and evaluation loops, checkpoints, logging. No argparse in here: plain values in.
+
+``run(args)`` is what ``main_NPC.py`` / ``main_CLIP.py`` call; everything it uses is a function of
+this package that tests call directly.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import data
+from npc import memory_bank as mb
+from npc.distributed import DistInfo, barrier, cleanup, gather_no_grad, init_distributed
+from npc.evaluation import encode_split, evaluate_split, mean_r1, primary_row
+from npc.evaluation_metrics import format_metrics_table
+from npc.io import atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_text
+from npc.model import create_model, load_checkpoint_weights, logit_scale
+from npc.negative_impact import clip_step, npc_step
+
+CHECKPOINT_FORMAT = "npc-reimpl/1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("npc")
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_precision(precision: Optional[str], device: torch.device) -> str:
+    return precision or ("amp_bf16" if device.type == "cuda" else "fp32")
+
+
+def autocast_for(precision: str, device: torch.device):
+    if precision == "amp_bf16":
+        return partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext
+
+
+def lr_at(step: int, epoch: int, *, base_lr: float, warmup: int, total_steps: int, epochs: int,
+          schedule: str = "cosine") -> float:
+    """Linear warmup, then cosine per iteration (``cosine``) or once per epoch (``staircase``).
+
+    ``staircase`` is what the release's scheduler amounts to: its cosine length is counted in
+    samples, so within 5 epochs the lr steps through about 1.0, 0.90, 0.65, 0.35, 0.10 of base.
+    """
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    if schedule == "staircase":
+        return base_lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_optimizer(model, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float):
+    # Weight decay on all parameters, as the release (and OpenAI's fine-tuning recipe) does.
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(beta1, beta2),
+                             eps=eps, weight_decay=weight_decay)
+
+
+def set_lr(optimizers, lr: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> Dict:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict) -> None:
+    random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def setup_logging(run_dir: Optional[Path], info: DistInfo) -> None:
+    log.handlers.clear()
+    log.setLevel(logging.INFO if info.is_main else logging.WARNING)
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s | %(message)s", "%Y-%m-%d %H:%M:%S")
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(fmt)
+    log.addHandler(stream)
+    if run_dir is not None and info.is_main:
+        fh = logging.FileHandler(run_dir / "log.txt")
+        fh.setFormatter(fmt)
+        log.addHandler(fh)
+
+
+def to_device(batch: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: Path, *, model, optimizer, siamese_opt, epoch: int, step: int, best: Dict, args) -> None:
+    ckpt = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "name": args.name,
+            "vision_model": args.vision_model, "state_dict": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "best": best, "rng": rng_state(),
+            "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}}
+    if siamese_opt is not None:
+        ckpt["siamese_optimizer"] = siamese_opt.state_dict()
+    atomic_torch_save(ckpt, path)
+
+
+def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[Path]:
+    if not resume:
+        return None
+    path = ckpt_dir / "latest.pt" if resume == "latest" else Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {resume}: checkpoint not found: {path}")
+    return path
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+@dataclass
+class EpochResult:
+    loss: float
+    steps: int
+    pairs_per_s: float
+    weights: Optional[np.ndarray] = None      # NPC weights of the epoch's pairs (rank 0 gathers all ranks)
+    indices: Optional[np.ndarray] = None
+
+
+def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_step: int, lr_fn, device,
+                    autocast, info: DistInfo, grad_clip: float, siamese=None, siamese_opt=None,
+                    variant: str = "paper", impl: str = "efficient", display: int = 50, writer=None,
+                    progress: bool = True) -> EpochResult:
+    model.train()
+    step = start_step
+    total, n_steps, n_pairs = 0.0, 0, 0
+    weights, indices = [], []
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not (progress and info.is_main), leave=False,
+               dynamic_ncols=True)
+    for batch in bar:
+        lr = lr_fn(step, epoch)
+        set_lr([optimizer] + ([siamese_opt] if siamese_opt is not None else []), lr)
+        batch = to_device(batch, device)
+        if method == "npc":
+            out = npc_step(model, siamese, optimizer, siamese_opt, batch, variant=variant, impl=impl, info=info,
+                           autocast=autocast, grad_clip=grad_clip)
+            weights.append(gather_no_grad(out["weights"].detach(), info).cpu())
+            indices.append(gather_no_grad(batch["index"], info).cpu())
+        else:
+            out = clip_step(model, optimizer, batch, info=info, autocast=autocast, grad_clip=grad_clip)
+        loss = float(out["loss"])
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"non-finite loss {loss} at epoch {epoch + 1}, step {step}; stopping. The last "
+                                f"good checkpoint is kept. Try a lower --lr or --precision fp32.")
+        total += loss
+        n_steps += 1
+        n_pairs += len(batch["index"]) * info.world_size
+        step += 1
+        rate = n_pairs / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", pairs_s=f"{rate:.0f}")
+        if writer is not None and (step % display == 0 or n_steps == 1):
+            writer.add_scalar("train/loss", loss, step)
+            writer.add_scalar("train/lr", lr, step)
+            writer.add_scalar("train/grad_norm", float(out["grad_norm"]), step)
+            writer.add_scalar("train/pairs_per_s", rate, step)
+            if method == "npc":
+                writer.add_scalar("npc/mean_weight", float(out["weights"].mean()), step)
+                writer.add_scalar("npc/bank_loss", float(out["bank_loss"]), step)
+        if info.is_main and step % display == 0:
+            log.info(f"epoch {epoch + 1} step {step} loss {loss:.4f} lr {lr:.3e} pairs/s {rate:.0f}")
+    elapsed = time.perf_counter() - t0
+    return EpochResult(loss=total / max(n_steps, 1), steps=n_steps, pairs_per_s=n_pairs / max(elapsed, 1e-9),
+                       weights=torch.cat(weights).numpy() if weights else None,
+                       indices=torch.cat(indices).numpy() if indices else None)
+
+
+def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[np.ndarray]) -> Dict[str, float]:
+    """How well NPC's weights separate clean from noisy pairs (needs the ground-truth mask)."""
+    stats = {"mean_weight": float(weights.mean()), "frac_weight_below_1": float((weights < 1).mean())}
+    if noise_mask is None:
+        return stats
+    noisy = noise_mask[indices]
+    if noisy.any():
+        stats["mean_weight_noisy"] = float(weights[noisy].mean())
+    if (~noisy).any():
+        stats["mean_weight_clean"] = float(weights[~noisy].mean())
+    if noisy.any() and (~noisy).any():
+        from sklearn.metrics import roc_auc_score
+
+        stats["weight_auc"] = float(roc_auc_score(~noisy, weights))
+    return stats
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+def prepare_demo(args, progress: bool) -> Optional[Path]:
+    """Generate the demo data and its base model when missing; returns the base model's path."""
+    if args.dataset != "demo":
+        return None
+    from npc.demo import ensure_demo_base, ensure_demo_data
+
+    ensure_demo_data(args.dataset_root, log=log.info, progress=progress)
+    return ensure_demo_base(args.dataset_root, args.vision_model, Path(args.pretrained_dir), device=args.device,
+                            log=log.info, progress=progress)
+
+
+def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batch_size: int, device, autocast,
+                num_workers: int, progress: bool) -> Dict[str, Dict[str, float]]:
+    rows = {}
+    for split in splits:
+        rows.update(evaluate_split(model, split, preprocess, tokenizer, folds_1k=dataset == "coco" and split.name == "test",
+                                   batch_size=eval_batch_size, device=device, autocast=autocast,
+                                   num_workers=num_workers, progress=progress))
+    return rows
+
+
+def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool
+                ) -> data.BankIndex:
+    bank_dir = data.memory_bank_dir(args.dataset_root)
+    img_path, _, _ = mb.bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
+    if img_path.is_file() and not getattr(args, "rebuild_bank", False):
+        log.info(f"memory bank: reusing {img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}")
+        return mb.load_bank(bank_dir, args.noise_ratio, train_split, args.noise_mode,
+                            trust_pickle=getattr(args, "trust_pickle", False))
+    log.info(f"memory bank: encoding {train_split.num_images} images / {len(train_split)} captions with the initial model")
+    img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=args.eval_batch_size, device=device,
+                            autocast=autocast, num_workers=args.num_workers, progress=progress, desc="bank")
+    bank, info, _ = mb.build_memory_bank(img, txt, train_split, logit_scale(model).item(), batch_size=args.batch_size,
+                                         clean_threshold=args.clean_threshold, noise_mask=noise_mask, seed=args.seed)
+    info.update(noise_ratio=str(args.noise_ratio), noise_mode=args.noise_mode, pretrained=str(args.pretrained),
+                vision_model=args.vision_model)
+    paths = mb.save_bank(bank, bank_dir, args.noise_ratio, args.noise_mode, info)
+    msg = f"memory bank: {info['n_clean']} of {info['n_pairs']} pairs clean (p>{args.clean_threshold})"
+    if "precision" in info:
+        msg += f", precision {info['precision']:.3f} recall {info['recall']:.3f} against the noise mask"
+    log.info(msg + f"; wrote {paths[0]} and {paths[1].name}")
+    return bank
+
+
+def run(args) -> Dict:
+    """Train (or only evaluate) as configured by ``args``; returns the final result dict."""
+    progress = not args.no_progress
+    device = resolve_device(args.device)
+    args.device = str(device)
+    info = init_distributed(args.device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        args.device = str(device)
+    precision = resolve_precision(args.precision, device)
+    args.precision = precision
+    autocast = autocast_for(precision, device)
+    seed_everything(args.seed + info.rank)
+
+    stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
+    if not args.experiments:
+        if args.resume == "latest":
+            raise SystemExit("error: --resume latest needs --experiments NAME (the run to continue)")
+        args.experiments = (f"eval_{args.dataset}_{stamp}" if args.eval else
+                            f"{args.method}_{args.dataset}_noise{args.noise_ratio}_{stamp}")
+    run_dir = Path(args.logs) / args.experiments
+    ckpt_dir = Path(args.checkpoint_path) if args.checkpoint_path else run_dir / "checkpoints"
+    if (run_dir / "params.txt").exists() and not args.resume and not args.eval:
+        raise SystemExit(f"error: {run_dir} already holds a run; continue it with --resume latest or choose "
+                         f"another --experiments")
+    if info.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+    setup_logging(run_dir, info)
+    writer = None
+
+    try:
+        base_path = prepare_demo(args, progress) if info.is_main else None
+        barrier(info)
+        if args.dataset == "demo" and base_path is None:
+            from npc.demo import demo_base_path
+
+            base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
+        model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision,
+                                                    device=device, context_length=args.context_length,
+                                                    demo_base_path=base_path)
+        resume_path = resolve_resume(args.resume, ckpt_dir)
+        resume_ckpt = None
+        if resume_path is not None:
+            resume_ckpt = load_checkpoint_weights(model, resume_path)
+            log.info(f"loaded weights from {resume_path}")
+        if info.is_main:
+            params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()))
+            atomic_write_text(run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
+        ev = dict(dataset=args.dataset, eval_batch_size=args.eval_batch_size, device=device, autocast=autocast,
+                  num_workers=args.num_workers, progress=progress)
+        test_splits = [data.load_split(args.dataset_root, args.dataset, s, args.num_anns)
+                       for s in args.eval_splits.split(",") if s]
+
+        if args.eval:
+            rows = eval_tables(model, test_splits, preprocess, tokenizer, **ev) if info.is_main else {}
+            return _report(rows, run_dir, args, info, title=f"evaluation of {resume_path or args.pretrained}")
+
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard")) if info.is_main else None
+        train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns,
+                                                        args.noise_ratio, noise_seed=args.noise_seed,
+                                                        noise_mode=args.noise_mode, log=log.info)
+        dev = data.load_split(args.dataset_root, args.dataset, "dev", args.num_anns)
+        if args.dev_length:
+            dev = dev.subset_images(max(1, args.dev_length // args.num_anns))
+        log.info(f"train: {len(train_split)} pairs / {train_split.num_images} images "
+                 f"(noise {args.noise_ratio}, {args.noise_mode}: {int(noise_mask.sum())} wrong captions); "
+                 f"dev: {dev.num_images} images; device {device}, precision {precision}, {info.world_size} process(es)")
+
+        bank = None
+        siamese = siamese_opt = None
+        if args.method == "npc":
+            if info.is_main:
+                bank = ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress)
+            barrier(info)
+            if bank is None:
+                bank = mb.load_bank(data.memory_bank_dir(args.dataset_root), args.noise_ratio, train_split,
+                                    args.noise_mode)
+            siamese = copy.deepcopy(model)
+            siamese_opt = make_optimizer(siamese, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
+        optimizer = make_optimizer(model, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
+
+        dataset = data.PairBatches(train_split, preprocess, tokenizer, bank)
+        sampler = data.EpochBatchSampler(len(train_split), args.batch_size, args.seed, info.rank, info.world_size)
+        loader = data.train_loader(dataset, sampler, args.num_workers)
+        steps_per_epoch = len(sampler)
+        lr_fn = partial(lr_at, base_lr=args.lr, warmup=args.warmup, total_steps=steps_per_epoch * args.epochs,
+                        epochs=args.epochs, schedule=args.lr_schedule)
+
+        start_epoch, step, best = 0, 0, {"rsum": -1.0, "epoch": -1}
+        if resume_ckpt is not None and resume_ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in resume_ckpt:
+            optimizer.load_state_dict(resume_ckpt["optimizer"])
+            if siamese_opt is not None and "siamese_optimizer" in resume_ckpt:
+                siamese_opt.load_state_dict(resume_ckpt["siamese_optimizer"])
+            start_epoch, step, best = resume_ckpt["epoch"], resume_ckpt["step"], resume_ckpt["best"]
+            set_rng_state(resume_ckpt["rng"])
+            log.info(f"resuming after epoch {start_epoch} (step {step})")
+        elif resume_ckpt is not None:
+            log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
+
+        end_epoch = args.epochs if not args.stop_after else min(args.epochs, start_epoch + args.stop_after)
+        for epoch in range(start_epoch, end_epoch):
+            sampler.set_epoch(epoch)
+            res = train_one_epoch(model, loader, optimizer, method=args.method, epoch=epoch, start_step=step,
+                                  lr_fn=lr_fn, device=device, autocast=autocast, info=info, grad_clip=args.grad_clip,
+                                  siamese=siamese, siamese_opt=siamese_opt,
+                                  variant=getattr(args, "npc_variant", "paper"), impl=getattr(args, "npc_impl", "efficient"),
+                                  display=args.display, writer=writer, progress=progress)
+            step += res.steps
+            record = {"epoch": epoch + 1, "step": step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}
+            if res.weights is not None:
+                record["npc"] = weight_stats(res.weights, res.indices, noise_mask)
+                if writer is not None and noise_mask is not None:
+                    noisy = noise_mask[res.indices]
+                    for name, sel in (("clean", ~noisy), ("noisy", noisy)):
+                        if sel.any():
+                            writer.add_histogram(f"npc/weights_{name}", res.weights[sel], epoch + 1)
+            if info.is_main:
+                dev_rows = eval_tables(model, [dev], preprocess, tokenizer, **ev)
+                dev_metrics = primary_row(dev_rows)
+                record["dev"] = dev_metrics
+                record["dev_mean_r1"] = mean_r1(dev_metrics)
+                is_best = dev_metrics["rsum"] > best["rsum"]
+                if is_best:
+                    best = {"rsum": dev_metrics["rsum"], "mean_r1": record["dev_mean_r1"], "epoch": epoch + 1}
+                kw = dict(model=model, optimizer=optimizer, siamese_opt=siamese_opt, epoch=epoch + 1, step=step,
+                          best=best, args=args)
+                save_checkpoint(ckpt_dir / f"epoch{epoch + 1}.pt", **kw)
+                atomic_copy(ckpt_dir / f"epoch{epoch + 1}.pt", ckpt_dir / "latest.pt")
+                if is_best:
+                    atomic_copy(ckpt_dir / f"epoch{epoch + 1}.pt", ckpt_dir / "best.pt")
+                for k, v in dev_metrics.items():
+                    writer.add_scalar(f"dev/{k}", v, epoch + 1)
+                writer.add_scalar("dev/mean_r1", record["dev_mean_r1"], epoch + 1)
+                msg = (f"epoch {epoch + 1}/{args.epochs}: train loss {res.loss:.4f}, {res.pairs_per_s:.0f} pairs/s; "
+                       f"dev rsum {dev_metrics['rsum']:.1f} (mean R@1 {record['dev_mean_r1']:.1f})"
+                       + (" *best*" if is_best else ""))
+                if "npc" in record:
+                    s = record["npc"]
+                    msg += f"; NPC mean w {s['mean_weight']:.3f}"
+                    if "weight_auc" in s:
+                        msg += (f" (clean {s['mean_weight_clean']:.3f} / noisy {s['mean_weight_noisy']:.3f}, "
+                                f"AUC {s['weight_auc']:.3f})")
+                log.info(msg)
+                with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            barrier(info)
+
+        if end_epoch < args.epochs:
+            log.info(f"stopped after epoch {end_epoch} (--stop_after); continue with "
+                     f"--experiments {args.experiments} --resume latest")
+            return {"stopped_after": end_epoch}
+        if info.is_main and (ckpt_dir / "best.pt").is_file():
+            load_checkpoint_weights(model, ckpt_dir / "best.pt")
+            log.info(f"evaluating the best checkpoint (epoch {best['epoch']}, dev rsum {best['rsum']:.1f})")
+        rows = eval_tables(model, test_splits, preprocess, tokenizer, **ev) if info.is_main else {}
+        return _report(rows, run_dir, args, info, title=f"{args.name} after {args.epochs} epochs (best dev epoch "
+                                                         f"{best['epoch']})", extra={"best_dev": best})
+    finally:
+        if writer is not None:
+            writer.close()
+        cleanup(info)
+
+
+def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Optional[Dict] = None) -> Dict:
+    if not info.is_main:
+        return {}
+    table = format_metrics_table(rows)
+    log.info(f"{title}\n{table}")
+    result = {"experiments": args.experiments, "dataset": args.dataset, "noise_ratio": str(args.noise_ratio),
+              "method": args.method, "results": rows, **(extra or {})}
+    name = "eval_results.json" if args.eval else "results.json"
+    atomic_write_json(run_dir / name, result)
+    log.info(f"wrote {run_dir / name}")
+    return result
+
+
+def build_bank_only(args) -> Dict:
+    """``get_memorybank.py``: (re)build the memory bank of a dataset and noise ratio, nothing else."""
+    progress = not args.no_progress
+    device = resolve_device(args.device)
+    args.device = str(device)
+    precision = resolve_precision(args.precision, device)
+    autocast = autocast_for(precision, device)
+    setup_logging(None, DistInfo())
+    base_path = prepare_demo(args, progress)
+    model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision, device=device,
+                                                context_length=args.context_length, demo_base_path=base_path)
+    if args.resume:
+        load_checkpoint_weights(model, resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints"))
+    train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns, args.noise_ratio,
+                                                    noise_seed=args.noise_seed, noise_mode=args.noise_mode,
+                                                    log=log.info)
+    args.rebuild_bank = True
+    bank = ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress)
+    return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}
+
+
+USER_ERRORS = (data.DataError, FileNotFoundError, ValueError, RuntimeError)
+
+
+def cli(main, argv) -> int:
+    """Run a script's ``main``; problems with the user's files or flags end in one clear line."""
+    try:
+        main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if os.environ.get("NPC_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

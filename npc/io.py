@@ -1,0 +1,83 @@
+"""Atomic file writes: every file this project writes goes through here.
+
+A crash (or Ctrl-C) in the middle of a write must never leave a truncated file that a later run
+would trust, so content is written to a temporary file in the same folder and then renamed over
+the target (``os.replace`` is atomic on POSIX and Windows when source and target share a volume).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator, Union
+
+PathLike = Union[str, os.PathLike]
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success only."""
+    if not any(m in mode for m in "wx"):
+        raise ValueError(f"atomic_open is for writing, got mode {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
+        with os.fdopen(fd, mode.replace("x", "w"), **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+
+
+def atomic_write_lines(path: PathLike, lines) -> None:
+    """One item a line, each followed by a newline (the layout of the SCAN caption/id files)."""
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
+
+
+def atomic_write_json(path: PathLike, obj, indent: int = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def atomic_save_npy(path: PathLike, array) -> None:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_torch_save(obj, path: PathLike) -> None:
+    import torch
+
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def atomic_copy(src: PathLike, dst: PathLike) -> None:
+    import shutil
+
+    with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout, length=16 << 20)

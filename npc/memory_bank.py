@@ -1,0 +1,218 @@
+"""The memory bank of clean pairs (NPC_SPEC.md section 3), built once with the pretrained model.
+
+1. Per-sample symmetric InfoNCE of every training pair within its batch, batches of consecutive
+   samples in file order (as the release computes it).
+2. A 2-component Gaussian mixture (scikit-learn) on the min-max scaled losses; p(clean) is the
+   posterior of the lower-mean component; clean = p(clean) > ``clean_threshold``.
+3. For every training image, the clean pair whose image is most similar (cosine, image-image); for
+   every caption, the clean pair whose caption is most similar (cosine, text-text). Top-1, no
+   self-exclusion. Unlike the release, features are L2-normalized, so "cosine" holds.
+
+Files (``annotations/memory_bank/`` of the dataset, where training reads them):
+``<r>_mbank_img_idx.npy``: int64 (n_train_images,), image index -> clean sample index;
+``<r>_mbank_txt_idx.npy``: int64 (n_train_captions,), sample index -> clean sample index;
+``<r>_mbank_info.json``: how the bank was built and what it found.
+The release's files (pickled dicts ``str(image_id) -> array``, ``str(sample) -> array``) are read
+through a restricted unpickler that only admits numpy arrays inside plain dicts.
+"""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from data import BankIndex, Split
+from npc.io import atomic_save_npy, atomic_write_json
+from npc.losses import clip_loss_per_sample
+
+
+class BankFileError(ValueError):
+    """A memory-bank file that cannot be used; the message names it."""
+
+
+def bank_prefix(noise_ratio, noise_mode: str = "caption") -> str:
+    tag = str(noise_ratio)
+    return f"{tag}_imgnoise" if noise_mode == "image" else tag
+
+
+def bank_paths(bank_dir, noise_ratio, noise_mode: str = "caption") -> Tuple[Path, Path, Path]:
+    """Paths of the image bank, text bank and info file; for ratio 0 an existing ``0.0_``/``0_`` twin wins."""
+    bank_dir = Path(bank_dir)
+    prefixes = [bank_prefix(noise_ratio, noise_mode)]
+    if float(noise_ratio) == 0:
+        prefixes += [bank_prefix(alt, noise_mode) for alt in ("0", "0.0") if bank_prefix(alt, noise_mode) not in prefixes]
+    for p in prefixes:
+        img = bank_dir / f"{p}_mbank_img_idx.npy"
+        if img.is_file():
+            break
+    else:
+        p = prefixes[0]
+    return bank_dir / f"{p}_mbank_img_idx.npy", bank_dir / f"{p}_mbank_txt_idx.npy", bank_dir / f"{p}_mbank_info.json"
+
+
+# ----------------------------------------------------------------------------- steps 1 and 2
+
+def per_sample_losses(img_feats: torch.Tensor, txt_feats: torch.Tensor, caption_image: np.ndarray,
+                      scale: float, batch_size: int) -> np.ndarray:
+    """Loss of pair i within its batch of consecutive samples (the release's fixed, unshuffled order)."""
+    ci = torch.as_tensor(caption_image, device=img_feats.device)
+    out = []
+    scale_t = torch.tensor(float(scale), device=img_feats.device)
+    for start in range(0, txt_feats.shape[0], batch_size):
+        sl = slice(start, start + batch_size)
+        out.append(clip_loss_per_sample(img_feats[ci[sl]], txt_feats[sl], scale_t).cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def clean_probability(losses: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Posterior of the low-loss component of a 2-component GMM (the release's GMM settings)."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(losses, dtype=np.float64)
+    span = x.max() - x.min()
+    x = (x - x.min()) / (span if span > 0 else 1.0)  # reg_covar 5e-4 is meant for losses in [0, 1]
+    gmm = GaussianMixture(n_components=2, max_iter=100, tol=1e-2, reg_covar=5e-4, random_state=seed)
+    gmm.fit(x[:, None])
+    clean_component = int(np.argmin(gmm.means_.ravel()))
+    return gmm.predict_proba(x[:, None])[:, clean_component]
+
+
+# ----------------------------------------------------------------------------- step 3
+
+def nearest(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Index of the most similar key (cosine; both L2-normalized) for every query, in chunks."""
+    out = []
+    for start in range(0, queries.shape[0], chunk):
+        out.append((queries[start:start + chunk] @ keys.t()).argmax(dim=1))
+    return torch.cat(out)
+
+
+def build_bank_index(img_feats: torch.Tensor, txt_feats: torch.Tensor, caption_image: np.ndarray,
+                     p_clean: np.ndarray, clean_threshold: float = 0.9) -> BankIndex:
+    clean = np.nonzero(p_clean > clean_threshold)[0]
+    if len(clean) == 0:
+        raise RuntimeError(f"no training pair has p(clean) > {clean_threshold} (--clean_threshold); "
+                           f"the memory bank would be empty")
+    # Text side: the clean caption most similar to each caption.
+    txt_bank = clean[nearest(txt_feats, txt_feats[torch.as_tensor(clean, device=txt_feats.device)]).cpu().numpy()]
+    # Image side: the most similar image among images with a clean caption; of that image's clean
+    # captions, the one the GMM is most sure about.
+    clean_images = np.unique(caption_image[clean])
+    best_caption = np.full(int(caption_image.max()) + 1, -1, dtype=np.int64)
+    order = clean[np.argsort(p_clean[clean], kind="stable")]  # ascending: the last write wins
+    best_caption[caption_image[order]] = order
+    near = clean_images[nearest(img_feats, img_feats[torch.as_tensor(clean_images, device=img_feats.device)]).cpu().numpy()]
+    img_bank = best_caption[near]
+    return BankIndex(image_bank=img_bank.astype(np.int64), text_bank=txt_bank.astype(np.int64))
+
+
+def bank_quality(p_clean: np.ndarray, clean_threshold: float, noise_mask: Optional[np.ndarray]) -> Dict:
+    clean = p_clean > clean_threshold
+    info = {"n_pairs": int(len(clean)), "n_clean": int(clean.sum()), "clean_fraction": float(clean.mean())}
+    if noise_mask is not None:
+        truly_clean = ~np.asarray(noise_mask, dtype=bool)
+        hit = int((clean & truly_clean).sum())
+        info["precision"] = hit / max(int(clean.sum()), 1)
+        info["recall"] = hit / max(int(truly_clean.sum()), 1)
+        if truly_clean.any() and (~truly_clean).any():
+            from sklearn.metrics import roc_auc_score
+
+            info["p_clean_auc"] = float(roc_auc_score(truly_clean, p_clean))
+    return info
+
+
+# ----------------------------------------------------------------------------- files
+
+def save_bank(bank: BankIndex, bank_dir, noise_ratio, noise_mode: str, info: Dict) -> Tuple[Path, Path]:
+    img_path, txt_path, info_path = bank_paths(bank_dir, noise_ratio, noise_mode)
+    atomic_save_npy(img_path, bank.image_bank)
+    atomic_save_npy(txt_path, bank.text_bank)
+    atomic_write_json(info_path, info)
+    return img_path, txt_path
+
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.dtypes", "Int64DType"), ("numpy.dtypes", "Int32DType"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays in plain dicts are allowed)")
+
+
+def _load_npy(path: Path, trust_pickle: bool):
+    """An ``.npy`` file; object arrays (pickled dicts) only through the restricted unpickler."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError:
+        pass  # an object array: the release's pickled dict
+    if trust_pickle:
+        return np.load(path, allow_pickle=True)
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(f)
+        else:
+            np.lib.format.read_array_header_2_0(f)
+        try:
+            return _RestrictedUnpickler(io.BufferedReader(f)).load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+            raise BankFileError(f"{path}: {e}. If you trust this file, pass --trust_pickle.") from None
+
+
+def _from_release_dict(obj, keys: Sequence[str], path: Path) -> np.ndarray:
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+        obj = obj.item()
+    if not isinstance(obj, dict):
+        raise BankFileError(f"{path}: expected an integer array or a dict, got {type(obj).__name__}")
+    out = np.empty(len(keys), dtype=np.int64)
+    for k, key in enumerate(keys):
+        if key not in obj:
+            raise BankFileError(f"{path}: no entry for key {key!r} ({len(obj)} entries; built for another split?)")
+        out[k] = int(np.asarray(obj[key]).ravel()[0])
+    return out
+
+
+def load_bank(bank_dir, noise_ratio, split: Split, noise_mode: str = "caption", trust_pickle: bool = False
+              ) -> BankIndex:
+    """Read a bank built by this project (integer arrays) or by the release (pickled dicts)."""
+    img_path, txt_path, _ = bank_paths(bank_dir, noise_ratio, noise_mode)
+    for p in (img_path, txt_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"memory-bank file not found: {p} (build it with get_memorybank.py)")
+    img = _load_npy(img_path, trust_pickle)
+    txt = _load_npy(txt_path, trust_pickle)
+    if not (isinstance(img, np.ndarray) and img.dtype.kind in "iu"):
+        img = _from_release_dict(img, [str(i) for i in split.image_ids], img_path)
+    if not (isinstance(txt, np.ndarray) and txt.dtype.kind in "iu"):
+        txt = _from_release_dict(txt, [str(i) for i in range(len(split))], txt_path)
+    for arr, n, p in ((img, split.num_images, img_path), (txt, len(split), txt_path)):
+        if arr.shape != (n,):
+            raise BankFileError(f"{p}: shape {arr.shape} does not match the training split ({n} entries)")
+        if len(arr) and (arr.min() < 0 or arr.max() >= len(split)):
+            raise BankFileError(f"{p}: sample indices out of range [0, {len(split)})")
+    return BankIndex(image_bank=img.astype(np.int64), text_bank=txt.astype(np.int64))
+
+
+def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split: Split, scale: float, *,
+                      batch_size: int, clean_threshold: float = 0.9, noise_mask: Optional[np.ndarray] = None,
+                      seed: int = 0) -> Tuple[BankIndex, Dict, np.ndarray]:
+    """Steps 1-3 from encoded features. Returns the bank, a summary, and p(clean) per pair."""
+    losses = per_sample_losses(img_feats, txt_feats, split.caption_image, scale, batch_size)
+    p_clean = clean_probability(losses, seed=seed)
+    bank = build_bank_index(img_feats, txt_feats, split.caption_image, p_clean, clean_threshold)
+    info = bank_quality(p_clean, clean_threshold, noise_mask)
+    info.update(clean_threshold=clean_threshold, batch_size=batch_size,
+                self_image_fraction=float(np.mean(split.caption_image[bank.image_bank] == np.arange(split.num_images))),
+                self_text_fraction=float(np.mean(bank.text_bank == np.arange(len(split)))))
+    return bank, info, p_clean

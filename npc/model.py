@@ -1,0 +1,201 @@
+"""CLIP models through open_clip: reference names, demo configs, weight loading.
+
+* ``--vision_model`` accepts the reference release's names (``ViT-B/32`` ...), open_clip names, and
+  the tiny demo configs in ``npc/model_configs`` (registered with open_clip's own config registry).
+* ``--pretrained`` is an open_clip tag (``openai``), a file, ``demo-base`` or ``none``.
+* Checkpoints of this project and of the reference release (a dict whose ``state_dict`` holds
+  OpenAI-CLIP parameter names, fp16) load into the same open_clip model: open_clip's ``CLIP``
+  class uses OpenAI's parameter names.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import open_clip
+import torch
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(CONFIG_DIR)
+DEMO_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+
+# The reference release's names -> open_clip names. OpenAI's weights were trained with QuickGELU,
+# so the names resolve to the -quickgelu configs that match them exactly.
+VISION_ALIASES: Dict[str, str] = {
+    "ViT-B/32": "ViT-B-32-quickgelu",
+    "ViT-B/16": "ViT-B-16-quickgelu",
+    "ViT-L/14": "ViT-L-14-quickgelu",
+    "ViT-L/14@336px": "ViT-L-14-336-quickgelu",
+    "RN50": "RN50-quickgelu",
+    "RN101": "RN101-quickgelu",
+    "RN50x4": "RN50x4-quickgelu",
+    "RN50x16": "RN50x16-quickgelu",
+    "RN50x64": "RN50x64-quickgelu",
+}
+
+# Keys of OpenAI's state dicts that are not parameters.
+_OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights are neither cached nor downloadable from here."""
+
+
+def open_clip_name(vision_model: str) -> str:
+    name = VISION_ALIASES.get(vision_model, vision_model)
+    if name not in open_clip.list_models():
+        known = ", ".join(list(VISION_ALIASES) + list(DEMO_MODELS))
+        raise ValueError(f"unknown --vision_model {vision_model!r}: use one of {known} or an open_clip model name")
+    return name
+
+
+def _hf_online(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_pretrained_tag(model_name: str, tag: str, cache_dir: Optional[str] = None) -> str:
+    """Path of the cached weights for an open_clip tag, or the tag itself if they can be downloaded.
+
+    Offline, open_clip's downloader retries for most of a minute before failing with a long
+    traceback; this checks the Hugging Face cache first and fails at once with instructions.
+    """
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ValueError(f"--pretrained {tag!r} is not a file and not an open_clip tag of {model_name} "
+                         f"(tags: {tags})")
+    repo = cfg.get("hf_hub", "").rstrip("/")
+    if repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            hit = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+            if isinstance(hit, str) and os.path.isfile(hit):
+                return hit
+    if _hf_online():
+        return tag
+    raise WeightsUnavailable(
+        f"the {tag!r} weights of {model_name} are not in the local cache and the Hugging Face hub cannot be "
+        f"reached from here.\n  On a machine with internet run:\n"
+        f"    python -c \"import open_clip; open_clip.create_model('{model_name}', pretrained='{tag}')\"\n"
+        f"  then either copy ~/.cache/huggingface to this machine, or save the weights to a file and pass "
+        f"--pretrained PATH (e.g. pre-trained_models/ViT-B-32-openai.pt):\n"
+        f"    python -c \"import open_clip, torch; m = open_clip.create_model('{model_name}', pretrained='{tag}'); "
+        f"torch.save(m.state_dict(), 'ViT-B-32-openai.pt')\"")
+
+
+def extract_state_dict(obj) -> Dict[str, torch.Tensor]:
+    """The parameter dict of any checkpoint we accept, with OpenAI/open_clip parameter names."""
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError("not a state dict nor a checkpoint dict with a 'state_dict' entry")
+    sd = {}
+    for k, v in obj.items():
+        if k in _OPENAI_META_KEYS:
+            continue
+        for prefix in ("module.", "_orig_mod."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        sd[k] = v
+    return sd
+
+
+def load_checkpoint_weights(model: torch.nn.Module, path, strict: bool = True) -> Dict:
+    """Load weights from this project's checkpoint, the release's, or a bare state dict.
+
+    Tensors are cast to the dtype of the parameter they land in (the release stores fp16).
+    Returns the whole checkpoint object (for resuming optimizer state etc.).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, TorchScript archives
+        raise ValueError(f"cannot load {path} as a checkpoint with weights_only=True: {e}") from None
+    try:
+        sd = extract_state_dict(ckpt)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shape_mismatch = [k for k in set(sd) & set(own) if sd[k].shape != own[k].shape]
+    if strict and (missing or unexpected or shape_mismatch):
+        raise ValueError(
+            f"{path} does not fit this model (--vision_model?): {len(missing)} missing keys {missing[:4]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:4]}, shape mismatches {shape_mismatch[:4]}")
+    with torch.no_grad():
+        for k, v in sd.items():
+            if k in own and v.shape == own[k].shape:
+                own[k].copy_(v.to(own[k].dtype))
+    return ckpt if isinstance(ckpt, dict) else {"state_dict": ckpt}
+
+
+def create_model(vision_model: str, pretrained: Optional[str] = "openai", *, precision: str = "fp32",
+                 device="cpu", context_length: Optional[int] = None, demo_base_path=None):
+    """Model, preprocessing transform (CLIP's, no augmentation) and tokenizer.
+
+    ``precision="fp16"`` gives the release's pure-fp16 weights; otherwise weights are fp32 (with
+    ``amp_bf16`` autocast applied by the training loop).
+    """
+    name = open_clip_name(vision_model)
+    oc_precision = "fp16" if precision == "fp16" else "fp32"
+    tag_or_file = None
+    weights_file = None
+    if pretrained in (None, "", "none"):
+        pass
+    elif pretrained == "demo-base":
+        if demo_base_path is None:
+            raise ValueError("--pretrained demo-base is only available for the demo dataset")
+        weights_file = demo_base_path
+    elif os.path.isfile(pretrained):
+        weights_file = pretrained
+    else:
+        resolved = resolve_pretrained_tag(name, pretrained)
+        tag_or_file = resolved
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    if tag_or_file is None:
+        # open_clip warns "initialized randomly" although the weights are loaded right below.
+        root_logger.setLevel(logging.ERROR)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=tag_or_file, precision=oc_precision, device="cpu",
+            force_context_length=context_length, pretrained_text=False, pretrained_image=False)
+    finally:
+        root_logger.setLevel(level)
+    if weights_file is not None:
+        load_checkpoint_weights(model, weights_file)
+    tokenizer = open_clip.get_tokenizer(name, context_length=context_length or model.context_length)
+    return model.to(device), preprocess, tokenizer
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def encode(model, images: Optional[torch.Tensor] = None, texts: Optional[torch.Tensor] = None
+           ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """L2-normalized image and text features (either may be ``None``)."""
+    img = txt = None
+    if images is not None:
+        img = model.encode_image(images.to(model_dtype(model)), normalize=True)
+    if texts is not None:
+        txt = model.encode_text(texts, normalize=True)
+    return img, txt
+
+
+def logit_scale(model) -> torch.Tensor:
+    # CLIP clamps the learned temperature at 100; keep that so the loss cannot blow up.
+    return model.logit_scale.exp().clamp(max=100.0)

@@ -1,0 +1,194 @@
+"""NPC's training step: negative pre-awareness with a siamese model (NPC_SPEC.md section 4).
+
+Step 1 copies the base model A into a siamese A', lets A' take one AdamW step on the batch's mean
+contrastive loss, and compares each pair's memory-bank losses before and after: if learning the
+batch made a pair's clean neighbours *harder* (ratio of before/after losses < 1), the pair is
+likely noisy and is down-weighted, ``w = tanh(ratio)``. Step 2 updates A with the weighted loss
+plus the contrastive loss on the memory-bank pairs.
+
+Two variants (``--npc_variant``):
+
+``paper``    per-sample weights ``mean_i(w_i l_i)`` and a memory-bank loss that trains A.
+``release``  what the authors' code computes (NPC_SPEC.md section 5): ``mean(w) * mean(l)`` (no
+             per-sample weighting), the bank loss without gradient (it trains nothing), and the
+             siamese gradient doubled (their loss is back-propagated twice; here it is scaled by 2,
+             which is the same update without the second backward).
+
+Two implementations with the same results (``--npc_impl``):
+
+``naive``      the straightforward sequence: bank forwards of A', forward/backward of A' on the
+               batch, bank forwards of A' again, then forward/backward of A on batch and banks.
+``efficient``  since A' equals A before its step, A's forward serves for the bank losses "before"
+               and its gradient of the unweighted mean loss is A''s gradient: one forward of the
+               distinct images/captions of batch + banks, two backward passes through that graph,
+               and one no-grad forward of the bank items under the stepped A'.
+
+A' is a persistent module whose parameters are overwritten from A with one fused copy each step;
+it keeps its own AdamW state across steps, as the release does.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from npc.distributed import DistInfo, all_reduce_grads_, gather_with_grad
+from npc.losses import clip_loss_per_sample
+from npc.model import encode, logit_scale
+
+GROUPS = ("pair", "bankI", "bankT")
+
+
+def npc_weights(bank_img_before: torch.Tensor, bank_img_after: torch.Tensor,
+                bank_txt_before: torch.Tensor, bank_txt_after: torch.Tensor, eps: float = 1e-12):
+    """``ratio = (lI_before/lI_after + lT_before/lT_after) / 2``; ``w = tanh(ratio)`` if ratio < 1 else 1."""
+    ratio = (bank_img_before / bank_img_after.clamp_min(eps) + bank_txt_before / bank_txt_after.clamp_min(eps)) / 2
+    weights = torch.where(ratio < 1, torch.tanh(ratio), torch.ones_like(ratio))
+    return weights, ratio
+
+
+def group_losses(img_feats: torch.Tensor, txt_feats: torch.Tensor, batch: Dict[str, torch.Tensor],
+                 groups: Sequence[str], scale: torch.Tensor, info: DistInfo) -> Dict[str, torch.Tensor]:
+    """Per-sample InfoNCE of each group of pairs; rows index the encoded unique images/captions."""
+    out = {}
+    for g in groups:
+        img = img_feats[batch[f"{g}_img"]]
+        txt = txt_feats[batch[f"{g}_txt"]]
+        out[g] = clip_loss_per_sample(img, txt, scale, gather_with_grad(img, info), gather_with_grad(txt, info),
+                                      offset=info.rank * img.shape[0])
+    return out
+
+
+def encode_groups(model, batch, groups: Sequence[str], info: DistInfo, dedup: bool = True):
+    """Per-sample losses of ``groups`` under ``model``.
+
+    ``dedup`` encodes only the distinct images/captions the groups use, once each; otherwise every
+    group is encoded on its own, the way the reference feeds three image batches per step.
+    """
+    if dedup:
+        imgs = torch.unique(torch.cat([batch[f"{g}_img"] for g in groups]))
+        txts = torch.unique(torch.cat([batch[f"{g}_txt"] for g in groups]))
+        img_f, txt_f = encode(model, batch["images"][imgs], batch["texts"][txts])
+        # Re-point each group's positions at the rows just encoded.
+        img_map = torch.empty(batch["images"].shape[0], dtype=torch.long, device=imgs.device)
+        img_map[imgs] = torch.arange(len(imgs), device=imgs.device)
+        txt_map = torch.empty(batch["texts"].shape[0], dtype=torch.long, device=txts.device)
+        txt_map[txts] = torch.arange(len(txts), device=txts.device)
+        local = {f"{g}_{k}": m[batch[f"{g}_{k}"]] for g in groups for k, m in (("img", img_map), ("txt", txt_map))}
+        return group_losses(img_f, txt_f, local, groups, logit_scale(model), info)
+    out = {}
+    for g in groups:
+        img_f, txt_f = encode(model, batch["images"][batch[f"{g}_img"]], batch["texts"][batch[f"{g}_txt"]])
+        n = img_f.shape[0]
+        idx = {f"{g}_img": torch.arange(n, device=img_f.device), f"{g}_txt": torch.arange(n, device=img_f.device)}
+        out.update(group_losses(img_f, txt_f, idx, (g,), logit_scale(model), info))
+    return out
+
+
+def trainable(model) -> List[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@torch.no_grad()
+def sync_siamese_(siamese, model) -> None:
+    """A' := A with one fused copy over all parameters (no state_dict round trip)."""
+    torch._foreach_copy_(trainable(siamese), trainable(model))
+
+
+def _global_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if not info.enabled:
+        return x.mean()
+    from npc.distributed import gather_no_grad
+
+    return gather_no_grad(x.detach(), info).mean()
+
+
+def finish_step(model, optimizer, loss: torch.Tensor, info: DistInfo, grad_clip: float) -> float:
+    """Backward, average over ranks, clip, step. Returns the pre-clip gradient norm."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = trainable(model)
+    all_reduce_grads_(params, info)
+    if grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    optimizer.step()
+    return float(norm)
+
+
+def _siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: float) -> None:
+    siamese_opt.zero_grad(set_to_none=False)
+    for p, g in zip(trainable(siamese), grads):
+        p.grad = g.detach() * scale if scale != 1 else g.detach().clone()
+    siamese_opt.step()
+
+
+def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tensor], *, variant: str = "paper",
+             impl: str = "efficient", info: Optional[DistInfo] = None, autocast=None, grad_clip: float = 10.0
+             ) -> Dict[str, torch.Tensor]:
+    """One NPC update of ``model`` (A); returns per-sample weights, ratios, losses and the total loss."""
+    if variant not in ("paper", "release"):
+        raise ValueError(f"--npc_variant must be paper or release, got {variant!r}")
+    info = info or DistInfo()
+    autocast = autocast or nullcontext
+    siamese_scale = 2.0 if variant == "release" else 1.0
+    sync_siamese_(siamese, model)
+
+    if impl == "efficient":
+        with autocast():
+            losses = encode_groups(model, batch, GROUPS, info)
+        pair = losses["pair"]
+        before_I, before_T = losses["bankI"].detach(), losses["bankT"].detach()
+        grads = torch.autograd.grad(pair.mean(), trainable(model), retain_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(trainable(model), grads)]
+        if info.enabled:
+            holders = trainable(siamese)
+            for p, g in zip(holders, grads):
+                p.grad = g
+            all_reduce_grads_(holders, info)
+            grads = [p.grad for p in holders]
+        _siamese_step(siamese, siamese_opt, grads, siamese_scale)
+    elif impl == "naive":
+        with torch.no_grad(), autocast():
+            before = encode_groups(siamese, batch, ("bankI", "bankT"), info, dedup=False)
+        before_I, before_T = before["bankI"], before["bankT"]
+        with autocast():
+            siamese_loss = encode_groups(siamese, batch, ("pair",), info, dedup=False)["pair"].mean()
+        siamese_opt.zero_grad(set_to_none=True)
+        (siamese_loss * siamese_scale).backward()
+        all_reduce_grads_(trainable(siamese), info)
+        siamese_opt.step()
+        with autocast():
+            losses = encode_groups(model, batch, GROUPS, info, dedup=False)
+        pair = losses["pair"]
+    else:
+        raise ValueError(f"--npc_impl must be efficient or naive, got {impl!r}")
+
+    with torch.no_grad(), autocast():
+        after = encode_groups(siamese, batch, ("bankI", "bankT"), info, dedup=impl == "efficient")
+    weights, ratio = npc_weights(before_I.float(), after["bankI"].float(), before_T.float(), after["bankT"].float())
+
+    bank_loss = (losses["bankI"].mean() + losses["bankT"].mean()) / 2
+    if variant == "paper":
+        loss = (weights * pair).mean() + bank_loss
+    else:
+        # The release multiplies the batch-mean loss by the batch-mean weight and adds a bank loss
+        # computed without gradient: its value is logged, it contributes no gradient.
+        loss = _global_mean(weights, info) * pair.mean() + bank_loss.detach()
+    grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
+    return {"loss": loss.detach(), "pair_loss": pair.detach(), "bank_loss": bank_loss.detach(),
+            "weights": weights, "ratio": ratio, "grad_norm": torch.tensor(grad_norm)}
+
+
+def clip_step(model, optimizer, batch: Dict[str, torch.Tensor], *, info: Optional[DistInfo] = None, autocast=None,
+              grad_clip: float = 10.0) -> Dict[str, torch.Tensor]:
+    """One plain CLIP fine-tuning update (the baseline): mean symmetric InfoNCE of the batch."""
+    info = info or DistInfo()
+    autocast = autocast or nullcontext
+    with autocast():
+        pair = encode_groups(model, batch, ("pair",), info)["pair"]
+    loss = pair.mean()
+    grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
+    return {"loss": loss.detach(), "pair_loss": pair.detach(), "grad_norm": torch.tensor(grad_norm)}

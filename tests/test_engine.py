@@ -1,0 +1,123 @@
+"""The real entry points on the tiny generated dataset: train, evaluate, resume, banks, checkpoints."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import get_memorybank
+import main_CLIP
+import main_NPC
+from conftest import run_args
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_clip_one_epoch_writes_run_and_eval_reproduces_it(fresh_root, base_dir, tmp_path):
+    logs = tmp_path / "logs"
+    res = main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "c"))
+    run = logs / "c"
+    for name in ("params.txt", "log.txt", "metrics.jsonl", "results.json", "checkpoints/epoch1.pt",
+                 "checkpoints/latest.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["epoch"] == 1 and np.isfinite(record["train_loss"]) and "rsum" in record["dev"]
+    trained = res["results"]
+    ev = main_CLIP.main(run_args(fresh_root, base_dir, logs, "--eval", "--resume", str(run / "checkpoints/best.pt"),
+                                 "--experiments", "c_eval"))
+    assert ev["results"] == trained
+    assert json.loads((logs / "c_eval" / "eval_results.json").read_text())["results"] == trained
+
+
+@pytest.mark.parametrize("variant", ["paper", "release"])
+def test_npc_one_epoch_builds_bank_and_logs_weights(fresh_root, base_dir, tmp_path, variant):
+    logs = tmp_path / "logs"
+    main_NPC.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "n",
+                           "--npc_variant", variant, "--noise_ratio", "0.4"))
+    bank_dir = fresh_root / "annotations" / "memory_bank"
+    assert (bank_dir / "0.4_mbank_img_idx.npy").is_file() and (bank_dir / "0.4_mbank_txt_idx.npy").is_file()
+    record = json.loads((logs / "n" / "metrics.jsonl").read_text().splitlines()[0])
+    npc = record["npc"]
+    assert 0 < npc["mean_weight"] <= 1 and 0 <= npc["weight_auc"] <= 1
+    assert "mean_weight_clean" in npc and "mean_weight_noisy" in npc
+    ckpt = torch.load(logs / "n" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert "siamese_optimizer" in ckpt and ckpt["epoch"] == 1
+
+
+@pytest.mark.parametrize("script", [main_CLIP, main_NPC])
+def test_resume_equals_uninterrupted(fresh_root, base_dir, tmp_path, script):
+    logs = tmp_path / "logs"
+    common = ["--epochs", "2", "--noise_ratio", "0.2"]
+    script.main(run_args(fresh_root, base_dir, logs, *common, "--experiments", "full"))
+    script.main(run_args(fresh_root, base_dir, logs, *common, "--experiments", "cut", "--stop_after", "1"))
+    assert not (logs / "cut" / "checkpoints" / "epoch2.pt").exists()
+    script.main(run_args(fresh_root, base_dir, logs, *common, "--experiments", "cut", "--resume", "latest"))
+    a = _weights(logs / "full" / "checkpoints" / "epoch2.pt")
+    b = _weights(logs / "cut" / "checkpoints" / "epoch2.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_existing_run_is_not_overwritten(fresh_root, base_dir, tmp_path):
+    logs = tmp_path / "logs"
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "x"))
+    with pytest.raises(SystemExit, match="already holds a run"):
+        main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "x"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(fresh_root, base_dir, tmp_path, monkeypatch):
+    import npc.engine as engine
+
+    logs = tmp_path / "logs"
+    args = run_args(fresh_root, base_dir, logs, "--epochs", "3", "--experiments", "nan")
+    main_CLIP.main(args + ["--stop_after", "1"])
+    good = _weights(logs / "nan" / "checkpoints" / "latest.pt")
+    real_step = engine.clip_step
+
+    def exploding(*a, **kw):
+        out = real_step(*a, **kw)
+        out["loss"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(engine, "clip_step", exploding)
+    with pytest.raises(engine.NonFiniteLoss, match="non-finite loss"):
+        main_CLIP.main(args + ["--resume", "latest"])
+    kept = _weights(logs / "nan" / "checkpoints" / "latest.pt")
+    assert all(torch.equal(good[k], kept[k]) for k in good)
+
+
+def test_get_memorybank_standalone(fresh_root, base_dir, tmp_path, capsys):
+    from npc import memory_bank as mb
+
+    args = run_args(fresh_root, base_dir, tmp_path / "logs", "--noise_ratio", "0.4")
+    out = get_memorybank.main(args)
+    printed = capsys.readouterr().out
+    assert "precision" in printed and "recall" in printed
+    bank_dir = fresh_root / "annotations" / "memory_bank"
+    img = np.load(bank_dir / "0.4_mbank_img_idx.npy", allow_pickle=False)
+    txt = np.load(bank_dir / "0.4_mbank_txt_idx.npy", allow_pickle=False)
+    assert img.dtype == np.int64 and txt.dtype == np.int64
+    np.testing.assert_array_equal(img, out["image_bank"])
+    info = json.loads((bank_dir / "0.4_mbank_info.json").read_text())
+    assert 0 < info["n_clean"] <= info["n_pairs"] == len(txt)
+    # every bank entry is a pair the GMM called clean: entries come from a set of size n_clean
+    assert len(np.unique(np.concatenate([img, txt]))) <= info["n_clean"]
+    # the loaded bank round-trips
+    import data
+
+    split = data.load_split(fresh_root, "demo", "train", caps_file=fresh_root / "annotations/scan_split/0.4_noise_train_caps.txt")
+    bank = mb.load_bank(bank_dir, 0.4, split)
+    np.testing.assert_array_equal(bank.text_bank, txt)
+
+
+def test_bad_flags_exit_with_the_flag_name(capsys):
+    with pytest.raises(SystemExit) as e:
+        main_NPC.main(["--noise_ratio", "1.5"])
+    assert e.value.code == 2
+    assert "--noise_ratio" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main_NPC.main(["--dataset", "mscoco"])

@@ -1,0 +1,250 @@
+"""Retrieval metrics on small hand-computed matrices (ranks worked out in the comments)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from npc import evaluation_metrics as em
+from npc.evaluation_metrics import (METRIC_KEYS, fold_metrics, format_metrics_table,
+                                    retrieval_metrics)
+
+
+def approx_dict(d, **expected):
+    for k, v in expected.items():
+        assert d[k] == pytest.approx(v), k
+
+
+def naive_ranks(sims, num_anns):
+    """Textbook argsort ranks (SCAN style), valid when there are no ties."""
+    sims = np.asarray(sims, dtype=np.float64)
+    n_img, n_txt = sims.shape
+    i2t = []
+    for i in range(n_img):
+        order = list(np.argsort(-sims[i]))
+        i2t.append(1 + min(order.index(j) for j in range(i * num_anns, (i + 1) * num_anns)))
+    t2i = []
+    for j in range(n_txt):
+        order = list(np.argsort(-sims[:, j]))
+        t2i.append(1 + order.index(j // num_anns))
+    return np.array(i2t), np.array(t2i)
+
+
+# ---------------------------------------------------------------- num_anns = 1, 3 x 3
+SIMS_3x3 = np.array([
+    [0.9, 0.1, 0.5],
+    [0.8, 0.3, 0.2],
+    [0.1, 0.7, 0.6],
+])
+# i2t (row i, correct column i):
+#   img0: 0.9, wrong >= 0.9: none            -> rank 1
+#   img1: 0.3, wrong >= 0.3: 0.8             -> rank 2
+#   img2: 0.6, wrong >= 0.6: 0.7             -> rank 2
+#   ranks [1, 2, 2]: R@1 33.33, R@5 100, R@10 100, medr 2, meanr 5/3
+# t2i (column j, correct row j):
+#   cap0: col [.9 .8 .1], correct .9         -> rank 1
+#   cap1: col [.1 .3 .7], correct .3, .7 >=  -> rank 2
+#   cap2: col [.5 .2 .6], correct .6         -> rank 1
+#   ranks [1, 2, 1]: R@1 66.67, R@5 100, R@10 100, medr 1, meanr 4/3
+# rsum = 33.33 + 100 + 100 + 66.67 + 100 + 100 = 500
+
+
+def test_num_anns_1_hand_computed():
+    m = retrieval_metrics(SIMS_3x3, 1)
+    approx_dict(m, i2t_r1=100 / 3, i2t_r5=100, i2t_r10=100, i2t_medr=2, i2t_meanr=5 / 3,
+                t2i_r1=200 / 3, t2i_r5=100, t2i_r10=100, t2i_medr=1, t2i_meanr=4 / 3,
+                rsum=500)
+    assert list(m) == list(METRIC_KEYS)
+    assert all(type(v) is float for v in m.values())
+
+
+# ---------------------------------------------------------------- num_anns = 5, 2 x 10
+# image 0 owns captions 0-4, image 1 owns captions 5-9
+SIMS_2x10 = np.array([
+    [0.1, 0.2, 0.3, 0.4, 0.5, 0.9, 0.8, 0.7, 0.6, 0.55],
+    [0.3, 0.1, 0.0, 0.0, 0.0, 0.2, 0.25, 0.9, 0.1, 0.1],
+])
+# i2t:
+#   img0: best GT = 0.5 (cap4); wrong >= 0.5: 0.9 0.8 0.7 0.6 0.55 -> rank 6
+#   img1: best GT = 0.9 (cap7); wrong >= 0.9: none                 -> rank 1
+#   ranks [6, 1]: R@1 50, R@5 50, R@10 100, medr 3.5, meanr 3.5
+# t2i (correct image, its score vs the other image's):
+#   cap0 img0 .1 vs .3 -> 2    cap5 img1 .2  vs .9  -> 2
+#   cap1 img0 .2 vs .1 -> 1    cap6 img1 .25 vs .8  -> 2
+#   cap2 img0 .3 vs .0 -> 1    cap7 img1 .9  vs .7  -> 1
+#   cap3 img0 .4 vs .0 -> 1    cap8 img1 .1  vs .6  -> 2
+#   cap4 img0 .5 vs .0 -> 1    cap9 img1 .1  vs .55 -> 2
+#   ranks [2 1 1 1 1 2 2 1 2 2]: R@1 50, R@5 100, R@10 100, medr 1.5, meanr 1.5
+# rsum = 50 + 50 + 100 + 50 + 100 + 100 = 450
+
+
+def test_num_anns_5_hand_computed():
+    m = retrieval_metrics(SIMS_2x10, 5)
+    approx_dict(m, i2t_r1=50, i2t_r5=50, i2t_r10=100, i2t_medr=3.5, i2t_meanr=3.5,
+                t2i_r1=50, t2i_r5=100, t2i_r10=100, t2i_medr=1.5, t2i_meanr=1.5, rsum=450)
+
+
+def test_recall_at_10_boundary():
+    # 12 images, num_anns=1; image i's correct caption is beaten by exactly i wrong captions,
+    # so ranks are 1..12: R@1 = 1/12, R@5 = 5/12, R@10 = 10/12, medr 6.5, meanr 6.5.
+    n = 12
+    sims = np.zeros((n, n))
+    for i in range(n):
+        sims[i, i] = 1.0
+        others = [j for j in range(n) if j != i][:i]
+        sims[i, others] = 2.0
+    m = retrieval_metrics(sims, 1)   # (the t2i side of this matrix is not the point here)
+    approx_dict(m, i2t_r1=100 / 12, i2t_r5=500 / 12, i2t_r10=1000 / 12, i2t_medr=6.5,
+                i2t_meanr=6.5)
+
+
+# ---------------------------------------------------------------- ties
+def test_all_equal_scores_rank_last():
+    # Every wrong candidate ties with the correct one and is ranked ahead: all ranks = 2.
+    m = retrieval_metrics(np.full((2, 2), 0.5), 1)
+    approx_dict(m, i2t_r1=0, i2t_r5=100, i2t_medr=2, i2t_meanr=2,
+                t2i_r1=0, t2i_r5=100, t2i_medr=2, t2i_meanr=2, rsum=400)
+
+
+def test_ties_count_against_query_but_not_among_ground_truths():
+    # num_anns=2: image 0 owns captions 0,1; image 1 owns captions 2,3.
+    sims = np.array([
+        [0.7, 0.7, 0.7, 0.1],
+        [0.2, 0.2, 0.4, 0.4],
+    ])
+    # i2t img0: best GT 0.7 (two GTs tie, they do not compete); wrong cap2 = 0.7 ties -> rank 2
+    # i2t img1: best GT 0.4 (caps 2 and 3 tie); wrong 0.2, 0.2 < 0.4                -> rank 1
+    # t2i cap0: .7 vs .2 -> 1; cap1: .7 vs .2 -> 1; cap2: correct .4 vs .7 -> 2; cap3: .4 vs .1 -> 1
+    m = retrieval_metrics(sims, 2)
+    approx_dict(m, i2t_r1=50, i2t_medr=1.5, i2t_meanr=1.5,
+                t2i_r1=75, t2i_medr=1, t2i_meanr=1.25)
+
+
+def test_tied_wrong_candidate_in_t2i():
+    # caption 1's correct image (row 1) scores 0.6, row 0 also 0.6 -> rank 2, not 1.
+    sims = np.array([[1.0, 0.6], [0.0, 0.6]])
+    m = retrieval_metrics(sims, 1)
+    assert m["t2i_r1"] == pytest.approx(50)
+    assert m["t2i_meanr"] == pytest.approx(1.5)
+
+
+# ---------------------------------------------------------------- agreement with naive ranks
+@pytest.mark.parametrize("n_img,num_anns", [(7, 1), (20, 5), (13, 3)])
+def test_matches_naive_argsort_without_ties(n_img, num_anns):
+    rng = np.random.default_rng(n_img)
+    sims = rng.standard_normal((n_img, n_img * num_anns))
+    for i in range(n_img):
+        sims[i, i * num_anns:(i + 1) * num_anns] += 1.0
+    i2t, t2i = naive_ranks(sims, num_anns)
+    m = retrieval_metrics(sims, num_anns)
+    for k in (1, 5, 10):
+        assert m[f"i2t_r{k}"] == pytest.approx(100 * np.mean(i2t <= k))
+        assert m[f"t2i_r{k}"] == pytest.approx(100 * np.mean(t2i <= k))
+    assert m["i2t_medr"] == pytest.approx(np.median(i2t))
+    assert m["t2i_meanr"] == pytest.approx(np.mean(t2i))
+
+
+def test_chunking_gives_same_result(monkeypatch):
+    rng = np.random.default_rng(1)
+    sims = rng.standard_normal((30, 150))
+    full = retrieval_metrics(sims, 5)
+    monkeypatch.setattr(em, "_CHUNK_ELEMENTS", 7 * 150)   # several row and column chunks
+    assert retrieval_metrics(sims, 5) == full
+    monkeypatch.setattr(em, "_CHUNK_ELEMENTS", 1)         # one row / column at a time
+    assert retrieval_metrics(sims, 5) == full
+
+
+# ---------------------------------------------------------------- input types
+def test_torch_and_numpy_inputs_agree():
+    rng = np.random.default_rng(2)
+    sims = rng.standard_normal((10, 50)).astype(np.float32)
+    a = retrieval_metrics(sims, 5)
+    b = retrieval_metrics(torch.from_numpy(sims), 5)
+    c = retrieval_metrics(torch.from_numpy(sims).double(), 5)
+    d = retrieval_metrics(sims.tolist(), 5)
+    assert a == b == c == d
+
+
+def test_half_precision_tensor():
+    sims = torch.tensor(SIMS_2x10, dtype=torch.float16)
+    # float16 rounding keeps this matrix's ordering, so the hand-computed values still hold.
+    approx_dict(retrieval_metrics(sims, 5), rsum=450)
+
+
+def test_rsum_is_sum_of_six_recalls():
+    rng = np.random.default_rng(3)
+    m = retrieval_metrics(rng.standard_normal((8, 40)), 5)
+    assert m["rsum"] == pytest.approx(sum(m[f"{d}_r{k}"] for d in ("i2t", "t2i")
+                                          for k in (1, 5, 10)))
+
+
+# ---------------------------------------------------------------- folds
+def test_fold_metrics_mean_of_differing_folds():
+    # 4 images, num_anns=1, 2 folds. Fold 0 (images/captions 0-1) is perfect: every rank 1.
+    # Fold 1 (images/captions 2-3) is swapped: every rank 2. Off-diagonal blocks hold 5.0,
+    # which would ruin every rank if they were (wrongly) used.
+    sims = np.full((4, 4), 5.0)
+    sims[0:2, 0:2] = [[1, 0], [0, 1]]
+    sims[2:4, 2:4] = [[0, 1], [1, 0]]
+    m = fold_metrics(sims, 1, folds=2)
+    # fold 0: recalls 100, rsum 600, medr 1, meanr 1; fold 1: R@1 0, R@5/R@10 100, rsum 400, 2, 2
+    approx_dict(m, i2t_r1=50, i2t_r5=100, i2t_r10=100, t2i_r1=50, t2i_r5=100, t2i_r10=100,
+                i2t_medr=1.5, i2t_meanr=1.5, t2i_medr=1.5, t2i_meanr=1.5, rsum=500)
+    # the full matrix is a different (much worse) result
+    assert retrieval_metrics(sims, 1)["rsum"] < 500
+
+
+def test_fold_metrics_equals_mean_over_blocks():
+    rng = np.random.default_rng(4)
+    n, a, f = 25, 5, 5
+    sims = rng.standard_normal((n, n * a))
+    m = fold_metrics(torch.from_numpy(sims), a, folds=f)
+    s = n // f
+    per = [retrieval_metrics(sims[i * s:(i + 1) * s, i * s * a:(i + 1) * s * a], a)
+           for i in range(f)]
+    for k in METRIC_KEYS:
+        assert m[k] == pytest.approx(np.mean([p[k] for p in per])), k
+    # t2i R@10 is the real one, not i2t R@10 (the reference release's COCO-1K slip)
+    assert m["t2i_r10"] == pytest.approx(np.mean([p["t2i_r10"] for p in per]))
+
+
+def test_fold_metrics_not_divisible():
+    with pytest.raises(ValueError, match="6 images into 5"):
+        fold_metrics(np.zeros((6, 30)), 5, folds=5)
+
+
+# ---------------------------------------------------------------- validation
+def test_shape_error_names_shapes():
+    with pytest.raises(ValueError) as e:
+        retrieval_metrics(np.zeros((3, 10)), 5)
+    assert "(3, 10)" in str(e.value) and "(3, 15)" in str(e.value)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(5), np.zeros((0, 0)), np.zeros((2, 2, 2))])
+def test_bad_dimensions(bad):
+    with pytest.raises(ValueError):
+        retrieval_metrics(bad, 1)
+
+
+def test_bad_num_anns_and_nan():
+    with pytest.raises(ValueError):
+        retrieval_metrics(np.zeros((2, 2)), 0)
+    sims = np.eye(2)
+    sims[0, 1] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        retrieval_metrics(sims, 1)
+
+
+# ---------------------------------------------------------------- table
+def test_format_metrics_table():
+    rows = {"test 5K": retrieval_metrics(SIMS_3x3, 1),
+            "test 1K (5-fold)": retrieval_metrics(SIMS_2x10, 5)}
+    table = format_metrics_table(rows)
+    lines = table.splitlines()
+    assert any(line.startswith("test 5K ") for line in lines)
+    assert any(line.startswith("test 1K (5-fold) ") for line in lines)
+    row = next(line for line in lines if line.startswith("test 5K "))
+    assert "33.3" in row and "66.7" in row and "500.0" in row
+    assert "R@10" in table and "rsum" in table and "i2t" in table and "t2i" in table
+    # fixed width: the header, rule and data lines have the same length
+    assert len({len(line) for line in lines[1:]}) == 1

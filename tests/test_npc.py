@@ -1,0 +1,122 @@
+"""The NPC step: weights formula, paper vs release definitions, efficient == naive."""
+import copy
+
+import pytest
+import torch
+
+from npc.losses import clip_loss_per_sample
+from npc.model import create_model, encode, logit_scale
+from npc.negative_impact import npc_step, npc_weights
+
+
+def test_weights_hand_computed():
+    before_i = torch.tensor([1.0, 2.0, 3.0, 0.5])
+    after_i = torch.tensor([2.0, 1.0, 3.0, 0.25])
+    before_t = torch.tensor([1.0, 2.0, 1.5, 0.5])
+    after_t = torch.tensor([4.0, 4.0, 3.0, 1.0])
+    w, ratio = npc_weights(before_i, after_i, before_t, after_t)
+    # ratios: (0.5+0.25)/2, (2+0.5)/2, (1+0.5)/2, (2+0.5)/2
+    assert torch.allclose(ratio, torch.tensor([0.375, 1.25, 0.75, 1.25]))
+    expected = torch.tensor([torch.tanh(torch.tensor(0.375)), 1.0, torch.tanh(torch.tensor(0.75)), 1.0])
+    assert torch.allclose(w, expected)
+    assert (w <= 1).all()
+
+
+def _setup(seed=0, b=6, n_img=9, n_txt=12):
+    torch.manual_seed(seed)
+    model, _, _ = create_model("npc-micro", "none")
+    g = torch.Generator().manual_seed(seed)
+    batch = {
+        "images": torch.randn(n_img, 3, 32, 32, generator=g),
+        "texts": torch.randint(1, 400, (n_txt, 24), generator=g),
+        "pair_img": torch.tensor([0, 1, 2, 3, 4, 5]), "pair_txt": torch.tensor([0, 1, 2, 3, 4, 5]),
+        # bank entries: some are the pair itself, some shared between pairs, some new
+        "bankI_img": torch.tensor([0, 6, 2, 7, 6, 8]), "bankI_txt": torch.tensor([0, 6, 2, 7, 6, 8]),
+        "bankT_img": torch.tensor([1, 1, 7, 3, 8, 5]), "bankT_txt": torch.tensor([9, 1, 10, 3, 11, 5]),
+        "index": torch.arange(b),
+    }
+    return model, batch
+
+
+def _opt(model, lr=1e-3):
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)
+
+
+def _per_sample(model, batch, group):
+    img, txt = encode(model, batch["images"][batch[f"{group}_img"]], batch["texts"][batch[f"{group}_txt"]])
+    return clip_loss_per_sample(img, txt, logit_scale(model))
+
+
+def _run(variant, impl, seed=0, siamese_eps=1e-6):
+    model, batch = _setup(seed)
+    siamese = copy.deepcopy(model)
+    opt, sopt = torch.optim.SGD(model.parameters(), lr=1.0), _opt(siamese)
+    sopt.param_groups[0]["eps"] = siamese_eps
+    before = copy.deepcopy(model)
+    out = npc_step(model, siamese, opt, sopt, batch, variant=variant, impl=impl, grad_clip=0.0)
+    return before, model, siamese, out, batch
+
+
+@pytest.mark.parametrize("variant", ["paper", "release"])
+def test_weights_and_update_match_the_definition(variant):
+    a0, a1, _, out, batch = _run(variant, "efficient")
+    # Step 1 written out: A' = copy of A, one AdamW step on the (doubled for release) mean batch loss.
+    sia = copy.deepcopy(a0)
+    sopt = _opt(sia)
+    with torch.no_grad():
+        li0, lt0 = _per_sample(sia, batch, "bankI"), _per_sample(sia, batch, "bankT")
+    loss = _per_sample(sia, batch, "pair").mean() * (2.0 if variant == "release" else 1.0)
+    loss.backward()
+    sopt.step()
+    with torch.no_grad():
+        li1, lt1 = _per_sample(sia, batch, "bankI"), _per_sample(sia, batch, "bankT")
+    ratio = (li0 / li1 + lt0 / lt1) / 2
+    w = torch.where(ratio < 1, torch.tanh(ratio), torch.ones_like(ratio))
+    assert torch.allclose(out["weights"], w, atol=1e-5)
+    assert torch.allclose(out["ratio"], ratio, atol=1e-5)
+    # Step 2 written out; with SGD(lr=1) and no clipping the update is exactly minus the gradient.
+    ref = copy.deepcopy(a0)
+    pair = _per_sample(ref, batch, "pair")
+    bank = (_per_sample(ref, batch, "bankI").mean() + _per_sample(ref, batch, "bankT").mean()) / 2
+    total = (w * pair).mean() + bank if variant == "paper" else w.mean() * pair.mean()
+    grads = torch.autograd.grad(total, list(ref.parameters()), allow_unused=True)
+    for p0, p1, g in zip(a0.parameters(), a1.parameters(), grads):
+        expected = p0 - (g if g is not None else 0)
+        assert torch.allclose(p1, expected, atol=1e-5), "update of A differs from its definition"
+
+
+def test_paper_and_release_gradients_differ():
+    a0, p, _, out_p, _ = _run("paper", "efficient")
+    _, r, _, out_r, _ = _run("release", "efficient")
+    delta_p = torch.cat([(x - y).flatten() for x, y in zip(p.parameters(), a0.parameters())])
+    delta_r = torch.cat([(x - y).flatten() for x, y in zip(r.parameters(), a0.parameters())])
+    assert (delta_p - delta_r).abs().max() > 1e-4
+    # The release's update is a scalar multiple of the plain mean-loss gradient (no per-sample weighting)
+    ref = copy.deepcopy(a0)
+    g = torch.cat([x.flatten() for x in torch.autograd.grad(_per_sample(ref, _setup()[1], "pair").mean(),
+                                                             list(ref.parameters()))])
+    assert torch.allclose(-delta_r, out_r["weights"].mean() * g, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["paper", "release"])
+def test_efficient_step_equals_naive_step(variant):
+    # Attention key biases have an exactly-zero gradient in theory (softmax is shift invariant) and
+    # ~1e-10 of float noise in practice, which Adam's first step (g / (|g| + eps)) blows up to
+    # +-lr with eps=1e-6. A larger eps compares the siamese update where its gradient is defined.
+    _, eff, eff_sia, out_e, _ = _run(variant, "efficient", seed=3, siamese_eps=1e-4)
+    _, nai, nai_sia, out_n, _ = _run(variant, "naive", seed=3, siamese_eps=1e-4)
+    assert torch.allclose(out_e["weights"], out_n["weights"], atol=1e-5)
+    for a, b in zip(eff.parameters(), nai.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(eff_sia.parameters(), nai_sia.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_siamese_is_resynced_and_keeps_its_optimizer_state():
+    model, batch = _setup()
+    siamese = copy.deepcopy(model)
+    opt, sopt = _opt(model), _opt(siamese)
+    for _ in range(2):
+        npc_step(model, siamese, opt, sopt, batch)
+    state = sopt.state[next(iter(siamese.parameters()))]
+    assert int(state["step"]) == 2  # moments accumulate across steps, as in the release
