@@ -1,0 +1,255 @@
+"""The embedded noisy-correspondence benchmark: base vs CLIP fine-tuning vs NPC (paper / release).
+
+On the demo dataset, for each noise ratio and seed, runs the real entry points
+(``main_CLIP.py``, ``main_NPC.py``) as subprocesses with identical epochs, batch and data, and
+records test recalls, wall time, NPC's noise-detection quality (ROC-AUC of its weights against the
+ground-truth noise mask, mean weight of clean and noisy pairs) and the memory bank's clean-set
+precision/recall. Results are appended to a JSON list after every run (written atomically), and
+runs already recorded are skipped, so an interrupted benchmark continues where it stopped.
+
+    python bench/noisy_benchmark.py                 # full: noise 0/0.2/0.4/0.6 x seeds 0/1/2 (hours on 2 CPUs)
+    python bench/noisy_benchmark.py --quick         # one seed, 2 epochs, noise 0/0.6: a smoke run
+    python bench/noisy_benchmark.py --search        # learning-rate search on the dev split (40% noise)
+    python bench/noisy_benchmark.py --render        # table + plot from the recorded JSON into bench/results/
+
+Learning rates come from ``--search`` (dev split only, never test): for each method the lr with the
+best dev rsum at 40% noise, seed 0, among ``--lrs``; the chosen values are written to
+``bench/results/lr_search.json`` and used by the benchmark runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from npc.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+METHODS = ("base", "clip", "npc_paper", "npc_release")
+RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
+RESULTS = REPO / "bench" / "results"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def command_for(method: str, noise: str, seed: int, *, epochs: int, lr: float | None, logs: Path, exp: str,
+                extra=()) -> list:
+    script = "main_CLIP.py" if method in ("base", "clip") else "main_NPC.py"
+    cmd = [sys.executable, script, "--dataset", "demo", "--noise_ratio", noise, "--seed", str(seed),
+           "--logs", str(logs), "--experiments", exp, "--no_progress"]
+    if method == "base":
+        return cmd + ["--eval", *extra]
+    cmd += ["--epochs", str(epochs)]
+    if lr is not None:
+        cmd += ["--lr", repr(lr)]
+    if method.startswith("npc"):
+        cmd += ["--npc_variant", method.split("_")[1]]
+    return cmd + list(extra)
+
+
+def collect(method: str, run_dir: Path, noise: str) -> dict:
+    res = json.loads((run_dir / ("eval_results.json" if method == "base" else "results.json")).read_text())
+    metrics = next(iter(res["results"].values()))
+    rec = {k: metrics[k] for k in (*RECALLS, "rsum")}
+    if method != "base":
+        epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+        rec["best_dev_rsum"] = max(e["dev"]["rsum"] for e in epochs)
+        rec["dev_rsum_per_epoch"] = [e["dev"]["rsum"] for e in epochs]
+        npc = [e["npc"] for e in epochs if "npc" in e]
+        if npc and "weight_auc" in npc[0]:
+            rec["weight_auc"] = statistics.fmean(e["weight_auc"] for e in npc)
+            rec["weight_auc_per_epoch"] = [e["weight_auc"] for e in npc]
+            rec["mean_w_clean"] = statistics.fmean(e["mean_weight_clean"] for e in npc)
+            rec["mean_w_noisy"] = statistics.fmean(e["mean_weight_noisy"] for e in npc)
+        if npc:
+            bank_info = REPO / "dataset" / "demo" / "annotations" / "memory_bank" / f"{noise}_mbank_info.json"
+            if bank_info.is_file():
+                info = json.loads(bank_info.read_text())
+                rec["bank_precision"] = info.get("precision")
+                rec["bank_recall"] = info.get("recall")
+                rec["bank_clean_fraction"] = info.get("clean_fraction")
+    return rec
+
+
+def run_one(method, noise, seed, *, epochs, lr, logs, tag) -> dict:
+    exp = f"{tag}_{method}_n{noise}_s{seed}"
+    run_dir = logs / exp
+    if run_dir.exists():  # a run interrupted half-way: start it again from scratch
+        import shutil
+
+        shutil.rmtree(run_dir)
+    cmd = command_for(method, noise, seed, epochs=epochs, lr=lr, logs=logs, exp=exp)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"run failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    rec = {"method": method, "noise_ratio": float(noise), "seed": seed, "epochs": 0 if method == "base" else epochs,
+           "lr": lr, **collect(method, run_dir, noise), "seconds": round(seconds, 1),
+           "command": " ".join(["python"] + cmd[1:]), "git_commit": git_commit()}
+    return rec
+
+
+def load(path: Path) -> list:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def key(rec) -> tuple:
+    return rec["method"], float(rec["noise_ratio"]), rec["seed"], rec["epochs"], rec.get("lr")
+
+
+def run_grid(methods, noises, seeds, *, epochs, lrs: dict, out: Path, logs: Path, tag: str) -> list:
+    records = load(out)
+    done = {key(r) for r in records}
+    for seed in seeds:
+        for noise in noises:
+            for method in methods:
+                lr = None if method == "base" else lrs.get(method)
+                k = (method, float(noise), seed, 0 if method == "base" else epochs, lr)
+                if k in done:
+                    continue
+                rec = run_one(method, noise, seed, epochs=epochs, lr=lr, logs=logs, tag=tag)
+                records.append(rec)
+                done.add(k)
+                atomic_write_json(out, records)
+                extra = f" weight AUC {rec['weight_auc']:.3f}" if "weight_auc" in rec else ""
+                print(f"{method:12s} noise {noise:4s} seed {seed}: rsum {rec['rsum']:.1f}{extra} "
+                      f"({rec['seconds']:.0f}s)", flush=True)
+    return records
+
+
+def search(args) -> None:
+    out = RESULTS / "lr_search.json"
+    records = load(out)
+    done = {(r["method"], r["lr"]) for r in records}
+    for method in [m for m in args.methods if m != "base"]:
+        for lr in args.lrs:
+            if (method, lr) in done:
+                continue
+            rec = run_one(method, args.search_noise, 0, epochs=args.epochs, lr=lr, logs=args.logs, tag="search")
+            records.append(rec)
+            atomic_write_json(out, records)
+            print(f"search {method:12s} lr {lr:.0e}: best dev rsum {rec['best_dev_rsum']:.1f} ({rec['seconds']:.0f}s)",
+                  flush=True)
+    chosen = {}
+    for method in sorted({r["method"] for r in records}):
+        best = max((r for r in records if r["method"] == method), key=lambda r: r["best_dev_rsum"])
+        chosen[method] = best["lr"]
+    if "npc_paper" in chosen and "npc_release" not in chosen:
+        # The variants differ in the loss only; the release variant shares the paper variant's lr.
+        chosen["npc_release"] = chosen["npc_paper"]
+    atomic_write_json(RESULTS / "lr_chosen.json", chosen)
+    print("chosen learning rates (best dev rsum at noise", args.search_noise, "):", chosen)
+
+
+def mean_std(values):
+    if len(values) == 1:
+        return values[0], 0.0
+    return statistics.fmean(values), statistics.stdev(values)
+
+
+def render(records: list, out_md: Path, out_png: Path) -> str:
+    noises = sorted({r["noise_ratio"] for r in records})
+    methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+    lines = ["| method | noise | seeds | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | rsum | weight AUC | s/run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for noise in noises:
+        for m in methods:
+            rs = [r for r in records if r["method"] == m and r["noise_ratio"] == noise]
+            if not rs:
+                continue
+            cells = []
+            for k in (*RECALLS, "rsum"):
+                mu, sd = mean_std([r[k] for r in rs])
+                cells.append(f"{mu:.1f} ± {sd:.1f}")
+            aucs = [r["weight_auc"] for r in rs if r.get("weight_auc") is not None]
+            auc = "{:.3f} ± {:.3f}".format(*mean_std(aucs)) if aucs else "–"
+            secs = statistics.fmean(r["seconds"] for r in rs)
+            lines.append(f"| {m} | {noise:.0%} | {len(rs)} | " + " | ".join(cells) + f" | {auc} | {secs:.0f} |")
+    table = "\n".join(lines) + "\n"
+    atomic_write_text(out_md, table)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipping the plot (pip install matplotlib)")
+        return table
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, k, title in zip(axes, ("rsum", "i2t_r1", "t2i_r1"), ("rsum", "i2t R@1", "t2i R@1")):
+        for m in methods:
+            xs, mus, sds = [], [], []
+            for noise in noises:
+                vals = [r[k] for r in records if r["method"] == m and r["noise_ratio"] == noise]
+                if vals:
+                    mu, sd = mean_std(vals)
+                    xs.append(noise * 100), mus.append(mu), sds.append(sd)
+            ax.errorbar(xs, mus, yerr=sds, marker="o", capsize=3, label=m)
+        ax.set_xlabel("caption noise (%)")
+        ax.set_title(f"demo test {title}")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    tmp = out_png.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, out_png)
+    return table
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="one seed, 2 epochs, noise 0 and 0.6")
+    p.add_argument("--search", action="store_true", help="learning-rate search on dev (see module doc)")
+    p.add_argument("--render", action="store_true", help="only render table and plot from the JSON")
+    p.add_argument("--noise", default="0.0,0.2,0.4,0.6", help="comma list of noise ratios")
+    p.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
+    p.add_argument("--epochs", type=int, default=5, help="training epochs of every fine-tuning run")
+    p.add_argument("--lrs", default="1e-4,2e-4,5e-4,1e-3", help="--search candidates")
+    p.add_argument("--search_noise", default="0.4", help="noise ratio of the --search runs")
+    p.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/noisy_benchmark.json)")
+    p.add_argument("--logs", type=Path, default=REPO / "bench" / "runs", help="where run folders go")
+    args = p.parse_args(argv)
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = set(args.methods) - set(METHODS)
+    if unknown:
+        p.error(f"--methods: unknown {sorted(unknown)}")
+    args.lrs = [float(x) for x in args.lrs.split(",")]
+    if args.quick:
+        args.seeds, args.epochs, args.noise = "0", 2, "0.0,0.6"
+    out = args.out or RESULTS / ("noisy_benchmark_quick.json" if args.quick else "noisy_benchmark.json")
+    if args.search:
+        search(args)
+        return 0
+    if not args.render:
+        chosen_path = RESULTS / "lr_chosen.json"
+        lrs = json.loads(chosen_path.read_text()) if chosen_path.is_file() else {}
+        if not lrs:
+            print("no bench/results/lr_chosen.json: using the demo's default learning rates")
+        run_grid(args.methods, args.noise.split(","), [int(s) for s in args.seeds.split(",")], epochs=args.epochs,
+                 lrs=lrs, out=out, logs=args.logs, tag="quick" if args.quick else "bench")
+    records = load(out)
+    stem = out.stem
+    table = render(records, RESULTS / f"{stem}.md", RESULTS / f"{stem}.png")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
