@@ -41,9 +41,14 @@ def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Concatenate every rank's rows in rank order; gradients flow back to the owning rank."""
     if not info.enabled:
         return x
+    import warnings
+
     import torch.distributed.nn.functional as dnn
 
-    return torch.cat(dnn.all_gather(x), dim=0)
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private module; it remains the public autograd-aware all_gather.
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(dnn.all_gather(x), dim=0)
 
 
 def all_reduce_mean_(tensors, info: DistInfo) -> None:

@@ -119,9 +119,8 @@ def finish_step(model, optimizer, loss: torch.Tensor, info: DistInfo, grad_clip:
 
 
 def _siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: float) -> None:
-    siamese_opt.zero_grad(set_to_none=False)
     for p, g in zip(trainable(siamese), grads):
-        p.grad = g.detach() * scale if scale != 1 else g.detach().clone()
+        p.grad = g.detach() * scale  # a new tensor: ``grads`` may alias the .grad being replaced
     siamese_opt.step()
 
 
