@@ -87,7 +87,7 @@ def collect(method: str, run_dir: Path, noise: str) -> dict:
 
 
 def run_one(method, noise, seed, *, epochs, lr, logs, tag) -> dict:
-    exp = f"{tag}_{method}_n{noise}_s{seed}"
+    exp = f"{tag}_{method}_n{noise}_s{seed}" + (f"_lr{lr:g}" if tag == "search" else "")
     run_dir = logs / exp
     if run_dir.exists():  # a run interrupted half-way: start it again from scratch
         import shutil

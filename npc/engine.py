@@ -77,7 +77,7 @@ def lr_at(step: int, epoch: int, *, base_lr: float, warmup: int, total_steps: in
 def make_optimizer(model, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float):
     # Weight decay on all parameters, as the release (and OpenAI's fine-tuning recipe) does.
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(beta1, beta2),
-                             eps=eps, weight_decay=weight_decay)
+                             eps=eps, weight_decay=weight_decay, fused=True)
 
 
 def set_lr(optimizers, lr: float) -> None:
@@ -355,7 +355,17 @@ def run(args) -> Dict:
             siamese_opt = make_optimizer(siamese, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
         optimizer = make_optimizer(model, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
 
-        dataset = data.PairBatches(train_split, preprocess, tokenizer, bank)
+        image_source = None
+        if args.image_cache:
+            from npc.image_cache import ImageCache
+
+            if info.is_main:
+                ImageCache(args.image_cache, f"{args.dataset}_train", train_split.image_paths, preprocess,
+                           num_workers=args.num_workers, progress=progress, log=log.info)
+            barrier(info)
+            image_source = ImageCache(args.image_cache, f"{args.dataset}_train", train_split.image_paths, preprocess,
+                                      log=lambda *_: None)
+        dataset = data.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source)
         sampler = data.EpochBatchSampler(len(train_split), args.batch_size, args.seed, info.rank, info.world_size)
         loader = data.train_loader(dataset, sampler, args.num_workers)
         steps_per_epoch = len(sampler)

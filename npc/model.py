@@ -190,6 +190,11 @@ def encode(model, images: Optional[torch.Tensor] = None, texts: Optional[torch.T
     """L2-normalized image and text features (either may be ``None``)."""
     img = txt = None
     if images is not None:
+        if images.dtype == torch.uint8:  # from the image cache: NHWC pixels, normalized here on the device
+            from npc.image_cache import normalize_uint8
+
+            cfg = model.visual.preprocess_cfg
+            images = normalize_uint8(images, cfg["mean"], cfg["std"])
         img = model.encode_image(images.to(model_dtype(model)), normalize=True)
     if texts is not None:
         txt = model.encode_text(texts, normalize=True)

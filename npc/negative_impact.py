@@ -60,23 +60,40 @@ def group_losses(img_feats: torch.Tensor, txt_feats: torch.Tensor, batch: Dict[s
     return out
 
 
-def encode_groups(model, batch, groups: Sequence[str], info: DistInfo, dedup: bool = True):
+def _distinct(batch, groups, kind: str, first: Sequence[str]):
+    """Distinct rows used by ``groups``: those of the ``first`` groups, then the others."""
+    used = torch.unique(torch.cat([batch[f"{g}_{kind}"] for g in groups]))
+    if not first:
+        return [used]
+    head = torch.unique(torch.cat([batch[f"{g}_{kind}"] for g in first]))
+    return [head, used[~torch.isin(used, head)]]
+
+
+def encode_groups(model, batch, groups: Sequence[str], info: DistInfo, dedup: bool = True,
+                  first: Sequence[str] = ()):
     """Per-sample losses of ``groups`` under ``model``.
 
     ``dedup`` encodes only the distinct images/captions the groups use, once each; otherwise every
-    group is encoded on its own, the way the reference feeds three image batches per step.
+    group is encoded on its own, the way the reference feeds three image batches per step. The rows
+    of the ``first`` groups are encoded in a forward call of their own, so that a gradient of their
+    losses alone back-propagates through their rows only.
     """
     if dedup:
-        imgs = torch.unique(torch.cat([batch[f"{g}_img"] for g in groups]))
-        txts = torch.unique(torch.cat([batch[f"{g}_txt"] for g in groups]))
-        img_f, txt_f = encode(model, batch["images"][imgs], batch["texts"][txts])
-        # Re-point each group's positions at the rows just encoded.
-        img_map = torch.empty(batch["images"].shape[0], dtype=torch.long, device=imgs.device)
-        img_map[imgs] = torch.arange(len(imgs), device=imgs.device)
-        txt_map = torch.empty(batch["texts"].shape[0], dtype=torch.long, device=txts.device)
-        txt_map[txts] = torch.arange(len(txts), device=txts.device)
-        local = {f"{g}_{k}": m[batch[f"{g}_{k}"]] for g in groups for k, m in (("img", img_map), ("txt", txt_map))}
-        return group_losses(img_f, txt_f, local, groups, logit_scale(model), info)
+        maps, feats = [], []
+        for kind, key in (("img", "images"), ("txt", "texts")):
+            parts = [p for p in _distinct(batch, groups, kind, first) if len(p)]
+            rows = torch.cat(parts)
+            # Re-point each group's positions at the rows about to be encoded.
+            m = torch.empty(batch[key].shape[0], dtype=torch.long, device=rows.device)
+            m[rows] = torch.arange(len(rows), device=rows.device)
+            maps.append(m)
+            if kind == "img":
+                f = [encode(model, images=batch[key][p])[0] for p in parts]
+            else:
+                f = [encode(model, texts=batch[key][p])[1] for p in parts]
+            feats.append(torch.cat(f) if len(f) > 1 else f[0])
+        local = {f"{g}_{k}": m[batch[f"{g}_{k}"]] for g in groups for k, m in zip(("img", "txt"), maps)}
+        return group_losses(feats[0], feats[1], local, groups, logit_scale(model), info)
     out = {}
     for g in groups:
         img_f, txt_f = encode(model, batch["images"][batch[f"{g}_img"]], batch["texts"][batch[f"{g}_txt"]])
@@ -137,7 +154,7 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
 
     if impl == "efficient":
         with autocast():
-            losses = encode_groups(model, batch, GROUPS, info)
+            losses = encode_groups(model, batch, GROUPS, info, first=("pair",))
         pair = losses["pair"]
         before_I, before_T = losses["bankI"].detach(), losses["bankT"].detach()
         grads = torch.autograd.grad(pair.mean(), trainable(model), retain_graph=True, allow_unused=True)

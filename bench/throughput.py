@@ -1,0 +1,180 @@
+"""Throughput of the training step (CLIP, naive NPC, efficient NPC) and of batch loading, side by side.
+
+    python bench/throughput.py                       # CPU, npc-tiny, batch 128 (under two minutes here)
+    python bench/throughput.py --model ViT-B/32 --batch 256 --precision amp_bf16 --json   # on a GPU
+
+Steps run on synthetic tensors (random weights: speed does not depend on them), interleaved
+(CLIP, naive, efficient, CLIP, ...) so that machine noise hits all three alike; the table reports
+the median over rounds and the cost ratios to the CLIP step. A fraction ``--bank_self`` of the
+memory-bank entries is the pair itself, as happens with real banks (the demo's 40%-noise bank: see
+``self_*_fraction`` in its ``_mbank_info.json``); the efficient step encodes such duplicates once.
+
+Loading is measured on the demo dataset (generated if missing) with a memory bank: NPC batches
+(pairs + bank pairs) from JPEG files through PIL, and from the preprocessed ``--image_cache``.
+Peak memory: per step kind on CUDA (``max_memory_allocated``); on CPU only the process's peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from npc.engine import autocast_for, make_optimizer  # noqa: E402
+from npc.model import create_model  # noqa: E402
+from npc.negative_impact import clip_step, npc_step  # noqa: E402
+
+
+def synthetic_batch(b: int, image_size: int, context: int, bank_self: float, device, seed: int = 0):
+    """B pairs and their bank pairs; a fraction ``bank_self`` of bank entries are the pair itself."""
+    g = np.random.default_rng(seed)
+    n_extra = 2 * b
+    images = torch.randn(b + n_extra, 3, image_size, image_size)
+    texts = torch.randint(1, 40000, (b + n_extra, context))
+    batch = {"images": images, "texts": texts, "pair_img": torch.arange(b), "pair_txt": torch.arange(b),
+             "index": torch.arange(b)}
+    for k, group in enumerate(("bankI", "bankT")):
+        own = g.random(b) < bank_self
+        pos = np.where(own, np.arange(b), b + k * b + np.arange(b))
+        batch[f"{group}_img"] = torch.from_numpy(pos)
+        batch[f"{group}_txt"] = torch.from_numpy(pos)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def time_steps(args, device) -> dict:
+    torch.manual_seed(0)
+    precision = args.precision or ("amp_bf16" if device.type == "cuda" else "fp32")
+    model, _, _ = create_model(args.model, "none", precision=precision, device=device)
+    if args.torchcompile:
+        model = torch.compile(model)
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    batch = synthetic_batch(args.batch, size, model.context_length, args.bank_self, device)
+    siamese = copy.deepcopy(model)
+    opt = make_optimizer(model, 1e-5, 0.9, 0.98, 1e-6, 0.2)
+    sopt = make_optimizer(siamese, 1e-5, 0.9, 0.98, 1e-6, 0.2)
+    autocast = autocast_for(precision, device)
+    kinds = {
+        "clip": lambda: clip_step(model, opt, batch, autocast=autocast),
+        "npc_naive": lambda: npc_step(model, siamese, opt, sopt, batch, impl="naive", autocast=autocast),
+        "npc": lambda: npc_step(model, siamese, opt, sopt, batch, impl="efficient", autocast=autocast),
+    }
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for fn in kinds.values():  # warm-up (allocator, compile)
+        for _ in range(args.warmup):
+            fn()
+    sync()
+    times = {k: [] for k in kinds}
+    peak = {}
+    for _ in range(args.rounds):
+        for k, fn in kinds.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                fn()
+            sync()
+            times[k].append((time.perf_counter() - t0) / args.steps)
+            if device.type == "cuda":
+                peak[k] = max(peak.get(k, 0), torch.cuda.max_memory_allocated() / 2 ** 20)
+    out = {"precision": precision}
+    for k, ts in times.items():
+        out[f"{k}_pairs_per_s"] = args.batch / statistics.median(ts)
+        if k in peak:
+            out[f"{k}_peak_mib"] = round(peak[k])
+    out["npc_naive_over_clip"] = out["clip_pairs_per_s"] / out["npc_naive_pairs_per_s"]
+    out["npc_over_clip"] = out["clip_pairs_per_s"] / out["npc_pairs_per_s"]
+    return out
+
+
+def time_loading(args) -> dict:
+    import data
+    from npc import memory_bank as mb
+    from npc.demo import ensure_demo_data
+    from npc.image_cache import ImageCache
+
+    root = REPO / "dataset" / "demo"
+    ensure_demo_data(root, progress=False)
+    _, preprocess, tokenizer = create_model("npc-tiny", "none")
+    split, _ = data.load_train_split(root, "demo", 5, 0.4, log=lambda *_: None)
+    bank_dir = data.memory_bank_dir(root)
+    if mb.bank_paths(bank_dir, 0.4)[0].is_file():
+        bank = mb.load_bank(bank_dir, 0.4, split)
+    else:  # a stand-in bank with the typical share of self entries
+        rng = np.random.default_rng(0)
+        bank = data.BankIndex(rng.integers(0, len(split), split.num_images), rng.integers(0, len(split), len(split)))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = ImageCache(tmp, "train", split.image_paths, preprocess, num_workers=0, progress=False,
+                           log=lambda *_: None)
+        sources = {"pil": None, "cache": cache}
+        rng = np.random.default_rng(1)
+        batches = [rng.choice(len(split), args.batch, replace=False).tolist() for _ in range(args.load_batches)]
+        for name, src in sources.items():
+            ds = data.PairBatches(split, preprocess, tokenizer, bank, image_source=src)
+            ds[batches[0]]
+            t0 = time.perf_counter()
+            n_images = 0
+            for b in batches:
+                n_images += len(ds[b]["images"])
+            dt = time.perf_counter() - t0
+            out[f"load_{name}_pairs_per_s_1proc"] = args.batch * len(batches) / dt
+            out[f"load_{name}_images_per_batch"] = n_images / len(batches)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="default: npc-tiny on CPU, ViT-B/32 on CUDA")
+    p.add_argument("--batch", type=int, default=None, help="default: 128 on CPU, 256 on CUDA")
+    p.add_argument("--device", default=None)
+    p.add_argument("--precision", default=None, choices=("fp32", "amp_bf16", "fp16"))
+    p.add_argument("--bank_self", type=float, default=0.5, help="fraction of bank entries that are the pair itself")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3, help="steps per round and kind")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--load_batches", type=int, default=10)
+    p.add_argument("--no_loading", action="store_true", help="skip the data-loading measurement")
+    p.add_argument("--torchcompile", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    args.model = args.model or ("ViT-B/32" if device.type == "cuda" else "npc-tiny")
+    args.batch = args.batch or (256 if device.type == "cuda" else 128)
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+              "model": args.model, "batch": args.batch, "bank_self": args.bank_self}
+    result.update(time_steps(args, device))
+    if not args.no_loading:
+        result.update(time_loading(args))
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"device {result['device']}, model {args.model}, batch {args.batch}, precision {result['precision']}")
+    print(f"{'step':12s} {'pairs/s':>10s} {'cost vs CLIP':>13s}")
+    for k in ("clip", "npc_naive", "npc"):
+        ratio = result["clip_pairs_per_s"] / result[f"{k}_pairs_per_s"]
+        mem = f"  peak {result[k + '_peak_mib']} MiB" if f"{k}_peak_mib" in result else ""
+        print(f"{k:12s} {result[f'{k}_pairs_per_s']:10.0f} {ratio:12.2f}x{mem}")
+    if not args.no_loading:
+        for k in ("pil", "cache"):
+            print(f"loading NPC batches ({k}, 1 process): {result[f'load_{k}_pairs_per_s_1proc']:.0f} pairs/s "
+                  f"({result[f'load_{k}_images_per_batch']:.0f} distinct images per batch of {args.batch})")
+    print(f"peak RSS {result['peak_rss_mib']} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""A preprocessed image cache: CLIP's resize + center crop done once, stored as uint8 in a memmap.
+
+CLIP's preprocessing has no augmentation, so every epoch decodes and resizes the same JPEGs again;
+with NPC a batch also needs its memory-bank images. The cache keeps the resized, cropped RGB pixels
+(``uint8``, ``(n_images, H, W, 3)``) in one memory-mapped file; a batch is a fancy-indexed read, and
+conversion to float and CLIP's normalization happen on the training device (``npc.model.encode``
+accepts uint8 NHWC batches).
+
+The cache is validated against its source: a fingerprint of the image paths, their sizes and
+modification times, the crop size and the transform. Any difference rebuilds it (atomically: the
+array and its metadata are written to temporary files and renamed, metadata last).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from npc.io import atomic_write_json
+
+
+def pil_part(preprocess):
+    """The PIL-level steps of an open_clip transform (everything before ToTensor/Normalize)."""
+    steps = []
+    for t in getattr(preprocess, "transforms", [preprocess]):
+        if type(t).__name__ in ("ToTensor", "MaybeToTensor", "Normalize"):
+            break
+        steps.append(t)
+    from torchvision.transforms import Compose
+
+    return Compose(steps)
+
+
+def normalization(preprocess):
+    for t in getattr(preprocess, "transforms", []):
+        if type(t).__name__ == "Normalize":
+            return tuple(float(x) for x in t.mean), tuple(float(x) for x in t.std)
+    raise ValueError("the preprocessing transform has no Normalize step")
+
+
+def fingerprint(paths: Sequence[Path], pil_transform) -> str:
+    h = hashlib.sha256(repr(pil_transform).encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+class _Decode(Dataset):
+    def __init__(self, paths, pil_transform):
+        self.paths, self.t = list(paths), pil_transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from data import DataError
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.paths[i]) as img:
+                return torch.from_numpy(np.asarray(self.t(img.convert("RGB")), dtype=np.uint8).copy())
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"cannot read image {self.paths[i]}: {e}") from None
+
+
+class ImageCache:
+    """``cache[indices]`` -> uint8 tensor (len, H, W, 3) of preprocessed images of one split."""
+
+    def __init__(self, folder, name: str, paths: Sequence[Path], preprocess, *, num_workers: int = 2,
+                 progress: bool = True, log=print):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.array_path = self.folder / f"{name}.u8"
+        self.meta_path = self.folder / f"{name}.json"
+        self.pil = pil_part(preprocess)
+        self.mean, self.std = normalization(preprocess)
+        fp = fingerprint(paths, self.pil)
+        meta = self._read_meta()
+        if meta is None or meta.get("fingerprint") != fp or not self.array_path.is_file():
+            why = "none found" if meta is None else "its source changed"
+            log(f"image cache: building {self.array_path} for {len(paths)} images ({why})")
+            meta = self._build(paths, fp, num_workers, progress)
+        else:
+            log(f"image cache: reusing {self.array_path}")
+        self.shape = tuple(meta["shape"])
+        self.array = np.memmap(self.array_path, dtype=np.uint8, mode="r", shape=self.shape)
+
+    def _read_meta(self):
+        try:
+            return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _build(self, paths, fp: str, num_workers: int, progress: bool) -> dict:
+        first = _Decode(paths[:1], self.pil)[0]
+        shape = (len(paths), *first.shape)
+        tmp = self.array_path.with_name(f".{self.array_path.name}.{os.getpid()}.tmp")
+        try:
+            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+            loader = DataLoader(_Decode(paths, self.pil), batch_size=64, num_workers=num_workers)
+            pos = 0
+            for batch in tqdm(loader, desc="image cache", disable=not progress, leave=False):
+                if batch.shape[1:] != shape[1:]:
+                    raise ValueError(f"images of different sizes after preprocessing: {tuple(batch.shape[1:])} "
+                                     f"vs {shape[1:]}")
+                out[pos:pos + len(batch)] = batch.numpy()
+                pos += len(batch)
+            out.flush()
+            del out
+            if self.meta_path.exists():
+                self.meta_path.unlink()  # invalidate before replacing the array
+            os.replace(tmp, self.array_path)
+        except BaseException:
+            if tmp.exists():
+                tmp.unlink()
+            raise
+        meta = {"fingerprint": fp, "shape": list(shape), "mean": self.mean, "std": self.std, "n_images": len(paths)}
+        atomic_write_json(self.meta_path, meta)
+        return meta
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __call__(self, indices) -> torch.Tensor:
+        idx = np.asarray(indices, dtype=np.int64)
+        return torch.from_numpy(np.ascontiguousarray(self.array[idx]))
+
+
+def normalize_uint8(images: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Tensor:
+    """uint8 NHWC -> normalized float NCHW, on whatever device ``images`` is on."""
+    x = images.permute(0, 3, 1, 2).to(dtype).div_(255)
+    m = torch.tensor(mean, device=x.device, dtype=dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=dtype).view(1, -1, 1, 1)
+    return (x - m) / s
