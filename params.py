@@ -122,7 +122,9 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                    help="amp_bf16 = fp32 weights + bf16 autocast (default on CUDA); fp32 (default on CPU); "
                         "fp16 = the release's regime: pure fp16 weights stepped by AdamW, no loss scaling")
     g.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available, else cpu)")
-    g.add_argument("--logs", type=str, default="logs", help="root folder of all runs")
+    g.add_argument("--logs_dir", "--logs", dest="logs", type=str, default="logs",
+                   help="root folder of all runs (under torchrun write --logs_dir: torchrun mistakes --logs "
+                        "for its own --logs-specs)")
     g.add_argument("--noise_mode", type=str, default="caption", choices=("caption", "image"),
                    help="caption = shuffle captions (NPC/NCR/BiCro protocol); image = shuffle whole images' "
                         "captions (DECL/RCL protocol), stored under its own file name")

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import data
 from npc import memory_bank as mb
-from npc.distributed import DistInfo, barrier, cleanup, gather_no_grad, init_distributed
+from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
 from npc.evaluation import encode_split, evaluate_split, mean_r1, primary_row
 from npc.evaluation_metrics import format_metrics_table
 from npc.io import atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_text
@@ -182,7 +182,9 @@ def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_
             indices.append(gather_no_grad(batch["index"], info).cpu())
         else:
             out = clip_step(model, optimizer, batch, info=info, autocast=autocast, grad_clip=grad_clip)
-        loss = float(out["loss"])
+        loss_t = out["loss"].detach().clone().float()
+        all_reduce_mean_([loss_t], info)  # log the global batch's loss, not rank 0's share
+        loss = float(loss_t)
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"non-finite loss {loss} at epoch {epoch + 1}, step {step}; stopping. The last "
                                 f"good checkpoint is kept. Try a lower --lr or --precision fp32.")

@@ -52,5 +52,5 @@ def fresh_root(demo_root, tmp_path) -> Path:
 def run_args(root, base_dir, logs, *extra):
     """Common flags for running the real entry points on the tiny dataset."""
     return ["--dataset", "demo", "--dataset_root", str(root), "--pretrained_dir", str(base_dir),
-            "--vision_model", MODEL, "--logs", str(logs), "--batch_size", "16", "--eval_batch_size", "64",
+            "--vision_model", MODEL, "--logs_dir", str(logs), "--batch_size", "16", "--eval_batch_size", "64",
             "--num_workers", "0", "--no_progress", "--warmup", "2", *extra]
