@@ -180,7 +180,7 @@ def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespac
         args.name = method.upper()
     if args.lr_schedule is None:
         args.lr_schedule = "staircase" if getattr(args, "npc_variant", None) == "release" else "cosine"
-    if getattr(args, "clean_threshold", 0.5) is not None and not 0 < getattr(args, "clean_threshold", 0.5) < 1:
+    if method == "npc" and not 0 < args.clean_threshold < 1:
         raise SystemExit(f"error: --clean_threshold must be in (0, 1), got {args.clean_threshold}")
     if args.dev_length < 0:
         raise SystemExit(f"error: --dev_length must be >= 0, got {args.dev_length}")

@@ -256,6 +256,13 @@ def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, dev
     img_path, _, _ = mb.bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
     if img_path.is_file() and not getattr(args, "rebuild_bank", False):
         log.info(f"memory bank: reusing {img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}")
+        info_path = mb.bank_paths(bank_dir, args.noise_ratio, args.noise_mode)[2]
+        if info_path.is_file():
+            built = json.loads(info_path.read_text(encoding="utf-8"))
+            now = {"vision_model": args.vision_model, "pretrained": str(args.pretrained)}
+            if any(built.get(k) != v for k, v in now.items()):
+                log.warning(f"memory bank: {info_path.name} was built with "
+                            f"{ {k: built.get(k) for k in now} }, this run uses {now}; pass --rebuild_bank to rebuild")
         return mb.load_bank(bank_dir, args.noise_ratio, train_split, args.noise_mode,
                             trust_pickle=getattr(args, "trust_pickle", False))
     log.info(f"memory bank: encoding {train_split.num_images} images / {len(train_split)} captions with the initial model")

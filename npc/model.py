@@ -182,6 +182,14 @@ def create_model(vision_model: str, pretrained: Optional[str] = "openai", *, pre
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype images must have: that of the vision tower's first weight matrix (its patch/stem conv).
+
+    Under open_clip's pure fp16 some parameters (e.g. logit_scale) stay fp32, so the first
+    parameter of the model says nothing.
+    """
+    for m in model.visual.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            return m.weight.dtype
     return next(model.parameters()).dtype
 
 

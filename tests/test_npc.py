@@ -120,3 +120,19 @@ def test_siamese_is_resynced_and_keeps_its_optimizer_state():
         npc_step(model, siamese, opt, sopt, batch)
     state = sopt.state[next(iter(siamese.parameters()))]
     assert int(state["step"]) == 2  # moments accumulate across steps, as in the release
+
+
+def test_pure_fp16_regime_steps_fp16_weights():
+    """--precision fp16: the release's regime, AdamW directly on fp16 weights (no fp32 master copy)."""
+    from npc.negative_impact import clip_step
+
+    torch.manual_seed(0)
+    model, _, _ = create_model("npc-micro", "none", precision="fp16")
+    conv = model.visual.conv1.weight
+    assert conv.dtype == torch.float16
+    before = conv.detach().clone()
+    _, batch = _setup()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-4)
+    out = clip_step(model, opt, batch)
+    assert torch.isfinite(out["loss"]) and conv.dtype == torch.float16
+    assert not torch.equal(before, conv.detach())
