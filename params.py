@@ -140,7 +140,7 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                    help="stop after this many epochs of this invocation (0 = run to --epochs); "
                         "continue later with --resume latest, e.g. to fit a job time limit")
     g.add_argument("--eval_splits", type=str, default="test", help="comma list of splits for the final table")
-    g.add_argument("--no_progress", action="store_true", help="disable progress bars")
+    g.add_argument("--no_progress", action="store_true", help="disable progress bars (they are off anyway when stderr is not a terminal)")
     g.add_argument("--pretrained_dir", type=str, default="pre-trained_models",
                    help="where the demo's base model is built and cached")
     g.add_argument("--image_cache", type=str, default=None,

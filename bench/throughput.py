@@ -5,9 +5,11 @@
 
 Steps run on synthetic tensors (random weights: speed does not depend on them), interleaved
 (CLIP, naive, efficient, CLIP, ...) so that machine noise hits all three alike; the table reports
-the median over rounds and the cost ratios to the CLIP step. A fraction ``--bank_self`` of the
-memory-bank entries is the pair itself, as happens with real banks (the demo's 40%-noise bank: see
-``self_*_fraction`` in its ``_mbank_info.json``); the efficient step encodes such duplicates once.
+the median over rounds and the cost ratios to the CLIP step. The batch has the structure of
+a real one (which bank entries are the pair itself, which are shared): its positions come from the
+demo's 40%-noise memory bank, where 99% of image-side entries show the pair's own image and 60% of
+text-side entries are the pair's own caption (``self_*_fraction`` in ``_mbank_info.json``); the
+efficient step encodes such duplicates once. ``--bank_self F`` uses a synthetic bank instead.
 
 Loading is measured on the demo dataset (generated if missing) with a memory bank: NPC batches
 (pairs + bank pairs) from JPEG files through PIL, and from the preprocessed ``--image_cache``.
@@ -52,15 +54,41 @@ def synthetic_batch(b: int, image_size: int, context: int, bank_self: float, dev
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def demo_bank_batch(b: int, image_size: int, context: int, device, seed: int = 0):
+    """A batch with the dedup structure of a real one: positions from the demo's 40%-noise bank.
+
+    The pixels and tokens are random (speed does not depend on them) at the model's input size.
+    """
+    import data
+    from npc import memory_bank as mb
+
+    root = REPO / "dataset" / "demo"
+    split, _ = data.load_train_split(root, "demo", 5, 0.4, log=lambda *_: None, check_images=False)
+    bank = mb.load_bank(data.memory_bank_dir(root), 0.4, split)
+    ds = data.PairBatches(split, None, lambda caps: torch.zeros(len(caps), context, dtype=torch.long), bank,
+                          image_source=lambda idx: torch.zeros(len(idx), 3, image_size, image_size))
+    rng = np.random.default_rng(seed)
+    batch = ds[rng.choice(len(split), b, replace=False).tolist()]
+    batch["images"] = torch.randn(batch["images"].shape)
+    batch["texts"] = torch.randint(1, 40000, batch["texts"].shape)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def time_steps(args, device) -> dict:
     torch.manual_seed(0)
     precision = args.precision or ("amp_bf16" if device.type == "cuda" else "fp32")
     model, _, _ = create_model(args.model, "none", precision=precision, device=device)
-    if args.torchcompile:
-        model = torch.compile(model)
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
-    batch = synthetic_batch(args.batch, size, model.context_length, args.bank_self, device)
+    bank_file = REPO / "dataset" / "demo" / "annotations" / "memory_bank" / "0.4_mbank_img_idx.npy"
+    if args.bank_self is None and not bank_file.is_file():
+        print(f"no demo bank at {bank_file} (run `python main_NPC.py` once): using --bank_self 0.8")
+        args.bank_self = 0.8
+    if args.bank_self is None:
+        batch = demo_bank_batch(args.batch, size, model.context_length, device)
+    else:
+        batch = synthetic_batch(args.batch, size, model.context_length, args.bank_self, device)
+    args.distinct_images, args.distinct_texts = len(batch["images"]), len(batch["texts"])
     siamese = copy.deepcopy(model)
     opt = make_optimizer(model, 1e-5, 0.9, 0.98, 1e-6, 0.2)
     sopt = make_optimizer(siamese, 1e-5, 0.9, 0.98, 1e-6, 0.2)
@@ -141,13 +169,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=None, help="default: 128 on CPU, 256 on CUDA")
     p.add_argument("--device", default=None)
     p.add_argument("--precision", default=None, choices=("fp32", "amp_bf16", "fp16"))
-    p.add_argument("--bank_self", type=float, default=0.5, help="fraction of bank entries that are the pair itself")
+    p.add_argument("--bank_self", type=float, default=None,
+                   help="synthetic bank in which this fraction of entries is the pair itself (default: the "
+                        "structure of the demo's real 40%%-noise bank, built by `python main_NPC.py`)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="steps per round and kind")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--load_batches", type=int, default=10)
     p.add_argument("--no_loading", action="store_true", help="skip the data-loading measurement")
-    p.add_argument("--torchcompile", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -155,9 +184,14 @@ def main(argv=None) -> int:
     args.batch = args.batch or (256 if device.type == "cuda" else 128)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
               "model": args.model, "batch": args.batch, "bank_self": args.bank_self}
-    result.update(time_steps(args, device))
-    if not args.no_loading:
-        result.update(time_loading(args))
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # keep --json output clean of progress messages
+        result.update(time_steps(args, device))
+        result["distinct_images_per_batch"] = args.distinct_images
+        result["distinct_texts_per_batch"] = args.distinct_texts
+        if not args.no_loading:
+            result.update(time_loading(args))
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if args.json:
         print(json.dumps(result, indent=1))

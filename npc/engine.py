@@ -43,6 +43,11 @@ class NonFiniteLoss(RuntimeError):
 
 # ----------------------------------------------------------------------------- small pieces
 
+def show_progress(args) -> bool:
+    """Progress bars in a terminal; not in log files, where every refresh would add a line."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def resolve_device(device: Optional[str]) -> torch.device:
     if device:
         return torch.device(device)
@@ -282,7 +287,7 @@ def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, dev
 
 def run(args) -> Dict:
     """Train (or only evaluate) as configured by ``args``; returns the final result dict."""
-    progress = not args.no_progress
+    progress = show_progress(args)
     device = resolve_device(args.device)
     args.device = str(device)
     info = init_distributed(args.device)
@@ -292,7 +297,7 @@ def run(args) -> Dict:
     precision = resolve_precision(args.precision, device)
     args.precision = precision
     autocast = autocast_for(precision, device)
-    seed_everything(args.seed + info.rank)
+    seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
 
     stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
     if not args.experiments:
@@ -300,6 +305,12 @@ def run(args) -> Dict:
             raise SystemExit("error: --resume latest needs --experiments NAME (the run to continue)")
         args.experiments = (f"eval_{args.dataset}_{stamp}" if args.eval else
                             f"{args.method}_{args.dataset}_noise{args.noise_ratio}_{stamp}")
+        if info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
+            import torch.distributed as dist
+
+            name = [args.experiments]
+            dist.broadcast_object_list(name, src=0)
+            args.experiments = name[0]
     run_dir = Path(args.logs) / args.experiments
     ckpt_dir = Path(args.checkpoint_path) if args.checkpoint_path else run_dir / "checkpoints"
     if (run_dir / "params.txt").exists() and not args.resume and not args.eval:
@@ -471,7 +482,7 @@ def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Option
 
 def build_bank_only(args) -> Dict:
     """``get_memorybank.py``: (re)build the memory bank of a dataset and noise ratio, nothing else."""
-    progress = not args.no_progress
+    progress = show_progress(args)
     device = resolve_device(args.device)
     args.device = str(device)
     precision = resolve_precision(args.precision, device)

@@ -137,7 +137,10 @@ def finish_step(model, optimizer, loss: torch.Tensor, info: DistInfo, grad_clip:
 
 def _siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: float) -> None:
     for p, g in zip(trainable(siamese), grads):
-        p.grad = g.detach() * scale  # a new tensor: ``grads`` may alias the .grad being replaced
+        g = g.detach()
+        if scale != 1:
+            g.mul_(scale)  # in place: ``grads`` are fresh tensors of this step, used once
+        p.grad = g
     siamese_opt.step()
 
 
