@@ -157,6 +157,9 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                        help="efficient = reuse the model's forward for the siamese gradient and bank "
                             "losses before the step; naive = the straightforward sequence of forwards. "
                             "Same results.")
+        g.add_argument("--npc_weights", type=str, default="on", choices=("on", "off"),
+                       help="off = ablation: per-pair weights fixed to 1 (still computed and logged), so the "
+                            "memory-bank loss is the only change from plain CLIP fine-tuning")
         g.add_argument("--clean_threshold", type=float, default=0.9,
                        help="memory bank: pairs whose GMM clean probability exceeds this are clean")
         g.add_argument("--trust_pickle", action="store_true",

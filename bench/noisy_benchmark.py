@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from npc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
-METHODS = ("base", "clip", "npc_paper", "npc_release")
+METHODS = ("base", "clip", "npc_paper", "npc_release", "npc_bank_only")
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 RESULTS = REPO / "bench" / "results"
 
@@ -57,7 +57,9 @@ def command_for(method: str, noise: str, seed: int, *, epochs: int, lr: float | 
     cmd += ["--epochs", str(epochs)]
     if lr is not None:
         cmd += ["--lr", repr(lr)]
-    if method.startswith("npc"):
+    if method == "npc_bank_only":  # ablation: the paper variant with every weight fixed to 1
+        cmd += ["--npc_variant", "paper", "--npc_weights", "off"]
+    elif method.startswith("npc"):
         cmd += ["--npc_variant", method.split("_")[1]]
     return cmd + list(extra)
 
@@ -119,7 +121,7 @@ def run_grid(methods, noises, seeds, *, epochs, lrs: dict, out: Path, logs: Path
     for seed in seeds:
         for noise in noises:
             for method in methods:
-                lr = None if method == "base" else lrs.get(method)
+                lr = None if method == "base" else lrs.get(method, lrs.get("npc_paper") if method.startswith("npc") else None)
                 k = (method, float(noise), seed, 0 if method == "base" else epochs, lr)
                 if k in done:
                     continue
@@ -219,7 +221,8 @@ def main(argv=None) -> int:
     p.add_argument("--render", action="store_true", help="only render table and plot from the JSON")
     p.add_argument("--noise", default="0.0,0.2,0.4,0.6", help="comma list of noise ratios")
     p.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
+    p.add_argument("--methods", default=",".join(METHODS[:4]),
+                   help="comma list of " + ", ".join(METHODS) + " (npc_bank_only: ablation, weights fixed to 1)")
     p.add_argument("--epochs", type=int, default=5, help="training epochs of every fine-tuning run")
     p.add_argument("--lrs", default="1e-4,2e-4,5e-4,1e-3", help="--search candidates")
     p.add_argument("--search_noise", default="0.4", help="noise ratio of the --search runs")

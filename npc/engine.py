@@ -167,8 +167,8 @@ class EpochResult:
 
 def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_step: int, lr_fn, device,
                     autocast, info: DistInfo, grad_clip: float, siamese=None, siamese_opt=None,
-                    variant: str = "paper", impl: str = "efficient", display: int = 50, writer=None,
-                    progress: bool = True) -> EpochResult:
+                    variant: str = "paper", impl: str = "efficient", reweight: bool = True, display: int = 50,
+                    writer=None, progress: bool = True) -> EpochResult:
     model.train()
     step = start_step
     total, n_steps, n_pairs = 0.0, 0, 0
@@ -182,7 +182,7 @@ def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_
         batch = to_device(batch, device)
         if method == "npc":
             out = npc_step(model, siamese, optimizer, siamese_opt, batch, variant=variant, impl=impl, info=info,
-                           autocast=autocast, grad_clip=grad_clip)
+                           autocast=autocast, grad_clip=grad_clip, reweight=reweight)
             weights.append(gather_no_grad(out["weights"].detach(), info).cpu())
             indices.append(gather_no_grad(batch["index"], info).cpu())
         else:
@@ -410,6 +410,7 @@ def run(args) -> Dict:
                                   lr_fn=lr_fn, device=device, autocast=autocast, info=info, grad_clip=args.grad_clip,
                                   siamese=siamese, siamese_opt=siamese_opt,
                                   variant=getattr(args, "npc_variant", "paper"), impl=getattr(args, "npc_impl", "efficient"),
+                                  reweight=getattr(args, "npc_weights", "on") == "on",
                                   display=args.display, writer=writer, progress=progress)
             step += res.steps
             record = {"epoch": epoch + 1, "step": step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}

@@ -145,9 +145,13 @@ def _siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: fl
 
 
 def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tensor], *, variant: str = "paper",
-             impl: str = "efficient", info: Optional[DistInfo] = None, autocast=None, grad_clip: float = 10.0
-             ) -> Dict[str, torch.Tensor]:
-    """One NPC update of ``model`` (A); returns per-sample weights, ratios, losses and the total loss."""
+             impl: str = "efficient", info: Optional[DistInfo] = None, autocast=None, grad_clip: float = 10.0,
+             reweight: bool = True) -> Dict[str, torch.Tensor]:
+    """One NPC update of ``model`` (A); returns per-sample weights, ratios, losses and the total loss.
+
+    ``reweight=False`` is an ablation: the weights are computed and returned but the loss uses 1
+    for every pair, leaving the memory-bank loss as the only difference from plain CLIP training.
+    """
     if variant not in ("paper", "release"):
         raise ValueError(f"--npc_variant must be paper or release, got {variant!r}")
     info = info or DistInfo()
@@ -190,12 +194,13 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
     weights, ratio = npc_weights(before_I.float(), after["bankI"].float(), before_T.float(), after["bankT"].float())
 
     bank_loss = (losses["bankI"].mean() + losses["bankT"].mean()) / 2
+    used = weights if reweight else torch.ones_like(weights)
     if variant == "paper":
-        loss = (weights * pair).mean() + bank_loss
+        loss = (used * pair).mean() + bank_loss
     else:
         # The release multiplies the batch-mean loss by the batch-mean weight and adds a bank loss
         # computed without gradient: its value is logged, it contributes no gradient.
-        loss = _global_mean(weights, info) * pair.mean() + bank_loss.detach()
+        loss = _global_mean(used, info) * pair.mean() + bank_loss.detach()
     grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
     return {"loss": loss.detach(), "pair_loss": pair.detach(), "bank_loss": bank_loss.detach(),
             "weights": weights, "ratio": ratio, "grad_norm": torch.tensor(grad_norm)}

@@ -136,3 +136,18 @@ def test_pure_fp16_regime_steps_fp16_weights():
     out = clip_step(model, opt, batch)
     assert torch.isfinite(out["loss"]) and conv.dtype == torch.float16
     assert not torch.equal(before, conv.detach())
+
+
+def test_weights_off_ablation_is_unweighted_loss_plus_bank():
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    siamese = copy.deepcopy(model)
+    out = npc_step(model, siamese, torch.optim.SGD(model.parameters(), lr=1.0), _opt(siamese), batch,
+                   grad_clip=0.0, reweight=False)
+    assert (out["weights"] < 1).any()  # still computed and reported
+    ref = copy.deepcopy(a0)
+    total = _per_sample(ref, batch, "pair").mean() + (
+        _per_sample(ref, batch, "bankI").mean() + _per_sample(ref, batch, "bankT").mean()) / 2
+    grads = torch.autograd.grad(total, list(ref.parameters()), allow_unused=True)
+    for p0, p1, g in zip(a0.parameters(), model.parameters(), grads):
+        assert torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
