@@ -37,6 +37,10 @@ def ensure_demo_data(root, log=print, progress: bool = True) -> dict:
     parameters are re-checked for completeness instead of the defaults.
     """
     info_path = Path(root) / "demo_info.json"
+    if not info_path.is_file() and (Path(root) / "annotations").exists() and not (Path(root) / ".npc_synthetic").exists():
+        raise data.DataError(
+            f"--dataset_root {root} holds a real dataset, but --dataset is 'demo' (the default). "
+            f"Pass --dataset coco, f30k or cc; the demo is never generated over existing data.")
     sizes = {}
     if info_path.is_file():
         try:

@@ -121,3 +121,15 @@ def test_bad_flags_exit_with_the_flag_name(capsys):
     assert "--noise_ratio" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main_NPC.main(["--dataset", "mscoco"])
+
+
+def test_real_dataset_root_without_dataset_flag_is_a_clear_error(tmp_path, base_dir, capsys):
+    from npc.engine import cli
+
+    (tmp_path / "MSCOCO" / "annotations" / "scan_split").mkdir(parents=True)
+    code = cli(main_NPC.main, ["--dataset_root", str(tmp_path / "MSCOCO"), "--logs_dir", str(tmp_path / "logs"),
+                               "--pretrained_dir", str(base_dir), "--no_progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--dataset coco" in err and "MSCOCO" in err
+    assert not (tmp_path / "MSCOCO" / "images").exists()  # nothing generated over it
