@@ -21,7 +21,7 @@ import data
 from npc.io import atomic_torch_save
 from npc.model import create_model, open_clip_name
 from npc.negative_impact import clip_step
-from npc.synthetic import DEMO_VERSION, ensure_demo_dataset
+from npc.synthetic import DEMO_VERSION, MARKER_NAME, ensure_demo_dataset
 
 # Pretraining recipe of the base (fixed: the base is part of the benchmark's definition).
 BASE_RECIPE = dict(epochs=6, batch_size=128, lr=5e-4, warmup=100, weight_decay=0.1, seed=0)
@@ -37,7 +37,7 @@ def ensure_demo_data(root, log=print, progress: bool = True) -> dict:
     parameters are re-checked for completeness instead of the defaults.
     """
     info_path = Path(root) / "demo_info.json"
-    if not info_path.is_file() and (Path(root) / "annotations").exists() and not (Path(root) / ".npc_synthetic").exists():
+    if not info_path.is_file() and (Path(root) / "annotations").exists() and not (Path(root) / MARKER_NAME).exists():
         raise data.DataError(
             f"--dataset_root {root} holds a real dataset, but --dataset is 'demo' (the default). "
             f"Pass --dataset coco, f30k or cc; the demo is never generated over existing data.")

@@ -258,10 +258,9 @@ def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batc
 def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool
                 ) -> data.BankIndex:
     bank_dir = data.memory_bank_dir(args.dataset_root)
-    img_path, _, _ = mb.bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
+    img_path, _, info_path = mb.bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
     if img_path.is_file() and not getattr(args, "rebuild_bank", False):
         log.info(f"memory bank: reusing {img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}")
-        info_path = mb.bank_paths(bank_dir, args.noise_ratio, args.noise_mode)[2]
         if info_path.is_file():
             built = json.loads(info_path.read_text(encoding="utf-8"))
             now = {"vision_model": args.vision_model, "pretrained": str(args.pretrained)}

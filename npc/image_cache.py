@@ -61,14 +61,9 @@ class _Decode(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        from data import DataError
-        from PIL import Image, UnidentifiedImageError
+        from data import load_image  # its decoding and its error naming the file, with the PIL-level steps only
 
-        try:
-            with Image.open(self.paths[i]) as img:
-                return torch.from_numpy(np.asarray(self.t(img.convert("RGB")), dtype=np.uint8).copy())
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"cannot read image {self.paths[i]}: {e}") from None
+        return load_image(self.paths[i], lambda img: torch.from_numpy(np.asarray(self.t(img), dtype=np.uint8).copy()))
 
 
 class ImageCache:
