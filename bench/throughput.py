@@ -4,12 +4,17 @@
     python bench/throughput.py --model ViT-B/32 --batch 256 --precision amp_bf16 --json   # on a GPU
 
 Steps run on synthetic tensors (random weights: speed does not depend on them), interleaved
-(CLIP, naive, efficient, CLIP, ...) so that machine noise hits all three alike; the table reports
-the median over rounds and the cost ratios to the CLIP step. The batch has the structure of
-a real one (which bank entries are the pair itself, which are shared): its positions come from the
-demo's 40%-noise memory bank, where 99% of image-side entries show the pair's own image and 60% of
-text-side entries are the pair's own caption (``self_*_fraction`` in ``_mbank_info.json``); the
-efficient step encodes such duplicates once. ``--bank_self F`` uses a synthetic bank instead.
+(CLIP, naive NPC, efficient NPC paper variant, efficient NPC release variant, CLIP, ...) so that
+machine noise hits all of them alike; the table reports the median over rounds and the cost
+ratios to the CLIP step. ``npc`` is the default training step (``--npc_variant paper --npc_impl
+efficient``). A last pass reports the time of each named phase of the steps (synchronized on CUDA).
+
+The batch has the structure of a real one (which bank entries are the pair itself, which are
+shared): its positions come from the demo's 40%-noise memory bank, where 99% of image-side entries
+show the pair's own image (mostly with another of its captions: the image-side bank holds one pair
+per image) and 60% of text-side entries are the pair itself (``self_*_fraction`` in
+``_mbank_info.json``); the efficient step encodes such duplicates once. ``--bank_self F`` uses a
+synthetic bank instead, in which a fraction F of the entries is the pair itself.
 
 Loading is measured on the demo dataset (generated if missing) with a memory bank: NPC batches
 (pairs + bank pairs) from JPEG files through PIL, and from the preprocessed ``--image_cache``.
@@ -97,6 +102,8 @@ def time_steps(args, device) -> dict:
         "clip": lambda: clip_step(model, opt, batch, autocast=autocast),
         "npc_naive": lambda: npc_step(model, siamese, opt, sopt, batch, impl="naive", autocast=autocast),
         "npc": lambda: npc_step(model, siamese, opt, sopt, batch, impl="efficient", autocast=autocast),
+        "npc_release": lambda: npc_step(model, siamese, opt, sopt, batch, impl="efficient", variant="release",
+                                        autocast=autocast),
     }
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for fn in kinds.values():  # warm-up (allocator, compile)
@@ -122,8 +129,22 @@ def time_steps(args, device) -> dict:
         out[f"{k}_pairs_per_s"] = args.batch / statistics.median(ts)
         if k in peak:
             out[f"{k}_peak_mib"] = round(peak[k])
-    out["npc_naive_over_clip"] = out["clip_pairs_per_s"] / out["npc_naive_pairs_per_s"]
-    out["npc_over_clip"] = out["clip_pairs_per_s"] / out["npc_pairs_per_s"]
+    for k in ("npc_naive", "npc", "npc_release"):
+        out[f"{k}_over_clip"] = out["clip_pairs_per_s"] / out[f"{k}_pairs_per_s"]
+    out["phases_ms"] = time_phases({k: kinds[k] for k in ("clip", "npc", "npc_release")}, args.steps)
+    return out
+
+
+def time_phases(kinds: dict, steps: int) -> dict:
+    """Milliseconds per step in each named phase of the steps (``_phase`` in npc/negative_impact.py)."""
+    from npc.negative_impact import phase_timings
+
+    out = {}
+    for kind, fn in kinds.items():
+        with phase_timings() as times:
+            for _ in range(steps):
+                fn()
+        out[kind] = {name: round(1000 * statistics.median(ts), 2) for name, ts in times.items()}
     return out
 
 
@@ -198,10 +219,12 @@ def main(argv=None) -> int:
         return 0
     print(f"device {result['device']}, model {args.model}, batch {args.batch}, precision {result['precision']}")
     print(f"{'step':12s} {'pairs/s':>10s} {'cost vs CLIP':>13s}")
-    for k in ("clip", "npc_naive", "npc"):
+    for k in ("clip", "npc_naive", "npc", "npc_release"):
         ratio = result["clip_pairs_per_s"] / result[f"{k}_pairs_per_s"]
         mem = f"  peak {result[k + '_peak_mib']} MiB" if f"{k}_peak_mib" in result else ""
         print(f"{k:12s} {result[f'{k}_pairs_per_s']:10.0f} {ratio:12.2f}x{mem}")
+    for k, phases in result.get("phases_ms", {}).items():
+        print(f"{k} phases (median ms/step): " + ", ".join(f"{n} {t:.1f}" for n, t in phases.items()))
     if not args.no_loading:
         for k in ("pil", "cache"):
             print(f"loading NPC batches ({k}, 1 process): {result[f'load_{k}_pairs_per_s_1proc']:.0f} pairs/s "

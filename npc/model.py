@@ -13,10 +13,11 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import open_clip
 import torch
+from open_clip.transformer import text_global_pool
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
@@ -205,8 +206,36 @@ def encode(model, images: Optional[torch.Tensor] = None, texts: Optional[torch.T
             images = normalize_uint8(images, cfg["mean"], cfg["std"])
         img = model.encode_image(images.to(model_dtype(model)), normalize=True)
     if texts is not None:
-        txt = model.encode_text(texts, normalize=True)
+        txt = encode_text_parts(model, texts)[0]
     return img, txt
+
+
+def encode_text_parts(model, texts: torch.Tensor, parts: Optional[Sequence[torch.Tensor]] = None
+                      ) -> List[torch.Tensor]:
+    """L2-normalized features of ``texts[p]`` for each row set ``p`` of ``parts`` (default: all rows).
+
+    Each part runs through the text transformer in a forward call (and so an autograd graph) of
+    its own, while the token embedding is looked up once for all parts: a backward pass then
+    builds the dense gradient of the (vocabulary x width) embedding table once, not once per part.
+    This is open_clip's ``CLIP.encode_text``, step by step; text towers of other classes
+    (``CustomTextCLIP``) are encoded part by part through their own ``encode_text``.
+    """
+    if parts is None:
+        parts = [torch.arange(texts.shape[0], device=texts.device)]
+    if not hasattr(model, "token_embedding"):
+        return [model.encode_text(texts[p], normalize=True) for p in parts]
+    cast_dtype = model.transformer.get_cast_dtype()
+    rows = torch.cat(list(parts)) if len(parts) > 1 else parts[0]
+    x = model.token_embedding(texts[rows]).to(cast_dtype) + model.positional_embedding.to(cast_dtype)
+    out = []
+    for chunk, p in zip(x.split([len(p) for p in parts]), parts):
+        h = model.ln_final(model.transformer(chunk, attn_mask=model.attn_mask))
+        h = text_global_pool(h, texts[p], model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+        if model.text_projection is not None:
+            h = model.text_projection(h) if isinstance(model.text_projection, torch.nn.Linear) \
+                else h @ model.text_projection
+        out.append(torch.nn.functional.normalize(h, dim=-1))
+    return out
 
 
 def logit_scale(model) -> torch.Tensor:

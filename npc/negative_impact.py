@@ -20,24 +20,63 @@ Two implementations with the same results (``--npc_impl``):
                batch, bank forwards of A' again, then forward/backward of A on batch and banks.
 ``efficient``  since A' equals A before its step, A's forward serves for the bank losses "before"
                and its gradient of the unweighted mean loss is A''s gradient: one forward of the
-               distinct images/captions of batch + banks, two backward passes through that graph,
-               and one no-grad forward of the bank items under the stepped A'.
+               distinct images/captions of batch + banks (the pairs' rows in calls of their own,
+               so A''s gradient back-propagates through those rows only), a second backward
+               pass for A's loss, and one no-grad forward of the bank items under the stepped A'.
+               In the release variant A's gradient is ``mean(w)`` times A''s, so there is no
+               second backward pass at all.
+
+Work of the efficient paper step, in encoder passes over rows (B pairs, e bank-only rows, k
+distinct bank rows): forward B + e, backward B (A') and B + e (A), no-grad forward k. A CLIP step
+is forward B, backward B. With every bank entry the pair itself (e = 0, k = B) that is 2x the CLIP
+step (a backward pass costs about two forwards); bank entries that are other pairs add to it.
 
 A' is a persistent module whose parameters are overwritten from A with one fused copy each step;
 it keeps its own AdamW state across steps, as the release does.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+import time
+from contextlib import contextmanager, nullcontext
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from npc.distributed import DistInfo, all_reduce_grads_, gather_with_grad
 from npc.losses import clip_loss_per_sample
-from npc.model import encode, logit_scale
+from npc.model import encode, encode_text_parts, logit_scale
 
 GROUPS = ("pair", "bankI", "bankT")
+_phase_times: Optional[Dict[str, List[float]]] = None
+
+
+@contextmanager
+def _phase(name: str):
+    """A named phase of a step: a range in torch.profiler traces, timed inside ``phase_timings()``."""
+    with torch.profiler.record_function(name):
+        if _phase_times is None:
+            yield
+            return
+        sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        yield
+        sync()
+        _phase_times.setdefault(name, []).append(time.perf_counter() - t0)
+
+
+@contextmanager
+def phase_timings():
+    """Collect the wall-clock seconds of each phase of the steps run inside (``{name: [seconds]}``).
+
+    CUDA is synchronized at each phase boundary, which costs a little throughput: for profiling only.
+    """
+    global _phase_times
+    _phase_times, previous = {}, _phase_times
+    try:
+        yield _phase_times
+    finally:
+        _phase_times = previous
 
 
 def npc_weights(bank_img_before: torch.Tensor, bank_img_after: torch.Tensor,
@@ -79,7 +118,7 @@ def encode_groups(model, batch, groups: Sequence[str], info: DistInfo, dedup: bo
     losses alone back-propagates through their rows only.
     """
     if dedup:
-        maps, feats = [], []
+        maps, heads, feats = [], [], []
         for kind, key in (("img", "images"), ("txt", "texts")):
             parts = [p for p in _distinct(batch, groups, kind, first) if len(p)]
             rows = torch.cat(parts)
@@ -90,10 +129,17 @@ def encode_groups(model, batch, groups: Sequence[str], info: DistInfo, dedup: bo
             if kind == "img":
                 f = [encode(model, images=batch[key][p])[0] for p in parts]
             else:
-                f = [encode(model, texts=batch[key][p])[1] for p in parts]
+                f = encode_text_parts(model, batch[key], parts)
+            heads.append(f[0])
             feats.append(torch.cat(f) if len(f) > 1 else f[0])
         local = {f"{g}_{k}": m[batch[f"{g}_{k}"]] for g in groups for k, m in zip(("img", "txt"), maps)}
-        return group_losses(feats[0], feats[1], local, groups, logit_scale(model), info)
+        scale = logit_scale(model)
+        # The ``first`` groups' rows lead, so their positions index the first part directly; their
+        # losses must not depend on the concatenation, or a backward pass of them alone would also
+        # run (with zero gradients) through every other part's graph.
+        out = group_losses(heads[0], heads[1], local, [g for g in groups if g in first], scale, info)
+        out.update(group_losses(feats[0], feats[1], local, [g for g in groups if g not in first], scale, info))
+        return out
     out = {}
     for g in groups:
         img_f, txt_f = encode(model, batch["images"][batch[f"{g}_img"]], batch["texts"][batch[f"{g}_txt"]])
@@ -127,6 +173,10 @@ def finish_step(model, optimizer, loss: torch.Tensor, info: DistInfo, grad_clip:
     loss.backward()
     params = trainable(model)
     all_reduce_grads_(params, info)
+    return _clip_and_step(params, optimizer, grad_clip)
+
+
+def _clip_and_step(params: Sequence[torch.Tensor], optimizer, grad_clip: float) -> float:
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     else:
@@ -136,12 +186,15 @@ def finish_step(model, optimizer, loss: torch.Tensor, info: DistInfo, grad_clip:
 
 
 def _siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: float) -> None:
-    for p, g in zip(trainable(siamese), grads):
+    params = trainable(siamese)
+    for p, g in zip(params, grads):
         g = g.detach()
         if scale != 1:
-            g.mul_(scale)  # in place: ``grads`` are fresh tensors of this step, used once
+            g.mul_(scale)  # in place: ``grads`` are fresh tensors of this step
         p.grad = g
     siamese_opt.step()
+    for p in params:  # the tensors may serve A's step next (release variant): no aliasing
+        p.grad = None
 
 
 def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tensor], *, variant: str = "paper",
@@ -157,22 +210,27 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
     info = info or DistInfo()
     autocast = autocast or nullcontext
     siamese_scale = 2.0 if variant == "release" else 1.0
-    sync_siamese_(siamese, model)
+    with _phase("npc.sync_siamese"):
+        sync_siamese_(siamese, model)
 
     if impl == "efficient":
-        with autocast():
+        with _phase("npc.forward_A"), autocast():
             losses = encode_groups(model, batch, GROUPS, info, first=("pair",))
         pair = losses["pair"]
         before_I, before_T = losses["bankI"].detach(), losses["bankT"].detach()
-        grads = torch.autograd.grad(pair.mean(), trainable(model), retain_graph=True, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(trainable(model), grads)]
-        if info.enabled:
-            holders = trainable(siamese)
-            for p, g in zip(holders, grads):
-                p.grad = g
-            all_reduce_grads_(holders, info)
-            grads = [p.grad for p in holders]
-        _siamese_step(siamese, siamese_opt, grads, siamese_scale)
+        with _phase("npc.backward_siamese"):
+            # The release variant reuses these gradients for A's own step: the graph is not needed again.
+            grads = torch.autograd.grad(pair.mean(), trainable(model), retain_graph=variant == "paper",
+                                        allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(trainable(model), grads)]
+            if info.enabled:
+                holders = trainable(siamese)
+                for p, g in zip(holders, grads):
+                    p.grad = g
+                all_reduce_grads_(holders, info)
+                grads = [p.grad for p in holders]
+        with _phase("npc.step_siamese"):
+            _siamese_step(siamese, siamese_opt, grads, siamese_scale)
     elif impl == "naive":
         with torch.no_grad(), autocast():
             before = encode_groups(siamese, batch, ("bankI", "bankT"), info, dedup=False)
@@ -189,7 +247,7 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
     else:
         raise ValueError(f"--npc_impl must be efficient or naive, got {impl!r}")
 
-    with torch.no_grad(), autocast():
+    with _phase("npc.forward_siamese"), torch.no_grad(), autocast():
         after = encode_groups(siamese, batch, ("bankI", "bankT"), info, dedup=impl == "efficient")
     weights, ratio = npc_weights(before_I.float(), after["bankI"].float(), before_T.float(), after["bankT"].float())
 
@@ -200,8 +258,20 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
     else:
         # The release multiplies the batch-mean loss by the batch-mean weight and adds a bank loss
         # computed without gradient: its value is logged, it contributes no gradient.
-        loss = _global_mean(used, info) * pair.mean() + bank_loss.detach()
-    grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
+        mean_w = _global_mean(used, info)
+        loss = mean_w * pair.mean() + bank_loss.detach()
+    with _phase("npc.update_A"):
+        if variant == "release" and impl == "efficient":
+            # d/dA [mean(w) * mean(l)] = mean(w) * the gradient A' stepped with (before its doubling,
+            # undone exactly: scaling by a power of two is exact): no second backward pass.
+            optimizer.zero_grad(set_to_none=True)
+            params = trainable(model)
+            factor = mean_w / siamese_scale
+            for p, g in zip(params, grads):
+                p.grad = g.mul_(factor.to(g.dtype))
+            grad_norm = _clip_and_step(params, optimizer, grad_clip)
+        else:
+            grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
     return {"loss": loss.detach(), "pair_loss": pair.detach(), "bank_loss": bank_loss.detach(),
             "weights": weights, "ratio": ratio, "grad_norm": torch.tensor(grad_norm)}
 
@@ -211,8 +281,9 @@ def clip_step(model, optimizer, batch: Dict[str, torch.Tensor], *, info: Optiona
     """One plain CLIP fine-tuning update (the baseline): mean symmetric InfoNCE of the batch."""
     info = info or DistInfo()
     autocast = autocast or nullcontext
-    with autocast():
+    with _phase("clip.forward"), autocast():
         pair = encode_groups(model, batch, ("pair",), info)["pair"]
     loss = pair.mean()
-    grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
+    with _phase("clip.update"):
+        grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
     return {"loss": loss.detach(), "pair_loss": pair.detach(), "grad_norm": torch.tensor(grad_norm)}

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from npc import memory_bank as mb
-from npc.model import WeightsUnavailable, create_model, encode, load_checkpoint_weights, open_clip_name
+from npc.model import (WeightsUnavailable, create_model, encode, encode_text_parts, load_checkpoint_weights,
+                       open_clip_name)
 
 
 def test_reference_names_map_to_open_clip():
@@ -38,6 +39,17 @@ def test_release_checkpoint_gives_identical_similarities(tmp_path):
         a_img, a_txt = encode(src, images, texts)
         b_img, b_txt = encode(dst, images, texts)
     assert torch.equal(a_img @ a_txt.t(), b_img @ b_txt.t())
+
+
+def test_text_parts_match_open_clip():
+    torch.manual_seed(0)
+    model, _, tokenizer = create_model("npc-micro", "none")
+    texts = tokenizer(["a red circle", "two blue squares on the left of a star", "x", "a green one"])
+    parts = [torch.tensor([2, 0]), torch.tensor([3, 1])]
+    got = encode_text_parts(model, texts, parts)
+    ref = torch.nn.functional.normalize(model.encode_text(texts), dim=-1)
+    assert [g.shape for g in got] == [(2, ref.shape[1])] * 2
+    torch.testing.assert_close(torch.cat(got), ref[torch.cat(parts)], rtol=0, atol=1e-6)
 
 
 def test_checkpoint_for_another_architecture_is_a_clear_error(tmp_path):

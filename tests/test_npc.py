@@ -6,7 +6,8 @@ import torch
 
 from npc.losses import clip_loss_per_sample
 from npc.model import create_model, encode, logit_scale
-from npc.negative_impact import npc_step, npc_weights
+from npc.distributed import DistInfo
+from npc.negative_impact import encode_groups, npc_step, npc_weights
 
 
 def test_weights_hand_computed():
@@ -151,3 +152,23 @@ def test_weights_off_ablation_is_unweighted_loss_plus_bank():
     grads = torch.autograd.grad(total, list(ref.parameters()), allow_unused=True)
     for p0, p1, g in zip(a0.parameters(), model.parameters(), grads):
         assert torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
+
+
+def test_siamese_gradient_back_propagates_through_the_pair_rows_only():
+    # The efficient step encodes the pairs' rows in forward calls of their own, so the gradient of
+    # the pair loss (A''s step) runs the encoders' backward once per tower, not also through the
+    # bank-only rows with zero gradients; the full loss then reaches both calls of each tower.
+    model, batch = _setup()
+    calls = []
+
+    def record(module, args, out):  # each forward output of a tower that receives a gradient
+        out.register_hook(lambda grad: calls.append("image" if module is model.visual else "text"))
+
+    for tower in (model.visual, model.transformer):
+        tower.register_forward_hook(record)
+    losses = encode_groups(model, batch, ("pair", "bankI", "bankT"), DistInfo(), first=("pair",))
+    torch.autograd.grad(losses["pair"].mean(), list(model.parameters()), retain_graph=True, allow_unused=True)
+    assert sorted(calls) == ["image", "text"]
+    calls.clear()
+    (losses["bankI"].mean() + losses["bankT"].mean()).backward()
+    assert sorted(calls) == ["image", "image", "text", "text"]

@@ -1,0 +1,45 @@
+"""The throughput benchmark runs end to end and reports what the docs promise (tiny settings)."""
+import contextlib
+import copy
+import io
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import throughput  # noqa: E402
+
+from npc.model import create_model  # noqa: E402
+from npc.negative_impact import clip_step, npc_step, phase_timings  # noqa: E402
+
+
+def test_throughput_json_has_the_documented_fields():
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        throughput.main(["--model", "npc-micro", "--batch", "8", "--bank_self", "0.5", "--rounds", "1",
+                         "--steps", "1", "--warmup", "1", "--no_loading", "--device", "cpu", "--json"])
+    out = json.loads(buf.getvalue())
+    for k in ("clip", "npc_naive", "npc", "npc_release"):
+        assert out[f"{k}_pairs_per_s"] > 0
+    assert out["device"].startswith("cpu") and out["npc_over_clip"] > 0
+    assert set(out["phases_ms"]["clip"]) == {"clip.forward", "clip.update"}
+    assert {"npc.forward_A", "npc.backward_siamese", "npc.forward_siamese", "npc.update_A"} <= set(out["phases_ms"]["npc"])
+
+
+def test_phase_timings_collect_only_inside_the_context():
+    torch.manual_seed(0)
+    model, _, _ = create_model("npc-micro", "none")
+    batch = throughput.synthetic_batch(4, 32, model.context_length, 0.5, torch.device("cpu"))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    clip_step(model, opt, batch)  # outside: nothing collected, nothing fails
+    with phase_timings() as times:
+        clip_step(model, opt, batch)
+        clip_step(model, opt, batch)
+    assert sorted(times) == ["clip.forward", "clip.update"] and all(len(v) == 2 for v in times.values())
+    siamese = copy.deepcopy(model)
+    with phase_timings() as times:
+        npc_step(model, siamese, opt, torch.optim.AdamW(siamese.parameters(), lr=1e-4), batch)
+    assert "npc.backward_siamese" in times and "clip.forward" not in times
