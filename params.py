@@ -145,6 +145,9 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                    help="where the demo's base model is built and cached")
     g.add_argument("--image_cache", type=str, default=None,
                    help="folder of a preprocessed uint8 image cache (memory-mapped), built on first use")
+    g.add_argument("--torchcompile", action="store_true",
+                   help="torch.compile the image and text transformers (dynamic shapes) for training; the "
+                        "first steps compile for a while. Meant for GPUs: on CPU it made the demo slower")
 
     if method == "npc":
         g = p.add_argument_group("NPC")

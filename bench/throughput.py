@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from npc.engine import autocast_for, make_optimizer  # noqa: E402
-from npc.model import create_model  # noqa: E402
+from npc.model import compile_towers, create_model  # noqa: E402
 from npc.negative_impact import clip_step, npc_step  # noqa: E402
 
 
@@ -93,8 +93,12 @@ def time_steps(args, device) -> dict:
         batch = demo_bank_batch(args.batch, size, model.context_length, device)
     else:
         batch = synthetic_batch(args.batch, size, model.context_length, args.bank_self, device)
-    args.distinct_images, args.distinct_texts = len(batch["images"]), len(batch["texts"])
+    args.distinct_images, args.distinct_texts = (
+        len(torch.unique(torch.cat([batch[f"{g}_{kind}"] for g in ("pair", "bankI", "bankT")]))) for kind in ("img", "txt"))
     siamese = copy.deepcopy(model)
+    if args.torchcompile:
+        for m in (model, siamese):
+            compile_towers(m)
     opt = make_optimizer(model, 1e-5, 0.9, 0.98, 1e-6, 0.2)
     sopt = make_optimizer(siamese, 1e-5, 0.9, 0.98, 1e-6, 0.2)
     autocast = autocast_for(precision, device)
@@ -197,6 +201,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3, help="steps per round and kind")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--load_batches", type=int, default=10)
+    p.add_argument("--torchcompile", action="store_true",
+                   help="compile the towers as training's --torchcompile does (warm-up steps absorb compilation)")
     p.add_argument("--no_loading", action="store_true", help="skip the data-loading measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
@@ -204,7 +210,7 @@ def main(argv=None) -> int:
     args.model = args.model or ("ViT-B/32" if device.type == "cuda" else "npc-tiny")
     args.batch = args.batch or (256 if device.type == "cuda" else 128)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-              "model": args.model, "batch": args.batch, "bank_self": args.bank_self}
+              "model": args.model, "batch": args.batch, "bank_self": args.bank_self, "torchcompile": args.torchcompile}
     import contextlib
 
     with contextlib.redirect_stdout(sys.stderr):  # keep --json output clean of progress messages

@@ -29,7 +29,7 @@ from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather
 from npc.evaluation import encode_split, evaluate_split, mean_r1, primary_row
 from npc.evaluation_metrics import format_metrics_table
 from npc.io import atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_text
-from npc.model import create_model, load_checkpoint_weights, logit_scale
+from npc.model import compile_towers, create_model, load_checkpoint_weights, logit_scale
 from npc.negative_impact import clip_step, npc_step
 
 CHECKPOINT_FORMAT = "npc-reimpl/1"
@@ -373,6 +373,11 @@ def run(args) -> Dict:
             siamese = copy.deepcopy(model)
             siamese_opt = make_optimizer(siamese, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
         optimizer = make_optimizer(model, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
+        if args.torchcompile:
+            for m in (model, siamese):
+                if m is not None:
+                    compile_towers(m)
+            log.info("torch.compile: image and text transformers (the first steps compile)")
 
         image_source = None
         if args.image_cache:

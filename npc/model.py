@@ -238,6 +238,21 @@ def encode_text_parts(model, texts: torch.Tensor, parts: Optional[Sequence[torch
     return out
 
 
+def compile_towers(model, backend: str = "inductor") -> None:
+    """``torch.compile`` the image and text transformers in place, for any batch size.
+
+    ``nn.Module.compile`` keeps the parameter names, so checkpoints are unchanged. Compiled backward
+    functions with donated buffers refuse a second backward pass through one graph, which the
+    efficient NPC step makes (``retain_graph=True``): donation is switched off.
+    """
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
+    text_tower = model.transformer if hasattr(model, "token_embedding") else model.text
+    for tower in (model.visual, text_tower):
+        tower.compile(dynamic=True, backend=backend)
+
+
 def logit_scale(model) -> torch.Tensor:
     # CLIP clamps the learned temperature at 100; keep that so the loss cannot blow up.
     return model.logit_scale.exp().clamp(max=100.0)

@@ -47,6 +47,25 @@ def test_npc_one_epoch_builds_bank_and_logs_weights(fresh_root, base_dir, tmp_pa
     assert "siamese_optimizer" in ckpt and ckpt["epoch"] == 1
 
 
+def test_torchcompile_flag_trains_with_compiled_towers(fresh_root, base_dir, tmp_path, monkeypatch):
+    from npc import engine
+    from npc.model import compile_towers
+
+    compiled = []
+
+    def eager_compile(model):  # Dynamo's tracing without code generation: quick on a CPU
+        compiled.append(model)
+        compile_towers(model, backend="eager")
+
+    monkeypatch.setattr(engine, "compile_towers", eager_compile)
+    logs = tmp_path / "logs"
+    main_NPC.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "tc", "--torchcompile"))
+    assert len(compiled) == 2 and compiled[0] is not compiled[1]  # A and its siamese
+    assert all(m.visual._compiled_call_impl is not None for m in compiled)
+    names = set(_weights(logs / "tc" / "checkpoints" / "latest.pt"))
+    assert "visual.conv1.weight" in names and not any("_orig_mod" in n for n in names)
+
+
 @pytest.mark.parametrize("script", [main_CLIP, main_NPC])
 def test_resume_equals_uninterrupted(fresh_root, base_dir, tmp_path, script):
     logs = tmp_path / "logs"
