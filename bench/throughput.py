@@ -2,12 +2,18 @@
 
     python bench/throughput.py                       # CPU, npc-tiny, batch 128 (under two minutes here)
     python bench/throughput.py --model ViT-B/32 --batch 256 --precision amp_bf16 --json   # on a GPU
+    python bench/throughput.py --model ViT-B/32 --batch 64 --kinds text_open_clip,text --no_loading
 
-Steps run on synthetic tensors (random weights: speed does not depend on them), interleaved
+Steps run with random weights and pixels (speed does not depend on them) on the demo's captions
+(or caption-shaped random tokens with ``--bank_self``: their lengths matter), interleaved
 (CLIP, naive NPC, efficient NPC paper variant, efficient NPC release variant, CLIP, ...) so that
 machine noise hits all of them alike; the table reports the median over rounds and the cost
 ratios to the CLIP step. ``npc`` is the default training step (``--npc_variant paper --npc_impl
 efficient``). A last pass reports the time of each named phase of the steps (synchronized on CUDA).
+The text tower alone (forward + backward on the batch's captions) is timed through open_clip's
+``encode_text``, which runs every position of the context, and through ``npc.model``'s, which stops
+at the longest caption. ``--kinds`` selects what to time, e.g. ``--model ViT-B/32 --kinds
+text_open_clip,text`` for the text towers of the paper's model on a CPU.
 
 The batch has the structure of a real one (which bank entries are the pair itself, which are
 shared): its positions come from the demo's 40%-noise memory bank, where 99% of image-side entries
@@ -34,13 +40,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from npc.engine import autocast_for, make_optimizer  # noqa: E402
-from npc.model import compile_towers, create_model  # noqa: E402
+from npc.model import compile_towers, create_model, encode_text_parts  # noqa: E402
 from npc.negative_impact import clip_step, npc_step  # noqa: E402
+
+
+KINDS = ["clip", "npc_naive", "npc", "npc_release", "text_open_clip", "text"]
+
+
+def synthetic_captions(n: int, context: int, rng) -> torch.Tensor:
+    """Token rows shaped like tokenized captions: start, 8 to 24 random word tokens, end, padding."""
+    sot, eot = 49406, 49407  # CLIP's BPE start/end-of-text ids
+    out = torch.zeros(n, context, dtype=torch.long)
+    for row, n_words in zip(out, rng.integers(8, 25, n)):
+        n_words = min(int(n_words), context - 2)
+        row[0], row[n_words + 1] = sot, eot
+        row[1:n_words + 1] = torch.from_numpy(rng.integers(1, 40000, n_words))
+    return out
 
 
 def synthetic_batch(b: int, image_size: int, context: int, bank_self: float, device, seed: int = 0):
@@ -48,7 +69,7 @@ def synthetic_batch(b: int, image_size: int, context: int, bank_self: float, dev
     g = np.random.default_rng(seed)
     n_extra = 2 * b
     images = torch.randn(b + n_extra, 3, image_size, image_size)
-    texts = torch.randint(1, 40000, (b + n_extra, context))
+    texts = synthetic_captions(b + n_extra, context, g)
     batch = {"images": images, "texts": texts, "pair_img": torch.arange(b), "pair_txt": torch.arange(b),
              "index": torch.arange(b)}
     for k, group in enumerate(("bankI", "bankT")):
@@ -59,10 +80,11 @@ def synthetic_batch(b: int, image_size: int, context: int, bank_self: float, dev
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def demo_bank_batch(b: int, image_size: int, context: int, device, seed: int = 0):
+def demo_bank_batch(b: int, image_size: int, tokenizer, device, seed: int = 0):
     """A batch with the dedup structure of a real one: positions from the demo's 40%-noise bank.
 
-    The pixels and tokens are random (speed does not depend on them) at the model's input size.
+    The captions are the demo's, tokenized for the model (their lengths matter: the text tower
+    stops at the longest one); the pixels are random at the model's input size.
     """
     import data
     from npc import memory_bank as mb
@@ -70,19 +92,18 @@ def demo_bank_batch(b: int, image_size: int, context: int, device, seed: int = 0
     root = REPO / "dataset" / "demo"
     split, _ = data.load_train_split(root, "demo", 5, 0.4, log=lambda *_: None, check_images=False)
     bank = mb.load_bank(data.memory_bank_dir(root), 0.4, split)
-    ds = data.PairBatches(split, None, lambda caps: torch.zeros(len(caps), context, dtype=torch.long), bank,
+    ds = data.PairBatches(split, None, tokenizer, bank,
                           image_source=lambda idx: torch.zeros(len(idx), 3, image_size, image_size))
     rng = np.random.default_rng(seed)
     batch = ds[rng.choice(len(split), b, replace=False).tolist()]
     batch["images"] = torch.randn(batch["images"].shape)
-    batch["texts"] = torch.randint(1, 40000, batch["texts"].shape)
     return {k: v.to(device) for k, v in batch.items()}
 
 
 def time_steps(args, device) -> dict:
     torch.manual_seed(0)
     precision = args.precision or ("amp_bf16" if device.type == "cuda" else "fp32")
-    model, _, _ = create_model(args.model, "none", precision=precision, device=device)
+    model, _, tokenizer = create_model(args.model, "none", precision=precision, device=device)
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     bank_file = REPO / "dataset" / "demo" / "annotations" / "memory_bank" / "0.4_mbank_img_idx.npy"
@@ -90,7 +111,7 @@ def time_steps(args, device) -> dict:
         print(f"no demo bank at {bank_file} (run `python main_NPC.py` once): using --bank_self 0.8")
         args.bank_self = 0.8
     if args.bank_self is None:
-        batch = demo_bank_batch(args.batch, size, model.context_length, device)
+        batch = demo_bank_batch(args.batch, size, tokenizer, device)
     else:
         batch = synthetic_batch(args.batch, size, model.context_length, args.bank_self, device)
     args.distinct_images, args.distinct_texts = (
@@ -108,7 +129,23 @@ def time_steps(args, device) -> dict:
         "npc": lambda: npc_step(model, siamese, opt, sopt, batch, impl="efficient", autocast=autocast),
         "npc_release": lambda: npc_step(model, siamese, opt, sopt, batch, impl="efficient", variant="release",
                                         autocast=autocast),
+        # The text tower alone, forward + backward on the batch's captions: open_clip's encode_text
+        # (every position) against npc.model's (up to the longest caption).
+        "text_open_clip": lambda: text_pass(lambda t: F.normalize(model.encode_text(t), dim=-1)),
+        "text": lambda: text_pass(lambda t: encode_text_parts(model, t)[0]),
     }
+    unknown = set(args.kinds) - set(kinds)
+    if unknown:
+        raise SystemExit(f"--kinds: unknown {sorted(unknown)}; choose from {sorted(kinds)}")
+    kinds = {k: fn for k, fn in kinds.items() if k in args.kinds}
+    texts = batch["texts"][batch["pair_txt"]]
+
+    def text_pass(encode_fn):
+        model.zero_grad(set_to_none=True)
+        with autocast():
+            feats = encode_fn(texts)
+        feats.float().sum().backward()
+
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for fn in kinds.values():  # warm-up (allocator, compile)
         for _ in range(args.warmup):
@@ -134,8 +171,13 @@ def time_steps(args, device) -> dict:
         if k in peak:
             out[f"{k}_peak_mib"] = round(peak[k])
     for k in ("npc_naive", "npc", "npc_release"):
-        out[f"{k}_over_clip"] = out["clip_pairs_per_s"] / out[f"{k}_pairs_per_s"]
-    out["phases_ms"] = time_phases({k: kinds[k] for k in ("clip", "npc", "npc_release")}, args.steps)
+        if k in kinds and "clip" in kinds:
+            out[f"{k}_over_clip"] = out["clip_pairs_per_s"] / out[f"{k}_pairs_per_s"]
+    if "text" in kinds and "text_open_clip" in kinds:
+        out["text_speedup"] = out["text_pairs_per_s"] / out["text_open_clip_pairs_per_s"]
+        out["text_positions_used"] = int(texts.argmax(-1).max()) + 1
+        out["text_context"] = texts.shape[1]
+    out["phases_ms"] = time_phases({k: kinds[k] for k in ("clip", "npc", "npc_release") if k in kinds}, args.steps)
     return out
 
 
@@ -201,6 +243,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3, help="steps per round and kind")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--load_batches", type=int, default=10)
+    p.add_argument("--kinds", type=lambda t: [k for k in t.split(",") if k], default=KINDS,
+                   help=f"comma list of what to time (default: all of {','.join(KINDS)})")
     p.add_argument("--torchcompile", action="store_true",
                    help="compile the towers as training's --torchcompile does (warm-up steps absorb compilation)")
     p.add_argument("--no_loading", action="store_true", help="skip the data-loading measurement")
@@ -226,9 +270,15 @@ def main(argv=None) -> int:
     print(f"device {result['device']}, model {args.model}, batch {args.batch}, precision {result['precision']}")
     print(f"{'step':12s} {'pairs/s':>10s} {'cost vs CLIP':>13s}")
     for k in ("clip", "npc_naive", "npc", "npc_release"):
-        ratio = result["clip_pairs_per_s"] / result[f"{k}_pairs_per_s"]
+        if f"{k}_pairs_per_s" not in result:
+            continue
+        ratio = result["clip_pairs_per_s"] / result[f"{k}_pairs_per_s"] if "clip_pairs_per_s" in result else float("nan")
         mem = f"  peak {result[k + '_peak_mib']} MiB" if f"{k}_peak_mib" in result else ""
         print(f"{k:12s} {result[f'{k}_pairs_per_s']:10.0f} {ratio:12.2f}x{mem}")
+    if "text_speedup" in result:
+        print(f"text tower, forward + backward, captions/s: open_clip {result['text_open_clip_pairs_per_s']:.0f}, "
+              f"up to the longest caption ({result['text_positions_used']} of {result['text_context']} positions) "
+              f"{result['text_pairs_per_s']:.0f}: {result['text_speedup']:.2f}x")
     for k, phases in result.get("phases_ms", {}).items():
         print(f"{k} phases (median ms/step): " + ", ".join(f"{n} {t:.1f}" for n, t in phases.items()))
     if not args.no_loading:

@@ -24,7 +24,8 @@ def test_throughput_json_has_the_documented_fields():
     out = json.loads(buf.getvalue())
     for k in ("clip", "npc_naive", "npc", "npc_release"):
         assert out[f"{k}_pairs_per_s"] > 0
-    assert out["device"].startswith("cpu") and out["npc_over_clip"] > 0
+    assert out["device"].startswith("cpu") and out["npc_over_clip"] > 0 and out["text_speedup"] > 0
+    assert 10 <= out["text_positions_used"] <= out["text_context"] == 24  # synthetic captions: 8+ words
     assert set(out["phases_ms"]["clip"]) == {"clip.forward", "clip.update"}
     assert {"npc.forward_A", "npc.backward_siamese", "npc.forward_siamese", "npc.update_A"} <= set(out["phases_ms"]["npc"])
 

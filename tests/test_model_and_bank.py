@@ -41,15 +41,29 @@ def test_release_checkpoint_gives_identical_similarities(tmp_path):
     assert torch.equal(a_img @ a_txt.t(), b_img @ b_txt.t())
 
 
-def test_text_parts_match_open_clip():
+@pytest.mark.parametrize("causal", [True, False])
+def test_text_parts_match_open_clip(causal):
+    # Parts run only up to their longest caption when the tower is causal (here 5 and 11 of 24
+    # positions); features and gradients are open_clip's. Without the causal mask padding is
+    # attended to, and every position is kept.
     torch.manual_seed(0)
     model, _, tokenizer = create_model("npc-micro", "none")
-    texts = tokenizer(["a red circle", "two blue squares on the left of a star", "x", "a green one"])
+    if not causal:
+        model.attn_mask = None
+    texts = tokenizer(["a red circle", "two blue squares on the left of a big star", "x", "a green one"])
     parts = [torch.tensor([2, 0]), torch.tensor([3, 1])]
     got = encode_text_parts(model, texts, parts)
     ref = torch.nn.functional.normalize(model.encode_text(texts), dim=-1)
     assert [g.shape for g in got] == [(2, ref.shape[1])] * 2
     torch.testing.assert_close(torch.cat(got), ref[torch.cat(parts)], rtol=0, atol=1e-6)
+    probe = torch.randn(4, ref.shape[1])
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_got = torch.autograd.grad((torch.cat(got) * probe).sum(), params, allow_unused=True)
+    g_ref = torch.autograd.grad((ref[torch.cat(parts)] * probe).sum(), params, allow_unused=True)
+    for p, a, b in zip(params, g_got, g_ref):  # equal up to float summation order
+        a = torch.zeros_like(p) if a is None else a
+        b = torch.zeros_like(p) if b is None else b
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max().clamp_min(1e-3), p.shape
 
 
 def test_checkpoint_for_another_architecture_is_a_clear_error(tmp_path):
