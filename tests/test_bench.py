@@ -44,3 +44,11 @@ def test_phase_timings_collect_only_inside_the_context():
     with phase_timings() as times:
         npc_step(model, siamese, opt, torch.optim.AdamW(siamese.parameters(), lr=1e-4), batch)
     assert "npc.backward_siamese" in times and "clip.forward" not in times
+
+
+def test_paper_size_loading_reports_both_paths():
+    import argparse
+
+    out = throughput.time_loading_paper_size(argparse.Namespace(load_images=4))
+    assert out["load_pil_224_images_per_s_1proc"] > 0 and out["load_cache_224_images_per_s_1proc"] > 0
+    assert 100 < out["paper_size_jpeg_kib"] < 250  # near MSCOCO's mean JPEG size, as documented
