@@ -1,4 +1,5 @@
 """The throughput benchmark runs end to end and reports what the docs promise (tiny settings)."""
+import argparse
 import contextlib
 import copy
 import io
@@ -47,8 +48,6 @@ def test_phase_timings_collect_only_inside_the_context():
 
 
 def test_paper_size_loading_reports_both_paths():
-    import argparse
-
     out = throughput.time_loading_paper_size(argparse.Namespace(load_images=4))
     assert out["load_pil_224_images_per_s_1proc"] > 0 and out["load_cache_224_images_per_s_1proc"] > 0
     assert 100 < out["paper_size_jpeg_kib"] < 250  # near MSCOCO's mean JPEG size, as documented
