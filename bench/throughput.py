@@ -45,7 +45,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from npc.engine import autocast_for, make_optimizer  # noqa: E402
+from npc.engine import autocast_for, make_optimizer, resolve_device, resolve_precision  # noqa: E402
 from npc.model import compile_towers, create_model, encode_text_parts  # noqa: E402
 from npc.negative_impact import clip_step, npc_step  # noqa: E402
 
@@ -102,7 +102,7 @@ def demo_bank_batch(b: int, image_size: int, tokenizer, device, seed: int = 0):
 
 def time_steps(args, device) -> dict:
     torch.manual_seed(0)
-    precision = args.precision or ("amp_bf16" if device.type == "cuda" else "fp32")
+    precision = resolve_precision(args.precision, device)
     model, _, tokenizer = create_model(args.model, "none", precision=precision, device=device)
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
@@ -290,7 +290,7 @@ def main(argv=None) -> int:
     p.add_argument("--no_loading", action="store_true", help="skip the data-loading measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     args.model = args.model or ("ViT-B/32" if device.type == "cuda" else "npc-tiny")
     args.batch = args.batch or (256 if device.type == "cuda" else 128)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",

@@ -383,13 +383,13 @@ def run(args) -> Dict:
         if args.image_cache:
             from npc.image_cache import ImageCache
 
+            open_cache = partial(ImageCache, args.image_cache, f"{args.dataset}_train", train_split.image_paths,
+                                 preprocess)
             if info.is_main:  # rank 0 builds (or validates) the cache; the others open it afterwards
-                image_source = ImageCache(args.image_cache, f"{args.dataset}_train", train_split.image_paths,
-                                          preprocess, num_workers=args.num_workers, progress=progress, log=log.info)
+                image_source = open_cache(num_workers=args.num_workers, progress=progress, log=log.info)
             barrier(info)
             if image_source is None:
-                image_source = ImageCache(args.image_cache, f"{args.dataset}_train", train_split.image_paths,
-                                          preprocess, log=lambda *_: None)
+                image_source = open_cache(log=lambda *_: None)
         dataset = data.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source)
         sampler = data.EpochBatchSampler(len(train_split), args.batch_size, args.seed, info.rank, info.world_size)
         loader = data.train_loader(dataset, sampler, args.num_workers)

@@ -213,6 +213,7 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
     with _phase("npc.sync_siamese"):
         sync_siamese_(siamese, model)
 
+    params = trainable(model)
     if impl == "efficient":
         with _phase("npc.forward_A"), autocast():
             losses = encode_groups(model, batch, GROUPS, info, first=("pair",))
@@ -220,9 +221,8 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
         before_I, before_T = losses["bankI"].detach(), losses["bankT"].detach()
         with _phase("npc.backward_siamese"):
             # The release variant reuses these gradients for A's own step: the graph is not needed again.
-            grads = torch.autograd.grad(pair.mean(), trainable(model), retain_graph=variant == "paper",
-                                        allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(trainable(model), grads)]
+            grads = torch.autograd.grad(pair.mean(), params, retain_graph=variant == "paper", allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
             if info.enabled:
                 holders = trainable(siamese)
                 for p, g in zip(holders, grads):
@@ -265,7 +265,6 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
             # d/dA [mean(w) * mean(l)] = mean(w) * the gradient A' stepped with (before its doubling,
             # undone exactly: scaling by a power of two is exact): no second backward pass.
             optimizer.zero_grad(set_to_none=True)
-            params = trainable(model)
             factor = mean_w / siamese_scale
             for p, g in zip(params, grads):
                 p.grad = g.mul_(factor.to(g.dtype))
