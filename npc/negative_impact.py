@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from npc.distributed import DistInfo, all_reduce_grads_, gather_with_grad
+from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad, gather_with_grad
 from npc.losses import clip_loss_per_sample
 from npc.model import encode, encode_text_parts, logit_scale
 
@@ -87,6 +87,76 @@ def npc_weights(bank_img_before: torch.Tensor, bank_img_after: torch.Tensor,
     return weights, ratio
 
 
+def own_row_grads(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
+                  img_all: Optional[torch.Tensor] = None, txt_all: Optional[torch.Tensor] = None,
+                  offset: int = 0):
+    """Gradient of each pair's own loss ``l_i`` w.r.t. its own image and text features, in closed form.
+
+    With ``p = softmax_j(s u_i.v_j)`` (image-to-text rows) and ``q = softmax_j(s v_i.u_j)``
+    (text-to-image rows) of ``clip_loss_per_sample``'s logits,
+    ``dl_i/du_i = s/2 (sum_j p_ij v_j - (2 - q_ii) v_i)`` and
+    ``dl_i/dv_i = s/2 (sum_j q_ij u_j - (2 - p_ii) u_i)``: only ``l_i``, not the other pairs' losses
+    in which ``u_i``/``v_i`` are negatives. Features are taken as given (the normalized ones).
+    """
+    img_all = img if img_all is None else img_all
+    txt_all = txt if txt_all is None else txt_all
+    s = scale.float()
+    img, txt, img_all, txt_all = img.float(), txt.float(), img_all.float(), txt_all.float()
+    rows = torch.arange(img.shape[0], device=img.device)
+    p = torch.softmax(s * img @ txt_all.t(), dim=1)
+    q = torch.softmax(s * txt @ img_all.t(), dim=1)
+    p_own, q_own = p[rows, rows + offset], q[rows, rows + offset]
+    g_img = s / 2 * (p @ txt_all - (2 - q_own)[:, None] * txt)
+    g_txt = s / 2 * (q @ img_all - (2 - p_own)[:, None] * img)
+    return g_img, g_txt
+
+
+def first_order_impact(pair_img: torch.Tensor, pair_txt: torch.Tensor, bank_img: torch.Tensor,
+                       bank_txt: torch.Tensor, scale: torch.Tensor, lr: float, info: Optional[DistInfo] = None
+                       ) -> torch.Tensor:
+    """First-order change of each pair's bank-entry loss after a step of size ``lr`` on the pair's own loss.
+
+    A gradient step ``-lr grad l_i`` changes ``l_b`` by about ``-lr <grad l_b, grad l_i>``. With
+    gradients w.r.t. the features only, per tower, the parameter inner product is approximated by a
+    kernel times the inner product of feature gradients (for a final linear map ``u = W h`` it is
+    exactly ``<dl_b/du_b, dl_i/du_i> <h_b, h_i>``); the kernel here is the cosine similarity of the
+    two features. Row ``i`` of the ``pair_*`` and ``bank_*`` features is pair ``i`` and its bank
+    pair, each scored within its own batch (negatives: the other rows, all ranks). Positive values
+    say harm: learning the pair raises its clean neighbour's loss. No gradient flows.
+    """
+    info = info or DistInfo()
+    with torch.no_grad():
+        grads = []
+        for img, txt in ((pair_img, pair_txt), (bank_img, bank_txt)):
+            img, txt = img.detach().float(), txt.detach().float()
+            grads.append(own_row_grads(img, txt, scale.detach(), gather_no_grad(img, info),
+                                       gather_no_grad(txt, info), offset=info.rank * img.shape[0]))
+        (gi_img, gi_txt), (gb_img, gb_txt) = grads
+        k_img = (pair_img.float() * bank_img.float()).sum(-1)
+        k_txt = (pair_txt.float() * bank_txt.float()).sum(-1)
+        return -lr * ((gi_img * gb_img).sum(-1) * k_img + (gi_txt * gb_txt).sum(-1) * k_txt)
+
+
+def first_order_after(before_I: torch.Tensor, delta_I: torch.Tensor, before_T: torch.Tensor, delta_T: torch.Tensor,
+                      info: Optional[DistInfo] = None):
+    """Estimated bank losses after learning each pair, from first-order changes ``delta`` (any step size).
+
+    The relative changes ``c = delta / before`` of both sides are centred on their batch medians
+    (learning any pair moves every bank loss a little the same way: features share a direction
+    per modality, so most noisy pairs also "help" in absolute terms; what tells them apart is that
+    they help less than the batch's typical pair), then scaled by ``eta`` so that the batch median
+    of ``|c_I + c_T|`` is 1 (the step size drops out): ``after = before * (1 + eta * c)``. With
+    :func:`npc_weights` a pair that harms its bank entries more than the batch's median pair gets
+    ``w = tanh(ratio) < 1``, the others 1. Medians over the global batch (all ranks).
+    """
+    info = info or DistInfo()
+    c_I, c_T = delta_I / before_I.clamp_min(1e-12), delta_T / before_T.clamp_min(1e-12)
+    c_I = c_I - gather_no_grad(c_I, info).median()
+    c_T = c_T - gather_no_grad(c_T, info).median()
+    eta = 1.0 / gather_no_grad((c_I + c_T).abs(), info).median().clamp_min(1e-12)
+    return before_I * (1 + eta * c_I), before_T * (1 + eta * c_T)
+
+
 def group_losses(img_feats: torch.Tensor, txt_feats: torch.Tensor, batch: Dict[str, torch.Tensor],
                  groups: Sequence[str], scale: torch.Tensor, info: DistInfo) -> Dict[str, torch.Tensor]:
     """Per-sample InfoNCE of each group of pairs; rows index the encoded unique images/captions."""
@@ -109,13 +179,14 @@ def _distinct(batch, groups, kind: str, first: Sequence[str]):
 
 
 def encode_groups(model, batch, groups: Sequence[str], info: DistInfo, dedup: bool = True,
-                  first: Sequence[str] = ()):
+                  first: Sequence[str] = (), features: Optional[Dict] = None):
     """Per-sample losses of ``groups`` under ``model``.
 
     ``dedup`` encodes only the distinct images/captions the groups use, once each; otherwise every
     group is encoded on its own, the way the reference feeds three image batches per step. The rows
     of the ``first`` groups are encoded in a forward call of their own, so that a gradient of their
-    losses alone back-propagates through their rows only.
+    losses alone back-propagates through their rows only. A ``features`` dict receives each group's
+    row-aligned ``(image, text)`` features (with ``dedup``).
     """
     if dedup:
         maps, heads, feats = [], [], []
@@ -139,6 +210,8 @@ def encode_groups(model, batch, groups: Sequence[str], info: DistInfo, dedup: bo
         # run (with zero gradients) through every other part's graph.
         out = group_losses(heads[0], heads[1], local, [g for g in groups if g in first], scale, info)
         out.update(group_losses(feats[0], feats[1], local, [g for g in groups if g not in first], scale, info))
+        if features is not None:
+            features.update({g: (feats[0][local[f"{g}_img"]], feats[1][local[f"{g}_txt"]]) for g in groups})
         return out
     out = {}
     for g in groups:
@@ -162,8 +235,6 @@ def sync_siamese_(siamese, model) -> None:
 def _global_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if not info.enabled:
         return x.mean()
-    from npc.distributed import gather_no_grad
-
     return gather_no_grad(x.detach(), info).mean()
 
 
@@ -199,22 +270,48 @@ def _siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: fl
 
 def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tensor], *, variant: str = "paper",
              impl: str = "efficient", info: Optional[DistInfo] = None, autocast=None, grad_clip: float = 10.0,
-             reweight: bool = True) -> Dict[str, torch.Tensor]:
+             reweight: bool = True, estimator: str = "siamese", siamese_state: str = "persistent"
+             ) -> Dict[str, torch.Tensor]:
     """One NPC update of ``model`` (A); returns per-sample weights, ratios, losses and the total loss.
 
     ``reweight=False`` is an ablation: the weights are computed and returned but the loss uses 1
     for every pair, leaving the memory-bank loss as the only difference from plain CLIP training.
+
+    ``estimator`` says how each pair's bank losses "after" are obtained. ``siamese`` (the paper):
+    A' takes one optimizer step on the batch; ``siamese_state`` ``persistent`` keeps A''s optimizer
+    state across steps (the release), ``fresh`` starts it empty every step. ``first_order``: no
+    siamese; the bank losses "after" are :func:`first_order_after` of the first-order change of each
+    bank pair's loss when its pair is learnt (:func:`first_order_impact`). Both go through
+    :func:`npc_weights`.
     """
     if variant not in ("paper", "release"):
         raise ValueError(f"--npc_variant must be paper or release, got {variant!r}")
+    if estimator not in ("siamese", "first_order"):
+        raise ValueError(f"--npc_estimator must be siamese or first_order, got {estimator!r}")
+    if siamese_state not in ("persistent", "fresh"):
+        raise ValueError(f"--siamese_state must be persistent or fresh, got {siamese_state!r}")
     info = info or DistInfo()
     autocast = autocast or nullcontext
     siamese_scale = 2.0 if variant == "release" else 1.0
-    with _phase("npc.sync_siamese"):
-        sync_siamese_(siamese, model)
+    if estimator == "siamese":
+        with _phase("npc.sync_siamese"):
+            sync_siamese_(siamese, model)
+        if siamese_state == "fresh":
+            siamese_opt.state.clear()
 
     params = trainable(model)
-    if impl == "efficient":
+    if estimator == "first_order":
+        feats = {}
+        with _phase("npc.forward_A"), autocast():
+            losses = encode_groups(model, batch, GROUPS, info, features=feats)
+        pair = losses["pair"]
+        before_I, before_T = losses["bankI"].detach().float(), losses["bankT"].detach().float()
+        with _phase("npc.first_order"):
+            scale = logit_scale(model)
+            after_I, after_T = first_order_after(
+                before_I, first_order_impact(*feats["pair"], *feats["bankI"], scale, 1.0, info),
+                before_T, first_order_impact(*feats["pair"], *feats["bankT"], scale, 1.0, info), info)
+    elif impl == "efficient":
         with _phase("npc.forward_A"), autocast():
             losses = encode_groups(model, batch, GROUPS, info, first=("pair",))
         pair = losses["pair"]
@@ -247,9 +344,12 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
     else:
         raise ValueError(f"--npc_impl must be efficient or naive, got {impl!r}")
 
-    with _phase("npc.forward_siamese"), torch.no_grad(), autocast():
-        after = encode_groups(siamese, batch, ("bankI", "bankT"), info, dedup=impl == "efficient")
-    weights, ratio = npc_weights(before_I.float(), after["bankI"].float(), before_T.float(), after["bankT"].float())
+    if estimator == "siamese":
+        with _phase("npc.forward_siamese"), torch.no_grad(), autocast():
+            after = encode_groups(siamese, batch, ("bankI", "bankT"), info, dedup=impl == "efficient")
+        after_I, after_T = after["bankI"].float(), after["bankT"].float()
+    before_I, before_T = before_I.float(), before_T.float()
+    weights, ratio = npc_weights(before_I, after_I, before_T, after_T)
 
     bank_loss = (losses["bankI"].mean() + losses["bankT"].mean()) / 2
     used = weights if reweight else torch.ones_like(weights)
@@ -261,7 +361,7 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
         mean_w = _global_mean(used, info)
         loss = mean_w * pair.mean() + bank_loss.detach()
     with _phase("npc.update_A"):
-        if variant == "release" and impl == "efficient":
+        if variant == "release" and impl == "efficient" and estimator == "siamese":
             # d/dA [mean(w) * mean(l)] = mean(w) * the gradient A' stepped with (before its doubling,
             # undone exactly: scaling by a power of two is exact): no second backward pass.
             optimizer.zero_grad(set_to_none=True)
@@ -272,17 +372,21 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
         else:
             grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
     return {"loss": loss.detach(), "pair_loss": pair.detach(), "bank_loss": bank_loss.detach(),
-            "weights": weights, "ratio": ratio, "grad_norm": torch.tensor(grad_norm)}
+            "weights": weights, "ratio": ratio, "grad_norm": torch.tensor(grad_norm),
+            "bank_losses": torch.stack([before_I, after_I, before_T, after_T])}
 
 
 def clip_step(model, optimizer, batch: Dict[str, torch.Tensor], *, info: Optional[DistInfo] = None, autocast=None,
-              grad_clip: float = 10.0) -> Dict[str, torch.Tensor]:
-    """One plain CLIP fine-tuning update (the baseline): mean symmetric InfoNCE of the batch."""
+              grad_clip: float = 10.0, weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """One plain CLIP fine-tuning update (the baseline): mean symmetric InfoNCE of the batch.
+
+    ``weights`` (one per pair, e.g. the GMM's p(clean)) give ``mean_i(w_i l_i)`` instead.
+    """
     info = info or DistInfo()
     autocast = autocast or nullcontext
     with _phase("clip.forward"), autocast():
         pair = encode_groups(model, batch, ("pair",), info)["pair"]
-    loss = pair.mean()
+    loss = pair.mean() if weights is None else (weights.to(pair.dtype) * pair).mean()
     with _phase("clip.update"):
         grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
     return {"loss": loss.detach(), "pair_loss": pair.detach(), "grad_norm": torch.tensor(grad_norm)}

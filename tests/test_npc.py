@@ -186,3 +186,93 @@ def test_compiled_towers_take_the_same_step():
     torch.testing.assert_close(out_c["weights"], out_p["weights"], rtol=0, atol=1e-6)
     for a, b in zip(compiled.parameters(), plain.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the first-order estimator
+
+def test_own_row_grads_are_each_loss_gradient_wrt_its_own_row():
+    from npc.negative_impact import own_row_grads
+
+    torch.manual_seed(1)
+    img = torch.nn.functional.normalize(torch.randn(4, 3), dim=-1).requires_grad_()
+    txt = torch.nn.functional.normalize(torch.randn(4, 3), dim=-1).requires_grad_()
+    scale = torch.tensor(7.0)
+    g_img, g_txt = own_row_grads(img, txt, scale)
+    losses = clip_loss_per_sample(img, txt, scale)
+    for i in range(4):
+        gi, gt = torch.autograd.grad(losses[i], (img, txt), retain_graph=True)
+        # only row i: l_i's gradient w.r.t. the other rows (its negatives) is not part of it
+        assert torch.allclose(g_img[i], gi[i], atol=1e-6)
+        assert torch.allclose(g_txt[i], gt[i], atol=1e-6)
+
+
+def test_first_order_impact_written_out():
+    from npc.negative_impact import first_order_impact
+
+    torch.manual_seed(2)
+    unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s), dim=-1)  # noqa: E731
+    u, v, a, c = unit(3, 4), unit(3, 4), unit(3, 4), unit(3, 4)  # pairs (u, v), bank pairs (a, c)
+    scale, lr = torch.tensor(5.0), 0.1
+    delta = first_order_impact(u, v, a, c, scale, lr)
+    for i in range(3):
+        # -lr * sum over towers of <dl_b/d(bank row), dl_i/d(own row)> * cosine(bank row, own row)
+        leaves = [x.clone().requires_grad_() for x in (u, v, a, c)]
+        li = clip_loss_per_sample(leaves[0], leaves[1], scale)[i]
+        lb = clip_loss_per_sample(leaves[2], leaves[3], scale)[i]
+        gu, gv = torch.autograd.grad(li, leaves[:2])
+        ga, gc = torch.autograd.grad(lb, leaves[2:])
+        expected = -lr * (ga[i] @ gu[i] * (a[i] @ u[i]) + gc[i] @ gv[i] * (c[i] @ v[i]))
+        assert torch.allclose(delta[i], expected, atol=1e-6)
+    # a bank entry that is the pair itself is always helped (a squared norm, kernel 1)
+    assert (first_order_impact(u, v, u, v, scale, lr) < 0).all()
+
+
+@pytest.mark.parametrize("variant", ["paper", "release"])
+def test_first_order_step_matches_its_definition(variant):
+    from npc.negative_impact import first_order_impact
+
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    out = npc_step(model, None, opt, None, batch, variant=variant, estimator="first_order", grad_clip=0.0)
+    ref = copy.deepcopy(a0)
+    feats = {g: encode(ref, batch["images"][batch[f"{g}_img"]], batch["texts"][batch[f"{g}_txt"]])
+             for g in ("pair", "bankI", "bankT")}
+    scale = logit_scale(ref)
+    before = {g: clip_loss_per_sample(*feats[g], scale) for g in ("bankI", "bankT")}
+    # relative first-order changes, minus their batch median, scaled so that median |c_I + c_T| = 1
+    c = {g: first_order_impact(*feats["pair"], *feats[g], scale, 1.0) / before[g] for g in ("bankI", "bankT")}
+    c = {g: x - x.median() for g, x in c.items()}
+    eta = 1 / (c["bankI"] + c["bankT"]).abs().median()
+    after = {g: before[g] * (1 + eta * c[g]) for g in ("bankI", "bankT")}
+    w, ratio = npc_weights(before["bankI"].detach(), after["bankI"].detach(), before["bankT"].detach(),
+                           after["bankT"].detach())
+    assert torch.allclose(out["weights"], w, atol=1e-5)
+    assert torch.allclose(out["ratio"], ratio, rtol=1e-4)  # after <= 0 (much help) gives before / 1e-12
+    assert (w < 1).any() and (w == 1).any()
+    pair = clip_loss_per_sample(*feats["pair"], scale)
+    bank = (before["bankI"].mean() + before["bankT"].mean()) / 2
+    total = (w * pair).mean() + bank if variant == "paper" else w.mean() * pair.mean()
+    grads = torch.autograd.grad(total, list(ref.parameters()), allow_unused=True)
+    for p0, p1, g in zip(a0.parameters(), model.parameters(), grads):
+        assert torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
+
+
+def test_fresh_siamese_state_starts_empty_every_step():
+    model, batch = _setup()
+    siamese = copy.deepcopy(model)
+    opt, sopt = _opt(model), _opt(siamese)
+    for _ in range(2):
+        npc_step(model, siamese, opt, sopt, batch, siamese_state="fresh")
+    state = sopt.state[next(iter(siamese.parameters()))]
+    assert int(state["step"]) == 1  # one step on an empty state: no momentum from earlier batches
+    # and that step is the one a new optimizer takes from A's current parameters
+    ref = copy.deepcopy(model)
+    out = npc_step(model, siamese, _opt(model), sopt, batch, siamese_state="fresh")
+    ref_opt = _opt(ref)
+    _per_sample(ref, batch, "pair").mean().backward()
+    ref_opt.step()
+    # compare A' after its step (bank losses after) with the fresh reference
+    with torch.no_grad():
+        after_i = _per_sample(ref, batch, "bankI")
+    assert torch.allclose(out["bank_losses"][1], after_i, atol=1e-4)
