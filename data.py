@@ -274,7 +274,11 @@ class EpochBatchSampler(Sampler):
     """
 
     def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = True, shuffle: bool = True):
+                 drop_last: bool = True, shuffle: bool = True, indices: Optional[np.ndarray] = None):
+        """``indices``: draw batches from these sample indices only (``n`` = their number)."""
+        if indices is not None and len(indices) != n:
+            raise ValueError(f"{len(indices)} indices for a sampler of {n} samples")
+        self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
         if global_batch % world_size:
             raise ValueError(f"--batch_size {global_batch} is not divisible by the {world_size} processes")
         if drop_last and n < global_batch:
@@ -294,6 +298,8 @@ class EpochBatchSampler(Sampler):
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         else:
             order = np.arange(self.n)
+        if self.indices is not None:
+            order = self.indices[order]
         local = self.global_batch // self.world_size
         for b in range(len(self)):
             batch = order[b * self.global_batch:(b + 1) * self.global_batch]

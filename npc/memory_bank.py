@@ -11,7 +11,9 @@
 Files (``annotations/memory_bank/`` of the dataset, where training reads them):
 ``<r>_mbank_img_idx.npy``: int64 (n_train_images,), image index -> clean sample index;
 ``<r>_mbank_txt_idx.npy``: int64 (n_train_captions,), sample index -> clean sample index;
-``<r>_mbank_info.json``: how the bank was built and what it found.
+``<r>_mbank_info.json``: how the bank was built and what it found;
+``<r>_mbank_pclean.npy``: float64 (n_train_captions,), the GMM's p(clean) of every pair (for the
+``gmm_filter`` / ``pclean_weight`` baselines and the study of the estimators).
 The release's files (pickled dicts ``str(image_id) -> array``, ``str(sample) -> array``) are read
 through a restricted unpickler that only admits numpy arrays inside plain dicts.
 """
@@ -134,6 +136,31 @@ def save_bank(bank: BankIndex, bank_dir, noise_ratio, noise_mode: str, info: Dic
     atomic_save_npy(txt_path, bank.text_bank)
     atomic_write_json(info_path, info)
     return img_path, txt_path
+
+
+def pclean_path(bank_dir, noise_ratio, noise_mode: str = "caption") -> Path:
+    """``<r>_mbank_pclean.npy`` beside the bank files: the GMM's p(clean) of every training pair."""
+    img_path = bank_paths(bank_dir, noise_ratio, noise_mode)[0]
+    return img_path.with_name(img_path.name.replace("_img_idx.npy", "_pclean.npy"))
+
+
+def save_pclean(p_clean: np.ndarray, bank_dir, noise_ratio, noise_mode: str = "caption") -> Path:
+    path = pclean_path(bank_dir, noise_ratio, noise_mode)
+    atomic_save_npy(path, np.asarray(p_clean, dtype=np.float64))
+    return path
+
+
+def load_pclean(bank_dir, noise_ratio, n_pairs: int, noise_mode: str = "caption") -> np.ndarray:
+    """p(clean) per training pair, written by the same build as the bank (the release has no such file)."""
+    path = pclean_path(bank_dir, noise_ratio, noise_mode)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: rebuild the memory bank with this project "
+                                f"(get_memorybank.py, or --rebuild_bank)")
+    p_clean = np.load(path, allow_pickle=False)
+    if p_clean.shape != (n_pairs,) or p_clean.dtype.kind != "f":
+        raise BankFileError(f"{path}: expected {n_pairs} floats (one per training pair), got {p_clean.dtype} "
+                            f"{p_clean.shape}")
+    return p_clean
 
 
 _ALLOWED_GLOBALS = {
