@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from data import BankIndex, Split
-from npc.io import atomic_save_npy, atomic_write_json
+from npc.io import atomic_save_npy, atomic_write_json, file_sha256
 from npc.losses import clip_loss_per_sample
 
 
@@ -130,12 +130,27 @@ def bank_quality(p_clean: np.ndarray, clean_threshold: float, noise_mask: Option
 
 # ----------------------------------------------------------------------------- files
 
-def save_bank(bank: BankIndex, bank_dir, noise_ratio, noise_mode: str, info: Dict) -> Tuple[Path, Path]:
+def save_bank(bank: BankIndex, bank_dir, noise_ratio, noise_mode: str, info: Dict,
+              p_clean: Optional[np.ndarray] = None) -> Tuple[Path, Path]:
+    """Both arrays (and p(clean) when given), then the info file, which records their fingerprints: a
+    set that a crash left half replaced does not match its info, and :func:`bank_files_match` tells."""
     img_path, txt_path, info_path = bank_paths(bank_dir, noise_ratio, noise_mode)
     atomic_save_npy(img_path, bank.image_bank)
     atomic_save_npy(txt_path, bank.text_bank)
+    info = {**info, "image_bank_sha256": file_sha256(img_path), "text_bank_sha256": file_sha256(txt_path)}
+    if p_clean is not None:
+        info["p_clean_sha256"] = file_sha256(save_pclean(p_clean, bank_dir, noise_ratio, noise_mode))
     atomic_write_json(info_path, info)
     return img_path, txt_path
+
+
+def bank_files_match(bank_dir, noise_ratio, noise_mode: str, info: Dict) -> bool:
+    """Whether the bank's files are the ones its info file was written with."""
+    img_path, txt_path, _ = bank_paths(bank_dir, noise_ratio, noise_mode)
+    files = [(img_path, "image_bank_sha256"), (txt_path, "text_bank_sha256")]
+    if "p_clean_sha256" in info:
+        files.append((pclean_path(bank_dir, noise_ratio, noise_mode), "p_clean_sha256"))
+    return all(p.is_file() and info.get(key) == file_sha256(p) for p, key in files)
 
 
 def pclean_path(bank_dir, noise_ratio, noise_mode: str = "caption") -> Path:
@@ -151,11 +166,19 @@ def save_pclean(p_clean: np.ndarray, bank_dir, noise_ratio, noise_mode: str = "c
 
 
 def load_pclean(bank_dir, noise_ratio, n_pairs: int, noise_mode: str = "caption") -> np.ndarray:
-    """p(clean) per training pair, written by the same build as the bank (the release has no such file)."""
+    """p(clean) per training pair, written by the same build as the bank (the release has no such file).
+
+    The bank's info file must record this file's fingerprint: p(clean) of another build is refused.
+    """
     path = pclean_path(bank_dir, noise_ratio, noise_mode)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: rebuild the memory bank with this project "
-                                f"(get_memorybank.py, or --rebuild_bank)")
+    info_path = bank_paths(bank_dir, noise_ratio, noise_mode)[2]
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    if not path.is_file() or "p_clean_sha256" not in info:
+        raise FileNotFoundError(f"{path}: no p(clean) recorded by this memory bank's build; rebuild the bank with "
+                                f"this project (get_memorybank.py, or --rebuild_bank)")
+    if file_sha256(path) != info["p_clean_sha256"]:
+        raise BankFileError(f"{path} is not the file {info_path.name} describes (another build?); rebuild the "
+                            f"bank with --rebuild_bank")
     p_clean = np.load(path, allow_pickle=False)
     if p_clean.shape != (n_pairs,) or p_clean.dtype.kind != "f":
         raise BankFileError(f"{path}: expected {n_pairs} floats (one per training pair), got {p_clean.dtype} "
@@ -170,31 +193,45 @@ _ALLOWED_GLOBALS = {
 }
 
 
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays in plain dicts are allowed)")
+        raise _Refused(f"refusing to load {module}.{name} (only numpy arrays in plain dicts are allowed)")
 
 
 def _load_npy(path: Path, trust_pickle: bool):
-    """An ``.npy`` file; object arrays (pickled dicts) only through the restricted unpickler."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError:
-        pass  # an object array: the release's pickled dict
-    if trust_pickle:
-        return np.load(path, allow_pickle=True)
+    """An ``.npy`` file; object arrays (pickled dicts) only through the restricted unpickler.
+
+    A file that is not an ``.npy`` file, or is cut short, is a :class:`BankFileError` that says to
+    rebuild it; only a complete pickle that holds something else suggests ``--trust_pickle``.
+    """
+    rebuild = "rebuild the bank with --rebuild_bank (or get_memorybank.py with this run's flags)"
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            np.lib.format.read_array_header_1_0(f)
-        else:
-            np.lib.format.read_array_header_2_0(f)
         try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            _, _, dtype = read_header(f)
+        except (ValueError, EOFError) as e:
+            raise BankFileError(f"{path} is not a .npy file ({e}): {rebuild}") from None
+        if not dtype.hasobject:
+            try:
+                return np.load(path, allow_pickle=False)
+            except (ValueError, EOFError, OSError) as e:
+                raise BankFileError(f"{path} is truncated or corrupt ({e}): {rebuild}") from None
+        try:  # an object array: the release's pickled dict
+            if trust_pickle:
+                return np.load(path, allow_pickle=True)
             return _RestrictedUnpickler(io.BufferedReader(f)).load()
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+        except _Refused as e:
             raise BankFileError(f"{path}: {e}. If you trust this file, pass --trust_pickle.") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError) as e:
+            raise BankFileError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}): {rebuild}") from None
 
 
 def _from_release_dict(obj, keys: Sequence[str], path: Path) -> np.ndarray:
