@@ -229,15 +229,30 @@ def build_parser(method: str) -> argparse.ArgumentParser:
         g.add_argument("--npc_weights", type=str, default="on", choices=("on", "off"),
                        help="off = ablation: per-pair weights fixed to 1 (still computed and logged), so the "
                             "memory-bank loss is the only change from plain CLIP fine-tuning")
-        g.add_argument("--clean_threshold", type=float, default=0.9,
-                       help="memory bank: pairs whose GMM clean probability exceeds this are clean")
-        g.add_argument("--bank_seed", type=_non_negative_int, default=99,
-                       help="seed of the memory bank's GMM (the release's 99), recorded in the bank's info file: "
-                            "the bank does not depend on the training --seed of whichever run builds it first")
-        g.add_argument("--trust_pickle", action="store_true",
-                       help="load memory-bank files with arbitrary pickles (only for files you trust; the "
-                            "release's dict files load without it through a restricted loader)")
-        g.add_argument("--rebuild_bank", action="store_true", help="rebuild the memory bank even if its files exist")
+        g.add_argument("--npc_estimator", type=str, default="siamese", choices=("siamese", "first_order"),
+                       help="how each pair's bank losses after learning it are obtained: siamese = A' takes one "
+                            "optimizer step on the batch (the paper); first_order = no siamese: the first-order "
+                            "change of each bank pair's loss when its pair is learnt, through feature gradients, "
+                            "centred on the batch median (npc/negative_impact.py: first_order_impact, "
+                            "first_order_after)")
+        g.add_argument("--siamese_state", type=str, default="persistent", choices=("persistent", "fresh"),
+                       help="optimizer state of the siamese A': persistent across steps (the release) or "
+                            "emptied every step")
+    else:
+        g = group("baselines on the memory bank's GMM")
+        g.add_argument("--clean_prior", type=str, default="none", choices=("none", "gmm_filter", "pclean_weight"),
+                       help="none = plain CLIP fine-tuning; gmm_filter = train on the memory bank's clean set "
+                            "only (p(clean) > --clean_threshold); pclean_weight = loss mean_i(p_i l_i) with p_i "
+                            "the GMM's p(clean) (both from the memory bank's build, built if missing)")
+    g.add_argument("--clean_threshold", type=float, default=0.9,
+                   help="memory bank: pairs whose GMM clean probability exceeds this are clean")
+    g.add_argument("--bank_seed", type=_non_negative_int, default=99,
+                   help="seed of the memory bank's GMM (the release's 99), recorded in the bank's info file: "
+                        "the bank does not depend on the training --seed of whichever run builds it first")
+    g.add_argument("--trust_pickle", action="store_true",
+                   help="load memory-bank files with arbitrary pickles (only for files you trust; the "
+                        "release's dict files load without it through a restricted loader)")
+    g.add_argument("--rebuild_bank", action="store_true", help="rebuild the memory bank even if its files exist")
     return p
 
 
@@ -255,7 +270,7 @@ def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespac
         args.name = method.upper()
     if getattr(args, "lr_schedule", "") is None:
         args.lr_schedule = "staircase" if getattr(args, "npc_variant", None) == "release" else "cosine"
-    if method in ("npc", "bank") and not 0 < args.clean_threshold < 1:
+    if not 0 < args.clean_threshold < 1:
         raise SystemExit(f"error: --clean_threshold must be in (0, 1), got {args.clean_threshold}")
     if getattr(args, "dev_length", 0) < 0:
         raise SystemExit(f"error: --dev_length must be >= 0, got {args.dev_length}")

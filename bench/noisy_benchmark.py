@@ -32,7 +32,10 @@ sys.path.insert(0, str(REPO))
 
 from npc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
-METHODS = ("base", "clip", "npc_paper", "npc_release", "npc_bank_only")
+METHODS = ("base", "clip", "npc_paper", "npc_release", "npc_bank_only", "gmm_filter", "pclean_weight",
+           "npc_first_order")
+CLIP_SCRIPT = ("base", "clip", "gmm_filter", "pclean_weight")  # run by main_CLIP.py; the others by main_NPC.py
+USES_BANK = ("npc_paper", "npc_release", "npc_bank_only", "gmm_filter", "pclean_weight", "npc_first_order")
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 RESULTS = REPO / "bench" / "results"
 
@@ -47,11 +50,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it (records must not hold this machine's paths)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def command_for(method: str, noise: str, seed: int, *, epochs: int, lr: float | None, logs: Path, exp: str,
                 extra=()) -> list:
-    script = "main_CLIP.py" if method in ("base", "clip") else "main_NPC.py"
+    script = "main_CLIP.py" if method in CLIP_SCRIPT else "main_NPC.py"
     cmd = [sys.executable, script, "--dataset", "demo", "--noise_ratio", noise, "--seed", str(seed),
-           "--logs", str(logs), "--experiments", exp, "--no_progress"]
+           "--logs", repo_relative(logs), "--experiments", exp, "--no_progress"]
     if method == "base":
         return cmd + ["--eval", *extra]
     cmd += ["--epochs", str(epochs)]
@@ -59,6 +68,10 @@ def command_for(method: str, noise: str, seed: int, *, epochs: int, lr: float | 
         cmd += ["--lr", repr(lr)]
     if method == "npc_bank_only":  # ablation: the paper variant with every weight fixed to 1
         cmd += ["--npc_variant", "paper", "--npc_weights", "off"]
+    elif method == "npc_first_order":  # the paper variant, weights from the first-order estimator
+        cmd += ["--npc_variant", "paper", "--npc_estimator", "first_order"]
+    elif method in ("gmm_filter", "pclean_weight"):  # CLIP on the bank's clean set / weighted by p(clean)
+        cmd += ["--clean_prior", method]
     elif method.startswith("npc"):
         cmd += ["--npc_variant", method.split("_")[1]]
     return cmd + list(extra)
@@ -78,7 +91,7 @@ def collect(method: str, run_dir: Path, noise: str) -> dict:
             rec["weight_auc_per_epoch"] = [e["weight_auc"] for e in npc]
             rec["mean_w_clean"] = statistics.fmean(e["mean_weight_clean"] for e in npc)
             rec["mean_w_noisy"] = statistics.fmean(e["mean_weight_noisy"] for e in npc)
-        if npc:
+        if method in USES_BANK:
             bank_info = REPO / "dataset" / "demo" / "annotations" / "memory_bank" / f"{noise}_mbank_info.json"
             if bank_info.is_file():
                 info = json.loads(bank_info.read_text())
@@ -121,7 +134,7 @@ def run_grid(methods, noises, seeds, *, epochs, lrs: dict, out: Path, logs: Path
     for seed in seeds:
         for noise in noises:
             for method in methods:
-                lr = None if method == "base" else lrs.get(method, lrs.get("npc_paper") if method.startswith("npc") else None)
+                lr = None if method == "base" else lrs.get(method, lrs.get("npc_paper" if method.startswith("npc") else "clip"))
                 k = (method, float(noise), seed, 0 if method == "base" else epochs, lr)
                 if k in done:
                     continue

@@ -6,7 +6,8 @@
 
 Steps run with random weights and pixels (speed does not depend on them) on the demo's captions
 (or caption-shaped random tokens with ``--bank_self``: their lengths matter), interleaved
-(CLIP, naive NPC, efficient NPC paper variant, efficient NPC release variant, CLIP, ...) so that
+(CLIP, naive NPC, efficient NPC paper variant, efficient NPC release variant, NPC with the
+first-order estimator (``--npc_estimator first_order``), CLIP, ...) so that
 machine noise hits all of them alike; the table reports the median over rounds and the cost
 ratios to the CLIP step. ``npc`` is the default training step (``--npc_variant paper --npc_impl
 efficient``). A last pass reports the time of each named phase of the steps (synchronized on CUDA).
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import platform
 import resource
 import statistics
 import sys
@@ -45,12 +47,14 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.noisy_benchmark import git_commit  # noqa: E402
 from npc.engine import autocast_for, make_optimizer, resolve_device, resolve_precision  # noqa: E402
 from npc.model import compile_towers, create_model, encode_text_parts  # noqa: E402
 from npc.negative_impact import clip_step, npc_step  # noqa: E402
 
 
-KINDS = ["clip", "npc_naive", "npc", "npc_release", "text_open_clip", "text"]
+KINDS = ["clip", "npc_naive", "npc", "npc_release", "npc_first_order", "text_open_clip", "text"]
+STEPS = ("npc_naive", "npc", "npc_release", "npc_first_order")  # timed against the CLIP step
 
 
 def synthetic_captions(n: int, context: int, rng) -> torch.Tensor:
@@ -129,6 +133,9 @@ def time_steps(args, device) -> dict:
         "npc": lambda: npc_step(model, siamese, opt, sopt, batch, impl="efficient", autocast=autocast),
         "npc_release": lambda: npc_step(model, siamese, opt, sopt, batch, impl="efficient", variant="release",
                                         autocast=autocast),
+        # --npc_estimator first_order (paper variant): no siamese; weights from feature gradients
+        "npc_first_order": lambda: npc_step(model, None, opt, None, batch, estimator="first_order",
+                                            autocast=autocast),
         # The text tower alone, forward + backward on the batch's captions: open_clip's encode_text
         # (every position) against npc.model's (up to the longest caption).
         "text_open_clip": lambda: text_pass(lambda t: F.normalize(model.encode_text(t), dim=-1)),
@@ -170,15 +177,25 @@ def time_steps(args, device) -> dict:
         out[f"{k}_pairs_per_s"] = args.batch / statistics.median(ts)
         if k in peak:
             out[f"{k}_peak_mib"] = round(peak[k])
-    for k in ("npc_naive", "npc", "npc_release"):
+    for k in STEPS:
         if k in kinds and "clip" in kinds:
             out[f"{k}_over_clip"] = out["clip_pairs_per_s"] / out[f"{k}_pairs_per_s"]
     if "text" in kinds and "text_open_clip" in kinds:
         out["text_speedup"] = out["text_pairs_per_s"] / out["text_open_clip_pairs_per_s"]
         out["text_positions_used"] = int(texts.argmax(-1).max()) + 1
         out["text_context"] = texts.shape[1]
-    out["phases_ms"] = time_phases({k: kinds[k] for k in ("clip", "npc", "npc_release") if k in kinds}, args.steps)
+    out["phases_ms"] = time_phases({k: kinds[k] for k in ("clip", "npc", "npc_release", "npc_first_order")
+                                    if k in kinds}, args.steps)
     return out
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def time_phases(kinds: dict, steps: int) -> dict:
@@ -294,7 +311,10 @@ def main(argv=None) -> int:
     args.model = args.model or ("ViT-B/32" if device.type == "cuda" else "npc-tiny")
     args.batch = args.batch or (256 if device.type == "cuda" else 128)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-              "model": args.model, "batch": args.batch, "bank_self": args.bank_self, "torchcompile": args.torchcompile}
+              "model": args.model, "batch": args.batch, "bank_self": args.bank_self, "torchcompile": args.torchcompile,
+              "command": "python bench/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "git_commit": git_commit(), "torch": torch.__version__, "open_clip": _version("open_clip_torch"),
+              "python": platform.python_version()}
     import contextlib
 
     with contextlib.redirect_stdout(sys.stderr):  # keep --json output clean of progress messages
@@ -310,7 +330,7 @@ def main(argv=None) -> int:
         return 0
     print(f"device {result['device']}, model {args.model}, batch {args.batch}, precision {result['precision']}")
     print(f"{'step':12s} {'pairs/s':>10s} {'cost vs CLIP':>13s}")
-    for k in ("clip", "npc_naive", "npc", "npc_release"):
+    for k in ("clip", *STEPS):
         if f"{k}_pairs_per_s" not in result:
             continue
         ratio = result["clip_pairs_per_s"] / result[f"{k}_pairs_per_s"] if "clip_pairs_per_s" in result else float("nan")

@@ -119,7 +119,10 @@ class EpochResult:
 def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_step: int, lr_fn, device,
                     autocast, info: DistInfo, grad_clip: float, siamese=None, siamese_opt=None,
                     variant: str = "paper", impl: str = "efficient", reweight: bool = True, display: int = 50,
-                    writer=None, progress: bool = True) -> EpochResult:
+                    writer=None, progress: bool = True, npc_options: Optional[Dict] = None,
+                    sample_weights: Optional[np.ndarray] = None) -> EpochResult:
+    """One epoch. ``npc_options`` go to ``npc_step`` (estimator, siamese_state); ``sample_weights``
+    (one per training pair, e.g. p(clean)) weight the CLIP loss and are reported like NPC's weights."""
     model.train()
     step = start_step
     total, n_steps, n_pairs = 0.0, 0, 0
@@ -135,11 +138,15 @@ def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_
         batch = to_device(batch, device)
         if method == "npc":
             out = npc_step(model, siamese, optimizer, siamese_opt, batch, variant=variant, impl=impl, info=info,
-                           autocast=autocast, grad_clip=grad_clip, reweight=reweight)
+                           autocast=autocast, grad_clip=grad_clip, reweight=reweight, **(npc_options or {}))
+        else:
+            w = None if sample_weights is None else torch.as_tensor(sample_weights[batch["index"].cpu().numpy()],
+                                                                    dtype=torch.float32, device=device)
+            out = clip_step(model, optimizer, batch, info=info, autocast=autocast, grad_clip=grad_clip, weights=w)
+            out["weights"] = w
+        if out.get("weights") is not None:
             weights.append(gather_no_grad(out["weights"].detach(), info).cpu())
             indices.append(gather_no_grad(batch["index"], info).cpu())
-        else:
-            out = clip_step(model, optimizer, batch, info=info, autocast=autocast, grad_clip=grad_clip)
         loss_t = out["loss"].detach().clone().float()
         all_reduce_mean_([loss_t], info)  # log the global batch's loss, not rank 0's share
         loss = float(loss_t)
@@ -329,6 +336,7 @@ class Trainer:
     loader: torch.utils.data.DataLoader
     lr_fn: Callable
     noise_mask: np.ndarray
+    sample_weights: Optional[np.ndarray] = None  # --clean_prior pclean_weight: p(clean) of every pair
     start_epoch: int = 0
     step: int = 0
     best: Dict = field(default_factory=lambda: {"rsum": -1.0, "epoch": -1})
@@ -479,7 +487,8 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     the loader and lr schedule, and the resumed training state."""
     args, info = r.args, r.info
     bank = None
-    if args.method == "npc":
+    clean_prior = getattr(args, "clean_prior", "none")
+    if args.method == "npc" or clean_prior != "none":
         if info.is_main:
             bank = ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
                                r.progress)
@@ -487,9 +496,18 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
         if bank is None:
             bank = mb.load_bank(data.memory_bank_dir(args.dataset_root), args.noise_ratio, train_split,
                                 args.noise_mode)
+    p_clean = clean_indices = None
+    if clean_prior != "none":  # CLIP baselines on the bank's GMM: p(clean) from the same build
+        p_clean = mb.load_pclean(data.memory_bank_dir(args.dataset_root), args.noise_ratio, len(train_split),
+                                 args.noise_mode)
+        bank = None  # plain CLIP batches: no bank pairs
+        if clean_prior == "gmm_filter":
+            clean_indices = np.nonzero(p_clean > args.clean_threshold)[0]
+            log.info(f"--clean_prior gmm_filter: training on the {len(clean_indices)} pairs with p(clean) > "
+                     f"{args.clean_threshold}")
     r.load_resumed_weights(model)
     siamese = siamese_opt = None
-    if args.method == "npc":
+    if args.method == "npc" and getattr(args, "npc_estimator", "siamese") == "siamese":
         siamese = copy.deepcopy(model)
         siamese_opt = make_optimizer(siamese, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
     optimizer = make_optimizer(model, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
@@ -512,12 +530,13 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
             image_source = open_cache(log=lambda *_: None)
     dataset = data.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source,
                                skip_unreadable=args.skip_unreadable_images)
-    sampler = data.EpochBatchSampler(len(train_split), args.batch_size, args.seed, info.rank, info.world_size)
+    sampler = data.EpochBatchSampler(len(train_split) if clean_indices is None else len(clean_indices),
+                                     args.batch_size, args.seed, info.rank, info.world_size, indices=clean_indices)
     lr_fn = partial(lr_at, base_lr=args.lr, warmup=args.warmup, total_steps=len(sampler) * args.epochs,
                     epochs=args.epochs, schedule=args.lr_schedule)
     trainer = Trainer(model=model, optimizer=optimizer, siamese=siamese, siamese_opt=siamese_opt, sampler=sampler,
                       loader=data.train_loader(dataset, sampler, args.num_workers), lr_fn=lr_fn,
-                      noise_mask=noise_mask)
+                      noise_mask=noise_mask, sample_weights=p_clean if clean_prior == "pclean_weight" else None)
     restore_training_state(trainer, r.resume_ckpt)
     return trainer
 
@@ -572,7 +591,10 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
                               variant=getattr(args, "npc_variant", "paper"),
                               impl=getattr(args, "npc_impl", "efficient"),
                               reweight=getattr(args, "npc_weights", "on") == "on",
-                              display=args.display, writer=r.writer, progress=r.progress)
+                              display=args.display, writer=r.writer, progress=r.progress,
+                              npc_options={"estimator": getattr(args, "npc_estimator", "siamese"),
+                                           "siamese_state": getattr(args, "siamese_state", "persistent")},
+                              sample_weights=t.sample_weights)
         t.step += res.steps
         record = {"epoch": epoch + 1, "step": t.step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}
         if res.skipped_images:

@@ -47,6 +47,47 @@ def test_npc_one_epoch_builds_bank_and_logs_weights(fresh_root, base_dir, tmp_pa
     assert "siamese_optimizer" in ckpt and ckpt["epoch"] == 1
 
 
+def test_npc_first_order_estimator_runs_without_siamese(fresh_root, base_dir, tmp_path):
+    logs = tmp_path / "logs"
+    main_NPC.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "fo",
+                           "--npc_estimator", "first_order", "--noise_ratio", "0.4"))
+    npc = json.loads((logs / "fo" / "metrics.jsonl").read_text().splitlines()[0])["npc"]
+    assert 0 < npc["mean_weight"] <= 1 and 0 < npc["frac_weight_below_1"] < 1
+    ckpt = torch.load(logs / "fo" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert "siamese_optimizer" not in ckpt
+
+
+@pytest.mark.parametrize("prior", ["gmm_filter", "pclean_weight"])
+def test_clip_baselines_on_the_banks_gmm(fresh_root, base_dir, tmp_path, prior, monkeypatch):
+    from npc import engine
+    from npc import memory_bank as mb
+
+    seen = []
+    real_step = engine.clip_step
+
+    def spy(model, optimizer, batch, **kw):
+        seen.append((batch["index"].clone(), kw.get("weights")))
+        return real_step(model, optimizer, batch, **kw)
+
+    monkeypatch.setattr(engine, "clip_step", spy)
+    logs = tmp_path / "logs"
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", prior,
+                            "--clean_prior", prior, "--noise_ratio", "0.4", "--clean_threshold", "0.5"))
+    bank_dir = fresh_root / "annotations" / "memory_bank"
+    p_clean = mb.load_pclean(bank_dir, 0.4, 400)  # written by the same build, fingerprinted in its info
+    index = torch.cat([i for i, _ in seen]).numpy()
+    if prior == "gmm_filter":  # only the clean set, each of its pairs at most once per epoch
+        assert (p_clean[index] > 0.5).all() and len(set(index.tolist())) == len(index)
+        assert all(w is None for _, w in seen)
+    else:  # every pair, its loss weighted by its p(clean)
+        weights = torch.cat([w for _, w in seen]).numpy()
+        assert np.allclose(weights, p_clean[index])
+        npc = json.loads((logs / prior / "metrics.jsonl").read_text().splitlines()[0])["npc"]
+        assert 0 <= npc["weight_auc"] <= 1
+    info = json.loads((bank_dir / "0.4_mbank_info.json").read_text())
+    assert info["clean_threshold"] == 0.5 and "p_clean_sha256" in info
+
+
 def test_torchcompile_flag_trains_with_compiled_towers(fresh_root, base_dir, tmp_path, monkeypatch):
     from npc import engine
     from npc.model import compile_towers

@@ -276,3 +276,16 @@ def test_fresh_siamese_state_starts_empty_every_step():
     with torch.no_grad():
         after_i = _per_sample(ref, batch, "bankI")
     assert torch.allclose(out["bank_losses"][1], after_i, atol=1e-4)
+
+
+def test_clip_step_weights_are_the_written_out_weighted_loss():
+    from npc.negative_impact import clip_step
+
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    w = torch.tensor([1.0, 0.0, 0.5, 0.25, 1.0, 0.75])
+    clip_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, grad_clip=0.0, weights=w)
+    ref = copy.deepcopy(a0)
+    grads = torch.autograd.grad((w * _per_sample(ref, batch, "pair")).mean(), list(ref.parameters()), allow_unused=True)
+    for p0, p1, g in zip(a0.parameters(), model.parameters(), grads):
+        assert torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
