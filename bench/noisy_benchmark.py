@@ -196,15 +196,9 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
             auc = "{:.3f} ± {:.3f}".format(*mean_std(aucs)) if aucs else "–"
             secs = statistics.fmean(r["seconds"] for r in rs)
             lines.append(f"| {m} | {noise:.0%} | {len(rs)} | " + " | ".join(cells) + f" | {auc} | {secs:.0f} |")
-    table = "\n".join(lines) + "\n"
-    atomic_write_text(out_md, table)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: skipping the plot (pip install matplotlib)")
+    table = write_table(lines, out_md)
+    plt = pyplot()
+    if plt is None:
         return table
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, k, title in zip(axes, ("rsum", "i2t_r1", "t2i_r1"), ("rsum", "i2t R@1", "t2i R@1")):
@@ -220,11 +214,36 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
         ax.set_title(f"demo test {title}")
         ax.grid(alpha=0.3)
     axes[0].legend()
+    save_figure(fig, out_png)
+    return table
+
+
+def write_table(lines, out_md: Path) -> str:
+    """The markdown table of ``lines``, also written to ``out_md``."""
+    table = "\n".join(lines) + "\n"
+    atomic_write_text(out_md, table)
+    return table
+
+
+def pyplot():
+    """matplotlib's pyplot (headless), or None with a note when it is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipping the plot (pip install -r requirements-bench.txt)")
+        return None
+    return plt
+
+
+def save_figure(fig, out_png: Path) -> None:
+    """Lay out and write ``fig`` atomically."""
     fig.tight_layout()
     tmp = out_png.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     os.replace(tmp, out_png)
-    return table
 
 
 def main(argv=None) -> int:
