@@ -134,8 +134,8 @@ def loo_oracle(model, batch, configs: dict, n_pairs: int) -> dict:
             with torch.no_grad():
                 torch._foreach_copy_(trainable(siamese), params)
             opt = fresh_opt(siamese, kind, lr)
-            if state is not None:
-                opt.load_state_dict(state)
+            if state is not None:  # a copy: load_state_dict keeps the tensors it is given, and steps update them in place
+                opt.load_state_dict(copy.deepcopy(state))
                 for g in opt.param_groups:
                     g["lr"] = lr
             for p, g in zip(trainable(siamese), grads):
@@ -186,8 +186,8 @@ def study_one(noise: str, which: str, args) -> list:
     opts = {}
     for name, (kind, _, _, restore) in specs.items():
         opts[name] = fresh_opt(siamese, kind, args.sgd_lr if kind == "sgd" else LR)
-        if restore and siamese_state is not None:
-            opts[name].load_state_dict(siamese_state)
+        if restore and siamese_state is not None:  # a copy each: the optimizers must not share moment tensors
+            opts[name].load_state_dict(copy.deepcopy(siamese_state))
             for g in opts[name].param_groups:
                 g["lr"] = LR
     frozen = Frozen(model)
