@@ -1,4 +1,5 @@
-"""The throughput benchmark runs end to end and reports what the docs promise (tiny settings)."""
+"""The throughput benchmark runs end to end and reports what the docs promise (tiny settings); the
+negative-impact study's oracle is what it says."""
 import argparse
 import contextlib
 import copy
@@ -51,3 +52,37 @@ def test_paper_size_loading_reports_both_paths():
     out = throughput.time_loading_paper_size(argparse.Namespace(load_images=4))
     assert out["load_pil_224_images_per_s_1proc"] > 0 and out["load_cache_224_images_per_s_1proc"] > 0
     assert 100 < out["paper_size_jpeg_kib"] < 250  # near MSCOCO's mean JPEG size, as documented
+
+
+def test_study_oracle_is_the_leave_one_out_difference_written_out():
+    from bench.negative_impact_study import loo_oracle
+    from npc.losses import clip_loss_per_sample
+    from test_npc import _per_sample, _setup
+
+    model, batch = _setup()
+    own = loo_oracle(model, batch, {"sgd": ("sgd", 0.5, None)}, n_pairs=3)["sgd"]
+    assert own.shape == (3,)
+    with torch.no_grad():
+        before = torch.stack([_per_sample(model, batch, g) for g in ("bankI", "bankT")])
+
+    def after(keep):  # bank losses after one SGD step on the mean loss of the pairs ``keep``
+        m = copy.deepcopy(model)
+        img, txt = (f[keep] for f in _features(m, batch))
+        clip_loss_per_sample(img, txt, m.logit_scale.exp()).mean().backward()
+        with torch.no_grad():
+            for p in m.parameters():
+                if p.grad is not None:
+                    p -= 0.5 * p.grad
+            return torch.stack([_per_sample(m, batch, g) for g in ("bankI", "bankT")])
+
+    full = after(torch.arange(6))
+    for i in range(3):
+        without = after(torch.tensor([j for j in range(6) if j != i]))
+        expected = ((full[:, i] - without[:, i]) / before[:, i]).sum()
+        assert torch.allclose(own[i], expected, atol=1e-5)
+
+
+def _features(model, batch):
+    from npc.model import encode
+
+    return encode(model, batch["images"][batch["pair_img"]], batch["texts"][batch["pair_txt"]])
