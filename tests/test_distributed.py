@@ -49,7 +49,9 @@ def _step(kind, info, batch):
         out = clip_step(model, opt, batch, info=info)
         w = None
     else:
-        out = npc_step(model, siamese, opt, sopt, batch, variant=kind, info=info)
+        fo = kind == "first_order"  # the paper variant with the first-order estimator (batch medians over ranks)
+        out = npc_step(model, siamese, opt, sopt, batch, variant="paper" if fo else kind, info=info,
+                       estimator="first_order" if fo else "siamese")
         w = out["weights"]
     return [p.detach().clone() for p in model.parameters()], out["pair_loss"], w
 
@@ -70,7 +72,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("kind", ["clip", "paper", "release"])
+@pytest.mark.parametrize("kind", ["clip", "paper", "release", "first_order"])
 def test_two_processes_equal_one(kind, tmp_path):
     ref_params, ref_loss, ref_w = _step(kind, DistInfo(), _local_batch(0, 1))
     mp.start_processes(_worker, args=(2, _free_port(), kind, str(tmp_path)), nprocs=2, join=True,
