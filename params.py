@@ -119,8 +119,17 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                    help="initial weights: 'openai' (open_clip tag), another open_clip tag, a file path, "
                         "'demo-base' (the demo's base model, built if missing) or 'none' (random init)")
     g.add_argument("--precision", type=str, default=None, choices=("amp_bf16", "fp32", "fp16"),
-                   help="amp_bf16 = fp32 weights + bf16 autocast (default on CUDA); fp32 (default on CPU); "
-                        "fp16 = the release's regime: pure fp16 weights stepped by AdamW, no loss scaling")
+                   help="training precision: amp_bf16 = fp32 weights + bf16 autocast (default on CUDA); fp32 (default "
+                        "on CPU); fp16 = the release's regime: pure fp16 weights stepped by AdamW, no loss scaling. "
+                        "Evaluation uses --eval_precision")
+    g.add_argument("--eval_precision", type=str, default="fp32", choices=("fp32", "fp16", "amp_bf16"),
+                   help="precision of every evaluation (--eval, dev and test during training), whatever --precision "
+                        "trains in: fp32; fp16 = the reference release's evaluation (fp16 weights, as published); "
+                        "amp_bf16 = bf16 autocast. Recorded in results.json / eval_results.json")
+    g.add_argument("--ties", type=str, default="pessimistic", choices=("pessimistic", "optimistic"),
+                   help="a wrong candidate with exactly the ground truth's score ranks before it (pessimistic) or "
+                        "after it (optimistic); the two bound any sort-based evaluation. The table's ties column "
+                        "counts the queries where they can differ")
     g.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--logs_dir", "--logs", dest="logs", type=str, default="logs",
                    help="root folder of all runs (under torchrun write --logs_dir: torchrun mistakes --logs "

@@ -26,7 +26,7 @@ from tqdm import tqdm
 import data
 from npc import memory_bank as mb
 from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
-from npc.evaluation import encode_split, evaluate_split, mean_r1, primary_row
+from npc.evaluation import encode_split, eval_precision, evaluate_split, mean_r1, primary_row
 from npc.evaluation_metrics import format_metrics_table
 from npc.io import atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_text
 from npc.model import compile_towers, create_model, load_checkpoint_weights, logit_scale
@@ -245,13 +245,16 @@ def prepare_demo(args, progress: bool) -> Optional[Path]:
                             log=log.info, progress=progress)
 
 
-def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batch_size: int, device, autocast,
-                num_workers: int, progress: bool) -> Dict[str, Dict[str, float]]:
+def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batch_size: int, device, precision: str,
+                ties: str, num_workers: int, progress: bool) -> Dict[str, Dict[str, float]]:
+    """Recall rows of ``splits``, encoded at the evaluation ``precision`` (not the training one)."""
     rows = {}
-    for split in splits:
-        rows.update(evaluate_split(model, split, preprocess, tokenizer, folds_1k=dataset == "coco" and split.name == "test",
-                                   batch_size=eval_batch_size, device=device, autocast=autocast,
-                                   num_workers=num_workers, progress=progress))
+    with eval_precision(model, precision, device) as (eval_model, autocast):
+        for split in splits:
+            rows.update(evaluate_split(eval_model, split, preprocess, tokenizer, ties=ties,
+                                       folds_1k=dataset == "coco" and split.name == "test",
+                                       batch_size=eval_batch_size, device=device, autocast=autocast,
+                                       num_workers=num_workers, progress=progress))
     return rows
 
 
@@ -328,7 +331,9 @@ def run(args) -> Dict:
             from npc.demo import demo_base_path
 
             base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
-        model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision,
+        # --eval holds the weights in fp32 (an fp16 checkpoint loads exactly) and encodes at --eval_precision.
+        model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained,
+                                                    precision="fp32" if args.eval else precision,
                                                     device=device, context_length=args.context_length,
                                                     demo_base_path=base_path)
         resume_path = resolve_resume(args.resume, ckpt_dir)
@@ -339,8 +344,8 @@ def run(args) -> Dict:
         if info.is_main:
             params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()))
             atomic_write_text(run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
-        ev = dict(dataset=args.dataset, eval_batch_size=args.eval_batch_size, device=device, autocast=autocast,
-                  num_workers=args.num_workers, progress=progress)
+        ev = dict(dataset=args.dataset, eval_batch_size=args.eval_batch_size, device=device,
+                  precision=args.eval_precision, ties=args.ties, num_workers=args.num_workers, progress=progress)
         test_splits = [data.load_split(args.dataset_root, args.dataset, s, args.num_anns)
                        for s in args.eval_splits.split(",") if s]
 
@@ -477,9 +482,11 @@ def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Option
     if not info.is_main:
         return {}
     table = format_metrics_table(rows)
-    log.info(f"{title}\n{table}")
+    log.info(f"{title} (encoded in {args.eval_precision}, --ties {args.ties}; ties: queries whose ground truth "
+             f"scores exactly as a wrong candidate)\n{table}")
     result = {"experiments": args.experiments, "dataset": args.dataset, "noise_ratio": str(args.noise_ratio),
-              "method": args.method, "results": rows, **(extra or {})}
+              "method": args.method, "eval_precision": args.eval_precision, "ties": args.ties, "results": rows,
+              **(extra or {})}
     name = "eval_results.json" if args.eval else "results.json"
     atomic_write_json(run_dir / name, result)
     log.info(f"wrote {run_dir / name}")
