@@ -22,6 +22,7 @@ from npc.io import atomic_torch_save
 from npc.model import create_model, open_clip_name
 from npc.negative_impact import clip_step
 from npc.synthetic import DEMO_VERSION, MARKER_NAME, ensure_demo_dataset
+from npc.train_utils import lr_at, make_optimizer, seed_everything, set_lr, to_device
 
 # Pretraining recipe of the base (fixed: the base is part of the benchmark's definition).
 BASE_RECIPE = dict(epochs=6, batch_size=128, lr=5e-4, warmup=100, weight_decay=0.1, seed=0)
@@ -62,8 +63,6 @@ def demo_base_path(pretrained_dir: Path, vision_model: str, root) -> Path:
 
 def ensure_demo_base(root, vision_model: str, pretrained_dir: Path, *, device="cpu", log=print,
                      progress: bool = True, recipe: dict = None) -> Path:
-    from npc.engine import lr_at, make_optimizer, seed_everything, to_device
-
     path = demo_base_path(pretrained_dir, vision_model, root)
     if path.is_file():
         log(f"demo base model: reusing {path}")
@@ -86,8 +85,7 @@ def ensure_demo_base(root, vision_model: str, pretrained_dir: Path, *, device="c
         sampler.set_epoch(epoch)
         bar = tqdm(loader, desc=f"base pretraining {epoch + 1}/{recipe['epochs']}", disable=not progress, leave=False)
         for batch in bar:
-            for g in opt.param_groups:
-                g["lr"] = lr_fn(step, epoch)
+            set_lr([opt], lr_fn(step, epoch))
             out = clip_step(model, opt, to_device(batch, device), grad_clip=10.0)
             bar.set_postfix(loss=f"{float(out['loss']):.3f}")
             step += 1

@@ -5,19 +5,18 @@ this package that tests call directly.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import logging
 import math
 import os
-import random
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -25,12 +24,15 @@ from tqdm import tqdm
 
 import data
 from npc import memory_bank as mb
+from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
 from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
 from npc.evaluation import encode_split, eval_precision, evaluate_split, mean_r1, primary_row
 from npc.evaluation_metrics import format_metrics_table
 from npc.io import atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_text
 from npc.model import compile_towers, create_model, load_checkpoint_weights, logit_scale
 from npc.negative_impact import clip_step, npc_step
+from npc.train_utils import (autocast_for, lr_at, make_optimizer, resolve_device, resolve_precision, rng_state,  # noqa: F401
+                             seed_everything, set_lr, set_rng_state, to_device)
 
 CHECKPOINT_FORMAT = "npc-reimpl/1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -48,73 +50,6 @@ def show_progress(args) -> bool:
     return not args.no_progress and sys.stderr.isatty()
 
 
-def resolve_device(device: Optional[str]) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_precision(precision: Optional[str], device: torch.device) -> str:
-    return precision or ("amp_bf16" if device.type == "cuda" else "fp32")
-
-
-def autocast_for(precision: str, device: torch.device):
-    if precision == "amp_bf16":
-        return partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext
-
-
-def lr_at(step: int, epoch: int, *, base_lr: float, warmup: int, total_steps: int, epochs: int,
-          schedule: str = "cosine") -> float:
-    """Linear warmup, then cosine per iteration (``cosine``) or once per epoch (``staircase``).
-
-    ``staircase`` is what the release's scheduler amounts to: its cosine length is counted in
-    samples, so within 5 epochs the lr steps through about 1.0, 0.90, 0.65, 0.35, 0.10 of base.
-    """
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    if schedule == "staircase":
-        return base_lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    return base_lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def make_optimizer(model, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float):
-    # Weight decay on all parameters, as the release (and OpenAI's fine-tuning recipe) does.
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(beta1, beta2),
-                             eps=eps, weight_decay=weight_decay, fused=True)
-
-
-def set_lr(optimizers, lr: float) -> None:
-    for opt in optimizers:
-        for group in opt.param_groups:
-            group["lr"] = lr
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> Dict:
-    np_state = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict) -> None:
-    random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
-    torch.set_rng_state(state["torch"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def setup_logging(run_dir: Optional[Path], info: DistInfo) -> None:
     log.handlers.clear()
     log.setLevel(logging.INFO if info.is_main else logging.WARNING)
@@ -127,10 +62,6 @@ def setup_logging(run_dir: Optional[Path], info: DistInfo) -> None:
         fh = logging.FileHandler(run_dir / "log.txt")
         fh.setFormatter(fmt)
         log.addHandler(fh)
-
-
-def to_device(batch: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -238,8 +169,6 @@ def prepare_demo(args, progress: bool) -> Optional[Path]:
     """Generate the demo data and its base model when missing; returns the base model's path."""
     if args.dataset != "demo":
         return None
-    from npc.demo import ensure_demo_base, ensure_demo_data
-
     ensure_demo_data(args.dataset_root, log=log.info, progress=progress)
     return ensure_demo_base(args.dataset_root, args.vision_model, Path(args.pretrained_dir), device=args.device,
                             log=log.info, progress=progress)
@@ -287,8 +216,71 @@ def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, dev
     return bank
 
 
+@dataclass
+class Run:
+    """What every step of a run shares: its configuration, where it writes and how it computes."""
+
+    args: argparse.Namespace
+    info: DistInfo
+    device: torch.device
+    precision: str
+    autocast: Callable
+    progress: bool
+    run_dir: Path
+    ckpt_dir: Path
+    writer: Optional[object] = None  # TensorBoard, rank 0 of a training run only
+
+    def eval_tables(self, model, splits, preprocess, tokenizer) -> Dict[str, Dict[str, float]]:
+        a = self.args
+        return eval_tables(model, splits, preprocess, tokenizer, dataset=a.dataset, eval_batch_size=a.eval_batch_size,
+                           device=self.device, precision=a.eval_precision, ties=a.ties, num_workers=a.num_workers,
+                           progress=self.progress)
+
+
+@dataclass
+class Trainer:
+    """The state a training run carries from epoch to epoch."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    siamese: Optional[torch.nn.Module]
+    siamese_opt: Optional[torch.optim.Optimizer]
+    sampler: data.EpochBatchSampler
+    loader: torch.utils.data.DataLoader
+    lr_fn: Callable
+    noise_mask: np.ndarray
+    start_epoch: int = 0
+    step: int = 0
+    best: Dict = field(default_factory=lambda: {"rsum": -1.0, "epoch": -1})
+
+
 def run(args) -> Dict:
     """Train (or only evaluate) as configured by ``args``; returns the final result dict."""
+    r = setup_run(args)
+    try:
+        model, preprocess, tokenizer, resume_path, resume_ckpt = build_model(r)
+        test_splits = [data.load_split(args.dataset_root, args.dataset, s, args.num_anns)
+                       for s in args.eval_splits.split(",") if s]
+        if args.eval:
+            rows = r.eval_tables(model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
+            return _report(rows, r.run_dir, args, r.info, title=f"evaluation of {resume_path or args.pretrained}")
+        r.writer = open_writer(r)
+        train_split, noise_mask, dev = load_train_data(r)
+        trainer = build_trainer(r, model, preprocess, tokenizer, train_split, noise_mask, resume_ckpt)
+        end_epoch = fit(r, trainer, lambda m: r.eval_tables(m, [dev], preprocess, tokenizer))
+        if end_epoch < args.epochs:
+            log.info(f"stopped after epoch {end_epoch} (--stop_after); continue with "
+                     f"--experiments {args.experiments} --resume latest")
+            return {"stopped_after": end_epoch}
+        return final_evaluation(r, trainer, test_splits, preprocess, tokenizer)
+    finally:
+        if r.writer is not None:
+            r.writer.close()
+        cleanup(r.info)
+
+
+def setup_run(args) -> Run:
+    """Device, processes, precision and seed; the run's name, folder and log file."""
     progress = show_progress(args)
     device = resolve_device(args.device)
     args.device = str(device)
@@ -298,13 +290,12 @@ def run(args) -> Dict:
         args.device = str(device)
     precision = resolve_precision(args.precision, device)
     args.precision = precision
-    autocast = autocast_for(precision, device)
     seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
 
-    stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
     if not args.experiments:
         if args.resume == "latest":
             raise SystemExit("error: --resume latest needs --experiments NAME (the run to continue)")
+        stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
         args.experiments = (f"eval_{args.dataset}_{stamp}" if args.eval else
                             f"{args.method}_{args.dataset}_noise{args.noise_ratio}_{stamp}")
         if info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
@@ -322,160 +313,181 @@ def run(args) -> Dict:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
     setup_logging(run_dir, info)
-    writer = None
+    return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
+               progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir)
 
-    try:
-        base_path = prepare_demo(args, progress) if info.is_main else None
-        barrier(info)
-        if args.dataset == "demo" and base_path is None:
-            from npc.demo import demo_base_path
 
-            base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
-        # --eval holds the weights in fp32 (an fp16 checkpoint loads exactly) and encodes at --eval_precision.
-        model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained,
-                                                    precision="fp32" if args.eval else precision,
-                                                    device=device, context_length=args.context_length,
-                                                    demo_base_path=base_path)
-        resume_path = resolve_resume(args.resume, ckpt_dir)
-        resume_ckpt = None
-        if resume_path is not None:
-            resume_ckpt = load_checkpoint_weights(model, resume_path)
-            log.info(f"loaded weights from {resume_path}")
+def build_model(r: Run):
+    """The demo's data and base if needed, the model, the weights to resume; writes params.txt."""
+    args, info = r.args, r.info
+    base_path = prepare_demo(args, r.progress) if info.is_main else None
+    barrier(info)
+    if args.dataset == "demo" and base_path is None:
+        base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
+    # --eval holds the weights in fp32 (an fp16 checkpoint loads exactly) and encodes at --eval_precision.
+    model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained,
+                                                precision="fp32" if args.eval else r.precision,
+                                                device=r.device, context_length=args.context_length,
+                                                demo_base_path=base_path)
+    resume_path = resolve_resume(args.resume, r.ckpt_dir)
+    resume_ckpt = None
+    if resume_path is not None:
+        resume_ckpt = load_checkpoint_weights(model, resume_path)
+        log.info(f"loaded weights from {resume_path}")
+    if info.is_main:
+        params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()))
+        atomic_write_text(r.run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
+    return model, preprocess, tokenizer, resume_path, resume_ckpt
+
+
+def open_writer(r: Run):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(r.run_dir / "tensorboard")) if r.info.is_main else None
+
+
+def load_train_data(r: Run):
+    """The noisy training split (built on first use), its noise mask, and the dev split."""
+    args = r.args
+    train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns,
+                                                    args.noise_ratio, noise_seed=args.noise_seed,
+                                                    noise_mode=args.noise_mode, log=log.info)
+    dev = data.load_split(args.dataset_root, args.dataset, "dev", args.num_anns)
+    if args.dev_length:
+        dev = dev.subset_images(max(1, args.dev_length // args.num_anns))
+    log.info(f"train: {len(train_split)} pairs / {train_split.num_images} images "
+             f"(noise {args.noise_ratio}, {args.noise_mode}: {int(noise_mask.sum())} wrong captions); "
+             f"dev: {dev.num_images} images; device {r.device}, precision {r.precision}, "
+             f"{r.info.world_size} process(es)")
+    return train_split, noise_mask, dev
+
+
+def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask, resume_ckpt) -> Trainer:
+    """Memory bank and siamese (NPC), optimizers, the loader and lr schedule; the resumed state."""
+    args, info = r.args, r.info
+    bank = None
+    siamese = siamese_opt = None
+    if args.method == "npc":
         if info.is_main:
-            params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()))
-            atomic_write_text(run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
-        ev = dict(dataset=args.dataset, eval_batch_size=args.eval_batch_size, device=device,
-                  precision=args.eval_precision, ties=args.ties, num_workers=args.num_workers, progress=progress)
-        test_splits = [data.load_split(args.dataset_root, args.dataset, s, args.num_anns)
-                       for s in args.eval_splits.split(",") if s]
+            bank = ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
+                               r.progress)
+        barrier(info)
+        if bank is None:
+            bank = mb.load_bank(data.memory_bank_dir(args.dataset_root), args.noise_ratio, train_split,
+                                args.noise_mode)
+        siamese = copy.deepcopy(model)
+        siamese_opt = make_optimizer(siamese, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
+    optimizer = make_optimizer(model, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
+    if args.torchcompile:
+        for m in (model, siamese):
+            if m is not None:
+                compile_towers(m)
+        log.info("torch.compile: image and text transformers (the first steps compile)")
 
-        if args.eval:
-            rows = eval_tables(model, test_splits, preprocess, tokenizer, **ev) if info.is_main else {}
-            return _report(rows, run_dir, args, info, title=f"evaluation of {resume_path or args.pretrained}")
+    image_source = None
+    if args.image_cache:
+        from npc.image_cache import ImageCache
 
-        from torch.utils.tensorboard import SummaryWriter
+        open_cache = partial(ImageCache, args.image_cache, f"{args.dataset}_train", train_split.image_paths,
+                             preprocess)
+        if info.is_main:  # rank 0 builds (or validates) the cache; the others open it afterwards
+            image_source = open_cache(num_workers=args.num_workers, progress=r.progress, log=log.info)
+        barrier(info)
+        if image_source is None:
+            image_source = open_cache(log=lambda *_: None)
+    dataset = data.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source)
+    sampler = data.EpochBatchSampler(len(train_split), args.batch_size, args.seed, info.rank, info.world_size)
+    lr_fn = partial(lr_at, base_lr=args.lr, warmup=args.warmup, total_steps=len(sampler) * args.epochs,
+                    epochs=args.epochs, schedule=args.lr_schedule)
+    trainer = Trainer(model=model, optimizer=optimizer, siamese=siamese, siamese_opt=siamese_opt, sampler=sampler,
+                      loader=data.train_loader(dataset, sampler, args.num_workers), lr_fn=lr_fn,
+                      noise_mask=noise_mask)
+    restore_training_state(trainer, resume_ckpt)
+    return trainer
 
-        writer = SummaryWriter(str(run_dir / "tensorboard")) if info.is_main else None
-        train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns,
-                                                        args.noise_ratio, noise_seed=args.noise_seed,
-                                                        noise_mode=args.noise_mode, log=log.info)
-        dev = data.load_split(args.dataset_root, args.dataset, "dev", args.num_anns)
-        if args.dev_length:
-            dev = dev.subset_images(max(1, args.dev_length // args.num_anns))
-        log.info(f"train: {len(train_split)} pairs / {train_split.num_images} images "
-                 f"(noise {args.noise_ratio}, {args.noise_mode}: {int(noise_mask.sum())} wrong captions); "
-                 f"dev: {dev.num_images} images; device {device}, precision {precision}, {info.world_size} process(es)")
 
-        bank = None
-        siamese = siamese_opt = None
-        if args.method == "npc":
-            if info.is_main:
-                bank = ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress)
-            barrier(info)
-            if bank is None:
-                bank = mb.load_bank(data.memory_bank_dir(args.dataset_root), args.noise_ratio, train_split,
-                                    args.noise_mode)
-            siamese = copy.deepcopy(model)
-            siamese_opt = make_optimizer(siamese, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
-        optimizer = make_optimizer(model, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
-        if args.torchcompile:
-            for m in (model, siamese):
-                if m is not None:
-                    compile_towers(m)
-            log.info("torch.compile: image and text transformers (the first steps compile)")
+def restore_training_state(t: Trainer, ckpt: Optional[Dict]) -> None:
+    """Optimizers, epoch, step, best and RNG of a checkpoint of this project (weights are already loaded)."""
+    if ckpt is None:
+        return
+    if ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt:
+        t.optimizer.load_state_dict(ckpt["optimizer"])
+        if t.siamese_opt is not None and "siamese_optimizer" in ckpt:
+            t.siamese_opt.load_state_dict(ckpt["siamese_optimizer"])
+        t.start_epoch, t.step, t.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
+        set_rng_state(ckpt["rng"])
+        log.info(f"resuming after epoch {t.start_epoch} (step {t.step})")
+    else:
+        log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
 
-        image_source = None
-        if args.image_cache:
-            from npc.image_cache import ImageCache
 
-            open_cache = partial(ImageCache, args.image_cache, f"{args.dataset}_train", train_split.image_paths,
-                                 preprocess)
-            if info.is_main:  # rank 0 builds (or validates) the cache; the others open it afterwards
-                image_source = open_cache(num_workers=args.num_workers, progress=progress, log=log.info)
-            barrier(info)
-            if image_source is None:
-                image_source = open_cache(log=lambda *_: None)
-        dataset = data.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source)
-        sampler = data.EpochBatchSampler(len(train_split), args.batch_size, args.seed, info.rank, info.world_size)
-        loader = data.train_loader(dataset, sampler, args.num_workers)
-        steps_per_epoch = len(sampler)
-        lr_fn = partial(lr_at, base_lr=args.lr, warmup=args.warmup, total_steps=steps_per_epoch * args.epochs,
-                        epochs=args.epochs, schedule=args.lr_schedule)
+def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
+    """Train from ``t.start_epoch`` to ``--epochs`` (or ``--stop_after`` epochs); returns the last epoch."""
+    args, info = r.args, r.info
+    end_epoch = args.epochs if not args.stop_after else min(args.epochs, t.start_epoch + args.stop_after)
+    for epoch in range(t.start_epoch, end_epoch):
+        t.sampler.set_epoch(epoch)
+        res = train_one_epoch(t.model, t.loader, t.optimizer, method=args.method, epoch=epoch, start_step=t.step,
+                              lr_fn=t.lr_fn, device=r.device, autocast=r.autocast, info=info,
+                              grad_clip=args.grad_clip, siamese=t.siamese, siamese_opt=t.siamese_opt,
+                              variant=getattr(args, "npc_variant", "paper"),
+                              impl=getattr(args, "npc_impl", "efficient"),
+                              reweight=getattr(args, "npc_weights", "on") == "on",
+                              display=args.display, writer=r.writer, progress=r.progress)
+        t.step += res.steps
+        record = {"epoch": epoch + 1, "step": t.step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}
+        if res.weights is not None:
+            record["npc"] = weight_stats(res.weights, res.indices, t.noise_mask)
+            if r.writer is not None and t.noise_mask is not None:
+                noisy = t.noise_mask[res.indices]
+                for name, sel in (("clean", ~noisy), ("noisy", noisy)):
+                    if sel.any():
+                        r.writer.add_histogram(f"npc/weights_{name}", res.weights[sel], epoch + 1)
+        if info.is_main:
+            end_of_epoch(r, t, epoch + 1, record, evaluate_dev(t.model), res)
+        barrier(info)
+    return end_epoch
 
-        start_epoch, step, best = 0, 0, {"rsum": -1.0, "epoch": -1}
-        if resume_ckpt is not None and resume_ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in resume_ckpt:
-            optimizer.load_state_dict(resume_ckpt["optimizer"])
-            if siamese_opt is not None and "siamese_optimizer" in resume_ckpt:
-                siamese_opt.load_state_dict(resume_ckpt["siamese_optimizer"])
-            start_epoch, step, best = resume_ckpt["epoch"], resume_ckpt["step"], resume_ckpt["best"]
-            set_rng_state(resume_ckpt["rng"])
-            log.info(f"resuming after epoch {start_epoch} (step {step})")
-        elif resume_ckpt is not None:
-            log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
 
-        end_epoch = args.epochs if not args.stop_after else min(args.epochs, start_epoch + args.stop_after)
-        for epoch in range(start_epoch, end_epoch):
-            sampler.set_epoch(epoch)
-            res = train_one_epoch(model, loader, optimizer, method=args.method, epoch=epoch, start_step=step,
-                                  lr_fn=lr_fn, device=device, autocast=autocast, info=info, grad_clip=args.grad_clip,
-                                  siamese=siamese, siamese_opt=siamese_opt,
-                                  variant=getattr(args, "npc_variant", "paper"), impl=getattr(args, "npc_impl", "efficient"),
-                                  reweight=getattr(args, "npc_weights", "on") == "on",
-                                  display=args.display, writer=writer, progress=progress)
-            step += res.steps
-            record = {"epoch": epoch + 1, "step": step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}
-            if res.weights is not None:
-                record["npc"] = weight_stats(res.weights, res.indices, noise_mask)
-                if writer is not None and noise_mask is not None:
-                    noisy = noise_mask[res.indices]
-                    for name, sel in (("clean", ~noisy), ("noisy", noisy)):
-                        if sel.any():
-                            writer.add_histogram(f"npc/weights_{name}", res.weights[sel], epoch + 1)
-            if info.is_main:
-                dev_rows = eval_tables(model, [dev], preprocess, tokenizer, **ev)
-                dev_metrics = primary_row(dev_rows)
-                record["dev"] = dev_metrics
-                record["dev_mean_r1"] = mean_r1(dev_metrics)
-                is_best = dev_metrics["rsum"] > best["rsum"]
-                if is_best:
-                    best = {"rsum": dev_metrics["rsum"], "mean_r1": record["dev_mean_r1"], "epoch": epoch + 1}
-                kw = dict(model=model, optimizer=optimizer, siamese_opt=siamese_opt, epoch=epoch + 1, step=step,
-                          best=best, args=args)
-                save_checkpoint(ckpt_dir / f"epoch{epoch + 1}.pt", **kw)
-                atomic_copy(ckpt_dir / f"epoch{epoch + 1}.pt", ckpt_dir / "latest.pt")
-                if is_best:
-                    atomic_copy(ckpt_dir / f"epoch{epoch + 1}.pt", ckpt_dir / "best.pt")
-                for k, v in dev_metrics.items():
-                    writer.add_scalar(f"dev/{k}", v, epoch + 1)
-                writer.add_scalar("dev/mean_r1", record["dev_mean_r1"], epoch + 1)
-                msg = (f"epoch {epoch + 1}/{args.epochs}: train loss {res.loss:.4f}, {res.pairs_per_s:.0f} pairs/s; "
-                       f"dev rsum {dev_metrics['rsum']:.1f} (mean R@1 {record['dev_mean_r1']:.1f})"
-                       + (" *best*" if is_best else ""))
-                if "npc" in record:
-                    s = record["npc"]
-                    msg += f"; NPC mean w {s['mean_weight']:.3f}"
-                    if "weight_auc" in s:
-                        msg += (f" (clean {s['mean_weight_clean']:.3f} / noisy {s['mean_weight_noisy']:.3f}, "
-                                f"AUC {s['weight_auc']:.3f})")
-                log.info(msg)
-                with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-            barrier(info)
+def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, res: EpochResult) -> None:
+    """Rank 0: model selection on dev, checkpoints, metrics.jsonl, TensorBoard and the log line."""
+    dev_metrics = primary_row(dev_rows)
+    record["dev"] = dev_metrics
+    record["dev_mean_r1"] = mean_r1(dev_metrics)
+    is_best = dev_metrics["rsum"] > t.best["rsum"]
+    if is_best:
+        t.best = {"rsum": dev_metrics["rsum"], "mean_r1": record["dev_mean_r1"], "epoch": epoch}
+    epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
+    save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, siamese_opt=t.siamese_opt, epoch=epoch,
+                    step=t.step, best=t.best, args=r.args)
+    atomic_copy(epoch_path, r.ckpt_dir / "latest.pt")
+    if is_best:
+        atomic_copy(epoch_path, r.ckpt_dir / "best.pt")
+    for k, v in dev_metrics.items():
+        r.writer.add_scalar(f"dev/{k}", v, epoch)
+    r.writer.add_scalar("dev/mean_r1", record["dev_mean_r1"], epoch)
+    msg = (f"epoch {epoch}/{r.args.epochs}: train loss {res.loss:.4f}, {res.pairs_per_s:.0f} pairs/s; "
+           f"dev rsum {dev_metrics['rsum']:.1f} (mean R@1 {record['dev_mean_r1']:.1f})" + (" *best*" if is_best else ""))
+    if "npc" in record:
+        s = record["npc"]
+        msg += f"; NPC mean w {s['mean_weight']:.3f}"
+        if "weight_auc" in s:
+            msg += (f" (clean {s['mean_weight_clean']:.3f} / noisy {s['mean_weight_noisy']:.3f}, "
+                    f"AUC {s['weight_auc']:.3f})")
+    log.info(msg)
+    with open(r.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
 
-        if end_epoch < args.epochs:
-            log.info(f"stopped after epoch {end_epoch} (--stop_after); continue with "
-                     f"--experiments {args.experiments} --resume latest")
-            return {"stopped_after": end_epoch}
-        if info.is_main and (ckpt_dir / "best.pt").is_file():
-            load_checkpoint_weights(model, ckpt_dir / "best.pt")
-            log.info(f"evaluating the best checkpoint (epoch {best['epoch']}, dev rsum {best['rsum']:.1f})")
-        rows = eval_tables(model, test_splits, preprocess, tokenizer, **ev) if info.is_main else {}
-        return _report(rows, run_dir, args, info, title=f"{args.name} after {args.epochs} epochs (best dev epoch "
+
+def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> Dict:
+    """The best dev checkpoint on the evaluation splits; writes results.json."""
+    args, best = r.args, t.best
+    if r.info.is_main and (r.ckpt_dir / "best.pt").is_file():
+        load_checkpoint_weights(t.model, r.ckpt_dir / "best.pt")
+        log.info(f"evaluating the best checkpoint (epoch {best['epoch']}, dev rsum {best['rsum']:.1f})")
+    rows = r.eval_tables(t.model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
+    return _report(rows, r.run_dir, args, r.info, title=f"{args.name} after {args.epochs} epochs (best dev epoch "
                                                          f"{best['epoch']})", extra={"best_dev": best})
-    finally:
-        if writer is not None:
-            writer.close()
-        cleanup(info)
 
 
 def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Optional[Dict] = None) -> Dict:
