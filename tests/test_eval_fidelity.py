@@ -59,6 +59,32 @@ def test_eval_reports_the_fp32_table_after_amp_bf16_training(fresh_root, base_di
     assert "encoded in fp16" in (logs / "ask_fp16" / "log.txt").read_text()
 
 
+def test_identical_captions_tie_and_the_two_rules_bound_them(fresh_root, base_dir, tmp_path):
+    # As on MSCOCO, give two test images the same captions: each image's best caption then ties exactly
+    # with the identical caption of the other image (i2t), which the two rules rank on either side.
+    caps = fresh_root / "annotations" / "scan_split" / "test_caps.txt"
+    lines = caps.read_text(encoding="utf-8").splitlines()
+    lines[5:10] = lines[0:5]
+    caps.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    logs = tmp_path / "logs"
+    rows = {}
+    for rule in ("pessimistic", "optimistic"):
+        main_CLIP.main(run_args(fresh_root, base_dir, logs, "--eval", "--experiments", rule, "--ties", rule))
+        result = _result(logs, rule)
+        assert result["ties"] == rule
+        rows[rule] = result["results"]["test (20 images)"]
+        assert "i2t/t2i" in (logs / rule / "log.txt").read_text()
+    pes, opt = rows["pessimistic"], rows["optimistic"]
+    assert pes["i2t_ties"] == opt["i2t_ties"] >= 2
+    # every tied query ranks at least one place higher under the optimistic rule (ranks sum to 20 x meanr)
+    assert round(20 * (pes["i2t_meanr"] - opt["i2t_meanr"])) >= pes["i2t_ties"]
+    for k in ("i2t_r1", "i2t_r5", "i2t_r10", "rsum"):
+        assert opt[k] >= pes[k], k
+    # as t2i queries, identical captions of different images do not tie: that side is the same
+    assert pes["t2i_ties"] == opt["t2i_ties"] == 0
+    assert all(opt[k] == pes[k] for k in pes if k.startswith("t2i"))
+
+
 def _snapshot(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
