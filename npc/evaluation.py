@@ -49,7 +49,8 @@ def eval_precision(model, precision: str, device) -> Iterator[Tuple[torch.nn.Mod
 
     When ``model``'s weights are not already in the dtype ``precision`` needs, a converted copy is
     yielded, so training goes on with exactly the weights it had (an fp32 -> fp16 -> fp32 round trip
-    in place would round them). Pure fp16 runs on CPU too (slowly) with this project's torch.
+    in place would round them). Pure fp16 runs on CPU too (slowly) with this project's torch; where
+    an operation has no CPU fp16 kernel, the error names the flag.
     """
     if precision not in EVAL_PRECISIONS:
         raise ValueError(f"--eval_precision must be one of {EVAL_PRECISIONS}, got {precision!r}")
@@ -58,7 +59,13 @@ def eval_precision(model, precision: str, device) -> Iterator[Tuple[torch.nn.Mod
         if dtype != torch.float16:
             model = copy.deepcopy(model)
             convert_weights_to_lp(model, torch.float16)
-        yield model, nullcontext
+        try:
+            yield model, nullcontext
+        except RuntimeError as e:   # e.g. "... not implemented for 'Half'" from an op without a CPU fp16 kernel
+            if "Half" not in str(e) or torch.device(device).type == "cuda":
+                raise
+            raise RuntimeError(f"--eval_precision fp16 on {device}: this torch lacks an fp16 operation the model "
+                               f"needs ({e}); evaluate on a GPU or with --eval_precision fp32") from e
         return
     if dtype != torch.float32:
         model = copy.deepcopy(model).float()   # exact: every fp16 / bf16 value is an fp32 value

@@ -123,6 +123,17 @@ def test_eval_precision_leaves_the_training_model_untouched():
             pass
 
 
+def test_missing_cpu_fp16_kernel_names_the_flag():
+    model = create_model(MODEL, "none")[0]
+    with pytest.raises(RuntimeError, match="--eval_precision fp32") as e:
+        with eval_precision(model, "fp16", "cpu"):
+            raise RuntimeError('"slow_conv2d_cpu" not implemented for \'Half\'')
+    assert "slow_conv2d_cpu" in str(e.value)
+    with pytest.raises(RuntimeError, match="^other$"):   # anything else goes through unchanged
+        with eval_precision(model, "fp16", "cpu"):
+            raise RuntimeError("other")
+
+
 def test_flags_offer_exactly_the_implemented_choices():
     from npc.evaluation import EVAL_PRECISIONS
     from npc.evaluation_metrics import TIE_RULES
