@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import filecmp
 import shutil
 import json
 import logging
@@ -517,11 +518,11 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     trainer = Trainer(model=model, optimizer=optimizer, siamese=siamese, siamese_opt=siamese_opt, sampler=sampler,
                       loader=data.train_loader(dataset, sampler, args.num_workers), lr_fn=lr_fn,
                       noise_mask=noise_mask)
-    restore_training_state(trainer, r.resume_ckpt)
+    restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main)
     return trainer
 
 
-def restore_training_state(t: Trainer, ckpt: Optional[Dict]) -> None:
+def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_main: bool) -> None:
     """Optimizers, epoch, step, best and RNG of a checkpoint of this project (weights are already loaded)."""
     if ckpt is None:
         return
@@ -532,8 +533,22 @@ def restore_training_state(t: Trainer, ckpt: Optional[Dict]) -> None:
         t.start_epoch, t.step, t.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
         set_rng_state(ckpt["rng"])
         log.info(f"resuming after epoch {t.start_epoch} (step {t.step})")
+        if is_main:
+            repair_best(ckpt_dir, t.best)
     else:
         log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
+
+
+def repair_best(ckpt_dir: Path, best: Dict) -> None:
+    """Make best.pt the epoch the resumed checkpoint names as best (a kill may have cut its copy)."""
+    if best.get("epoch", -1) < 1:
+        return
+    src, dst = ckpt_dir / f"epoch{best['epoch']}.pt", ckpt_dir / "best.pt"
+    if not src.is_file():
+        log.warning(f"{src} is gone: cannot check that {dst} holds the best epoch ({best['epoch']})")
+    elif not dst.is_file() or not filecmp.cmp(src, dst, shallow=False):
+        atomic_copy(src, dst)
+        log.info(f"restored {dst} from {src.name} (the best epoch so far)")
 
 
 def open_logs(r: Run, t: Trainer, stack: ExitStack) -> None:
@@ -624,9 +639,9 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
     epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
     save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, siamese_opt=t.siamese_opt, epoch=epoch,
                     step=t.step, best=t.best, args=r.args)
-    atomic_copy(epoch_path, r.ckpt_dir / "latest.pt")
     if is_best:
         atomic_copy(epoch_path, r.ckpt_dir / "best.pt")
+    atomic_copy(epoch_path, r.ckpt_dir / "latest.pt")
 
 
 def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> Dict:
