@@ -372,12 +372,13 @@ def setup_run(args, stack: ExitStack) -> Run:
         stack.enter_context(file_lock(
             run_dir / ".lock", f"the run folder {run_dir}", wait=False,
             hint="another process is writing this run: wait for it to end, or choose another --experiments"))
-    resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir)
+    notes = []  # logged once the run's log file is open
+    resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
     if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
         restore_run_config(args, resume_ckpt.get("args", {}), f"{resume_path}")
-    reclaimed = False
     if not args.resume and not args.eval and (run_dir / "params.txt").exists():
-        reclaimed = reclaim_run_folder(run_dir, ckpt_dir, info)
+        reclaim_run_folder(run_dir, ckpt_dir, info)
+        notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
     precision = resolve_precision(args.precision, device)
     args.precision = precision
     seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
@@ -385,8 +386,8 @@ def setup_run(args, stack: ExitStack) -> Run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
     setup_logging(run_dir, info)
-    if reclaimed:
-        log.info(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
+    for note in notes:
+        log.info(note)
     return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
                progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
                resume_ckpt=resume_ckpt)
@@ -414,24 +415,24 @@ def name_run(args, info: DistInfo):
     return run_dir, ckpt_dir
 
 
-def open_resume(args, run_dir: Path, ckpt_dir: Path):
+def open_resume(args, run_dir: Path, ckpt_dir: Path, note: Callable[[str], None]):
     """The checkpoint to resume (path and content), or (None, None).
 
     ``--resume latest`` on a run that died before its first checkpoint starts it again (a run folder
     must never get stuck); on a name that holds no run at all it is an error (a typo).
     """
-    if args.resume == "latest" and latest_checkpoint(ckpt_dir) is None:
+    if args.resume == "latest" and not args.eval and latest_checkpoint(ckpt_dir) is None:
         if not (run_dir / "params.txt").exists():
             raise FileNotFoundError(f"--resume latest: {run_dir} holds no run to continue (no checkpoint in "
                                     f"{ckpt_dir}); check --experiments")
-        print(f"--resume latest: {run_dir} has no checkpoint yet (its run ended before the first one): "
-              f"starting it again with this command's flags")
+        note(f"--resume latest: {run_dir} has no checkpoint yet (its run ended before the first one): "
+             f"starting it again with this command's flags")
         args.resume = None
     path = resolve_resume(args.resume, ckpt_dir)
     return (path, read_checkpoint(path)) if path is not None else (None, None)
 
 
-def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> bool:
+def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> None:
     """Start a run folder again if its run ended before its first checkpoint; refuse if it holds one."""
     if latest_checkpoint(ckpt_dir) is not None or (run_dir / "results.json").exists():
         raise SystemExit(f"error: {run_dir} already holds a run; continue it with --resume latest or choose "
@@ -439,7 +440,6 @@ def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> bool:
     if info.is_main:  # the dead run's partial logs would mix with this run's
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-    return True
 
 
 def build_model(r: Run):
@@ -519,6 +519,7 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
                       loader=data.train_loader(dataset, sampler, args.num_workers), lr_fn=lr_fn,
                       noise_mask=noise_mask)
     restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main)
+    r.resume_ckpt = None  # optimizer states can be large: not kept for the whole run
     return trainer
 
 

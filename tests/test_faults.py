@@ -251,11 +251,18 @@ def test_second_writer_of_a_run_is_refused_and_a_stale_lock_is_taken(root, base_
 
 def test_cache_builders_wait_for_each_other(root, tmp_path):
     from npc.demo import ensure_demo_data
+    from npc.image_cache import ImageCache
+    from npc.model import create_model
     from npc.noise import ensure_noisy_split
 
     ann = data.annotation_dir(root)
+    _, preprocess, _ = create_model(MODEL, "none")
+    images = data.load_split(root, "demo", "dev").image_paths
     cases = [(ann / ".0.1_noise_train_caps.txt.lock", lambda log: ensure_noisy_split(ann, 0.1, log=log)),
-             (root.parent / f".{root.name}.lock", lambda log: ensure_demo_data(root, log=log, progress=False))]
+             (root.parent / f".{root.name}.lock", lambda log: ensure_demo_data(root, log=log, progress=False)),
+             (tmp_path / "cache" / ".dev.lock",
+              lambda log: ImageCache(tmp_path / "cache", "dev", images, preprocess, num_workers=0, progress=False,
+                                     log=log))]
     for lock, build in cases:
         held = threading.Event()
 
@@ -371,6 +378,8 @@ def test_read_only_dataset_folder_is_one_line(root, base_dir, tmp_path, monkeypa
     assert cli(main_CLIP.main, run_args(root, base_dir, tmp_path / "logs", "--noise_ratio", "0.3",
                                         "--experiments", "ro")) == 1
     target = data.annotation_dir(root) / "0.3_noise_train_caps.txt"
+    assert capsys.readouterr().err.strip() == f"error: {target}: cannot write: Read-only file system"
+    assert construct_noise.main(["--dataset_root", str(root), "--noise_ratio", "0.3"]) == 1
     assert capsys.readouterr().err.strip() == f"error: {target}: cannot write: Read-only file system"
     assert not target.exists()
 
