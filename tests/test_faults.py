@@ -175,6 +175,12 @@ def test_resume_takes_the_runs_flags_and_refuses_other_values(root, base_dir, tm
     assert [r["epoch"] for r in _records(logs / "A")] == [1, 2, 3]
     ckpt = torch.load(logs / "A/checkpoints/epoch3.pt", map_location="cpu", weights_only=True)
     assert ckpt["args"]["noise_ratio"] == 0.2 and ckpt["args"]["lr"] == 1e-3
+    # a checkpoint of this project continued under another name brings its configuration too
+    main_CLIP.main(run_args(root, base_dir, logs, "--experiments", "B", "--stop_after", "1",
+                            "--resume", str(logs / "A/checkpoints/epoch1.pt")))
+    params = dict(line.split(": ", 1) for line in (logs / "B" / "params.txt").read_text().splitlines())
+    assert params["noise_ratio"] == "0.2" and params["lr"] == "0.001" and params["epochs"] == "2"
+    assert [r["epoch"] for r in _records(logs / "B")] == [2]
 
 
 def test_unknown_saved_keys_and_missing_new_flags_do_not_break_resuming():
