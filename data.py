@@ -16,6 +16,7 @@ and by its memory-bank entries are decoded and tokenized once each, then referen
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from npc.noise import ensure_noisy_split, read_caption_lines
+
+log = logging.getLogger("npc")
 
 
 class DataError(ValueError):
@@ -121,6 +124,12 @@ class Split:
     def __len__(self) -> int:
         return len(self.captions)
 
+    def describe_image(self, image_index: int) -> str:
+        """Where an image is used, for error messages: its split and caption lines (1-based)."""
+        lines = np.nonzero(self.caption_image == image_index)[0] + 1
+        where = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}-{lines[-1]}"
+        return f"{self.name} split, caption {where} of {self.caps_file}"
+
     def subset_images(self, n_images: int) -> "Split":
         """The first ``n_images`` images with their captions (dev subsets for model selection)."""
         n_images = min(n_images, self.num_images)
@@ -130,11 +139,12 @@ class Split:
 
 
 def load_split(root, dataset: str, split: str, num_anns: Optional[int] = None, *,
-               caps_file=None, check_images: bool = True) -> Split:
+               caps_file=None, check_images: bool = True, warn_empty: bool = True) -> Split:
     """Read ``<split>_caps.txt`` (or ``caps_file``) and ``<split>_ids.txt`` and check they agree.
 
     Train ids are one line per image (repeated ``num_anns`` times to align with captions); every
-    other split has one id line per caption, in runs of ``num_anns`` equal ids.
+    other split has one id line per caption, in runs of ``num_anns`` equal ids. Empty caption lines
+    are kept (they are pairs too) with a warning naming them.
     """
     spec = get_spec(dataset)
     num_anns = num_anns or spec.num_anns
@@ -142,6 +152,10 @@ def load_split(root, dataset: str, split: str, num_anns: Optional[int] = None, *
     caps_path = Path(caps_file) if caps_file else ann / f"{split}_caps.txt"
     ids_path = ann / f"{split}_ids.txt"
     captions = read_lines(caps_path)
+    empty = [k + 1 for k, c in enumerate(captions) if not c.strip()]
+    if empty and warn_empty:
+        log.warning(f"warning: {caps_path}: {len(empty)} empty caption line(s): line "
+                    f"{', '.join(map(str, empty[:5]))}{', ...' if len(empty) > 5 else ''}")
     ids = [line.strip() for line in read_lines(ids_path)]
     if split in ("train", "pretrain"):
         if len(captions) != len(ids) * num_anns:
@@ -178,10 +192,16 @@ def check_image_files(paths: Sequence[Path], show: int = 5) -> None:
 
 def load_train_split(root, dataset: str, num_anns: int, noise_ratio, *, noise_seed: int = 99,
                      noise_mode: str = "caption", log=print, check_images: bool = True):
-    """The training split with noisy captions (built and cached on first use) and its noise mask."""
+    """The training split with noisy captions (built and cached on first use) and its noise mask.
+
+    ``train_caps.txt`` is checked against ``train_ids.txt`` first: a bad file is blamed as itself,
+    and no noisy split is built from it.
+    """
+    load_split(root, dataset, "train", num_anns, check_images=False)
     caps_path, mask = ensure_noisy_split(annotation_dir(root), noise_ratio, seed=noise_seed, mode=noise_mode,
                                          num_anns=num_anns, log=log)
-    split = load_split(root, dataset, "train", num_anns, caps_file=caps_path, check_images=check_images)
+    split = load_split(root, dataset, "train", num_anns, caps_file=caps_path, check_images=check_images,
+                       warn_empty=False)
     return split, mask
 
 
@@ -198,15 +218,21 @@ def load_image(path, preprocess) -> torch.Tensor:
 class ImageDataset(Dataset):
     """Each image of a split once (evaluation decodes every image once, not once per caption)."""
 
-    def __init__(self, paths: Sequence[Path], preprocess):
+    def __init__(self, paths: Sequence[Path], preprocess, split: Optional[Split] = None):
         self.paths = list(paths)
         self.preprocess = preprocess
+        self.split = split  # names the split and caption lines of an unreadable image
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        return load_image(self.paths[i], self.preprocess)
+        try:
+            return load_image(self.paths[i], self.preprocess)
+        except DataError as e:
+            if self.split is None:
+                raise
+            raise DataError(f"{e} ({self.split.describe_image(i)})") from None
 
 
 @dataclass
@@ -228,12 +254,13 @@ class PairBatches(Dataset):
     """
 
     def __init__(self, split: Split, preprocess, tokenizer, bank: Optional[BankIndex] = None,
-                 image_source=None):
+                 image_source=None, skip_unreadable: bool = False):
         self.split = split
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.bank = bank
         self.image_source = image_source  # optional callable(list of image indices) -> uint8/float tensor
+        self.skip_unreadable = skip_unreadable
 
     def __len__(self):
         return len(self.split)
@@ -241,14 +268,43 @@ class PairBatches(Dataset):
     def load_images(self, image_indices: np.ndarray) -> torch.Tensor:
         if self.image_source is not None:
             return self.image_source(image_indices)
-        return torch.stack([load_image(self.split.image_paths[i], self.preprocess) for i in image_indices])
+        images = []
+        for i in image_indices:
+            try:
+                images.append(load_image(self.split.image_paths[i], self.preprocess))
+            except DataError as e:
+                raise _UnreadableImage(f"{e} ({self.split.describe_image(i)})", int(i)) from None
+        return torch.stack(images)
+
+    def caption_groups(self, sample: np.ndarray) -> Dict[str, np.ndarray]:
+        """Sample indices of each pair and of its image-side and text-side bank pairs."""
+        groups = {"pair": sample}
+        if self.bank is not None:
+            groups["bankI"] = self.bank.image_bank[self.split.caption_image[sample]]
+            groups["bankT"] = self.bank.text_bank[sample]
+        return groups
 
     def __getitem__(self, indices) -> Dict[str, torch.Tensor]:
         sample = np.asarray(indices, dtype=np.int64)
-        cap_groups = {"pair": sample}
-        if self.bank is not None:
-            cap_groups["bankI"] = self.bank.image_bank[self.split.caption_image[sample]]
-            cap_groups["bankT"] = self.bank.text_bank[sample]
+        skipped = []
+        while True:
+            try:
+                out = self.assemble(sample)
+                break
+            except _UnreadableImage as e:
+                if not self.skip_unreadable:
+                    raise DataError(f"{e} (--skip_unreadable_images leaves such pairs out)") from None
+                skipped.append(e.image_index)  # drop every pair that needs it, as itself or as a bank entry
+                uses = self.split.caption_image[np.stack(list(self.caption_groups(sample).values()))]
+                sample = sample[~np.isin(uses, skipped).any(axis=0)]
+                if not len(sample):
+                    raise DataError(f"every pair of a batch needs an unreadable image, e.g. {e}") from None
+        if self.skip_unreadable:
+            out["skipped_images"] = torch.tensor(skipped, dtype=torch.int64)
+        return out
+
+    def assemble(self, sample: np.ndarray) -> Dict[str, torch.Tensor]:
+        cap_groups = self.caption_groups(sample)
         all_caps = np.concatenate(list(cap_groups.values()))
         uniq_caps, cap_pos = np.unique(all_caps, return_inverse=True)
         all_imgs = self.split.caption_image[all_caps]
@@ -264,6 +320,14 @@ class PairBatches(Dataset):
             out[f"{name}_img"] = torch.from_numpy(img_pos[k * b:(k + 1) * b].astype(np.int64))
             out[f"{name}_txt"] = torch.from_numpy(cap_pos[k * b:(k + 1) * b].astype(np.int64))
         return out
+
+
+class _UnreadableImage(DataError):
+    """Raised inside :class:`PairBatches` for one image index; it becomes a skip or a :class:`DataError`."""
+
+    def __init__(self, message: str, image_index: int):
+        super().__init__(message)
+        self.image_index = image_index
 
 
 class EpochBatchSampler(Sampler):
@@ -307,5 +371,5 @@ def train_loader(dataset: PairBatches, sampler: EpochBatchSampler, num_workers: 
 
 
 def image_loader(split: Split, preprocess, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(ImageDataset(split.image_paths, preprocess), batch_size=batch_size, shuffle=False,
+    return DataLoader(ImageDataset(split.image_paths, preprocess, split), batch_size=batch_size, shuffle=False,
                       num_workers=num_workers, pin_memory=torch.cuda.is_available())

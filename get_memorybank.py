@@ -5,8 +5,9 @@
     python get_memorybank.py --dataset f30k --noise_ratio 0.4 --pretrained pre-trained_models/ViT-B-32.pt
 
 Writes annotations/memory_bank/<r>_mbank_{img,txt}_idx.npy under the dataset root, where
-main_NPC.py reads them (main_NPC.py also builds them itself when missing). Accepts the flags of
-main_NPC.py; those about training are ignored. --resume CKPT builds the bank with a trained model.
+main_NPC.py reads them (main_NPC.py also builds them itself when missing, the same way: the GMM's
+seed is --bank_seed, not the training --seed). Takes the flags of main_NPC.py that the bank depends
+on (--help lists them). --resume CKPT builds the bank with a trained model.
 """
 import sys
 
@@ -14,12 +15,13 @@ from params import parse_args
 
 
 def main(argv=None):
+    args = parse_args(argv, "bank")  # before importing torch: --help and flag errors answer at once
     from npc.engine import build_bank_only
 
-    return build_bank_only(parse_args(argv, "npc"))
+    return build_bank_only(args)
 
 
 if __name__ == "__main__":
-    from npc.engine import cli
+    from npc.cli import cli
 
     sys.exit(cli(main, sys.argv[1:]))

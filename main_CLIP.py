@@ -10,12 +10,13 @@ from params import parse_args
 
 
 def main(argv=None):
+    args = parse_args(argv, "clip")  # before importing torch: --help and flag errors answer at once
     from npc.engine import run
 
-    return run(parse_args(argv, "clip"))
+    return run(args)
 
 
 if __name__ == "__main__":
-    from npc.engine import cli
+    from npc.cli import cli
 
     sys.exit(cli(main, sys.argv[1:]))

@@ -14,17 +14,19 @@ import time
 from functools import partial
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 import data
-from npc.io import atomic_torch_save
+from params import DATASET_ROOTS
+from npc.io import atomic_torch_save, read_json
+from npc.locks import file_lock
 from npc.model import create_model, open_clip_name
 from npc.negative_impact import clip_step
 from npc.synthetic import DEMO_VERSION, MARKER_NAME, ensure_demo_dataset
 from npc.train_utils import lr_at, make_optimizer, seed_everything, set_lr, to_device
 
 # Pretraining recipe of the base (fixed: the base is part of the benchmark's definition).
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BASE_RECIPE = dict(epochs=6, batch_size=128, lr=5e-4, warmup=100, weight_decay=0.1, seed=0)
 
 
@@ -37,20 +39,32 @@ def ensure_demo_data(root, log=print, progress: bool = True) -> dict:
     A dataset generated with other sizes (tests, the benchmark) is kept as it is: its own
     parameters are re-checked for completeness instead of the defaults.
     """
-    info_path = Path(root) / "demo_info.json"
-    if not info_path.is_file() and (Path(root) / "annotations").exists() and not (Path(root) / MARKER_NAME).exists():
-        raise data.DataError(
-            f"--dataset_root {root} holds a real dataset, but --dataset is 'demo' (the default). "
-            f"Pass --dataset coco, f30k or cc; the demo is never generated over existing data.")
-    sizes = {}
-    if info_path.is_file():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            info = {}
+    root = Path(root)
+    info_path = root / "demo_info.json"
+    if not info_path.is_file():
+        if (root / "annotations").exists() and not (root / MARKER_NAME).exists():
+            raise data.DataError(
+                f"--dataset_root {root} holds a real dataset, but --dataset is 'demo' (the default). "
+                f"Pass --dataset coco, f30k or cc; the demo is never generated over existing data.")
+        if not _demo_target(root):
+            raise data.DataError(
+                f"--dataset_root {root}: no demo dataset there (no demo_info.json). The demo is generated only "
+                f"into {DATASET_ROOTS['demo']} or into an existing empty folder (create it first to generate "
+                f"one there); check the path, or pass --dataset coco, f30k or cc for a real dataset.")
+    # Two processes never generate into the same folder at once: the second waits, then reuses.
+    with file_lock(root.parent / f".{root.name}.lock", f"the demo dataset {root}", wait=True, log=log):
+        sizes = {}
+        info = read_json(info_path) or {}
         if info.get("version") == DEMO_VERSION:
             sizes = {k: info[k] for k in SIZE_KEYS if k in info}
-    return ensure_demo_dataset(root, progress=progress, **sizes)
+        return ensure_demo_dataset(root, progress=progress, **sizes)
+
+
+def _demo_target(root: Path) -> bool:
+    """Where a missing demo may be generated: its default folder, or a folder the user made empty for it."""
+    if root.resolve() in {Path(DATASET_ROOTS["demo"]).resolve(), (REPO_ROOT / DATASET_ROOTS["demo"]).resolve()}:
+        return True
+    return root.is_dir() and not any(root.iterdir())
 
 
 def demo_base_path(pretrained_dir: Path, vision_model: str, root) -> Path:
@@ -64,9 +78,16 @@ def demo_base_path(pretrained_dir: Path, vision_model: str, root) -> Path:
 def ensure_demo_base(root, vision_model: str, pretrained_dir: Path, *, device="cpu", log=print,
                      progress: bool = True, recipe: dict = None) -> Path:
     path = demo_base_path(pretrained_dir, vision_model, root)
-    if path.is_file():
-        log(f"demo base model: reusing {path}")
-        return path
+    if not path.is_file():
+        with file_lock(path.with_name(f".{path.name}.lock"), f"the demo base model {path}", wait=True, log=log):
+            if not path.is_file():  # another process may have built it while we waited
+                _pretrain_base(root, vision_model, path, device=device, log=log, progress=progress, recipe=recipe)
+                return path
+    log(f"demo base model: reusing {path}")
+    return path
+
+
+def _pretrain_base(root, vision_model: str, path: Path, *, device, log, progress: bool, recipe: dict) -> None:
     recipe = {**BASE_RECIPE, **(recipe or {})}
     log(f"demo base model: pretraining {vision_model} on the demo's pretrain split "
         f"({recipe['epochs']} epochs), writing {path}")
@@ -92,4 +113,3 @@ def ensure_demo_base(root, vision_model: str, pretrained_dir: Path, *, device="c
     atomic_torch_save({"format": "npc-demo-base/1", "name": "demo-base", "vision_model": vision_model,
                        "state_dict": model.state_dict(), "recipe": recipe, "data_version": DEMO_VERSION}, path)
     log(f"demo base model: done in {time.perf_counter() - t0:.0f}s")
-    return path

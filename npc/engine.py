@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import filecmp
+import shutil
 import json
 import logging
 import math
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,13 +26,17 @@ import torch
 from tqdm import tqdm
 
 import data
+from params import restore_run_config
 from npc import memory_bank as mb
+from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
 from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
 from npc.evaluation import encode_split, eval_precision, evaluate_split, mean_r1, primary_row
 from npc.evaluation_metrics import format_metrics_table
-from npc.io import atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_text
-from npc.model import compile_towers, create_model, load_checkpoint_weights, logit_scale
+from npc.io import (atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_lines, atomic_write_text, file_sha256,
+                    read_json)
+from npc.locks import file_lock
+from npc.model import compile_towers, create_model, load_checkpoint_weights, logit_scale, read_checkpoint
 from npc.negative_impact import clip_step, npc_step
 from npc.train_utils import (autocast_for, lr_at, make_optimizer, resolve_device, resolve_precision, rng_state,  # noqa: F401
                              seed_everything, set_lr, set_rng_state, to_device)
@@ -76,10 +83,23 @@ def save_checkpoint(path: Path, *, model, optimizer, siamese_opt, epoch: int, st
     atomic_torch_save(ckpt, path)
 
 
+def latest_checkpoint(ckpt_dir: Path) -> Optional[Path]:
+    """The checkpoint of the last finished epoch: the highest ``epoch<k>.pt``, else ``latest.pt``.
+
+    Every epoch file is complete (written atomically), and it is written before latest.pt is
+    copied from it, so a run stopped between the two (a kill, a full disk) still resumes.
+    """
+    epochs = [(int(p.stem[5:]), p) for p in Path(ckpt_dir).glob("epoch*.pt") if p.stem[5:].isdigit()]
+    if epochs:
+        return max(epochs)[1]
+    latest = Path(ckpt_dir) / "latest.pt"
+    return latest if latest.is_file() else None
+
+
 def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[Path]:
     if not resume:
         return None
-    path = ckpt_dir / "latest.pt" if resume == "latest" else Path(resume)
+    path = (latest_checkpoint(ckpt_dir) or ckpt_dir / "latest.pt") if resume == "latest" else Path(resume)
     if not path.is_file():
         raise FileNotFoundError(f"--resume {resume}: checkpoint not found: {path}")
     return path
@@ -94,6 +114,7 @@ class EpochResult:
     pairs_per_s: float
     weights: Optional[np.ndarray] = None      # NPC weights of the epoch's pairs (rank 0 gathers all ranks)
     indices: Optional[np.ndarray] = None
+    skipped_images: int = 0                   # distinct unreadable images left out (--skip_unreadable_images)
 
 
 def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_step: int, lr_fn, device,
@@ -107,9 +128,11 @@ def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_
     t0 = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not (progress and info.is_main), leave=False,
                dynamic_ncols=True)
+    skipped = set()
     for batch in bar:
         lr = lr_fn(step, epoch)
         set_lr([optimizer] + ([siamese_opt] if siamese_opt is not None else []), lr)
+        skipped.update(batch.pop("skipped_images", torch.empty(0, dtype=torch.int64)).tolist())
         batch = to_device(batch, device)
         if method == "npc":
             out = npc_step(model, siamese, optimizer, siamese_opt, batch, variant=variant, impl=impl, info=info,
@@ -143,7 +166,7 @@ def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_
     elapsed = time.perf_counter() - t0
     return EpochResult(loss=total / max(n_steps, 1), steps=n_steps, pairs_per_s=n_pairs / max(elapsed, 1e-9),
                        weights=torch.cat(weights).numpy() if weights else None,
-                       indices=torch.cat(indices).numpy() if indices else None)
+                       indices=torch.cat(indices).numpy() if indices else None, skipped_images=len(skipped))
 
 
 def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[np.ndarray]) -> Dict[str, float]:
@@ -187,28 +210,81 @@ def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batc
     return rows
 
 
-def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool
-                ) -> data.BankIndex:
+# The bank's build inputs a run may ask differently, and the flag that sets each.
+BANK_INPUT_FLAGS = {"vision_model": "--vision_model", "pretrained": "--pretrained", "weights": "--resume",
+                    "clean_threshold": "--clean_threshold", "batch_size": "--batch_size", "bank_seed": "--bank_seed"}
+
+
+def bank_provenance(args, train_split, weights: Optional[Path] = None) -> Dict:
+    """What a memory bank is built from: the noisy split (by content), the model and the GMM's settings."""
+    return {"noisy_split": train_split.caps_file.name, "noisy_split_sha256": file_sha256(train_split.caps_file),
+            "noise_ratio": str(args.noise_ratio), "noise_mode": args.noise_mode, "vision_model": args.vision_model,
+            "pretrained": str(args.pretrained), "weights": str(weights) if weights else None,
+            "clean_threshold": args.clean_threshold, "batch_size": args.batch_size, "bank_seed": args.bank_seed}
+
+
+def reusable_bank(args, train_split, wanted: Dict) -> Optional[data.BankIndex]:
+    """The existing bank if it was built from ``wanted``; None if missing or built from another noisy split.
+
+    A bank built with other settings (model, weights, threshold, batch, seed) is refused naming the
+    flag; one without a record of its inputs (the release's, or older versions') is reused with a warning.
+    """
     bank_dir = data.memory_bank_dir(args.dataset_root)
     img_path, _, info_path = mb.bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
-    if img_path.is_file() and not getattr(args, "rebuild_bank", False):
-        log.info(f"memory bank: reusing {img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}")
-        if info_path.is_file():
-            built = json.loads(info_path.read_text(encoding="utf-8"))
-            now = {"vision_model": args.vision_model, "pretrained": str(args.pretrained)}
-            if any(built.get(k) != v for k, v in now.items()):
-                log.warning(f"memory bank: {info_path.name} was built with "
-                            f"{ {k: built.get(k) for k in now} }, this run uses {now}; pass --rebuild_bank to rebuild")
-        return mb.load_bank(bank_dir, args.noise_ratio, train_split, args.noise_mode,
-                            trust_pickle=getattr(args, "trust_pickle", False))
+    if not img_path.is_file():
+        return None
+    name = f"{img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}"
+    built = read_json(info_path) or {}
+    if "noisy_split_sha256" not in built:
+        log.warning(f"memory bank: {name} has no record of what it was built from (the release's files, or an older "
+                    f"version's): reused as is; pass --rebuild_bank to rebuild it from this run's inputs")
+    elif built["noisy_split_sha256"] != wanted["noisy_split_sha256"]:
+        log.info(f"memory bank: {name} was built for another version of {wanted['noisy_split']} (it was rebuilt "
+                 f"since): rebuilding the bank")
+        return None
+    elif not mb.bank_files_match(bank_dir, args.noise_ratio, args.noise_mode, built):
+        log.info(f"memory bank: the files of {name} are not the ones {info_path.name} describes (an interrupted "
+                 f"build?): rebuilding the bank")
+        return None
+    else:
+        differ = [f"{flag} {wanted[k]} (the bank has {built.get(k)})" for k, flag in BANK_INPUT_FLAGS.items()
+                  if built.get(k) != wanted[k]]
+        if differ:
+            raise mb.BankFileError(f"memory bank {name} was built with other settings than this run asks for: "
+                                   f"{'; '.join(differ)}. Pass --rebuild_bank to rebuild it for this run (it "
+                                   f"replaces the files), or use the bank's settings")
+    log.info(f"memory bank: reusing {name}")
+    return mb.load_bank(bank_dir, args.noise_ratio, train_split, args.noise_mode,
+                        trust_pickle=getattr(args, "trust_pickle", False))
+
+
+def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
+                weights: Optional[Path] = None) -> data.BankIndex:
+    """The memory bank of this noisy split: reused if built from the same inputs, else built (under a lock)."""
+    wanted = bank_provenance(args, train_split, weights)
+    rebuild = getattr(args, "rebuild_bank", False)
+    bank = None if rebuild else reusable_bank(args, train_split, wanted)
+    if bank is not None:
+        return bank
+    bank_dir = data.memory_bank_dir(args.dataset_root)
+    img_path, _, _ = mb.bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
+    with file_lock(bank_dir / f".{img_path.name}.lock", f"the memory bank {img_path.parent}", wait=True,
+                   log=log.info):
+        bank = None if rebuild else reusable_bank(args, train_split, wanted)  # built while we waited?
+        return bank if bank is not None else build_bank(args, model, train_split, noise_mask, preprocess, tokenizer,
+                                                        device, autocast, progress, wanted)
+
+
+def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
+               provenance: Dict) -> data.BankIndex:
     log.info(f"memory bank: encoding {train_split.num_images} images / {len(train_split)} captions with the initial model")
     img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=args.eval_batch_size, device=device,
                             autocast=autocast, num_workers=args.num_workers, progress=progress, desc="bank")
     bank, info, _ = mb.build_memory_bank(img, txt, train_split, logit_scale(model).item(), batch_size=args.batch_size,
-                                         clean_threshold=args.clean_threshold, noise_mask=noise_mask, seed=args.seed)
-    info.update(noise_ratio=str(args.noise_ratio), noise_mode=args.noise_mode, pretrained=str(args.pretrained),
-                vision_model=args.vision_model)
-    paths = mb.save_bank(bank, bank_dir, args.noise_ratio, args.noise_mode, info)
+                                         clean_threshold=args.clean_threshold, noise_mask=noise_mask,
+                                         seed=args.bank_seed)
+    info.update(provenance)
+    paths = mb.save_bank(bank, data.memory_bank_dir(args.dataset_root), args.noise_ratio, args.noise_mode, info)
     msg = f"memory bank: {info['n_clean']} of {info['n_pairs']} pairs clean (p>{args.clean_threshold})"
     if "precision" in info:
         msg += f", precision {info['precision']:.3f} recall {info['recall']:.3f} against the noise mask"
@@ -228,6 +304,8 @@ class Run:
     progress: bool
     run_dir: Path
     ckpt_dir: Path
+    resume_path: Optional[Path] = None
+    resume_ckpt: Optional[Dict] = None  # the checkpoint read once: config, weights and training state
     writer: Optional[object] = None  # TensorBoard, rank 0 of a training run only
 
     def eval_tables(self, model, splits, preprocess, tokenizer) -> Dict[str, Dict[str, float]]:
@@ -235,6 +313,11 @@ class Run:
         return eval_tables(model, splits, preprocess, tokenizer, dataset=a.dataset, eval_batch_size=a.eval_batch_size,
                            device=self.device, precision=a.eval_precision, ties=a.ties, num_workers=a.num_workers,
                            progress=self.progress)
+
+    def load_resumed_weights(self, model) -> None:
+        if self.resume_path is not None:
+            load_checkpoint_weights(model, self.resume_path, ckpt=self.resume_ckpt)
+            log.info(f"loaded weights from {self.resume_path}")
 
 
 @dataclass
@@ -256,42 +339,65 @@ class Trainer:
 
 def run(args) -> Dict:
     """Train (or only evaluate) as configured by ``args``; returns the final result dict."""
-    r = setup_run(args)
-    try:
-        model, preprocess, tokenizer, resume_path, resume_ckpt = build_model(r)
+    with ExitStack() as stack:
+        r = setup_run(args, stack)
+        model, preprocess, tokenizer = build_model(r)
         test_splits = [data.load_split(args.dataset_root, args.dataset, s, args.num_anns)
                        for s in args.eval_splits.split(",") if s]
         if args.eval:
+            r.load_resumed_weights(model)
             rows = r.eval_tables(model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
-            return _report(rows, r.run_dir, args, r.info, title=f"evaluation of {resume_path or args.pretrained}")
-        r.writer = open_writer(r)
+            return _report(rows, r.run_dir, args, r.info, title=f"evaluation of {r.resume_path or args.pretrained}")
         train_split, noise_mask, dev = load_train_data(r)
-        trainer = build_trainer(r, model, preprocess, tokenizer, train_split, noise_mask, resume_ckpt)
+        trainer = build_trainer(r, model, preprocess, tokenizer, train_split, noise_mask)
+        open_logs(r, trainer, stack)
         end_epoch = fit(r, trainer, lambda m: r.eval_tables(m, [dev], preprocess, tokenizer))
         if end_epoch < args.epochs:
             log.info(f"stopped after epoch {end_epoch} (--stop_after); continue with "
                      f"--experiments {args.experiments} --resume latest")
             return {"stopped_after": end_epoch}
         return final_evaluation(r, trainer, test_splits, preprocess, tokenizer)
-    finally:
-        if r.writer is not None:
-            r.writer.close()
-        cleanup(r.info)
 
 
-def setup_run(args) -> Run:
-    """Device, processes, precision and seed; the run's name, folder and log file."""
+def setup_run(args, stack: ExitStack) -> Run:
+    """Device and processes; the run's name and folder, locked for this process; the configuration
+    of a resumed run; precision and seed; the log file."""
     progress = show_progress(args)
     device = resolve_device(args.device)
     args.device = str(device)
     info = init_distributed(args.device)
+    stack.callback(cleanup, info)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         args.device = str(device)
+    run_dir, ckpt_dir = name_run(args, info)
+    if info.is_main:
+        stack.enter_context(file_lock(
+            run_dir / ".lock", f"the run folder {run_dir}", wait=False,
+            hint="another process is writing this run: wait for it to end, or choose another --experiments"))
+    notes = []  # logged once the run's log file is open
+    resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
+    if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
+        restore_run_config(args, resume_ckpt.get("args", {}), f"{resume_path}")
+    if not args.resume and not args.eval and (run_dir / "params.txt").exists():
+        reclaim_run_folder(run_dir, ckpt_dir, info)
+        notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
     precision = resolve_precision(args.precision, device)
     args.precision = precision
     seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
+    if info.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+    setup_logging(run_dir, info)
+    for note in notes:
+        log.info(note)
+    return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
+               progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
+               resume_ckpt=resume_ckpt)
 
+
+def name_run(args, info: DistInfo):
+    """The run's folder and checkpoint folder (a new run without --experiments gets a timestamped name)."""
     if not args.experiments:
         if args.resume == "latest":
             raise SystemExit("error: --resume latest needs --experiments NAME (the run to continue)")
@@ -306,19 +412,41 @@ def setup_run(args) -> Run:
             args.experiments = name[0]
     run_dir = Path(args.logs) / args.experiments
     ckpt_dir = Path(args.checkpoint_path) if args.checkpoint_path else run_dir / "checkpoints"
-    if (run_dir / "params.txt").exists() and not args.resume and not args.eval:
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+    return run_dir, ckpt_dir
+
+
+def open_resume(args, run_dir: Path, ckpt_dir: Path, note: Callable[[str], None]):
+    """The checkpoint to resume (path and content), or (None, None).
+
+    ``--resume latest`` on a run that died before its first checkpoint starts it again (a run folder
+    must never get stuck); on a name that holds no run at all it is an error (a typo).
+    """
+    if args.resume == "latest" and not args.eval and latest_checkpoint(ckpt_dir) is None:
+        if not (run_dir / "params.txt").exists():
+            raise FileNotFoundError(f"--resume latest: {run_dir} holds no run to continue (no checkpoint in "
+                                    f"{ckpt_dir}); check --experiments")
+        note(f"--resume latest: {run_dir} has no checkpoint yet (its run ended before the first one): "
+             f"starting it again with this command's flags")
+        args.resume = None
+    path = resolve_resume(args.resume, ckpt_dir)
+    return (path, read_checkpoint(path)) if path is not None else (None, None)
+
+
+def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> None:
+    """Start a run folder again if its run ended before its first checkpoint; refuse if it holds one."""
+    if latest_checkpoint(ckpt_dir) is not None or (run_dir / "results.json").exists():
         raise SystemExit(f"error: {run_dir} already holds a run; continue it with --resume latest or choose "
                          f"another --experiments")
-    if info.is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-    barrier(info)
-    setup_logging(run_dir, info)
-    return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
-               progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir)
+    if info.is_main:  # the dead run's partial logs would mix with this run's
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
 def build_model(r: Run):
-    """The demo's data and base if needed, the model, the weights to resume; writes params.txt."""
+    """The demo's data and base if needed and the model (initial weights); writes params.txt."""
     args, info = r.args, r.info
     base_path = prepare_demo(args, r.progress) if info.is_main else None
     barrier(info)
@@ -329,21 +457,10 @@ def build_model(r: Run):
                                                 precision="fp32" if args.eval else r.precision,
                                                 device=r.device, context_length=args.context_length,
                                                 demo_base_path=base_path)
-    resume_path = resolve_resume(args.resume, r.ckpt_dir)
-    resume_ckpt = None
-    if resume_path is not None:
-        resume_ckpt = load_checkpoint_weights(model, resume_path)
-        log.info(f"loaded weights from {resume_path}")
     if info.is_main:
-        params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()))
+        params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()) if not k.startswith("_"))
         atomic_write_text(r.run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
-    return model, preprocess, tokenizer, resume_path, resume_ckpt
-
-
-def open_writer(r: Run):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(r.run_dir / "tensorboard")) if r.info.is_main else None
+    return model, preprocess, tokenizer
 
 
 def load_train_data(r: Run):
@@ -362,11 +479,11 @@ def load_train_data(r: Run):
     return train_split, noise_mask, dev
 
 
-def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask, resume_ckpt) -> Trainer:
-    """Memory bank and siamese (NPC), optimizers, the loader and lr schedule; the resumed state."""
+def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask) -> Trainer:
+    """Memory bank (from the initial weights) and siamese for NPC, the resumed weights, optimizers,
+    the loader and lr schedule, and the resumed training state."""
     args, info = r.args, r.info
     bank = None
-    siamese = siamese_opt = None
     if args.method == "npc":
         if info.is_main:
             bank = ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
@@ -375,6 +492,9 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask,
         if bank is None:
             bank = mb.load_bank(data.memory_bank_dir(args.dataset_root), args.noise_ratio, train_split,
                                 args.noise_mode)
+    r.load_resumed_weights(model)
+    siamese = siamese_opt = None
+    if args.method == "npc":
         siamese = copy.deepcopy(model)
         siamese_opt = make_optimizer(siamese, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
     optimizer = make_optimizer(model, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
@@ -395,30 +515,69 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask,
         barrier(info)
         if image_source is None:
             image_source = open_cache(log=lambda *_: None)
-    dataset = data.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source)
+    dataset = data.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source,
+                               skip_unreadable=args.skip_unreadable_images)
     sampler = data.EpochBatchSampler(len(train_split), args.batch_size, args.seed, info.rank, info.world_size)
     lr_fn = partial(lr_at, base_lr=args.lr, warmup=args.warmup, total_steps=len(sampler) * args.epochs,
                     epochs=args.epochs, schedule=args.lr_schedule)
     trainer = Trainer(model=model, optimizer=optimizer, siamese=siamese, siamese_opt=siamese_opt, sampler=sampler,
                       loader=data.train_loader(dataset, sampler, args.num_workers), lr_fn=lr_fn,
                       noise_mask=noise_mask)
-    restore_training_state(trainer, resume_ckpt)
+    restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main)
+    r.resume_ckpt = None  # optimizer states can be large: not kept for the whole run
     return trainer
 
 
-def restore_training_state(t: Trainer, ckpt: Optional[Dict]) -> None:
+def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_main: bool) -> None:
     """Optimizers, epoch, step, best and RNG of a checkpoint of this project (weights are already loaded)."""
     if ckpt is None:
         return
-    if ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt:
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt:
         t.optimizer.load_state_dict(ckpt["optimizer"])
         if t.siamese_opt is not None and "siamese_optimizer" in ckpt:
             t.siamese_opt.load_state_dict(ckpt["siamese_optimizer"])
         t.start_epoch, t.step, t.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
         set_rng_state(ckpt["rng"])
         log.info(f"resuming after epoch {t.start_epoch} (step {t.step})")
+        if is_main:
+            repair_best(ckpt_dir, t.best)
     else:
         log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
+
+
+def repair_best(ckpt_dir: Path, best: Dict) -> None:
+    """Make best.pt the epoch the resumed checkpoint names as best (a kill may have cut its copy)."""
+    if best.get("epoch", -1) < 1:
+        return
+    src, dst = ckpt_dir / f"epoch{best['epoch']}.pt", ckpt_dir / "best.pt"
+    if not src.is_file():
+        log.warning(f"{src} is gone: cannot check that {dst} holds the best epoch ({best['epoch']})")
+    elif not dst.is_file() or not filecmp.cmp(src, dst, shallow=False):
+        atomic_copy(src, dst)
+        log.info(f"restored {dst} from {src.name} (the best epoch so far)")
+
+
+def open_logs(r: Run, t: Trainer, stack: ExitStack) -> None:
+    """TensorBoard and metrics.jsonl from where the checkpoint stands: what a killed run logged after
+    its last checkpoint is dropped (the epoch runs again), so nothing is counted twice."""
+    if not r.info.is_main:
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    resumed = t.step > 0
+    # Every event is logged at a global step; events of the earlier run after the checkpoint's step are hidden.
+    r.writer = SummaryWriter(str(r.run_dir / "tensorboard"), purge_step=t.step + 1 if resumed else None)
+    stack.callback(r.writer.close)
+    metrics = r.run_dir / "metrics.jsonl"
+    if resumed and metrics.is_file():
+        kept = []
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["epoch"] <= t.start_epoch:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut short by a kill
+        atomic_write_lines(metrics, kept)
 
 
 def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
@@ -436,13 +595,17 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
                               display=args.display, writer=r.writer, progress=r.progress)
         t.step += res.steps
         record = {"epoch": epoch + 1, "step": t.step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}
+        if res.skipped_images:
+            record["skipped_images"] = res.skipped_images
+            log.warning(f"epoch {epoch + 1}: left out the pairs of {res.skipped_images} unreadable image(s) "
+                        f"(--skip_unreadable_images)")
         if res.weights is not None:
             record["npc"] = weight_stats(res.weights, res.indices, t.noise_mask)
             if r.writer is not None and t.noise_mask is not None:
                 noisy = t.noise_mask[res.indices]
                 for name, sel in (("clean", ~noisy), ("noisy", noisy)):
                     if sel.any():
-                        r.writer.add_histogram(f"npc/weights_{name}", res.weights[sel], epoch + 1)
+                        r.writer.add_histogram(f"npc/weights_{name}", res.weights[sel], t.step)
         if info.is_main:
             end_of_epoch(r, t, epoch + 1, record, evaluate_dev(t.model), res)
         barrier(info)
@@ -450,22 +613,26 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
 
 
 def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, res: EpochResult) -> None:
-    """Rank 0: model selection on dev, checkpoints, metrics.jsonl, TensorBoard and the log line."""
+    """Rank 0: model selection on dev, metrics.jsonl and TensorBoard, then the checkpoints.
+
+    The metrics are on disk before latest.pt moves on: a kill in between runs the epoch again on
+    resume (which drops the repeated record), so an epoch's metrics can never be lost.
+    """
     dev_metrics = primary_row(dev_rows)
     record["dev"] = dev_metrics
     record["dev_mean_r1"] = mean_r1(dev_metrics)
     is_best = dev_metrics["rsum"] > t.best["rsum"]
     if is_best:
         t.best = {"rsum": dev_metrics["rsum"], "mean_r1": record["dev_mean_r1"], "epoch": epoch}
-    epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
-    save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, siamese_opt=t.siamese_opt, epoch=epoch,
-                    step=t.step, best=t.best, args=r.args)
-    atomic_copy(epoch_path, r.ckpt_dir / "latest.pt")
-    if is_best:
-        atomic_copy(epoch_path, r.ckpt_dir / "best.pt")
     for k, v in dev_metrics.items():
-        r.writer.add_scalar(f"dev/{k}", v, epoch)
-    r.writer.add_scalar("dev/mean_r1", record["dev_mean_r1"], epoch)
+        r.writer.add_scalar(f"dev/{k}", v, t.step)
+    r.writer.add_scalar("dev/mean_r1", record["dev_mean_r1"], t.step)
+    r.writer.add_scalar("dev/epoch", epoch, t.step)
+    r.writer.flush()
+    with open(r.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     msg = (f"epoch {epoch}/{r.args.epochs}: train loss {res.loss:.4f}, {res.pairs_per_s:.0f} pairs/s; "
            f"dev rsum {dev_metrics['rsum']:.1f} (mean R@1 {record['dev_mean_r1']:.1f})" + (" *best*" if is_best else ""))
     if "npc" in record:
@@ -475,8 +642,12 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
             msg += (f" (clean {s['mean_weight_clean']:.3f} / noisy {s['mean_weight_noisy']:.3f}, "
                     f"AUC {s['weight_auc']:.3f})")
     log.info(msg)
-    with open(r.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
+    save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, siamese_opt=t.siamese_opt, epoch=epoch,
+                    step=t.step, best=t.best, args=r.args)
+    if is_best:
+        atomic_copy(epoch_path, r.ckpt_dir / "best.pt")
+    atomic_copy(epoch_path, r.ckpt_dir / "latest.pt")
 
 
 def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> Dict:
@@ -516,29 +687,13 @@ def build_bank_only(args) -> Dict:
     base_path = prepare_demo(args, progress)
     model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision, device=device,
                                                 context_length=args.context_length, demo_base_path=base_path)
-    if args.resume:
-        load_checkpoint_weights(model, resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints"))
+    weights = resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints")
+    if weights is not None:
+        load_checkpoint_weights(model, weights)
     train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns, args.noise_ratio,
                                                     noise_seed=args.noise_seed, noise_mode=args.noise_mode,
                                                     log=log.info)
     args.rebuild_bank = True
-    bank = ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress)
+    bank = ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress,
+                       weights=weights)
     return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}
-
-
-USER_ERRORS = (data.DataError, FileNotFoundError, ValueError, RuntimeError)
-
-
-def cli(main, argv) -> int:
-    """Run a script's ``main``; problems with the user's files or flags end in one clear line."""
-    try:
-        main(argv)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except USER_ERRORS as e:
-        if os.environ.get("NPC_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0

@@ -25,8 +25,11 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     if not any(m in mode for m in "wx"):
         raise ValueError(f"atomic_open is for writing, got mode {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # a read-only folder, a full disk: name the file we meant to write
+        raise OSError(e.errno, f"cannot write: {e.strerror}", str(path)) from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         with os.fdopen(fd, mode.replace("x", "w"), **kwargs) as f:
@@ -34,12 +37,30 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            raise OSError(e.errno, f"cannot write: {e.strerror}", str(path)) from None
         raise
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes: the fingerprint cached files record of what they were built from."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_json(path: PathLike):
+    """A JSON file written by this project, or None when it is missing or unreadable (then rebuilt)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from data import BankIndex, Split
-from npc.io import atomic_save_npy, atomic_write_json
+from npc.io import atomic_save_npy, atomic_write_json, file_sha256
 from npc.losses import clip_loss_per_sample
 
 
@@ -129,11 +129,21 @@ def bank_quality(p_clean: np.ndarray, clean_threshold: float, noise_mask: Option
 # ----------------------------------------------------------------------------- files
 
 def save_bank(bank: BankIndex, bank_dir, noise_ratio, noise_mode: str, info: Dict) -> Tuple[Path, Path]:
+    """Both arrays, then the info file, which records their fingerprints: a set that a crash left half
+    replaced does not match its info, and :func:`bank_files_match` tells."""
     img_path, txt_path, info_path = bank_paths(bank_dir, noise_ratio, noise_mode)
     atomic_save_npy(img_path, bank.image_bank)
     atomic_save_npy(txt_path, bank.text_bank)
-    atomic_write_json(info_path, info)
+    atomic_write_json(info_path, {**info, "image_bank_sha256": file_sha256(img_path),
+                                  "text_bank_sha256": file_sha256(txt_path)})
     return img_path, txt_path
+
+
+def bank_files_match(bank_dir, noise_ratio, noise_mode: str, info: Dict) -> bool:
+    """Whether the bank's files are the ones its info file was written with."""
+    img_path, txt_path, _ = bank_paths(bank_dir, noise_ratio, noise_mode)
+    return all(p.is_file() and info.get(key) == file_sha256(p)
+               for p, key in ((img_path, "image_bank_sha256"), (txt_path, "text_bank_sha256")))
 
 
 _ALLOWED_GLOBALS = {
@@ -143,31 +153,45 @@ _ALLOWED_GLOBALS = {
 }
 
 
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays in plain dicts are allowed)")
+        raise _Refused(f"refusing to load {module}.{name} (only numpy arrays in plain dicts are allowed)")
 
 
 def _load_npy(path: Path, trust_pickle: bool):
-    """An ``.npy`` file; object arrays (pickled dicts) only through the restricted unpickler."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError:
-        pass  # an object array: the release's pickled dict
-    if trust_pickle:
-        return np.load(path, allow_pickle=True)
+    """An ``.npy`` file; object arrays (pickled dicts) only through the restricted unpickler.
+
+    A file that is not an ``.npy`` file, or is cut short, is a :class:`BankFileError` that says to
+    rebuild it; only a complete pickle that holds something else suggests ``--trust_pickle``.
+    """
+    rebuild = "rebuild the bank with --rebuild_bank (or get_memorybank.py with this run's flags)"
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            np.lib.format.read_array_header_1_0(f)
-        else:
-            np.lib.format.read_array_header_2_0(f)
         try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            _, _, dtype = read_header(f)
+        except (ValueError, EOFError) as e:
+            raise BankFileError(f"{path} is not a .npy file ({e}): {rebuild}") from None
+        if not dtype.hasobject:
+            try:
+                return np.load(path, allow_pickle=False)
+            except (ValueError, EOFError, OSError) as e:
+                raise BankFileError(f"{path} is truncated or corrupt ({e}): {rebuild}") from None
+        try:  # an object array: the release's pickled dict
+            if trust_pickle:
+                return np.load(path, allow_pickle=True)
             return _RestrictedUnpickler(io.BufferedReader(f)).load()
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+        except _Refused as e:
             raise BankFileError(f"{path}: {e}. If you trust this file, pass --trust_pickle.") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError) as e:
+            raise BankFileError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}): {rebuild}") from None
 
 
 def _from_release_dict(obj, keys: Sequence[str], path: Path) -> np.ndarray:

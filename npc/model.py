@@ -111,19 +111,28 @@ def extract_state_dict(obj) -> Dict[str, torch.Tensor]:
     return sd
 
 
-def load_checkpoint_weights(model: torch.nn.Module, path, strict: bool = True) -> Dict:
+def read_checkpoint(path):
+    """The object saved in a checkpoint file (read with ``weights_only=True``); clear errors naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, TorchScript archives
+        raise ValueError(f"cannot load {path} as a checkpoint with weights_only=True: {e}") from None
+
+
+def load_checkpoint_weights(model: torch.nn.Module, path, strict: bool = True, ckpt=None) -> Dict:
     """Load weights from this project's checkpoint, the release's, or a bare state dict.
+
+    ``ckpt``: what :func:`read_checkpoint` already returned for ``path`` (it is not read twice).
 
     Tensors are cast to the dtype of the parameter they land in (the release stores fp16).
     Returns the whole checkpoint object (for resuming optimizer state etc.).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, TorchScript archives
-        raise ValueError(f"cannot load {path} as a checkpoint with weights_only=True: {e}") from None
+    if ckpt is None:
+        ckpt = read_checkpoint(path)
     try:
         sd = extract_state_dict(ckpt)
     except ValueError as e:
@@ -174,10 +183,21 @@ def create_model(vision_model: str, pretrained: Optional[str] = "openai", *, pre
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=tag_or_file, precision=oc_precision, device="cpu",
             force_context_length=context_length, pretrained_text=False, pretrained_image=False)
+    except RuntimeError as e:
+        if context_length and "positional_embedding" in str(e):
+            own = (open_clip.get_model_config(name) or {}).get("text_cfg", {}).get("context_length")
+            raise ValueError(f"--context_length {context_length}: the {pretrained} weights of {name} hold text "
+                             f"positions for exactly {own} tokens; pass --context_length {own} or leave it out") from None
+        raise
     finally:
         root_logger.setLevel(level)
     if weights_file is not None:
-        load_checkpoint_weights(model, weights_file)
+        ckpt = read_checkpoint(weights_file)
+        own = extract_state_dict(ckpt).get("positional_embedding")
+        if context_length and own is not None and own.shape[0] != context_length:
+            raise ValueError(f"--context_length {context_length}: the weights {weights_file} hold text positions for "
+                             f"exactly {own.shape[0]} tokens; pass --context_length {own.shape[0]} or leave it out")
+        load_checkpoint_weights(model, weights_file, ckpt=ckpt)
     tokenizer = open_clip.get_tokenizer(name, context_length=context_length or model.context_length)
     return model.to(device), preprocess, tokenizer
 

@@ -27,12 +27,13 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from npc.io import atomic_save_npy, atomic_write_lines
+from npc.io import atomic_save_npy, atomic_write_json, atomic_write_lines, file_sha256, read_json
+from npc.locks import file_lock
 
 __all__ = [
     "DEFAULT_SEED", "NOISE_MODES", "TRAIN_CAPS", "NoisySplitError",
     "read_caption_lines", "caption_shuffle", "image_shuffle", "noise_mask",
-    "ratio_tag", "noisy_caps_path", "noise_mask_path", "find_noisy_caps", "ensure_noisy_split",
+    "ratio_tag", "noisy_caps_path", "noise_mask_path", "noise_info_path", "find_noisy_caps", "ensure_noisy_split",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -184,6 +185,12 @@ def noise_mask_path(caps_path: PathLike) -> Path:
     return p.with_name(f"{p.stem}_mask.npy")
 
 
+def noise_info_path(caps_path: PathLike) -> Path:
+    """The provenance file beside a noisy caption file: same stem + ``_info.json``."""
+    p = Path(caps_path)
+    return p.with_name(f"{p.stem}_info.json")
+
+
 def find_noisy_caps(ann_dir: PathLike, noise_ratio, mode: str = "caption") -> Optional[Path]:
     """The existing noisy caption file for this ratio and mode, or None.
 
@@ -243,17 +250,21 @@ def ensure_noisy_split(ann_dir: PathLike, noise_ratio, *, seed: int = DEFAULT_SE
 
     Behaviour:
         * ratio 0: ``train_caps.txt`` itself and an all-False mask; nothing is written.
-        * file exists (and not ``force``): reused as is (the seed it was built with cannot be
-          checked). Its line count must equal ``train_caps.txt``'s, otherwise
-          :class:`NoisySplitError` naming both files. The mask is derived by comparing with
-          ``train_caps.txt``; a saved mask that is missing (files downloaded from the release have
-          none), unreadable or disagrees with the files is (re)written.
-        * file missing: built with ``mode``/``seed``, written atomically with its mask.
+        * file exists (and not ``force``): its ``<stem>_info.json`` records what it was built
+          from (fingerprint of ``train_caps.txt``, ratio, mode, seed). Built from another
+          ``train_caps.txt``: rebuilt. Built with another seed: :class:`NoisySplitError` naming the
+          flag and the command that rebuilds it. Otherwise reused; its line count must equal
+          ``train_caps.txt``'s, otherwise :class:`NoisySplitError` naming both files. The mask is
+          derived by comparing with ``train_caps.txt``; a saved mask that is missing (files
+          downloaded from the release have none), unreadable or disagrees with the files is
+          (re)written. A file without info (the release's) gets one whose seed is ``null``.
+        * file missing: built with ``mode``/``seed``, written atomically with its mask and info,
+          under a lock that makes a concurrent builder wait and then reuse the result.
 
     Raises:
         ValueError: ratio outside [0, 1) (message names ``--noise_ratio``) or unknown mode.
         FileNotFoundError: ``train_caps.txt`` is missing.
-        NoisySplitError: an existing noisy file has the wrong number of lines.
+        NoisySplitError: an existing noisy file has the wrong number of lines or another seed.
     """
     r = _validate_noise_ratio(noise_ratio)
     _check_mode(mode)
@@ -261,42 +272,89 @@ def ensure_noisy_split(ann_dir: PathLike, noise_ratio, *, seed: int = DEFAULT_SE
     train_path = ann_dir / TRAIN_CAPS
     if not train_path.is_file():
         raise FileNotFoundError(f"training captions not found: {train_path}")
-    clean = read_caption_lines(train_path)
-    n = len(clean)
-
     if r == 0:
         log(f"noise ratio 0: using the clean training captions {train_path}")
-        return train_path, np.zeros(n, dtype=bool)
+        return train_path, np.zeros(len(read_caption_lines(train_path)), dtype=bool)
+    build = dict(noise_ratio=noise_ratio, seed=seed, mode=mode, num_anns=num_anns, log=log)
+    found = None if force else _reusable(ann_dir, train_path, **build)
+    if found is not None:
+        return found
+    # Only a build takes the lock (a read-only dataset with its noisy files stays usable); a
+    # process that waited for another's build finds its file ready.
+    with file_lock(ann_dir / f".{noisy_caps_path(ann_dir, noise_ratio, mode).name}.lock",
+                   f"the noisy split of {ann_dir}", wait=True, log=log):
+        found = None if force else _reusable(ann_dir, train_path, **build)
+        return found if found is not None else _build(ann_dir, train_path, **build)
 
-    existing = None if force else find_noisy_caps(ann_dir, noise_ratio, mode)
-    if existing is not None:
-        noisy = read_caption_lines(existing)
-        if len(noisy) != n:
-            raise NoisySplitError(
-                f"{existing} has {len(noisy)} lines but {train_path} has {n}; the noisy file "
-                f"does not belong to these training captions. Delete it (or rebuild with "
-                f"construct_noise.py --force) to regenerate it.")
-        mask = noise_mask(clean, noisy)
-        mask_path = noise_mask_path(existing)
-        saved = _load_mask(mask_path, n)
-        if saved is None:
-            atomic_save_npy(mask_path, mask)
-            log(f"derived noise mask from {existing.name} vs {TRAIN_CAPS}; wrote {mask_path}")
-        elif not np.array_equal(saved, mask):
-            atomic_save_npy(mask_path, mask)
-            log(f"warning: {mask_path} disagreed with {existing.name}; rewrote it")
-        log(f"reusing {existing} ({mode}-level noise file, {int(mask.sum())}/{n} lines noisy)")
-        return existing, mask
 
+def _reusable(ann_dir: Path, train_path: Path, *, noise_ratio, seed: int, mode: str, num_anns: int,
+              log) -> Optional[Tuple[Path, np.ndarray]]:
+    """The existing noisy split if it was built from this ``train_caps.txt`` with this seed; None to build."""
+    existing = find_noisy_caps(ann_dir, noise_ratio, mode)
+    if existing is None:
+        return None
+    clean = read_caption_lines(train_path)
+    n = len(clean)
+    source = file_sha256(train_path)
+    info_path = noise_info_path(existing)
+    built = read_json(info_path)
+    if built is not None and built.get("sha256") != file_sha256(existing):
+        built = None  # the caption file was replaced after its info was written: its origin is unknown
+    if built is not None and built.get("source_sha256") != source:
+        log(f"{existing.name} was built from another {TRAIN_CAPS} (it changed since): rebuilding it")
+        return None
+    if built is not None and built.get("seed") is not None and built["seed"] != seed:
+        raise NoisySplitError(
+            f"{existing} was built with noise seed {built['seed']}, this run asks for {seed}: pass "
+            f"--noise_seed {built['seed']} (construct_noise.py: --seed), or rebuild it with python construct_noise.py "
+            f"--dataset_root {ann_dir.parent.parent} --noise_ratio {noise_ratio} --noise_mode {mode} --seed {seed} "
+            f"--force (its memory bank is then rebuilt too)")
+    noisy = read_caption_lines(existing)
+    if len(noisy) != n:
+        raise NoisySplitError(
+            f"{existing} has {len(noisy)} lines but {train_path} has {n}; the noisy file "
+            f"does not belong to these training captions. Delete it (or rebuild with "
+            f"construct_noise.py --force) to regenerate it.")
+    mask = noise_mask(clean, noisy)
+    mask_path = noise_mask_path(existing)
+    saved = _load_mask(mask_path, n)
+    if saved is None:
+        atomic_save_npy(mask_path, mask)
+        log(f"derived noise mask from {existing.name} vs {TRAIN_CAPS}; wrote {mask_path}")
+    elif not np.array_equal(saved, mask):
+        atomic_save_npy(mask_path, mask)
+        log(f"warning: {mask_path} disagreed with {existing.name}; rewrote it")
+    if built is None:  # e.g. downloaded from the release: the seed it was built with is unknown
+        _write_info(existing, train_path, source, noise_ratio, None, mode, num_anns, mask)
+        log(f"{existing.name} has no record of its noise seed (built elsewhere); recorded its origin as unknown "
+            f"in {info_path.name}")
+    log(f"reusing {existing} ({mode}-level noise file, {int(mask.sum())}/{n} lines noisy)")
+    return existing, mask
+
+
+def _write_info(path: Path, train_path: Path, source: str, noise_ratio, seed, mode: str, num_anns: int,
+                mask: np.ndarray) -> None:
+    atomic_write_json(noise_info_path(path), {
+        "source": train_path.name, "source_sha256": source, "noise_ratio": ratio_tag(noise_ratio), "mode": mode,
+        "seed": seed, "num_anns": num_anns, "n_lines": int(mask.size), "n_noisy": int(mask.sum()),
+        "sha256": file_sha256(path)})
+
+
+def _build(ann_dir: Path, train_path: Path, *, noise_ratio, seed: int, mode: str, num_anns: int, log
+           ) -> Tuple[Path, np.ndarray]:
+    clean = read_caption_lines(train_path)
+    r = float(noise_ratio)
     if mode == "caption":
         noisy = caption_shuffle(clean, r, seed=seed)
     else:
         noisy = image_shuffle(clean, num_anns, r, seed=seed)
     path = noisy_caps_path(ann_dir, noise_ratio, mode)
     mask = noise_mask(clean, noisy)
-    # Caption file first: if we die before the mask is written, the next run derives the mask.
+    # Caption file, then mask, then info: a run that dies in between leaves no info that vouches for
+    # a half-written set (the next run derives the mask or rebuilds).
     atomic_write_lines(path, noisy)
     atomic_save_npy(noise_mask_path(path), mask)
+    _write_info(path, train_path, file_sha256(train_path), noise_ratio, seed, mode, num_anns, mask)
     log(f"wrote {path} ({mode}-level noise, ratio {ratio_tag(noise_ratio)}, seed {seed}: "
-        f"{int(mask.sum())}/{n} lines noisy) and {noise_mask_path(path).name}")
+        f"{int(mask.sum())}/{len(clean)} lines noisy) and {noise_mask_path(path).name}")
     return path, mask

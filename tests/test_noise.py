@@ -1,6 +1,8 @@
 """Noise construction: byte-identity with the spec algorithm, file naming, caching, CLI."""
+import hashlib
 import importlib.util
 import inspect
+import json
 import math
 import os
 from pathlib import Path
@@ -8,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npc.noise import (NoisySplitError, caption_shuffle, ensure_noisy_split, find_noisy_caps,
+from npc.noise import (NoisySplitError, caption_shuffle, ensure_noisy_split, find_noisy_caps, noise_info_path,
                        image_shuffle, noise_mask, noise_mask_path, noisy_caps_path, ratio_tag,
                        read_caption_lines)
 
@@ -187,17 +189,49 @@ def test_reuse_does_not_rewrite(tmp_path):
     ann = make_ann_dir(tmp_path, caps)
     path, mask1 = ensure_noisy_split(ann, 0.5, log=quiet)
     old = 1_000_000_000
-    os.utime(path, ns=(old, old))
-    os.utime(noise_mask_path(path), ns=(old, old))
+    files = (path, noise_mask_path(path), noise_info_path(path))
+    for f in files:
+        os.utime(f, ns=(old, old))
     content = path.read_bytes()
     logs = []
-    # a different seed does not matter: the existing file is reused as is
-    path2, mask2 = ensure_noisy_split(ann, 0.5, seed=5, log=logs.append)
+    path2, mask2 = ensure_noisy_split(ann, 0.5, log=logs.append)
     assert path2 == path
-    assert path.stat().st_mtime_ns == old and noise_mask_path(path).stat().st_mtime_ns == old
+    assert all(f.stat().st_mtime_ns == old for f in files)
     assert path.read_bytes() == content
     assert np.array_equal(mask1, mask2)
     assert any("reusing" in m for m in logs)
+    # another seed is never a silent reuse: refused, naming the recorded seed and the rebuild command
+    with pytest.raises(NoisySplitError, match=r"noise seed 99, this run asks for 5.*--noise_seed 99.*--seed 5 --force"):
+        ensure_noisy_split(ann, 0.5, seed=5, log=quiet)
+    assert path.read_bytes() == content
+
+
+def test_provenance_records_the_source_and_rebuilds_when_it_changed(tmp_path):
+    caps = make_captions(60)
+    ann = make_ann_dir(tmp_path, caps)
+    path, _ = ensure_noisy_split(ann, 0.5, seed=7, log=quiet)
+    info = json.loads(noise_info_path(path).read_text())
+    assert info["seed"] == 7 and info["mode"] == "caption" and info["noise_ratio"] == "0.5"
+    assert info["source_sha256"] == hashlib.sha256((ann / "train_caps.txt").read_bytes()).hexdigest()
+    # train_caps.txt changes (e.g. a re-downloaded dataset): the derived file is rebuilt, not reused
+    caps2 = [c + " again" for c in caps]
+    (ann / "train_caps.txt").write_text("".join(c + "\n" for c in caps2))
+    logs = []
+    path2, mask2 = ensure_noisy_split(ann, 0.5, seed=7, log=logs.append)
+    assert any("rebuilding" in m for m in logs)
+    assert path2.read_bytes() == spec_noise_bytes(caps2, 0.5, 7)
+
+
+def test_noisy_file_without_info_is_reused_with_unknown_seed(tmp_path):
+    caps = make_captions(60)
+    ann = make_ann_dir(tmp_path, caps)
+    path = ann / "0.5_noise_train_caps.txt"
+    path.write_bytes(spec_noise_bytes(caps, 0.5, 3))  # as downloaded from the release: no mask, no info
+    logs = []
+    got, mask = ensure_noisy_split(ann, 0.5, seed=99, log=logs.append)
+    assert got == path and path.read_bytes() == spec_noise_bytes(caps, 0.5, 3)
+    assert json.loads(noise_info_path(path).read_text())["seed"] is None
+    assert any("unknown" in m for m in logs)
 
 
 def test_line_count_mismatch_names_both_files(tmp_path):
@@ -288,8 +322,10 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert str(f) in out and f"{int(mask.sum())} / 100" in out and "%" in out
     assert f.read_bytes() == spec_noise_bytes(caps, 0.2, 99)
 
-    # without --force a different seed reuses the file; with --force it is rebuilt
-    assert cli.main(["--dataset_root", str(tmp_path), "--noise_ratio", "0.2", "--seed", "1"]) == 0
+    # without --force a different seed is refused (naming the flag); with --force it is rebuilt
+    assert cli.main(["--dataset_root", str(tmp_path), "--noise_ratio", "0.2", "--seed", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "noise seed 99" in err and "--seed 1 --force" in err
     assert f.read_bytes() == spec_noise_bytes(caps, 0.2, 99)
     assert cli.main(["--dataset_root", str(tmp_path), "--noise_ratio", "0.2", "--seed", "1",
                      "--force"]) == 0

@@ -1,0 +1,61 @@
+"""Advisory locks on run folders and caches, so that two processes never write the same files.
+
+A lock is a POSIX ``flock`` on a small file that also records its holder (pid, host, start time)
+for the message the second process prints. The kernel releases the lock when the holder exits in
+any way (Ctrl-C, crash, SIGKILL), so a lock file left behind by a dead process is stale by
+construction and the next process simply takes it. Run folders refuse a second writer; caches
+(demo data, the demo's base model, noisy splits, memory banks) make it wait, then re-check whether
+the first one already built what it needs.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+class LockedError(RuntimeError):
+    """Another live process holds the lock; the message names it."""
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        return f"pid {info['pid']} on {info['host']} (since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextmanager
+def file_lock(path: PathLike, what: str, *, wait: bool, hint: str = "",
+              log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
+
+    ``what`` names the locked thing in messages. If another process holds it: wait for it when
+    ``wait``, else raise :class:`LockedError` naming the holder, followed by ``hint``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            if not wait:
+                raise LockedError(f"{what} is in use by {holder}, lock {path}" + (f"; {hint}" if hint else "")) from None
+            log(f"{what} is in use by {holder}: waiting for it to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
