@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
+        # Recorded results are not code: a benchmark writing its JSON does not make the code dirty.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)bench/results"], cwd=REPO, capture_output=True, text=True).stdout.strip()
         return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
     except OSError:
         return "unknown"
