@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from npc.noise import DEFAULT_SEED, NOISE_MODES, NoisySplitError, ensure_noisy_split
+from npc.cli import one_line
+from npc.noise import DEFAULT_SEED, NOISE_MODES, ensure_noisy_split
 
 
 def _noise_ratio(text: str) -> float:
@@ -74,8 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         path, mask = ensure_noisy_split(ann_dir, args.noise_ratio, seed=args.seed,
                                         mode=args.noise_mode, num_anns=args.num_anns,
                                         force=args.force)
-    except (FileNotFoundError, NoisySplitError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:  # a missing or bad file, a read-only folder, a full disk
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     n = int(mask.size)
     k = int(mask.sum())

@@ -89,13 +89,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
-# Flags that a resumed run (--resume latest, or a checkpoint of this project) may change. Every other
-# flag saved in the checkpoint defines the experiment: it is taken from the run, and one given with
-# another value is refused. A new flag is experiment-defining unless it is listed here.
+# Resuming a run (--resume latest, or a checkpoint of this project) takes the flags that define the
+# experiment from the run's checkpoint; one given with another value is refused. Every saved flag
+# defines the experiment unless it is listed in one of these two sets, so a new flag that changes
+# results needs no line here, and a new flag that does not needs one:
+# - flags of this invocation only: never taken from the run;
+INVOCATION_FLAGS = frozenset({
+    "experiments", "resume", "logs", "checkpoint_path", "device", "num_workers", "no_progress", "stop_after",
+    "pretrained_dir", "image_cache", "eval", "trust_pickle", "rebuild_bank", "skip_unreadable_images",
+})
+# - flags the run keeps unless the command changes them (--epochs extends or shortens a run).
 RESUME_MAY_CHANGE = frozenset({
-    "epochs", "stop_after", "num_workers", "display", "device", "no_progress", "eval_batch_size", "eval_splits",
-    "eval_precision", "ties", "image_cache", "torchcompile", "logs", "checkpoint_path", "resume", "experiments",
-    "pretrained_dir", "trust_pickle", "rebuild_bank", "skip_unreadable_images",
+    "epochs", "display", "eval_batch_size", "eval_splits", "eval_precision", "ties", "torchcompile",
 })
 
 # The flags get_memorybank.py uses (its --help lists only these).
@@ -182,8 +187,17 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                    help="initial weights: 'openai' (open_clip tag), another open_clip tag, a file path, "
                         "'demo-base' (the demo's base model, built if missing) or 'none' (random init)")
     g.add_argument("--precision", type=str, default=None, choices=("amp_bf16", "fp32", "fp16"),
-                   help="amp_bf16 = fp32 weights + bf16 autocast (default on CUDA); fp32 (default on CPU); "
-                        "fp16 = the release's regime: pure fp16 weights stepped by AdamW, no loss scaling")
+                   help="training precision: amp_bf16 = fp32 weights + bf16 autocast (default on CUDA); fp32 (default "
+                        "on CPU); fp16 = the release's regime: pure fp16 weights stepped by AdamW, no loss scaling. "
+                        "Evaluation uses --eval_precision")
+    g.add_argument("--eval_precision", type=str, default="fp32", choices=("fp32", "fp16", "amp_bf16"),
+                   help="precision of every evaluation (--eval, dev and test during training), whatever --precision "
+                        "trains in: fp32; fp16 = the reference release's evaluation (fp16 weights, as published); "
+                        "amp_bf16 = bf16 autocast. Recorded in results.json / eval_results.json")
+    g.add_argument("--ties", type=str, default="pessimistic", choices=("pessimistic", "optimistic"),
+                   help="a wrong candidate with exactly the ground truth's score ranks before it (pessimistic) or "
+                        "after it (optimistic); the two bound any sort-based evaluation. The table's ties column "
+                        "counts the queries where they can differ")
     g.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--logs_dir", "--logs", dest="logs", type=str, default="logs",
                    help="root folder of all runs (under torchrun write --logs_dir: torchrun mistakes --logs "
@@ -298,29 +312,25 @@ def flag_name(key: str) -> str:
 
 
 def restore_run_config(args: argparse.Namespace, saved: Dict, source: str) -> None:
-    """Take the experiment-defining flags of a resumed run from its saved ``args`` (in place).
+    """Take the flags of a resumed run from its saved ``args`` (in place), as described above.
 
-    A flag given explicitly with a value other than the run's is a :class:`ConfigError` naming it;
-    flags in :data:`RESUME_MAY_CHANGE` keep this command's values; saved keys this version does not
-    know are ignored, and keys the checkpoint lacks (added later) keep this command's values.
+    Saved keys this version does not know are ignored; flags the checkpoint lacks (added later)
+    keep this command's values. Conflicts are one :class:`ConfigError` naming every flag.
     """
     explicit = getattr(args, "_explicit", frozenset())
     conflicts = []
     for key, value in saved.items():
-        if key in RESUME_MAY_CHANGE or key.startswith("_") or not hasattr(args, key):
+        if key in INVOCATION_FLAGS or key.startswith("_") or not hasattr(args, key):
             continue
         now = getattr(args, key)
-        if now == value and type(now) is type(value):
-            continue
-        if key in explicit or key == "method":
-            if now != value:
-                conflicts.append(f"{flag_name(key)} {now} (the run has {value})")
-                continue
-            if key in explicit:
-                continue  # the same number spelled differently (0 vs 0.0): keep the spelling given
-        setattr(args, key, value)
+        if key in explicit and (key in RESUME_MAY_CHANGE or now == value):
+            continue  # a permitted change, or the run's value (spelled as given: 0 vs 0.0 name files)
+        if key in explicit or (key == "method" and now != value):
+            conflicts.append(f"{flag_name(key)} {now} (the run has {value})")
+        else:
+            setattr(args, key, value)
     if conflicts:
-        allowed = ", ".join(flag_name(k) for k in sorted(RESUME_MAY_CHANGE))
+        allowed = ", ".join(flag_name(k) for k in sorted(RESUME_MAY_CHANGE | INVOCATION_FLAGS - {"eval", "resume"}))
         raise ConfigError(f"resuming {source}: {'; '.join(conflicts)}. A resumed run keeps the flags that "
                           f"define it: drop these, or start a new run under another --experiments. Flags a "
                           f"resumed run may change: {allowed}")

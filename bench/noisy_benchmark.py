@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from npc.io import atomic_write_json, atomic_write_text  # noqa: E402
+from bench.record import git_commit  # noqa: E402,F401  (the study imports it from here)
 
 METHODS = ("base", "clip", "npc_paper", "npc_release", "npc_bank_only", "gmm_filter", "pclean_weight",
            "npc_first_order")
@@ -38,17 +39,6 @@ CLIP_SCRIPT = ("base", "clip", "gmm_filter", "pclean_weight")  # run by main_CLI
 USES_BANK = ("npc_paper", "npc_release", "npc_bank_only", "gmm_filter", "pclean_weight", "npc_first_order")
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 RESULTS = REPO / "bench" / "results"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        # Recorded results are not code: a benchmark writing its JSON does not make the code dirty.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)bench/results"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 def repo_relative(path: Path) -> str:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -47,10 +46,11 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.noisy_benchmark import git_commit  # noqa: E402
 from npc.engine import autocast_for, make_optimizer, resolve_device, resolve_precision  # noqa: E402
 from npc.model import compile_towers, create_model, encode_text_parts  # noqa: E402
 from npc.negative_impact import clip_step, npc_step  # noqa: E402
+
+from record import environment  # noqa: E402
 
 
 KINDS = ["clip", "npc_naive", "npc", "npc_release", "npc_first_order", "text_open_clip", "text"]
@@ -189,15 +189,6 @@ def time_steps(args, device) -> dict:
     return out
 
 
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def time_phases(kinds: dict, steps: int) -> dict:
     """Milliseconds per step in each named phase of the steps (``_phase`` in npc/negative_impact.py)."""
     from npc.negative_impact import phase_timings
@@ -247,16 +238,40 @@ def time_loading(args) -> dict:
     return out
 
 
+def _paper_size_jpeg(path: Path, seed: int) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    field = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+    field = field.resize((640, 480), Image.Resampling.BICUBIC)
+    pixels = np.asarray(field, dtype=np.int16) + rng.integers(-36, 37, (480, 640, 3))
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def write_paper_size_jpegs(folder: Path, n: int, processes: int = 1) -> list:
+    """``n`` generated 640x480 JPEGs (smooth colour fields with pixel noise, quality 90, about 155 KiB
+    each: close to MSCOCO train2014's mean of about 160 KB); image ``i`` depends on ``i`` only."""
+    paths = [folder / f"{i:05d}.jpg" for i in range(n)]
+    if processes > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(processes) as pool:
+            list(pool.map(_paper_size_jpeg, paths, range(n), chunksize=64))
+    else:
+        for i, p in enumerate(paths):
+            _paper_size_jpeg(p, i)
+    return paths
+
+
 def time_loading_paper_size(args) -> dict:
     """Images/s of decoding + CLIP preprocessing at the paper's sizes (640x480 JPEGs to 224 px) in one
     process, through PIL and through the image cache; the demo's images are only 64 px.
 
-    The JPEGs are generated (smooth colour fields with pixel noise, quality 90, about 155 KiB each:
-    close to MSCOCO train2014's mean of about 160 KB, 13 GB over 82,783 files); decoding cost follows
-    pixel count and size on disk. The cache is read from the page cache, as a warm epoch reads it.
+    The JPEGs are generated (``write_paper_size_jpegs``; MSCOCO train2014 holds 13 GB over 82,783
+    files); decoding cost follows pixel count and size on disk. The cache is read from the page
+    cache, as a warm epoch reads it.
     """
     import open_clip
-    from PIL import Image
 
     import data
     from npc.image_cache import ImageCache
@@ -265,13 +280,7 @@ def time_loading_paper_size(args) -> dict:
     rng = np.random.default_rng(0)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for i in range(args.load_images):
-            field = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
-            field = field.resize((640, 480), Image.Resampling.BICUBIC)
-            pixels = np.asarray(field, dtype=np.int16) + rng.integers(-36, 37, (480, 640, 3))
-            paths.append(Path(tmp) / f"{i:05d}.jpg")
-            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(paths[-1], quality=90)
+        paths = write_paper_size_jpegs(Path(tmp), args.load_images)
         out["paper_size_jpeg_kib"] = round(sum(p.stat().st_size for p in paths) / len(paths) / 1024, 1)
         t0 = time.perf_counter()
         for p in paths:
@@ -310,11 +319,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     args.model = args.model or ("ViT-B/32" if device.type == "cuda" else "npc-tiny")
     args.batch = args.batch or (256 if device.type == "cuda" else 128)
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-              "model": args.model, "batch": args.batch, "bank_self": args.bank_self, "torchcompile": args.torchcompile,
-              "command": "python bench/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "git_commit": git_commit(), "torch": torch.__version__, "open_clip": _version("open_clip_torch"),
-              "python": platform.python_version()}
+    result = {**environment(__file__, argv, device), "model": args.model, "batch": args.batch, "bank_self": args.bank_self, "torchcompile": args.torchcompile}
     import contextlib
 
     with contextlib.redirect_stdout(sys.stderr):  # keep --json output clean of progress messages

@@ -14,7 +14,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 import data

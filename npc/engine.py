@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import filecmp
 import shutil
 import json
 import logging
@@ -30,7 +31,7 @@ from npc import memory_bank as mb
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
 from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
-from npc.evaluation import encode_split, evaluate_split, mean_r1, primary_row
+from npc.evaluation import encode_split, eval_precision, evaluate_split, mean_r1, primary_row
 from npc.evaluation_metrics import format_metrics_table
 from npc.io import (atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_lines, atomic_write_text, file_sha256,
                     read_json)
@@ -203,13 +204,16 @@ def prepare_demo(args, progress: bool) -> Optional[Path]:
                             log=log.info, progress=progress)
 
 
-def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batch_size: int, device, autocast,
-                num_workers: int, progress: bool) -> Dict[str, Dict[str, float]]:
+def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batch_size: int, device, precision: str,
+                ties: str, num_workers: int, progress: bool) -> Dict[str, Dict[str, float]]:
+    """Recall rows of ``splits``, encoded at the evaluation ``precision`` (not the training one)."""
     rows = {}
-    for split in splits:
-        rows.update(evaluate_split(model, split, preprocess, tokenizer, folds_1k=dataset == "coco" and split.name == "test",
-                                   batch_size=eval_batch_size, device=device, autocast=autocast,
-                                   num_workers=num_workers, progress=progress))
+    with eval_precision(model, precision, device) as (eval_model, autocast):
+        for split in splits:
+            rows.update(evaluate_split(eval_model, split, preprocess, tokenizer, ties=ties,
+                                       folds_1k=dataset == "coco" and split.name == "test",
+                                       batch_size=eval_batch_size, device=device, autocast=autocast,
+                                       num_workers=num_workers, progress=progress))
     return rows
 
 
@@ -315,7 +319,7 @@ class Run:
     def eval_tables(self, model, splits, preprocess, tokenizer) -> Dict[str, Dict[str, float]]:
         a = self.args
         return eval_tables(model, splits, preprocess, tokenizer, dataset=a.dataset, eval_batch_size=a.eval_batch_size,
-                           device=self.device, autocast=self.autocast, num_workers=a.num_workers,
+                           device=self.device, precision=a.eval_precision, ties=a.ties, num_workers=a.num_workers,
                            progress=self.progress)
 
     def load_resumed_weights(self, model) -> None:
@@ -380,12 +384,13 @@ def setup_run(args, stack: ExitStack) -> Run:
         stack.enter_context(file_lock(
             run_dir / ".lock", f"the run folder {run_dir}", wait=False,
             hint="another process is writing this run: wait for it to end, or choose another --experiments"))
-    resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir)
+    notes = []  # logged once the run's log file is open
+    resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
     if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
         restore_run_config(args, resume_ckpt.get("args", {}), f"{resume_path}")
-    reclaimed = False
     if not args.resume and not args.eval and (run_dir / "params.txt").exists():
-        reclaimed = reclaim_run_folder(run_dir, ckpt_dir, info)
+        reclaim_run_folder(run_dir, ckpt_dir, info)
+        notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
     precision = resolve_precision(args.precision, device)
     args.precision = precision
     seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
@@ -393,8 +398,8 @@ def setup_run(args, stack: ExitStack) -> Run:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
     setup_logging(run_dir, info)
-    if reclaimed:
-        log.info(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
+    for note in notes:
+        log.info(note)
     return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
                progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
                resume_ckpt=resume_ckpt)
@@ -422,24 +427,24 @@ def name_run(args, info: DistInfo):
     return run_dir, ckpt_dir
 
 
-def open_resume(args, run_dir: Path, ckpt_dir: Path):
+def open_resume(args, run_dir: Path, ckpt_dir: Path, note: Callable[[str], None]):
     """The checkpoint to resume (path and content), or (None, None).
 
     ``--resume latest`` on a run that died before its first checkpoint starts it again (a run folder
     must never get stuck); on a name that holds no run at all it is an error (a typo).
     """
-    if args.resume == "latest" and latest_checkpoint(ckpt_dir) is None:
+    if args.resume == "latest" and not args.eval and latest_checkpoint(ckpt_dir) is None:
         if not (run_dir / "params.txt").exists():
             raise FileNotFoundError(f"--resume latest: {run_dir} holds no run to continue (no checkpoint in "
                                     f"{ckpt_dir}); check --experiments")
-        print(f"--resume latest: {run_dir} has no checkpoint yet (its run ended before the first one): "
-              f"starting it again with this command's flags")
+        note(f"--resume latest: {run_dir} has no checkpoint yet (its run ended before the first one): "
+             f"starting it again with this command's flags")
         args.resume = None
     path = resolve_resume(args.resume, ckpt_dir)
     return (path, read_checkpoint(path)) if path is not None else (None, None)
 
 
-def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> bool:
+def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> None:
     """Start a run folder again if its run ended before its first checkpoint; refuse if it holds one."""
     if latest_checkpoint(ckpt_dir) is not None or (run_dir / "results.json").exists():
         raise SystemExit(f"error: {run_dir} already holds a run; continue it with --resume latest or choose "
@@ -447,7 +452,6 @@ def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> bool:
     if info.is_main:  # the dead run's partial logs would mix with this run's
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-    return True
 
 
 def build_model(r: Run):
@@ -457,7 +461,9 @@ def build_model(r: Run):
     barrier(info)
     if args.dataset == "demo" and base_path is None:
         base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
-    model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=r.precision,
+    # --eval holds the weights in fp32 (an fp16 checkpoint loads exactly) and encodes at --eval_precision.
+    model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained,
+                                                precision="fp32" if args.eval else r.precision,
                                                 device=r.device, context_length=args.context_length,
                                                 demo_base_path=base_path)
     if info.is_main:
@@ -537,11 +543,12 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     trainer = Trainer(model=model, optimizer=optimizer, siamese=siamese, siamese_opt=siamese_opt, sampler=sampler,
                       loader=data.train_loader(dataset, sampler, args.num_workers), lr_fn=lr_fn,
                       noise_mask=noise_mask, sample_weights=p_clean if clean_prior == "pclean_weight" else None)
-    restore_training_state(trainer, r.resume_ckpt)
+    restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main)
+    r.resume_ckpt = None  # optimizer states can be large: not kept for the whole run
     return trainer
 
 
-def restore_training_state(t: Trainer, ckpt: Optional[Dict]) -> None:
+def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_main: bool) -> None:
     """Optimizers, epoch, step, best and RNG of a checkpoint of this project (weights are already loaded)."""
     if ckpt is None:
         return
@@ -552,8 +559,22 @@ def restore_training_state(t: Trainer, ckpt: Optional[Dict]) -> None:
         t.start_epoch, t.step, t.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
         set_rng_state(ckpt["rng"])
         log.info(f"resuming after epoch {t.start_epoch} (step {t.step})")
+        if is_main:
+            repair_best(ckpt_dir, t.best)
     else:
         log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
+
+
+def repair_best(ckpt_dir: Path, best: Dict) -> None:
+    """Make best.pt the epoch the resumed checkpoint names as best (a kill may have cut its copy)."""
+    if best.get("epoch", -1) < 1:
+        return
+    src, dst = ckpt_dir / f"epoch{best['epoch']}.pt", ckpt_dir / "best.pt"
+    if not src.is_file():
+        log.warning(f"{src} is gone: cannot check that {dst} holds the best epoch ({best['epoch']})")
+    elif not dst.is_file() or not filecmp.cmp(src, dst, shallow=False):
+        atomic_copy(src, dst)
+        log.info(f"restored {dst} from {src.name} (the best epoch so far)")
 
 
 def open_logs(r: Run, t: Trainer, stack: ExitStack) -> None:
@@ -647,9 +668,9 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
     epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
     save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, siamese_opt=t.siamese_opt, epoch=epoch,
                     step=t.step, best=t.best, args=r.args)
-    atomic_copy(epoch_path, r.ckpt_dir / "latest.pt")
     if is_best:
         atomic_copy(epoch_path, r.ckpt_dir / "best.pt")
+    atomic_copy(epoch_path, r.ckpt_dir / "latest.pt")
 
 
 def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> Dict:
@@ -667,9 +688,11 @@ def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Option
     if not info.is_main:
         return {}
     table = format_metrics_table(rows)
-    log.info(f"{title}\n{table}")
+    log.info(f"{title} (encoded in {args.eval_precision}, --ties {args.ties}; ties: queries whose ground truth "
+             f"scores exactly as a wrong candidate)\n{table}")
     result = {"experiments": args.experiments, "dataset": args.dataset, "noise_ratio": str(args.noise_ratio),
-              "method": args.method, "results": rows, **(extra or {})}
+              "method": args.method, "eval_precision": args.eval_precision, "ties": args.ties, "results": rows,
+              **(extra or {})}
     name = "eval_results.json" if args.eval else "results.json"
     atomic_write_json(run_dir / name, result)
     log.info(f"wrote {run_dir / name}")

@@ -1,19 +1,79 @@
 """Encode a split and rank: the evaluation path (metrics themselves live in evaluation_metrics).
 
 Each image is decoded and encoded once (not once per caption); captions are tokenized and encoded
-in batches. Everything runs in eval mode under ``no_grad``, on CPU or GPU.
+in batches. Everything runs in eval mode under ``no_grad``, on CPU or GPU, in the precision chosen
+for evaluation (:func:`eval_precision`), which is independent of the training precision.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Dict, Optional, Tuple
+import copy
+from contextlib import contextmanager, nullcontext
+from functools import partial
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
+from open_clip.model import convert_weights_to_lp
 from tqdm import tqdm
 
 from data import Split, image_loader
 from npc.evaluation_metrics import fold_metrics, retrieval_metrics
-from npc.model import encode
+from npc.model import encode, model_dtype
+
+#: ``--eval_precision`` values: how features are computed for evaluation.
+EVAL_PRECISIONS = ("fp32", "fp16", "amp_bf16")
+
+
+@contextmanager
+def _no_tf32(device: torch.device) -> Iterator[None]:
+    """fp32 matmuls and convolutions without TF32 on CUDA (cuDNN convolutions use TF32 by default)."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+@contextmanager
+def eval_precision(model, precision: str, device) -> Iterator[Tuple[torch.nn.Module, Callable]]:
+    """The model to encode with and its autocast context for ``precision``; ``model`` is untouched.
+
+    * ``fp32``: fp32 weights and arithmetic (TF32 off on CUDA). Weights stored in fp16 are upcast
+      exactly, so a checkpoint published in fp16 is evaluated at (at least) its own precision.
+    * ``fp16``: the reference release's evaluation: weights in fp16 the way OpenAI's CLIP converts
+      them (linear, convolution and attention weights; LayerNorm computes in fp32), no autocast.
+    * ``amp_bf16``: fp32 weights under bf16 autocast (the default training regime on CUDA).
+
+    When ``model``'s weights are not already in the dtype ``precision`` needs, a converted copy is
+    yielded, so training goes on with exactly the weights it had (an fp32 -> fp16 -> fp32 round trip
+    in place would round them). Pure fp16 runs on CPU too (slowly) with this project's torch; where
+    an operation has no CPU fp16 kernel, the error names the flag.
+    """
+    if precision not in EVAL_PRECISIONS:
+        raise ValueError(f"--eval_precision must be one of {EVAL_PRECISIONS}, got {precision!r}")
+    dtype = model_dtype(model)
+    if precision == "fp16":
+        if dtype != torch.float16:
+            model = copy.deepcopy(model)
+            convert_weights_to_lp(model, torch.float16)
+        try:
+            yield model, nullcontext
+        except RuntimeError as e:   # e.g. "... not implemented for 'Half'" from an op without a CPU fp16 kernel
+            if "Half" not in str(e) or torch.device(device).type == "cuda":
+                raise
+            raise RuntimeError(f"--eval_precision fp16 on {device}: this torch lacks an fp16 operation the model "
+                               f"needs ({e}); evaluate on a GPU or with --eval_precision fp32") from e
+        return
+    if dtype != torch.float32:
+        model = copy.deepcopy(model).float()   # exact: every fp16 / bf16 value is an fp32 value
+    if precision == "amp_bf16":
+        yield model, partial(torch.autocast, device_type=torch.device(device).type, dtype=torch.bfloat16)
+        return
+    with _no_tf32(device):
+        yield model, nullcontext
 
 
 @torch.no_grad()
@@ -38,17 +98,23 @@ def encode_split(model, split: Split, preprocess, tokenizer, *, batch_size: int 
     return torch.cat(img_feats), torch.cat(txt_feats)
 
 
-def evaluate_split(model, split: Split, preprocess, tokenizer, *, folds_1k: bool = False, **kw
-                   ) -> Dict[str, Dict[str, float]]:
-    """Recall table rows for one split: the full split, and for MSCOCO test also the 1K folds."""
+def evaluate_split(model, split: Split, preprocess, tokenizer, *, folds_1k: bool = False,
+                   ties: str = "pessimistic", **kw) -> Dict[str, Dict[str, float]]:
+    """Recall table rows for one split: the full split, and for MSCOCO test also the 1K folds.
+
+    ``ties`` is the rule for exact ties (:func:`npc.evaluation_metrics.retrieval_metrics`); ``kw``
+    go to :func:`encode_split`.
+    """
     img, txt = encode_split(model, split, preprocess, tokenizer, **kw)
-    sims = img @ txt.t()
+    with _no_tf32(img.device):
+        sims = img @ txt.t()
     n = split.num_images
     rows = {}
     label = f"{split.name} {n // 1000}K" if n % 1000 == 0 and n >= 1000 else f"{split.name} ({n} images)"
-    rows[label] = retrieval_metrics(sims, split.num_anns)
+    rows[label] = retrieval_metrics(sims, split.num_anns, ties)
     if folds_1k and n % 1000 == 0 and n > 1000:
-        rows[f"{split.name} 1K ({n // 1000}-fold mean)"] = fold_metrics(sims, split.num_anns, folds=n // 1000)
+        rows[f"{split.name} 1K ({n // 1000}-fold mean)"] = fold_metrics(sims, split.num_anns, folds=n // 1000,
+                                                                        ties=ties)
     return rows
 
 

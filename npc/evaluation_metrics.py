@@ -11,18 +11,23 @@ numpy for the statistics.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Tuple, Union
 
 import numpy as np
 import torch
 
-__all__ = ["METRIC_KEYS", "retrieval_metrics", "fold_metrics", "format_metrics_table"]
+__all__ = ["METRIC_KEYS", "TIE_KEYS", "TIE_RULES", "retrieval_metrics", "fold_metrics",
+           "format_metrics_table"]
 
-#: Keys of the dicts returned by :func:`retrieval_metrics` and :func:`fold_metrics`.
+#: Float keys of the dicts returned by :func:`retrieval_metrics` and :func:`fold_metrics`.
 METRIC_KEYS = (
     "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10",
     "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr", "rsum",
 )
+#: Integer keys that follow them: queries whose ground truth ties with a wrong candidate.
+TIE_KEYS = ("i2t_ties", "t2i_ties")
+#: How a wrong candidate scoring exactly the ground truth's score is ranked (``ties=``).
+TIE_RULES = ("pessimistic", "optimistic")
 _RECALL_KS = (1, 5, 10)
 
 # Elements of the similarity matrix compared at once (a boolean chunk of this many elements is
@@ -67,8 +72,9 @@ def _check_shape(t: torch.Tensor, num_anns: int) -> None:
             f"i.e. expected shape ({n_img}, {n_img * num_anns})")
 
 
-def _i2t_ranks(t: torch.Tensor, num_anns: int) -> np.ndarray:
-    """1-based rank of each image's best ground-truth caption (ties count against the query)."""
+def _i2t_ranks(t: torch.Tensor, num_anns: int) -> Tuple[np.ndarray, np.ndarray]:
+    """1-based ranks of each image's best ground-truth caption when ties count against the query
+    (pessimistic) and for it (optimistic); they differ exactly for the tied queries."""
     n_img, n_txt = t.shape
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // n_txt)
     out = []
@@ -80,14 +86,17 @@ def _i2t_ranks(t: torch.Tensor, num_anns: int) -> np.ndarray:
         own = block.gather(1, first + torch.arange(num_anns, device=t.device))  # (c, num_anns)
         best = own.max(dim=1, keepdim=True).values                   # (c, 1)
         n_ge_all = (block >= best).sum(dim=1)
+        n_gt_all = (block > best).sum(dim=1)  # no ground truth scores above the best one
         n_ge_own = (own >= best).sum(dim=1)   # >= 1: the best caption itself (plus tied GTs)
-        # Every wrong caption scoring >= the best correct one is ranked ahead of it.
-        out.append((1 + n_ge_all - n_ge_own).cpu())
-    return torch.cat(out).numpy().astype(np.int64)
+        # Pessimistic: every wrong caption scoring >= the best correct one is ranked ahead of it.
+        # Optimistic: only those scoring strictly more.
+        out.append(torch.stack([1 + n_ge_all - n_ge_own, 1 + n_gt_all]).cpu())
+    both = torch.cat(out, dim=1).numpy().astype(np.int64)
+    return both[0], both[1]
 
 
-def _t2i_ranks(t: torch.Tensor, num_anns: int) -> np.ndarray:
-    """1-based rank of each caption's single correct image (ties count against the query)."""
+def _t2i_ranks(t: torch.Tensor, num_anns: int) -> Tuple[np.ndarray, np.ndarray]:
+    """1-based pessimistic and optimistic ranks of each caption's single correct image."""
     n_img, n_txt = t.shape
     cols_per_chunk = max(1, _CHUNK_ELEMENTS // n_img)
     out = []
@@ -96,9 +105,10 @@ def _t2i_ranks(t: torch.Tensor, num_anns: int) -> np.ndarray:
         cols = torch.arange(start, start + block.shape[1], device=t.device)
         gt = block[cols // num_anns, cols - start].unsqueeze(0)      # (1, c)
         # The correct image is counted once by ">=" (itself); every other count is a wrong image
-        # scoring at least as high, so the count is exactly the 1-based rank.
-        out.append((block >= gt).sum(dim=0).cpu())
-    return torch.cat(out).numpy().astype(np.int64)
+        # scoring at least as high, so the count is exactly the pessimistic 1-based rank.
+        out.append(torch.stack([(block >= gt).sum(dim=0), 1 + (block > gt).sum(dim=0)]).cpu())
+    both = torch.cat(out, dim=1).numpy().astype(np.int64)
+    return both[0], both[1]
 
 
 def _stats(ranks: np.ndarray, prefix: str) -> Dict[str, float]:
@@ -108,62 +118,82 @@ def _stats(ranks: np.ndarray, prefix: str) -> Dict[str, float]:
     return d
 
 
-def retrieval_metrics(sims, num_anns: int) -> Dict[str, float]:
-    """Recall@{1,5,10}, median and mean rank in both directions, and rsum.
+def _check_ties(ties: str) -> None:
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+
+
+def retrieval_metrics(sims, num_anns: int, ties: str = "pessimistic") -> Dict[str, Union[float, int]]:
+    """Recall@{1,5,10}, median and mean rank in both directions, rsum, and the number of ties.
 
     Args:
         sims: (n_images, n_images * num_anns) similarity matrix, a torch tensor (any device) or
             anything numpy can read. Caption ``j`` belongs to image ``j // num_anns``.
         num_anns: captions per image (5 for MSCOCO / Flickr30K, 1 for CC120K).
+        ties: ``"pessimistic"`` (default) or ``"optimistic"``, the rule for exact ties (below).
 
     Returns:
         dict with keys ``i2t_r1 i2t_r5 i2t_r10 t2i_r1 t2i_r5 t2i_r10 i2t_medr i2t_meanr t2i_medr
-        t2i_meanr rsum`` as Python floats. Recalls are percentages; ``rsum`` is the sum of the six
+        t2i_meanr rsum`` (:data:`METRIC_KEYS`) as Python floats, then ``i2t_ties t2i_ties``
+        (:data:`TIE_KEYS`) as Python ints. Recalls are percentages; ``rsum`` is the sum of the six
         recalls (max 600). Ranks are 1-based; medr is ``np.median`` of the ranks (may be x.5),
-        meanr their mean.
+        meanr their mean. ``<dir>_ties`` is the number of queries whose best ground-truth score is
+        exactly equal to the score of at least one wrong candidate: only these queries can rank
+        differently under the two tie rules, so when both counts are 0 the two rules give the same
+        table.
 
     Ranking rules:
         * image -> text: a query's rank is the rank of its BEST ground-truth caption (any of its
           ``num_anns`` captions); the other ground-truth captions are not competitors.
         * text -> image: each caption has exactly one correct image.
-        * Ties count against the query (pessimistic): rank = 1 + number of WRONG candidates with
-          score >= the best correct score, i.e. a wrong candidate tied with the correct one is
-          ranked before it. This makes a degenerate model (e.g. all-equal scores) score ~0 instead
-          of a perfect recall, and makes the result independent of sort stability.
+        * ``ties="pessimistic"``: rank = 1 + number of WRONG candidates with score >= the best
+          correct score, i.e. a wrong candidate tied with the correct one is ranked before it.
+          A degenerate model (e.g. all-equal scores) then scores ~0 instead of a perfect recall,
+          and the result does not depend on the order a sort happens to leave equal scores in.
+        * ``ties="optimistic"``: rank = 1 + number of wrong candidates with score > the best
+          correct score: tied wrong candidates are ranked after it. Together the two rules bound
+          what any sort-based evaluation (e.g. the reference release's ``argsort``) can report.
 
     Raises:
         ValueError: if ``sims`` is not 2-D, ``sims.shape[1] != sims.shape[0] * num_anns``, it is
-            empty, or it contains NaN (a NaN compares false with everything and would silently
-            give the query rank 1).
+            empty, it contains NaN (a NaN compares false with everything and would silently
+            give the query rank 1), or ``ties`` is not a known rule.
     """
+    _check_ties(ties)
     t = _as_tensor(sims)
     _check_shape(t, num_anns)
     if t.is_floating_point() and bool(torch.isnan(t).any()):
         raise ValueError("sims contains NaN; refusing to compute ranks from it")
     out = {}
-    out.update(_stats(_i2t_ranks(t, num_anns), "i2t"))
-    out.update(_stats(_t2i_ranks(t, num_anns), "t2i"))
+    for prefix, ranks_of in (("i2t", _i2t_ranks), ("t2i", _t2i_ranks)):
+        pessimistic, optimistic = ranks_of(t, num_anns)
+        out.update(_stats(pessimistic if ties == "pessimistic" else optimistic, prefix))
+        out[f"{prefix}_ties"] = int(np.count_nonzero(pessimistic != optimistic))
     out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in _RECALL_KS))
-    return {k: out[k] for k in METRIC_KEYS}
+    return {k: out[k] for k in METRIC_KEYS + TIE_KEYS}
 
 
-def fold_metrics(sims, num_anns: int, folds: int = 5) -> Dict[str, float]:
+def fold_metrics(sims, num_anns: int, folds: int = 5, ties: str = "pessimistic"
+                 ) -> Dict[str, Union[float, int]]:
     """MSCOCO 1K protocol: mean of :func:`retrieval_metrics` over ``folds`` diagonal blocks.
 
     The images are split into ``folds`` consecutive blocks of ``n_images / folds`` images; fold
     ``f`` is evaluated on its own images against its own captions only (the diagonal block
-    ``sims[f*m:(f+1)*m, f*m*num_anns:(f+1)*m*num_anns]`` with ``m = n_images / folds``). Every key is
-    the mean over folds; ``rsum`` is the mean of the fold rsums (equal to the sum of the mean
-    recalls), and medr / meanr are means of the per-fold values.
+    ``sims[f*m:(f+1)*m, f*m*num_anns:(f+1)*m*num_anns]`` with ``m = n_images / folds``). Every key of
+    :data:`METRIC_KEYS` is the mean over folds; ``rsum`` is the mean of the fold rsums (equal to the
+    sum of the mean recalls), and medr / meanr are means of the per-fold values. The tie counts
+    (:data:`TIE_KEYS`) are summed over the folds: every query belongs to exactly one fold. ``ties``
+    is the rule of :func:`retrieval_metrics`.
 
-    All six recalls are the real ones. The reference release reported i2t R@10 in the t2i R@10
-    slot of its COCO-1K output (inflating its COCO-1K rsum); that bug is deliberately NOT
-    reproduced, so COCO-1K t2i R@10 / rsum here are not comparable with the release's numbers.
+    All six recalls are the real ones. The reference release's COCO-1K output repeats i2t R@10 in
+    the t2i R@10 slot, so an rsum computed from its published 1K table is inflated; that slip is
+    deliberately NOT reproduced, so COCO-1K t2i R@10 / rsum here are not comparable with it.
 
     Raises:
         ValueError: for a bad shape (see :func:`retrieval_metrics`), ``folds < 1``, or when
             ``n_images`` is not divisible by ``folds``.
     """
+    _check_ties(ties)
     t = _as_tensor(sims)
     _check_shape(t, num_anns)
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 1:
@@ -174,30 +204,37 @@ def fold_metrics(sims, num_anns: int, folds: int = 5) -> Dict[str, float]:
                          f"(sims shape {tuple(t.shape)})")
     m = n_img // folds
     per_fold = [retrieval_metrics(t[f * m:(f + 1) * m, f * m * num_anns:(f + 1) * m * num_anns],
-                                  num_anns)
+                                  num_anns, ties)
                 for f in range(folds)]
-    return {k: float(np.mean([r[k] for r in per_fold])) for k in METRIC_KEYS}
+    out = {k: float(np.mean([r[k] for r in per_fold])) for k in METRIC_KEYS}
+    out.update({k: int(sum(r[k] for r in per_fold)) for k in TIE_KEYS})
+    return out
 
 
 def format_metrics_table(rows: Mapping[str, Mapping[str, float]]) -> str:
     """Fixed-width text table: one line per named result, recalls and rsum with one decimal.
 
     ``rows`` maps a label (e.g. ``"test 5K"``, ``"test 1K (5-fold)"``) to a dict as returned by
-    :func:`retrieval_metrics`. Columns: i2t R@1 R@5 R@10 | t2i R@1 R@5 R@10 | rsum.
+    :func:`retrieval_metrics`. Columns: i2t R@1 R@5 R@10 | t2i R@1 R@5 R@10 | rsum | ties, the
+    last one the tie counts ``i2t/t2i`` (``-`` for a row without them): when both are 0 the
+    pessimistic and optimistic tie rules give the same row.
     """
     recall_cols = [f"{d}_r{k}" for d in ("i2t", "t2i") for k in _RECALL_KS]
+    tie_cells = {name: "/".join(str(int(m[k])) for k in TIE_KEYS) if all(k in m for k in TIE_KEYS) else "-"
+                 for name, m in rows.items()}
     name_w = max([len("result")] + [len(str(name)) for name in rows])
     w = 6  # fits "100.0" and "R@10" with a space
     rsum_w = 7  # fits "600.0"
+    tie_w = max([len(" i2t/t2i")] + [len(c) + 1 for c in tie_cells.values()])
 
-    def line(name, cells, rsum):
+    def line(name, cells, rsum, tie):
         return (f"{name:<{name_w}} |" + "".join(f"{c:>{w}}" for c in cells[:3]) + " |"
-                + "".join(f"{c:>{w}}" for c in cells[3:]) + f" |{rsum:>{rsum_w}}")
+                + "".join(f"{c:>{w}}" for c in cells[3:]) + f" |{rsum:>{rsum_w}} |{tie:>{tie_w}}")
 
-    group = f"{'':<{name_w}} |{'i2t':^{3 * w}} |{'t2i':^{3 * w}} |{'':>{rsum_w}}"
-    header = line("result", ["R@1", "R@5", "R@10"] * 2, "rsum")
+    group = f"{'':<{name_w}} |{'i2t':^{3 * w}} |{'t2i':^{3 * w}} |{'':>{rsum_w}} |{'ties':^{tie_w}}"
+    header = line("result", ["R@1", "R@5", "R@10"] * 2, "rsum", "i2t/t2i")
     lines = [group.rstrip(), header, "-" * len(header)]
     for name, m in rows.items():
         lines.append(line(str(name), [f"{float(m[c]):.1f}" for c in recall_cols],
-                          f"{float(m['rsum']):.1f}"))
+                          f"{float(m['rsum']):.1f}", tie_cells[name]))
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from npc.io import atomic_write_json
+from npc.locks import file_lock
 
 
 def pil_part(preprocess):
@@ -79,14 +80,20 @@ class ImageCache:
         self.mean, self.std = normalization(preprocess)
         fp = fingerprint(paths, self.pil)
         meta = self._read_meta()
-        if meta is None or meta.get("fingerprint") != fp or not self.array_path.is_file():
-            why = "none found" if meta is None else "its source changed"
-            log(f"image cache: building {self.array_path} for {len(paths)} images ({why})")
-            meta = self._build(paths, fp, num_workers, progress)
+        if self._stale(meta, fp):  # one builder at a time; a second one waits, then finds it built
+            with file_lock(self.folder / f".{name}.lock", f"the image cache {self.array_path}", wait=True, log=log):
+                meta = self._read_meta()
+                if self._stale(meta, fp):
+                    why = "none found" if meta is None else "its source changed"
+                    log(f"image cache: building {self.array_path} for {len(paths)} images ({why})")
+                    meta = self._build(paths, fp, num_workers, progress)
         else:
             log(f"image cache: reusing {self.array_path}")
         self.shape = tuple(meta["shape"])
         self.array = np.memmap(self.array_path, dtype=np.uint8, mode="r", shape=self.shape)
+
+    def _stale(self, meta, fp: str) -> bool:
+        return meta is None or meta.get("fingerprint") != fp or not self.array_path.is_file()
 
     def _read_meta(self):
         try:

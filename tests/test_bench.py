@@ -54,6 +54,22 @@ def test_paper_size_loading_reports_both_paths():
     assert 100 < out["paper_size_jpeg_kib"] < 250  # near MSCOCO's mean JPEG size, as documented
 
 
+def test_eval_speed_reports_both_paths_with_the_same_metrics():
+    import eval_speed
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        eval_speed.main(["--model", "npc-micro", "--images", "12", "--batch", "8", "--workers", "0",
+                         "--device", "cpu", "--json"])
+    out = json.loads(buf.getvalue())
+    assert out["eval_jpeg_s"] > 0 and out["eval_cache_s"] > 0 and out["captions"] == 60
+    assert out["load_jpeg_images_per_s_0w"] > 0 and out["load_cache_images_per_s_0w"] > 0
+    # the cache holds the same pixels the JPEG path feeds the model: identical features and table
+    assert out["cache_max_abs_feature_diff"] == 0.0 and out["same_metrics"] is True
+    assert out["command"].startswith("python bench/eval_speed.py") and "/work" not in json.dumps(out)
+    assert out["torch"] == torch.__version__ and out["git_commit"]
+
+
 def test_study_oracle_is_the_leave_one_out_difference_written_out():
     from bench.negative_impact_study import loo_oracle
     from npc.losses import clip_loss_per_sample

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from npc import evaluation_metrics as em
-from npc.evaluation_metrics import (METRIC_KEYS, fold_metrics, format_metrics_table,
+from npc.evaluation_metrics import (METRIC_KEYS, TIE_KEYS, fold_metrics, format_metrics_table,
                                     retrieval_metrics)
 
 
@@ -15,18 +15,22 @@ def approx_dict(d, **expected):
         assert d[k] == pytest.approx(v), k
 
 
-def naive_ranks(sims, num_anns):
-    """Textbook argsort ranks (SCAN style), valid when there are no ties."""
+def naive_ranks(sims, num_anns, rng=None):
+    """Textbook argsort ranks (SCAN style), valid when there are no ties. With ``rng``, the
+    candidates are shuffled before a stable sort: one arbitrary order among equal scores, as a
+    sort-based evaluation would leave them."""
     sims = np.asarray(sims, dtype=np.float64)
     n_img, n_txt = sims.shape
+
+    def order(scores):
+        perm = rng.permutation(len(scores)) if rng is not None else np.arange(len(scores))
+        return list(perm[np.argsort(-scores[perm], kind="stable")])
+
     i2t = []
     for i in range(n_img):
-        order = list(np.argsort(-sims[i]))
-        i2t.append(1 + min(order.index(j) for j in range(i * num_anns, (i + 1) * num_anns)))
-    t2i = []
-    for j in range(n_txt):
-        order = list(np.argsort(-sims[:, j]))
-        t2i.append(1 + order.index(j // num_anns))
+        o = order(sims[i])
+        i2t.append(1 + min(o.index(j) for j in range(i * num_anns, (i + 1) * num_anns)))
+    t2i = [1 + order(sims[:, j]).index(j // num_anns) for j in range(n_txt)]
     return np.array(i2t), np.array(t2i)
 
 
@@ -54,8 +58,9 @@ def test_num_anns_1_hand_computed():
     approx_dict(m, i2t_r1=100 / 3, i2t_r5=100, i2t_r10=100, i2t_medr=2, i2t_meanr=5 / 3,
                 t2i_r1=200 / 3, t2i_r5=100, t2i_r10=100, t2i_medr=1, t2i_meanr=4 / 3,
                 rsum=500)
-    assert list(m) == list(METRIC_KEYS)
-    assert all(type(v) is float for v in m.values())
+    assert list(m) == list(METRIC_KEYS) + list(TIE_KEYS)
+    assert all(type(m[k]) is float for k in METRIC_KEYS)
+    assert m["i2t_ties"] == m["t2i_ties"] == 0 and all(type(m[k]) is int for k in TIE_KEYS)
 
 
 # ---------------------------------------------------------------- num_anns = 5, 2 x 10
@@ -118,6 +123,10 @@ def test_ties_count_against_query_but_not_among_ground_truths():
     m = retrieval_metrics(sims, 2)
     approx_dict(m, i2t_r1=50, i2t_medr=1.5, i2t_meanr=1.5,
                 t2i_r1=75, t2i_medr=1, t2i_meanr=1.25)
+    # one tied query (img0 with cap2); img1's two tied ground truths are not a tie with a wrong one
+    assert (m["i2t_ties"], m["t2i_ties"]) == (1, 0)
+    # optimistic: img0's best ground truth ranks before the tied cap2 -> rank 1
+    approx_dict(retrieval_metrics(sims, 2, ties="optimistic"), i2t_r1=100, i2t_meanr=1, t2i_r1=75)
 
 
 def test_tied_wrong_candidate_in_t2i():
@@ -126,6 +135,84 @@ def test_tied_wrong_candidate_in_t2i():
     m = retrieval_metrics(sims, 1)
     assert m["t2i_r1"] == pytest.approx(50)
     assert m["t2i_meanr"] == pytest.approx(1.5)
+
+
+# ---------------------------------------------------------------- tie rules
+SIMS_TIES = np.array([
+    [0.5, 0.5, 0.2],
+    [0.9, 0.3, 0.3],
+    [0.5, 0.4, 0.8],
+])
+# i2t (row i, correct column i):            pessimistic  optimistic  tied
+#   img0: GT .5; wrong .5 (=) .2                  2            1       yes
+#   img1: GT .3; wrong .9 (>) .3 (=)              3            2       yes
+#   img2: GT .8; wrong .5 .4                      1            1       no
+#   pessimistic [2,3,1]: R@1 33.3, medr 2, meanr 2; optimistic [1,2,1]: R@1 66.7, medr 1, meanr 4/3
+# t2i (column j, correct row j):
+#   cap0: col [.5 .9 .5], GT .5; .9 (>), .5 (=)   3            2       yes
+#   cap1: col [.5 .3 .4], GT .3; .5 .4 (>)        3            3       no
+#   cap2: col [.2 .3 .8], GT .8                   1            1       no
+#   pessimistic [3,3,1]: R@1 33.3, medr 3, meanr 7/3; optimistic [2,3,1]: R@1 33.3, medr 2, meanr 2
+# R@5 = R@10 = 100 everywhere: rsum 466.67 pessimistic, 500 optimistic. Ties: i2t 2, t2i 1.
+
+
+def test_tie_rules_hand_computed():
+    pes = retrieval_metrics(SIMS_TIES, 1)
+    assert pes == retrieval_metrics(SIMS_TIES, 1, ties="pessimistic")   # the default
+    approx_dict(pes, i2t_r1=100 / 3, i2t_r5=100, i2t_medr=2, i2t_meanr=2,
+                t2i_r1=100 / 3, t2i_r5=100, t2i_medr=3, t2i_meanr=7 / 3, rsum=1400 / 3)
+    opt = retrieval_metrics(SIMS_TIES, 1, ties="optimistic")
+    approx_dict(opt, i2t_r1=200 / 3, i2t_r5=100, i2t_medr=1, i2t_meanr=4 / 3,
+                t2i_r1=100 / 3, t2i_r5=100, t2i_medr=2, t2i_meanr=2, rsum=500)
+    for m in (pes, opt):   # the count does not depend on the rule
+        assert (m["i2t_ties"], m["t2i_ties"]) == (2, 1)
+
+
+def test_all_equal_scores_optimistic_is_perfect():
+    m = retrieval_metrics(np.full((2, 2), 0.5), 1, ties="optimistic")
+    approx_dict(m, i2t_r1=100, t2i_r1=100, i2t_meanr=1, t2i_meanr=1, rsum=600)
+    assert (m["i2t_ties"], m["t2i_ties"]) == (2, 2)
+
+
+@pytest.mark.parametrize("num_anns", [1, 5])
+def test_tie_rules_bracket_any_order_of_equal_scores(num_anns):
+    # Scores on a grid of 4 values: many exact ties, in both directions.
+    rng = np.random.default_rng(num_anns)
+    n = 12
+    sims = rng.integers(0, 4, size=(n, n * num_anns)).astype(np.float32) / 4
+    i2t_pes, i2t_opt = em._i2t_ranks(torch.from_numpy(sims), num_anns)
+    t2i_pes, t2i_opt = em._t2i_ranks(torch.from_numpy(sims), num_anns)
+    assert (i2t_opt < i2t_pes).any() and (t2i_opt < t2i_pes).any()   # ties matter here
+    for _ in range(5):
+        i2t, t2i = naive_ranks(sims, num_anns, rng)
+        assert (i2t_opt <= i2t).all() and (i2t <= i2t_pes).all()
+        assert (t2i_opt <= t2i).all() and (t2i <= t2i_pes).all()
+    pes = retrieval_metrics(sims, num_anns)
+    opt = retrieval_metrics(sims, num_anns, ties="optimistic")
+    for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
+        assert opt[k] >= pes[k], k
+    assert opt["rsum"] > pes["rsum"]
+    for k in ("i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr"):
+        assert opt[k] <= pes[k], k
+    assert pes["i2t_ties"] == opt["i2t_ties"] == int((i2t_opt < i2t_pes).sum()) > 0
+    assert pes["t2i_ties"] == opt["t2i_ties"] == int((t2i_opt < t2i_pes).sum()) > 0
+
+
+@pytest.mark.parametrize("num_anns", [1, 5])
+def test_tie_rules_agree_without_ties(num_anns):
+    rng = np.random.default_rng(10 + num_anns)
+    sims = rng.standard_normal((15, 15 * num_anns))
+    pes = retrieval_metrics(sims, num_anns)
+    assert pes["i2t_ties"] == pes["t2i_ties"] == 0
+    assert retrieval_metrics(sims, num_anns, ties="optimistic") == pes
+    assert fold_metrics(sims, num_anns, folds=3, ties="optimistic") == fold_metrics(sims, num_anns, folds=3)
+
+
+def test_unknown_tie_rule():
+    with pytest.raises(ValueError, match="ties"):
+        retrieval_metrics(SIMS_3x3, 1, ties="random")
+    with pytest.raises(ValueError, match="ties"):
+        fold_metrics(SIMS_3x3, 1, folds=1, ties="average")
 
 
 # ---------------------------------------------------------------- agreement with naive ranks
@@ -208,6 +295,19 @@ def test_fold_metrics_equals_mean_over_blocks():
     assert m["t2i_r10"] == pytest.approx(np.mean([p["t2i_r10"] for p in per]))
 
 
+def test_fold_metrics_sums_tie_counts_over_folds():
+    # 4 images, num_anns=1, 2 folds of all-equal 2x2 blocks: every query of both folds is tied
+    # (2 per fold and direction). The off-diagonal 9.0 are not candidates under the 1K protocol.
+    sims = np.full((4, 4), 9.0)
+    sims[0:2, 0:2] = 0.5
+    sims[2:4, 2:4] = 0.25
+    pes = fold_metrics(sims, 1, folds=2)
+    opt = fold_metrics(sims, 1, folds=2, ties="optimistic")
+    assert (pes["i2t_ties"], pes["t2i_ties"]) == (opt["i2t_ties"], opt["t2i_ties"]) == (4, 4)
+    approx_dict(pes, i2t_r1=0, t2i_r1=0, rsum=400)
+    approx_dict(opt, i2t_r1=100, t2i_r1=100, rsum=600)
+
+
 def test_fold_metrics_not_divisible():
     with pytest.raises(ValueError, match="6 images into 5"):
         fold_metrics(np.zeros((6, 30)), 5, folds=5)
@@ -238,13 +338,18 @@ def test_bad_num_anns_and_nan():
 # ---------------------------------------------------------------- table
 def test_format_metrics_table():
     rows = {"test 5K": retrieval_metrics(SIMS_3x3, 1),
-            "test 1K (5-fold)": retrieval_metrics(SIMS_2x10, 5)}
+            "test 1K (5-fold)": retrieval_metrics(SIMS_2x10, 5),
+            "ties": retrieval_metrics(SIMS_TIES, 1),
+            "old": {k: v for k, v in retrieval_metrics(SIMS_3x3, 1).items() if k not in TIE_KEYS}}
     table = format_metrics_table(rows)
     lines = table.splitlines()
     assert any(line.startswith("test 5K ") for line in lines)
     assert any(line.startswith("test 1K (5-fold) ") for line in lines)
     row = next(line for line in lines if line.startswith("test 5K "))
-    assert "33.3" in row and "66.7" in row and "500.0" in row
+    assert "33.3" in row and "66.7" in row and "500.0" in row and row.endswith(" 0/0")
+    assert next(line for line in lines if line.startswith("ties ")).endswith(" 2/1")
+    assert next(line for line in lines if line.startswith("old ")).endswith(" -")   # no counts
+    assert "ties" in lines[0] and lines[1].endswith("i2t/t2i")
     assert "R@10" in table and "rsum" in table and "i2t" in table and "t2i" in table
     # fixed width: the header, rule and data lines have the same length
     assert len({len(line) for line in lines[1:]}) == 1
