@@ -577,6 +577,19 @@ def repair_best(ckpt_dir: Path, best: Dict) -> None:
         log.info(f"restored {dst} from {src.name} (the best epoch so far)")
 
 
+def wait_past_event_files(logdir: Path) -> None:
+    """Wait until the clock has left the second in which the newest event file of ``logdir`` was made.
+
+    TensorBoard reads a run's event files in name order, and a name starts with the second its file
+    was created in. A resumed run's file must sort after the earlier ones, or its ``purge_step``
+    hides the wrong events; within the same second the order would fall to the process ids.
+    """
+    made = [int(f.name.split(".")[3]) for f in logdir.glob("events.out.tfevents.*")
+            if len(f.name.split(".")) > 4 and f.name.split(".")[3].isdigit()]
+    if made:
+        time.sleep(max(0.0, max(made) + 1 - time.time()))
+
+
 def open_logs(r: Run, t: Trainer, stack: ExitStack) -> None:
     """TensorBoard and metrics.jsonl from where the checkpoint stands: what a killed run logged after
     its last checkpoint is dropped (the epoch runs again), so nothing is counted twice."""
@@ -585,6 +598,8 @@ def open_logs(r: Run, t: Trainer, stack: ExitStack) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     resumed = t.step > 0
+    if resumed:
+        wait_past_event_files(r.run_dir / "tensorboard")
     # Every event is logged at a global step; events of the earlier run after the checkpoint's step are hidden.
     r.writer = SummaryWriter(str(r.run_dir / "tensorboard"), purge_step=t.step + 1 if resumed else None)
     stack.callback(r.writer.close)

@@ -468,3 +468,24 @@ def test_help_is_quick_and_get_memorybank_lists_its_flags():
     listed = set(re.findall(r"^\s+(--\w+)", text, re.M))
     assert {"--bank_seed", "--clean_threshold", "--noise_ratio", "--batch_size"} <= listed
     assert not listed & {"--lr", "--epochs", "--warmup", "--npc_variant", "--stop_after", "--seed"}
+
+
+def test_resumed_event_file_sorts_after_the_earlier_ones(tmp_path):
+    """TensorBoard reads event files in name order (creation second first): a resume within the same
+    second as the earlier writer must not put its file, and so its purge_step, first."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from npc.engine import wait_past_event_files
+
+    logdir = tmp_path / "tensorboard"
+    first = SummaryWriter(str(logdir))
+    first.add_scalar("x", 1.0, 1)
+    first.close()
+    (earlier,) = [f.name for f in logdir.glob("events.out.tfevents.*")]
+    wait_past_event_files(logdir)
+    second = SummaryWriter(str(logdir), purge_step=1)
+    second.close()
+    names = sorted(f.name for f in logdir.glob("events.out.tfevents.*"))
+    assert len(names) == 2 and names[0] == earlier  # the resumed run's file is read last
+    assert int(names[1].split(".")[3]) > int(names[0].split(".")[3])
+    wait_past_event_files(tmp_path / "missing")  # no event files: returns at once
