@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -56,7 +55,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import data  # noqa: E402
-from bench.noisy_benchmark import git_commit, pyplot, save_figure, write_table  # noqa: E402
+from bench.noisy_benchmark import pyplot, save_figure, write_table  # noqa: E402
+from bench.record import environment  # noqa: E402
 from npc import memory_bank as mb  # noqa: E402
 from npc.io import atomic_write_json  # noqa: E402
 from npc.losses import clip_loss_per_sample  # noqa: E402
@@ -337,10 +337,7 @@ def main(argv=None) -> int:
         # Settings (noise, checkpoint) already in the JSON are replaced, the others kept: the study can
         # run in parts. Each row carries the command and commit that produced it.
         record = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": []}
-        command = "python bench/negative_impact_study.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        meta = {"command": command.strip(), "git_commit": git_commit(), "torch": torch.__version__,
-                "python": platform.python_version(), "device": f"cpu ({torch.get_num_threads()} threads)",
-                "lr": LR, "sgd_lr": args.sgd_lr, "batches": args.batches, "oracle_batches": args.oracle_batches,
+        meta = {**environment(__file__, argv, torch.device("cpu")), "lr": LR, "sgd_lr": args.sgd_lr, "batches": args.batches, "oracle_batches": args.oracle_batches,
                 "oracle_pairs": args.oracle_pairs, "batch_size": 128}
         for noise in args.noise.split(","):
             for which in args.checkpoints.split(","):

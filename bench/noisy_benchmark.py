@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from npc.io import atomic_write_json, atomic_write_text  # noqa: E402
-from bench.record import git_commit  # noqa: E402,F401  (the study imports it from here)
+from bench.record import git_commit  # noqa: E402
 
 METHODS = ("base", "clip", "npc_paper", "npc_release", "npc_bank_only", "gmm_filter", "pclean_weight",
            "npc_first_order")

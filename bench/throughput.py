@@ -46,7 +46,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from npc.engine import autocast_for, make_optimizer, resolve_device, resolve_precision  # noqa: E402
+from npc.train_utils import autocast_for, make_optimizer, resolve_device, resolve_precision  # noqa: E402
 from npc.model import compile_towers, create_model, encode_text_parts  # noqa: E402
 from npc.negative_impact import clip_step, npc_step  # noqa: E402
 
