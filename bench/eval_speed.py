@@ -12,7 +12,9 @@ weights: the speed of encoding and ranking does not depend on them. Reported, in
   ``--workers`` count, then ``retrieval_metrics``), JPEG decoding included;
 * ``eval_cache_s``: the same from a built image cache (uint8 memmap, normalized on the device);
   ``cache_build_s`` is the one-off cost of building it;
-* ``encode_text_s`` and ``rank_s``: the parts both paths share.
+* ``rank_s``: the similarity matrix and recalls (the same for both paths).
+
+Both paths run through ``npc.evaluation.encode_split`` under ``eval_precision``, as ``--eval`` does.
 
 Loading alone (no model): images/s through a ``DataLoader`` with each ``--workers`` count, from the
 JPEGs (decode + resize + crop + normalize) and from the cache. The JPEGs were just written, so they
@@ -35,11 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import data  # noqa: E402
-from npc.engine import autocast_for, resolve_device  # noqa: E402
-from npc.evaluation import encode_split  # noqa: E402
+from npc.evaluation import EVAL_PRECISIONS, encode_split, eval_precision  # noqa: E402
+from npc.train_utils import resolve_device  # noqa: E402
 from npc.evaluation_metrics import retrieval_metrics  # noqa: E402
 from npc.image_cache import ImageCache  # noqa: E402
-from npc.model import create_model, encode  # noqa: E402
+from npc.model import create_model  # noqa: E402
 
 from record import environment  # noqa: E402
 from throughput import write_paper_size_jpegs  # noqa: E402
@@ -88,15 +90,6 @@ def cache_loader(cache: ImageCache, batch: int, workers: int):
                                        pin_memory=torch.cuda.is_available())
 
 
-@torch.no_grad()
-def encode_images_from_cache(model, cache: ImageCache, batch: int, workers: int, device, autocast) -> torch.Tensor:
-    feats = []
-    for pixels in cache_loader(cache, batch, workers):
-        with autocast():
-            feats.append(encode(model, images=pixels.to(device, non_blocking=True))[0].float())
-    return torch.cat(feats)
-
-
 def images_per_s(loader, n: int) -> float:
     t0 = time.perf_counter()
     seen = sum(len(b) for b in loader)
@@ -112,8 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=256, help="evaluation batch size")
     p.add_argument("--workers", default="8,16", help="comma list of DataLoader worker counts for the loading "
                                                      "measurement; evaluation uses the largest")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "amp_bf16"),
-                   help="encoding precision (the project evaluates in fp32 by default)")
+    p.add_argument("--precision", default="fp32", choices=EVAL_PRECISIONS,
+                   help="evaluation precision, as --eval_precision (the project evaluates in fp32 by default)")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
@@ -123,7 +116,6 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model, preprocess, tokenizer = create_model(args.model, "none", device=device)
     model.eval()
-    autocast = autocast_for(args.precision, device)
     result = {**environment(__file__, argv, device), "model": args.model, "images": args.images,
               "captions": args.images * args.num_anns, "batch": args.batch, "precision": args.precision,
               "eval_workers": workers[-1]}
@@ -135,26 +127,23 @@ def main(argv=None) -> int:
             loader = data.image_loader(split, preprocess, args.batch, w)
             result[f"load_jpeg_images_per_s_{w}w"] = images_per_s(loader, args.images)
 
-        kw = dict(batch_size=args.batch, device=device, autocast=autocast, num_workers=workers[-1], progress=False)
-        warm = split.subset_images(min(args.images, args.batch))
-        encode_split(model, warm, preprocess, tokenizer, **kw)  # CUDA context, kernels, allocator
-        (img, txt), enc_s = timed(lambda: encode_split(model, split, preprocess, tokenizer, **kw), device)
-        metrics, rank_s = timed(lambda: retrieval_metrics(img @ txt.t(), args.num_anns), device)
-        result.update(eval_jpeg_s=enc_s + rank_s, rank_s=rank_s)
-
         cache, result["cache_build_s"] = timed(
             lambda: ImageCache(Path(tmp) / "cache", "eval", split.image_paths, preprocess, num_workers=workers[-1],
                                progress=False, log=lambda *_: None), torch.device("cpu"))
         for w in workers:  # loading alone, cache path
             result[f"load_cache_images_per_s_{w}w"] = images_per_s(cache_loader(cache, args.batch, w), args.images)
-        img_c, img_cache_s = timed(lambda: encode_images_from_cache(model, cache, args.batch, workers[-1], device,
-                                                                    autocast), device)
-        txt_c, text_s = timed(lambda: encode_captions(model, split.captions, tokenizer, args.batch, device, autocast),
-                              device)
-        metrics_c, rank_c_s = timed(lambda: retrieval_metrics(img_c @ txt_c.t(), args.num_anns), device)
-        result.update(encode_text_s=text_s, eval_cache_s=img_cache_s + text_s + rank_c_s,
-                      cache_max_abs_feature_diff=float((img_c - img).abs().max()),
-                      same_metrics=metrics == metrics_c)
+
+        with eval_precision(model, args.precision, device) as (m, autocast):
+            kw = dict(batch_size=args.batch, device=device, autocast=autocast, num_workers=workers[-1], progress=False)
+            encode_split(m, split.subset_images(min(args.images, args.batch)), preprocess, tokenizer, **kw)  # warm-up
+            (img, txt), enc_s = timed(lambda: encode_split(m, split, preprocess, tokenizer, **kw), device)
+            metrics, rank_s = timed(lambda: retrieval_metrics(img @ txt.t(), args.num_anns), device)
+            (img_c, txt_c), enc_c_s = timed(lambda: encode_split(
+                m, split, preprocess, tokenizer, image_batches=cache_loader(cache, args.batch, workers[-1]), **kw),
+                device)
+            metrics_c, rank_c_s = timed(lambda: retrieval_metrics(img_c @ txt_c.t(), args.num_anns), device)
+        result.update(eval_jpeg_s=enc_s + rank_s, rank_s=rank_s, eval_cache_s=enc_c_s + rank_c_s,
+                      cache_max_abs_feature_diff=float((img_c - img).abs().max()), same_metrics=metrics == metrics_c)
     if device.type == "cuda":
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20)
     if args.json:
@@ -162,21 +151,12 @@ def main(argv=None) -> int:
         return 0
     print(f"{result['device']}, {args.model}, {args.images} images x {result['captions']} captions, {args.precision}")
     print(f"evaluation (encode + rank): from JPEGs {result['eval_jpeg_s']:.1f} s ({workers[-1]} workers), from the "
-          f"cache {result['eval_cache_s']:.1f} s (built once in {result['cache_build_s']:.1f} s); captions "
-          f"{result['encode_text_s']:.1f} s, ranking {result['rank_s']:.2f} s")
+          f"cache {result['eval_cache_s']:.1f} s (built once in {result['cache_build_s']:.1f} s); "
+          f"ranking {result['rank_s']:.2f} s")
     for w in workers:
         print(f"loading, {w} workers: JPEG {result[f'load_jpeg_images_per_s_{w}w']:.0f} images/s, "
               f"cache {result[f'load_cache_images_per_s_{w}w']:.0f} images/s")
     return 0
-
-
-@torch.no_grad()
-def encode_captions(model, captions, tokenizer, batch: int, device, autocast) -> torch.Tensor:
-    feats = []
-    for start in range(0, len(captions), batch):
-        with autocast():
-            feats.append(encode(model, texts=tokenizer(captions[start:start + batch]).to(device))[1].float())
-    return torch.cat(feats)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager, nullcontext
 from functools import partial
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 from open_clip.model import convert_weights_to_lp
@@ -78,14 +78,18 @@ def eval_precision(model, precision: str, device) -> Iterator[Tuple[torch.nn.Mod
 
 @torch.no_grad()
 def encode_split(model, split: Split, preprocess, tokenizer, *, batch_size: int = 256, device="cpu",
-                 autocast=None, num_workers: int = 0, progress: bool = True, desc: str = "encode"
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalized features: (n_images, d) and (n_captions, d), fp32, on ``device``."""
+                 autocast=None, num_workers: int = 0, progress: bool = True, desc: str = "encode",
+                 image_batches: Optional[Iterable[torch.Tensor]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalized features: (n_images, d) and (n_captions, d), fp32, on ``device``.
+
+    ``image_batches`` replaces decoding the split's image files, e.g. uint8 batches read from an
+    image cache, in the split's image order.
+    """
     autocast = autocast or nullcontext
     was_training = model.training
     model.eval()
     img_feats, txt_feats = [], []
-    loader = image_loader(split, preprocess, batch_size, num_workers)
+    loader = image_batches if image_batches is not None else image_loader(split, preprocess, batch_size, num_workers)
     for images in tqdm(loader, desc=f"{desc} images ({split.name})", disable=not progress, leave=False):
         with autocast():
             img_feats.append(encode(model, images=images.to(device, non_blocking=True))[0].float())
