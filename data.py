@@ -1,6 +1,6 @@
 """Splits, file naming, noisy-split cache, datasets and loaders.
 
-Reads the reference release's on-disk layout (NPC_SPEC.md section 1)::
+Reads the reference release's on-disk layout (docs/method.md section 1)::
 
     <root>/images/                        every image of the dataset
     <root>/annotations/scan_split/        <split>_caps.txt, <split>_ids.txt, <r>_noise_train_caps.txt

@@ -1,4 +1,4 @@
-"""(Re)build the NPC memory bank of clean pairs for a dataset and noise ratio (NPC_SPEC.md section 3).
+"""(Re)build the NPC memory bank of clean pairs for a dataset and noise ratio (docs/method.md section 3).
 
     python get_memorybank.py                                          # the demo at its default 40% noise
     python get_memorybank.py --dataset coco --dataset_root dataset/MSCOCO --noise_ratio 0.2

@@ -15,7 +15,7 @@ from typing import Dict, Optional, Sequence
 
 DATASET_CHOICES = ("demo", "coco", "f30k", "cc")
 
-# Reference-release hyper-parameters (NPC_SPEC.md section 6) for the real datasets.
+# Reference-release hyper-parameters (docs/method.md section 6) for the real datasets.
 REAL_DEFAULTS = dict(
     vision_model="ViT-B/32",
     pretrained="openai",

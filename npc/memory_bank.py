@@ -1,4 +1,4 @@
-"""The memory bank of clean pairs (NPC_SPEC.md section 3), built once with the pretrained model.
+"""The memory bank of clean pairs (docs/method.md section 3), built once with the pretrained model.
 
 1. Per-sample symmetric InfoNCE of every training pair within its batch, batches of consecutive
    samples in file order (as the release computes it).

@@ -1,4 +1,4 @@
-"""NPC's training step: negative pre-awareness with a siamese model (NPC_SPEC.md section 4).
+"""NPC's training step: negative pre-awareness with a siamese model (docs/method.md section 4).
 
 Step 1 copies the base model A into a siamese A', lets A' take one AdamW step on the batch's mean
 contrastive loss, and compares each pair's memory-bank losses before and after: if learning the
@@ -9,7 +9,7 @@ plus the contrastive loss on the memory-bank pairs.
 Two variants (``--npc_variant``):
 
 ``paper``    per-sample weights ``mean_i(w_i l_i)`` and a memory-bank loss that trains A.
-``release``  what the authors' code computes (NPC_SPEC.md section 5): ``mean(w) * mean(l)`` (no
+``release``  what the authors' code computes (docs/method.md section 5): ``mean(w) * mean(l)`` (no
              per-sample weighting), the bank loss without gradient (it trains nothing), and the
              siamese gradient doubled (their loss is back-propagated twice; here it is scaled by 2,
              which is the same update without the second backward).
