@@ -11,7 +11,7 @@ on (--help lists them). --resume CKPT builds the bank with a trained model.
 """
 import sys
 
-from params import parse_args
+from npc.params import parse_args
 
 
 def main(argv=None):

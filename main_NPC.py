@@ -6,7 +6,7 @@
 """
 import sys
 
-from params import parse_args
+from npc.params import parse_args
 
 
 def main(argv=None):

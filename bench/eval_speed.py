@@ -33,18 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from npc import data
+from npc.evaluation import EVAL_PRECISIONS, encode_split, eval_precision
+from npc.train_utils import resolve_device
+from npc.evaluation_metrics import retrieval_metrics
+from npc.image_cache import ImageCache
+from npc.model import create_model
 
-import data  # noqa: E402
-from npc.evaluation import EVAL_PRECISIONS, encode_split, eval_precision  # noqa: E402
-from npc.train_utils import resolve_device  # noqa: E402
-from npc.evaluation_metrics import retrieval_metrics  # noqa: E402
-from npc.image_cache import ImageCache  # noqa: E402
-from npc.model import create_model  # noqa: E402
-
-from record import environment  # noqa: E402
-from throughput import write_paper_size_jpegs  # noqa: E402
+from npc.reporting import environment
+from npc.synthetic import write_paper_size_jpegs
 
 WORDS = ("a man woman dog cat red blue green small large sitting standing on in next to the table street "
          "grass water field plate of food with two three people riding bike horse holding umbrella near "

@@ -51,17 +51,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import data  # noqa: E402
-from bench.noisy_benchmark import pyplot, save_figure, write_table  # noqa: E402
-from bench.record import environment  # noqa: E402
-from npc import memory_bank as mb  # noqa: E402
-from npc.io import atomic_write_json  # noqa: E402
-from npc.losses import clip_loss_per_sample  # noqa: E402
-from npc.model import create_model, load_checkpoint_weights, logit_scale  # noqa: E402
-from npc.negative_impact import encode_groups, npc_step, trainable  # noqa: E402
+from npc import data
+from npc import memory_bank as mb
+from npc.io import atomic_write_json
+from npc.reporting import REPO, environment, pyplot, save_figure, write_table
+from npc.losses import clip_loss_per_sample
+from npc.model import create_model, load_checkpoint_weights, logit_scale
+from npc.negative_impact import encode_groups, npc_step, trainable
 
 RESULTS = REPO / "bench" / "results"
 ROOT = REPO / "dataset" / "demo"

@@ -27,11 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from npc.io import atomic_write_json, atomic_write_text  # noqa: E402
-from bench.record import git_commit  # noqa: E402
+from npc.io import atomic_write_json
+from npc.reporting import REPO, git_commit, pyplot, repo_relative, save_figure, write_table
 
 METHODS = ("base", "clip", "npc_paper", "npc_release", "npc_bank_only", "gmm_filter", "pclean_weight",
            "npc_first_order")
@@ -39,12 +36,6 @@ CLIP_SCRIPT = ("base", "clip", "gmm_filter", "pclean_weight")  # run by main_CLI
 USES_BANK = ("npc_paper", "npc_release", "npc_bank_only", "gmm_filter", "pclean_weight", "npc_first_order")
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 RESULTS = REPO / "bench" / "results"
-
-
-def repo_relative(path: Path) -> str:
-    """``path`` relative to the repository when inside it (records must not hold this machine's paths)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def command_for(method: str, noise: str, seed: int, *, epochs: int, lr: float | None, logs: Path, exp: str,
@@ -207,34 +198,6 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
     axes[0].legend()
     save_figure(fig, out_png)
     return table
-
-
-def write_table(lines, out_md: Path) -> str:
-    """The markdown table of ``lines``, also written to ``out_md``."""
-    table = "\n".join(lines) + "\n"
-    atomic_write_text(out_md, table)
-    return table
-
-
-def pyplot():
-    """matplotlib's pyplot (headless), or None with a note when it is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: skipping the plot (pip install -r requirements-bench.txt)")
-        return None
-    return plt
-
-
-def save_figure(fig, out_png: Path) -> None:
-    """Lay out and write ``fig`` atomically."""
-    fig.tight_layout()
-    tmp = out_png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, out_png)
 
 
 def main(argv=None) -> int:

@@ -43,14 +43,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from npc.train_utils import autocast_for, make_optimizer, resolve_device, resolve_precision
+from npc.synthetic import write_paper_size_jpegs
+from npc.model import compile_towers, create_model, encode_text_parts
+from npc.negative_impact import clip_step, npc_step
 
-from npc.train_utils import autocast_for, make_optimizer, resolve_device, resolve_precision  # noqa: E402
-from npc.model import compile_towers, create_model, encode_text_parts  # noqa: E402
-from npc.negative_impact import clip_step, npc_step  # noqa: E402
-
-from record import environment  # noqa: E402
+from npc.reporting import REPO, environment
 
 
 KINDS = ["clip", "npc_naive", "npc", "npc_release", "npc_first_order", "text_open_clip", "text"]
@@ -90,7 +88,7 @@ def demo_bank_batch(b: int, image_size: int, tokenizer, device, seed: int = 0):
     The captions are the demo's, tokenized for the model (their lengths matter: the text tower
     stops at the longest one); the pixels are random at the model's input size.
     """
-    import data
+    from npc import data
     from npc import memory_bank as mb
 
     root = REPO / "dataset" / "demo"
@@ -203,7 +201,7 @@ def time_phases(kinds: dict, steps: int) -> dict:
 
 
 def time_loading(args) -> dict:
-    import data
+    from npc import data
     from npc import memory_bank as mb
     from npc.demo import ensure_demo_data
     from npc.image_cache import ImageCache
@@ -238,31 +236,6 @@ def time_loading(args) -> dict:
     return out
 
 
-def _paper_size_jpeg(path: Path, seed: int) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    field = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
-    field = field.resize((640, 480), Image.Resampling.BICUBIC)
-    pixels = np.asarray(field, dtype=np.int16) + rng.integers(-36, 37, (480, 640, 3))
-    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
-
-
-def write_paper_size_jpegs(folder: Path, n: int, processes: int = 1) -> list:
-    """``n`` generated 640x480 JPEGs (smooth colour fields with pixel noise, quality 90, about 155 KiB
-    each: close to MSCOCO train2014's mean of about 160 KB); image ``i`` depends on ``i`` only."""
-    paths = [folder / f"{i:05d}.jpg" for i in range(n)]
-    if processes > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(processes) as pool:
-            list(pool.map(_paper_size_jpeg, paths, range(n), chunksize=64))
-    else:
-        for i, p in enumerate(paths):
-            _paper_size_jpeg(p, i)
-    return paths
-
-
 def time_loading_paper_size(args) -> dict:
     """Images/s of decoding + CLIP preprocessing at the paper's sizes (640x480 JPEGs to 224 px) in one
     process, through PIL and through the image cache; the demo's images are only 64 px.
@@ -273,7 +246,7 @@ def time_loading_paper_size(args) -> dict:
     """
     import open_clip
 
-    import data
+    from npc import data
     from npc.image_cache import ImageCache
 
     preprocess = open_clip.image_transform(224, is_train=False)

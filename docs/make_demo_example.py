@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import tempfile
 from pathlib import Path
 from typing import List, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, uninstalled
 
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont
 
-from npc.io import atomic_write_bytes  # noqa: E402
-from npc.synthetic import ANN_SUBDIR, IMAGE_PATTERN, ensure_demo_dataset  # noqa: E402
+from npc.io import atomic_write_bytes
+from npc.synthetic import ANN_SUBDIR, IMAGE_PATTERN, ensure_demo_dataset
 
 SCALE = 4  # 64 px -> 256 px, nearest neighbour so the real pixels stay visible
 PAD = 12

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import data
-from params import DATASET_ROOTS
+from npc import data
+from npc.params import DATASET_ROOTS
 from npc.io import atomic_torch_save, read_json
 from npc.locks import file_lock
 from npc.model import create_model, open_clip_name

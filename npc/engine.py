@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import data
-from params import restore_run_config
+from npc import data
+from npc.params import restore_run_config
 from npc import memory_bank as mb
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data

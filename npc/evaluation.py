@@ -15,7 +15,7 @@ import torch
 from open_clip.model import convert_weights_to_lp
 from tqdm import tqdm
 
-from data import Split, image_loader
+from npc.data import Split, image_loader
 from npc.evaluation_metrics import fold_metrics, retrieval_metrics
 from npc.model import encode, model_dtype
 

@@ -28,7 +28,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from data import BankIndex, Split
+from npc.data import BankIndex, Split
 from npc.io import atomic_save_npy, atomic_write_json, file_sha256
 from npc.losses import clip_loss_per_sample
 

@@ -5,17 +5,13 @@ import contextlib
 import copy
 import io
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from bench import throughput
 
-import throughput  # noqa: E402
-
-from npc.model import create_model  # noqa: E402
-from npc.negative_impact import clip_step, npc_step, phase_timings  # noqa: E402
+from npc.model import create_model
+from npc.negative_impact import clip_step, npc_step, phase_timings
 
 
 def test_throughput_json_has_the_documented_fields():
@@ -55,7 +51,7 @@ def test_paper_size_loading_reports_both_paths():
 
 
 def test_eval_speed_reports_both_paths_with_the_same_metrics():
-    import eval_speed
+    from bench import eval_speed
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-import data
+from npc import data
 
 
 def _write(path, lines):

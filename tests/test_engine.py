@@ -167,7 +167,7 @@ def test_get_memorybank_standalone(fresh_root, base_dir, tmp_path, capsys):
     # every bank entry is a pair the GMM called clean: entries come from a set of size n_clean
     assert len(np.unique(np.concatenate([img, txt]))) <= info["n_clean"]
     # the loaded bank round-trips
-    import data
+    from npc import data
 
     split = data.load_split(fresh_root, "demo", "train", caps_file=fresh_root / "annotations/scan_split/0.4_noise_train_caps.txt")
     bank = mb.load_bank(bank_dir, 0.4, split)

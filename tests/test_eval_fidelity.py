@@ -5,7 +5,7 @@ from functools import partial
 import pytest
 import torch
 
-import data
+from npc import data
 import main_CLIP
 from conftest import MODEL, run_args
 from npc.evaluation import encode_split, eval_precision
@@ -137,7 +137,7 @@ def test_missing_cpu_fp16_kernel_names_the_flag():
 def test_flags_offer_exactly_the_implemented_choices():
     from npc.evaluation import EVAL_PRECISIONS
     from npc.evaluation_metrics import TIE_RULES
-    from params import build_parser, parse_args
+    from npc.params import build_parser, parse_args
 
     actions = {a.dest: a for a in build_parser("npc")._actions}
     assert tuple(actions["eval_precision"].choices) == EVAL_PRECISIONS

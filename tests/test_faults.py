@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import construct_noise
-import data
+from npc import data
 import get_memorybank
 import main_CLIP
 import main_NPC
@@ -26,7 +26,7 @@ from npc import engine
 from npc import memory_bank as mb
 from npc.cli import cli
 from npc.locks import file_lock
-from params import ConfigError, parse_args
+from npc.params import ConfigError, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,7 +184,7 @@ def test_resume_takes_the_runs_flags_and_refuses_other_values(root, base_dir, tm
 
 
 def test_unknown_saved_keys_and_missing_new_flags_do_not_break_resuming():
-    from params import restore_run_config
+    from npc.params import restore_run_config
 
     args = parse_args(["--epochs", "4"], "npc")
     restore_run_config(args, {"noise_ratio": 0.2, "flag_of_an_old_version": 1, "epochs": 2, "method": "npc"}, "x")

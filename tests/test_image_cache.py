@@ -3,7 +3,7 @@ import os
 
 import torch
 
-import data
+from npc import data
 from npc.image_cache import ImageCache, normalize_uint8
 from npc.model import create_model
 

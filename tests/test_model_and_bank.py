@@ -1,5 +1,4 @@
 """Model loading (this project's and the release's checkpoints, offline tags) and bank file I/O."""
-import pickle
 import time
 
 import numpy as np

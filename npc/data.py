@@ -1,0 +1,381 @@
+"""Splits, file naming, noisy-split cache, datasets and loaders.
+
+Reads the reference release's on-disk layout (docs/method.md section 1)::
+
+    <root>/images/                        every image of the dataset
+    <root>/annotations/scan_split/        <split>_caps.txt, <split>_ids.txt, <r>_noise_train_caps.txt
+    <root>/annotations/memory_bank/       <r>_mbank_img_idx.npy, <r>_mbank_txt_idx.npy
+
+Captions come in consecutive runs of ``num_anns`` per image. Train ids are listed once per image,
+dev/test ids once per caption. Everything downstream works on two integer indexings: the *sample*
+(caption line) index and the *image* index (position of the image in the split's image list);
+``Split.caption_image[sample]`` maps one to the other.
+
+Training batches are assembled per batch, not per sample: the images and captions needed by a batch
+and by its memory-bank entries are decoded and tokenized once each, then referenced by position.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from npc.noise import ensure_noisy_split, read_caption_lines
+
+log = logging.getLogger("npc")
+
+
+class DataError(ValueError):
+    """A problem with the files on disk; the message names the file."""
+
+
+# ----------------------------------------------------------------------------- naming per dataset
+
+def _coco_name(image_id: str) -> str:
+    return f"COCO_2014_{int(image_id):012d}.jpg"
+
+
+def _cc_name(image_id: str) -> str:
+    return f"{image_id}.jpg"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_anns: int
+    integer_ids: bool
+    image_name: Optional[Callable[[str], str]]  # None: looked up in image_name.txt (Flickr30K)
+
+
+DATASETS: Dict[str, DatasetSpec] = {
+    # The demo is generated in MSCOCO's layout and naming, so it exercises the MSCOCO code path.
+    "demo": DatasetSpec("demo", 5, True, _coco_name),
+    "coco": DatasetSpec("coco", 5, True, _coco_name),
+    "f30k": DatasetSpec("f30k", 5, True, None),
+    "cc": DatasetSpec("cc", 1, False, _cc_name),
+}
+
+
+def get_spec(dataset: str) -> DatasetSpec:
+    try:
+        return DATASETS[dataset]
+    except KeyError:
+        raise DataError(f"unknown dataset {dataset!r} (--dataset): choose one of {sorted(DATASETS)}") from None
+
+
+def annotation_dir(root) -> Path:
+    return Path(root) / "annotations" / "scan_split"
+
+
+def memory_bank_dir(root) -> Path:
+    return Path(root) / "annotations" / "memory_bank"
+
+
+def read_lines(path) -> List[str]:
+    """Lines without their line ending; a missing file is a clear error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    return read_caption_lines(path)
+
+
+def image_file_names(spec: DatasetSpec, root, image_ids: Sequence[str]) -> List[str]:
+    if spec.image_name is not None:
+        try:
+            return [spec.image_name(i) for i in image_ids]
+        except ValueError as e:
+            raise DataError(f"{spec.name}: image ids must be integers ({e})") from None
+    table_path = annotation_dir(root) / "image_name.txt"
+    table = read_lines(table_path)
+    names = []
+    for i in image_ids:
+        k = int(i)
+        if not 0 <= k < len(table):
+            raise DataError(f"image id {k} has no line in {table_path} ({len(table)} lines)")
+        names.append(table[k].strip())
+    return names
+
+
+# ----------------------------------------------------------------------------- splits
+
+@dataclass
+class Split:
+    """One split: captions (one per sample) and the images they describe."""
+
+    name: str
+    captions: List[str]
+    image_ids: List[str]            # one per image, in order
+    image_paths: List[Path]         # one per image
+    caption_image: np.ndarray       # (n_captions,) image index of every caption
+    num_anns: int
+    caps_file: Path = field(default=None)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_ids)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def describe_image(self, image_index: int) -> str:
+        """Where an image is used, for error messages: its split and caption lines (1-based)."""
+        lines = np.nonzero(self.caption_image == image_index)[0] + 1
+        where = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}-{lines[-1]}"
+        return f"{self.name} split, caption {where} of {self.caps_file}"
+
+    def subset_images(self, n_images: int) -> "Split":
+        """The first ``n_images`` images with their captions (dev subsets for model selection)."""
+        n_images = min(n_images, self.num_images)
+        n_caps = n_images * self.num_anns
+        return Split(self.name, self.captions[:n_caps], self.image_ids[:n_images], self.image_paths[:n_images],
+                     self.caption_image[:n_caps], self.num_anns, self.caps_file)
+
+
+def load_split(root, dataset: str, split: str, num_anns: Optional[int] = None, *,
+               caps_file=None, check_images: bool = True, warn_empty: bool = True) -> Split:
+    """Read ``<split>_caps.txt`` (or ``caps_file``) and ``<split>_ids.txt`` and check they agree.
+
+    Train ids are one line per image (repeated ``num_anns`` times to align with captions); every
+    other split has one id line per caption, in runs of ``num_anns`` equal ids. Empty caption lines
+    are kept (they are pairs too) with a warning naming them.
+    """
+    spec = get_spec(dataset)
+    num_anns = num_anns or spec.num_anns
+    ann = annotation_dir(root)
+    caps_path = Path(caps_file) if caps_file else ann / f"{split}_caps.txt"
+    ids_path = ann / f"{split}_ids.txt"
+    captions = read_lines(caps_path)
+    empty = [k + 1 for k, c in enumerate(captions) if not c.strip()]
+    if empty and warn_empty:
+        log.warning(f"warning: {caps_path}: {len(empty)} empty caption line(s): line "
+                    f"{', '.join(map(str, empty[:5]))}{', ...' if len(empty) > 5 else ''}")
+    ids = [line.strip() for line in read_lines(ids_path)]
+    if split in ("train", "pretrain"):
+        if len(captions) != len(ids) * num_anns:
+            raise DataError(f"{caps_path} has {len(captions)} captions but {ids_path} lists {len(ids)} images "
+                            f"x num_anns {num_anns} = {len(ids) * num_anns} (train ids are one line per image)")
+        image_ids = ids
+    else:
+        if len(captions) != len(ids):
+            raise DataError(f"{caps_path} has {len(captions)} captions but {ids_path} has {len(ids)} ids "
+                            f"({split} ids are one line per caption)")
+        if len(ids) % num_anns:
+            raise DataError(f"{ids_path}: {len(ids)} lines is not a multiple of num_anns {num_anns}")
+        blocks = np.asarray(ids, dtype=object).reshape(-1, num_anns)
+        bad = np.nonzero((blocks != blocks[:, :1]).any(axis=1))[0]
+        if len(bad):
+            line = bad[0] * num_anns + 1
+            raise DataError(f"{ids_path}: ids must come in runs of num_anns={num_anns} equal ids; "
+                            f"the run starting at line {line} is {list(blocks[bad[0]])}")
+        image_ids = list(blocks[:, 0])
+    image_dir = Path(root) / "images"
+    paths = [image_dir / n for n in image_file_names(spec, root, image_ids)]
+    if check_images:
+        check_image_files(paths)
+    caption_image = np.repeat(np.arange(len(image_ids), dtype=np.int64), num_anns)
+    return Split(split, captions, image_ids, paths, caption_image, num_anns, caps_path)
+
+
+def check_image_files(paths: Sequence[Path], show: int = 5) -> None:
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        listed = "\n  ".join(str(p) for p in missing[:show])
+        raise DataError(f"{len(missing)} of {len(paths)} image files are missing, e.g.:\n  {listed}")
+
+
+def load_train_split(root, dataset: str, num_anns: int, noise_ratio, *, noise_seed: int = 99,
+                     noise_mode: str = "caption", log=print, check_images: bool = True):
+    """The training split with noisy captions (built and cached on first use) and its noise mask.
+
+    ``train_caps.txt`` is checked against ``train_ids.txt`` first: a bad file is blamed as itself,
+    and no noisy split is built from it.
+    """
+    load_split(root, dataset, "train", num_anns, check_images=False)
+    caps_path, mask = ensure_noisy_split(annotation_dir(root), noise_ratio, seed=noise_seed, mode=noise_mode,
+                                         num_anns=num_anns, log=log)
+    split = load_split(root, dataset, "train", num_anns, caps_file=caps_path, check_images=check_images,
+                       warn_empty=False)
+    return split, mask
+
+
+# ----------------------------------------------------------------------------- images and text
+
+def load_image(path, preprocess) -> torch.Tensor:
+    try:
+        with Image.open(path) as img:
+            return preprocess(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from None
+
+
+class ImageDataset(Dataset):
+    """Each image of a split once (evaluation decodes every image once, not once per caption)."""
+
+    def __init__(self, paths: Sequence[Path], preprocess, split: Optional[Split] = None):
+        self.paths = list(paths)
+        self.preprocess = preprocess
+        self.split = split  # names the split and caption lines of an unreadable image
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return load_image(self.paths[i], self.preprocess)
+        except DataError as e:
+            if self.split is None:
+                raise
+            raise DataError(f"{e} ({self.split.describe_image(i)})") from None
+
+
+@dataclass
+class BankIndex:
+    """Top-1 memory-bank entries: a sample index for every training image and every caption."""
+
+    image_bank: np.ndarray  # (n_images,)  image index -> clean sample index
+    text_bank: np.ndarray   # (n_samples,) sample index -> clean sample index
+
+
+class PairBatches(Dataset):
+    """Batch-level training dataset: ``ds[list_of_sample_indices]`` returns a whole batch.
+
+    The batch holds each distinct image and caption once (``images``, ``texts``) plus position
+    tensors saying which row each pair uses. With a memory bank the batch also carries, for every
+    pair, its image-side bank pair ``(bankI_img, bankI_txt)`` and text-side bank pair
+    ``(bankT_img, bankT_txt)``; bank entries are often the pair itself, so this dedup saves decoding
+    and encoding (the reference decodes three images per pair).
+    """
+
+    def __init__(self, split: Split, preprocess, tokenizer, bank: Optional[BankIndex] = None,
+                 image_source=None, skip_unreadable: bool = False):
+        self.split = split
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.bank = bank
+        self.image_source = image_source  # optional callable(list of image indices) -> uint8/float tensor
+        self.skip_unreadable = skip_unreadable
+
+    def __len__(self):
+        return len(self.split)
+
+    def load_images(self, image_indices: np.ndarray) -> torch.Tensor:
+        if self.image_source is not None:
+            return self.image_source(image_indices)
+        images = []
+        for i in image_indices:
+            try:
+                images.append(load_image(self.split.image_paths[i], self.preprocess))
+            except DataError as e:
+                raise _UnreadableImage(f"{e} ({self.split.describe_image(i)})", int(i)) from None
+        return torch.stack(images)
+
+    def caption_groups(self, sample: np.ndarray) -> Dict[str, np.ndarray]:
+        """Sample indices of each pair and of its image-side and text-side bank pairs."""
+        groups = {"pair": sample}
+        if self.bank is not None:
+            groups["bankI"] = self.bank.image_bank[self.split.caption_image[sample]]
+            groups["bankT"] = self.bank.text_bank[sample]
+        return groups
+
+    def __getitem__(self, indices) -> Dict[str, torch.Tensor]:
+        sample = np.asarray(indices, dtype=np.int64)
+        skipped = []
+        while True:
+            try:
+                out = self.assemble(sample)
+                break
+            except _UnreadableImage as e:
+                if not self.skip_unreadable:
+                    raise DataError(f"{e} (--skip_unreadable_images leaves such pairs out)") from None
+                skipped.append(e.image_index)  # drop every pair that needs it, as itself or as a bank entry
+                uses = self.split.caption_image[np.stack(list(self.caption_groups(sample).values()))]
+                sample = sample[~np.isin(uses, skipped).any(axis=0)]
+                if not len(sample):
+                    raise DataError(f"every pair of a batch needs an unreadable image, e.g. {e}") from None
+        if self.skip_unreadable:
+            out["skipped_images"] = torch.tensor(skipped, dtype=torch.int64)
+        return out
+
+    def assemble(self, sample: np.ndarray) -> Dict[str, torch.Tensor]:
+        cap_groups = self.caption_groups(sample)
+        all_caps = np.concatenate(list(cap_groups.values()))
+        uniq_caps, cap_pos = np.unique(all_caps, return_inverse=True)
+        all_imgs = self.split.caption_image[all_caps]
+        uniq_imgs, img_pos = np.unique(all_imgs, return_inverse=True)
+        out = {
+            "images": self.load_images(uniq_imgs),
+            "texts": self.tokenizer([self.split.captions[i] for i in uniq_caps]),
+            "index": torch.from_numpy(sample),
+            "image_index": torch.from_numpy(self.split.caption_image[sample]),
+        }
+        b = len(sample)
+        for k, name in enumerate(cap_groups):
+            out[f"{name}_img"] = torch.from_numpy(img_pos[k * b:(k + 1) * b].astype(np.int64))
+            out[f"{name}_txt"] = torch.from_numpy(cap_pos[k * b:(k + 1) * b].astype(np.int64))
+        return out
+
+
+class _UnreadableImage(DataError):
+    """Raised inside :class:`PairBatches` for one image index; it becomes a skip or a :class:`DataError`."""
+
+    def __init__(self, message: str, image_index: int):
+        super().__init__(message)
+        self.image_index = image_index
+
+
+class EpochBatchSampler(Sampler):
+    """Shuffled batches of sample indices, reproducible from (seed, epoch), sharded over ranks.
+
+    Every rank draws the same permutation and takes its own contiguous slice of each global batch,
+    so the union over ranks of one step is exactly the single-process batch of the same seed.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = True, shuffle: bool = True, indices: Optional[np.ndarray] = None):
+        """``indices``: draw batches from these sample indices only (``n`` = their number)."""
+        if indices is not None and len(indices) != n:
+            raise ValueError(f"{len(indices)} indices for a sampler of {n} samples")
+        self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
+        if global_batch % world_size:
+            raise ValueError(f"--batch_size {global_batch} is not divisible by the {world_size} processes")
+        if drop_last and n < global_batch:
+            raise ValueError(f"--batch_size {global_batch} is larger than the {n} training pairs")
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.rank, self.world_size, self.drop_last, self.shuffle = rank, world_size, drop_last, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.n // self.global_batch if self.drop_last else -(-self.n // self.global_batch)
+
+    def __iter__(self):
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        if self.indices is not None:
+            order = self.indices[order]
+        local = self.global_batch // self.world_size
+        for b in range(len(self)):
+            batch = order[b * self.global_batch:(b + 1) * self.global_batch]
+            yield batch[self.rank * local:(self.rank + 1) * local].tolist()
+
+
+def train_loader(dataset: PairBatches, sampler: EpochBatchSampler, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+                      prefetch_factor=4 if num_workers > 0 else None)
+
+
+def image_loader(split: Split, preprocess, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(ImageDataset(split.image_paths, preprocess, split), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers, pin_memory=torch.cuda.is_available())

@@ -1,0 +1,336 @@
+"""The one command-line definition shared by ``main_NPC.py`` and ``main_CLIP.py``.
+
+Every flag of the reference release (Zhang, Li, Ye, AAAI 2024) is accepted with the same name and
+meaning, so published commands run verbatim; the flags after them are additions of this project.
+Flags whose sensible default depends on the dataset or the method (learning rate, model, batch
+size, ...) default to ``None`` here and are filled in by :func:`resolve_defaults`: the reference
+values for real datasets, small CPU-friendly values for the embedded demo.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Dict, Optional, Sequence
+
+DATASET_CHOICES = ("demo", "coco", "f30k", "cc")
+
+# Reference-release hyper-parameters (docs/method.md section 6) for the real datasets.
+REAL_DEFAULTS = dict(
+    vision_model="ViT-B/32",
+    pretrained="openai",
+    batch_size=256,
+    epochs=5,
+    warmup=500,
+    lr={"npc": 2e-7, "clip": 5e-7},
+    noise_ratio=0,  # the release's default is the integer 0, which names files "0_..."
+    eval_batch_size=64,
+    dev_length=5000,
+)
+
+# The embedded demo: a tiny open_clip model on generated 64 px scenes, sized for a 2-core CPU.
+# Learning rates were chosen on the demo's dev split (see bench/noisy_benchmark.py and README).
+DEMO_DEFAULTS = dict(
+    vision_model="npc-tiny",
+    pretrained="demo-base",
+    batch_size=128,
+    epochs=5,
+    warmup=50,
+    lr={"npc": 2e-4, "clip": 2e-4},
+    noise_ratio=0.4,
+    eval_batch_size=256,
+    dev_length=0,
+)
+
+DATASET_ROOTS = {"demo": "dataset/demo", "coco": "dataset/MSCOCO", "f30k": "dataset/Flickr30K",
+                 "cc": "dataset/CC120K"}
+NUM_ANNS = {"demo": 5, "coco": 5, "f30k": 5, "cc": 1}
+
+
+def _noise_ratio(text: str):
+    """Keep the ratio as typed (int 0 vs float 0.0): the reference names noisy files by ``str()``."""
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--noise_ratio must be a number in [0, 1), got {text!r}")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"--noise_ratio must be in [0, 1), got {text}")
+    return value
+
+
+def _int(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _int(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _int(text, 0)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+# Resuming a run (--resume latest, or a checkpoint of this project) takes the flags that define the
+# experiment from the run's checkpoint; one given with another value is refused. Every saved flag
+# defines the experiment unless it is listed in one of these two sets, so a new flag that changes
+# results needs no line here, and a new flag that does not needs one:
+# - flags of this invocation only: never taken from the run;
+INVOCATION_FLAGS = frozenset({
+    "experiments", "resume", "logs", "checkpoint_path", "device", "num_workers", "no_progress", "stop_after",
+    "pretrained_dir", "image_cache", "eval", "trust_pickle", "rebuild_bank", "skip_unreadable_images",
+})
+# - flags the run keeps unless the command changes them (--epochs extends or shortens a run).
+RESUME_MAY_CHANGE = frozenset({
+    "epochs", "display", "eval_batch_size", "eval_splits", "eval_precision", "ties", "torchcompile",
+})
+
+# The flags get_memorybank.py uses (its --help lists only these).
+BANK_FLAGS = frozenset({
+    "experiments", "dataset_root", "num_anns", "batch_size", "dataset", "noise_ratio", "eval_batch_size",
+    "num_workers", "context_length", "resume", "vision_model", "pretrained", "precision", "device", "logs",
+    "noise_mode", "noise_seed", "no_progress", "pretrained_dir", "clean_threshold", "bank_seed",
+})
+
+
+class ConfigError(ValueError):
+    """Flags that contradict the run they continue; the message names them."""
+
+
+class _OnlyFlags:
+    """An argument group whose ``--help`` shows only the flags named in ``keep`` (get_memorybank.py's
+    subset); the others are still accepted, so a main_NPC.py command line works, and reported as ignored."""
+
+    def __init__(self, group, keep):
+        self.group, self.keep = group, keep
+
+    def add_argument(self, *names, **kwargs):
+        if self.keep is not None and kwargs.get("dest", names[0].lstrip("-")) not in self.keep:
+            kwargs["help"] = argparse.SUPPRESS
+        self.group.add_argument(*names, **kwargs)
+
+
+def build_parser(method: str) -> argparse.ArgumentParser:
+    """``method`` is ``"npc"``, ``"clip"`` or ``"bank"`` (get_memorybank.py: the flags it uses)."""
+    title = {"npc": "NPC: negative pre-aware fine-tuning of CLIP under noisy correspondence",
+             "clip": "Plain CLIP fine-tuning (symmetric InfoNCE), the baseline of NPC",
+             "bank": "(Re)build the NPC memory bank of clean pairs of a dataset and noise ratio"}[method]
+    p = argparse.ArgumentParser(description=title, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    keep = BANK_FLAGS if method == "bank" else None
+
+    def group(name):
+        return _OnlyFlags(p.add_argument_group(name), keep)
+
+    g = group("reference-release flags (same names and meanings)")
+    g.add_argument("--experiments", type=str, default=None,
+                   help="run name: logs and checkpoints go to <logs>/<experiments>/ "
+                        "(default: <method>_<dataset>_<noise>_<timestamp>)")
+    g.add_argument("--dataset_root", type=str, default=None,
+                   help="dataset folder holding images/ and annotations/ (default: dataset/<demo|MSCOCO|Flickr30K|CC120K>)")
+    g.add_argument("--num_anns", type=int, default=None,
+                   help="captions per image (default: 5 for demo/coco/f30k, 1 for cc)")
+    g.add_argument("--dev_length", type=int, default=None,
+                   help="dev captions used for per-epoch model selection; 0 = the whole dev split "
+                        "(default: 5000 real, 0 demo). Rounded down to whole images.")
+    g.add_argument("--batch_size", type=_positive_int, default=None, help="training pairs per step (global)")
+    g.add_argument("--dataset", type=str, default="demo", choices=DATASET_CHOICES,
+                   help="demo = the embedded generated dataset (MSCOCO layout)")
+    g.add_argument("--noise_ratio", type=_noise_ratio, default=None,
+                   help="fraction of training captions shuffled, in [0, 1) (default: 0 real, 0.4 demo)")
+    g.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default 5)")
+    g.add_argument("--eval", action="store_true", help="evaluate only (with --resume CKPT), no training")
+    g.add_argument("--eval_batch_size", type=_positive_int, default=None, help="batch size for encoding at evaluation")
+    g.add_argument("--display", type=_positive_int, default=50, help="log training stats every N steps")
+    g.add_argument("--checkpoint_path", type=str, default=None,
+                   help="folder for checkpoints (default: <logs>/<experiments>/checkpoints)")
+    g.add_argument("--num_workers", type=_non_negative_int, default=2, help="data-loader worker processes")
+    g.add_argument("--name", type=str, default=None, help="model name stored in checkpoints (default: the method)")
+    g.add_argument("--context_length", type=int, default=None,
+                   help="text tokens per caption, truncated (default: the model's own, 77 for CLIP)")
+    g.add_argument("--lr", type=_positive_float, default=None,
+                   help="peak learning rate (default: 2e-7 NPC / 5e-7 CLIP for real data as in the release, "
+                        "tuned on dev for the demo)")
+    g.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1")
+    g.add_argument("--beta2", type=float, default=0.98, help="AdamW beta2")
+    g.add_argument("--eps", type=float, default=1e-6, help="AdamW epsilon")
+    g.add_argument("--weight_decay", type=float, default=0.2, help="AdamW weight decay (on all parameters, as the release)")
+    g.add_argument("--warmup", type=int, default=None, help="linear warmup steps (default 500 real, 50 demo)")
+    g.add_argument("--resume", type=str, default=None,
+                   help="checkpoint to resume or evaluate: a path (this project's or the reference release's "
+                        "format) or 'latest' (the latest.pt of --experiments)")
+    g.add_argument("--vision_model", type=str, default=None,
+                   help="CLIP architecture: ViT-B/32, ViT-B/16, ViT-L/14, RN50, ... or an open_clip name, "
+                        "or the demo configs npc-tiny / npc-micro (default: ViT-B/32 real, npc-tiny demo)")
+    g.add_argument("--seed", type=_non_negative_int, default=99,
+                   help="random seed of training (init, data order etc.; not the memory bank's, see --bank_seed)")
+
+    g = group("additions of this project")
+    g.add_argument("--pretrained", type=str, default=None,
+                   help="initial weights: 'openai' (open_clip tag), another open_clip tag, a file path, "
+                        "'demo-base' (the demo's base model, built if missing) or 'none' (random init)")
+    g.add_argument("--precision", type=str, default=None, choices=("amp_bf16", "fp32", "fp16"),
+                   help="training precision: amp_bf16 = fp32 weights + bf16 autocast (default on CUDA); fp32 (default "
+                        "on CPU); fp16 = the release's regime: pure fp16 weights stepped by AdamW, no loss scaling. "
+                        "Evaluation uses --eval_precision")
+    g.add_argument("--eval_precision", type=str, default="fp32", choices=("fp32", "fp16", "amp_bf16"),
+                   help="precision of every evaluation (--eval, dev and test during training), whatever --precision "
+                        "trains in: fp32; fp16 = the reference release's evaluation (fp16 weights, as published); "
+                        "amp_bf16 = bf16 autocast. Recorded in results.json / eval_results.json")
+    g.add_argument("--ties", type=str, default="pessimistic", choices=("pessimistic", "optimistic"),
+                   help="a wrong candidate with exactly the ground truth's score ranks before it (pessimistic) or "
+                        "after it (optimistic); the two bound any sort-based evaluation. The table's ties column "
+                        "counts the queries where they can differ")
+    g.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available, else cpu)")
+    g.add_argument("--logs_dir", "--logs", dest="logs", type=str, default="logs",
+                   help="root folder of all runs (under torchrun write --logs_dir: torchrun mistakes --logs "
+                        "for its own --logs-specs)")
+    g.add_argument("--noise_mode", type=str, default="caption", choices=("caption", "image"),
+                   help="caption = shuffle captions (NPC/NCR/BiCro protocol); image = shuffle whole images' "
+                        "captions (DECL/RCL protocol), stored under its own file name")
+    g.add_argument("--noise_seed", type=_non_negative_int, default=99,
+                   help="seed of the noisy split (the release uses 99); the file name does not include it, "
+                        "so one cached split serves every training seed")
+    g.add_argument("--grad_clip", type=float, default=10.0, help="gradient-norm clip (0 disables)")
+    g.add_argument("--lr_schedule", type=str, default=None, choices=("cosine", "staircase"),
+                   help="cosine = warmup then cosine per iteration; staircase = the release's effective "
+                        "schedule (warmup, then cosine evaluated once per epoch) (default: staircase for "
+                        "--npc_variant release, cosine otherwise)")
+    g.add_argument("--stop_after", type=_non_negative_int, default=0,
+                   help="stop after this many epochs of this invocation (0 = run to --epochs); "
+                        "continue later with --resume latest, e.g. to fit a job time limit")
+    g.add_argument("--eval_splits", type=str, default="test", help="comma list of splits for the final table")
+    g.add_argument("--skip_unreadable_images", action="store_true",
+                   help="training: leave out the pairs of images that cannot be decoded (counted and reported "
+                        "per epoch) instead of stopping with the file's name")
+    g.add_argument("--no_progress", action="store_true", help="disable progress bars (they are off anyway when stderr is not a terminal)")
+    g.add_argument("--pretrained_dir", type=str, default="pre-trained_models",
+                   help="where the demo's base model is built and cached")
+    g.add_argument("--image_cache", type=str, default=None,
+                   help="folder of a preprocessed uint8 image cache (memory-mapped), built on first use")
+    g.add_argument("--torchcompile", action="store_true",
+                   help="torch.compile the image and text transformers (dynamic shapes) for training; the "
+                        "first steps compile for a while. Meant for GPUs: on CPU it made the demo slower")
+
+    if method in ("npc", "bank"):
+        g = group("NPC")
+        g.add_argument("--npc_variant", type=str, default="paper", choices=("paper", "release"),
+                       help="paper = per-sample weights and a memory-bank loss that trains the model "
+                            "(the method as published); release = what the authors' code does "
+                            "(mean weight x batch-mean loss, bank loss without gradient, doubled siamese "
+                            "gradient, staircase lr)")
+        g.add_argument("--npc_impl", type=str, default="efficient", choices=("efficient", "naive"),
+                       help="efficient = reuse the model's forward for the siamese gradient and bank "
+                            "losses before the step; naive = the straightforward sequence of forwards. "
+                            "Same results.")
+        g.add_argument("--npc_weights", type=str, default="on", choices=("on", "off"),
+                       help="off = ablation: per-pair weights fixed to 1 (still computed and logged), so the "
+                            "memory-bank loss is the only change from plain CLIP fine-tuning")
+        g.add_argument("--npc_estimator", type=str, default="siamese", choices=("siamese", "first_order"),
+                       help="how each pair's bank losses after learning it are obtained: siamese = A' takes one "
+                            "optimizer step on the batch (the paper); first_order = no siamese: the first-order "
+                            "change of each bank pair's loss when its pair is learnt, through feature gradients, "
+                            "centred on the batch median (npc/negative_impact.py: first_order_impact, "
+                            "first_order_after)")
+        g.add_argument("--siamese_state", type=str, default="persistent", choices=("persistent", "fresh"),
+                       help="optimizer state of the siamese A': persistent across steps (the release) or "
+                            "emptied every step")
+    else:
+        g = group("baselines on the memory bank's GMM")
+        g.add_argument("--clean_prior", type=str, default="none", choices=("none", "gmm_filter", "pclean_weight"),
+                       help="none = plain CLIP fine-tuning; gmm_filter = train on the memory bank's clean set "
+                            "only (p(clean) > --clean_threshold); pclean_weight = loss mean_i(p_i l_i) with p_i "
+                            "the GMM's p(clean) (both from the memory bank's build, built if missing)")
+    g.add_argument("--clean_threshold", type=float, default=0.9,
+                   help="memory bank: pairs whose GMM clean probability exceeds this are clean")
+    g.add_argument("--bank_seed", type=_non_negative_int, default=99,
+                   help="seed of the memory bank's GMM (the release's 99), recorded in the bank's info file: "
+                        "the bank does not depend on the training --seed of whichever run builds it first")
+    g.add_argument("--trust_pickle", action="store_true",
+                   help="load memory-bank files with arbitrary pickles (only for files you trust; the "
+                        "release's dict files load without it through a restricted loader)")
+    g.add_argument("--rebuild_bank", action="store_true", help="rebuild the memory bank even if its files exist")
+    return p
+
+
+def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespace:
+    """Fill the ``None`` defaults that depend on the dataset and the method."""
+    table = DEMO_DEFAULTS if args.dataset == "demo" else REAL_DEFAULTS
+    for key, value in table.items():
+        if hasattr(args, key) and getattr(args, key) is None:
+            setattr(args, key, value["npc" if method == "bank" else method] if isinstance(value, dict) else value)
+    if args.dataset_root is None:
+        args.dataset_root = DATASET_ROOTS[args.dataset]
+    if args.num_anns is None:
+        args.num_anns = NUM_ANNS[args.dataset]
+    if getattr(args, "name", "") is None:
+        args.name = method.upper()
+    if getattr(args, "lr_schedule", "") is None:
+        args.lr_schedule = "staircase" if getattr(args, "npc_variant", None) == "release" else "cosine"
+    if not 0 < args.clean_threshold < 1:
+        raise SystemExit(f"error: --clean_threshold must be in (0, 1), got {args.clean_threshold}")
+    if getattr(args, "dev_length", 0) < 0:
+        raise SystemExit(f"error: --dev_length must be >= 0, got {args.dev_length}")
+    args.method = method
+    return args
+
+
+def parse_args(argv: Optional[Sequence[str]], method: str) -> argparse.Namespace:
+    """Parsed and completed flags; ``args._explicit`` holds the names given on the command line."""
+    parser = build_parser(method)
+    args = parser.parse_args(argv)
+    for action in parser._actions:  # a second pass without defaults tells which flags were given
+        action.default = argparse.SUPPRESS
+    explicit = frozenset(vars(parser.parse_args(argv)))
+    if method == "bank" and explicit - BANK_FLAGS:
+        print(f"get_memorybank.py: ignoring {', '.join(flag_name(k) for k in sorted(explicit - BANK_FLAGS))} "
+              f"(not used to build the bank; its GMM's seed is --bank_seed)", file=sys.stderr)
+    args = resolve_defaults(args, method)
+    args._explicit = explicit
+    return args
+
+
+def flag_name(key: str) -> str:
+    return {"logs": "--logs_dir", "method": "the script (main_NPC.py / main_CLIP.py)"}.get(key, f"--{key}")
+
+
+def restore_run_config(args: argparse.Namespace, saved: Dict, source: str) -> None:
+    """Take the flags of a resumed run from its saved ``args`` (in place), as described above.
+
+    Saved keys this version does not know are ignored; flags the checkpoint lacks (added later)
+    keep this command's values. Conflicts are one :class:`ConfigError` naming every flag.
+    """
+    explicit = getattr(args, "_explicit", frozenset())
+    conflicts = []
+    for key, value in saved.items():
+        if key in INVOCATION_FLAGS or key.startswith("_") or not hasattr(args, key):
+            continue
+        now = getattr(args, key)
+        if key in explicit and (key in RESUME_MAY_CHANGE or now == value):
+            continue  # a permitted change, or the run's value (spelled as given: 0 vs 0.0 name files)
+        if key in explicit or (key == "method" and now != value):
+            conflicts.append(f"{flag_name(key)} {now} (the run has {value})")
+        else:
+            setattr(args, key, value)
+    if conflicts:
+        allowed = ", ".join(flag_name(k) for k in sorted(RESUME_MAY_CHANGE | INVOCATION_FLAGS - {"eval", "resume"}))
+        raise ConfigError(f"resuming {source}: {'; '.join(conflicts)}. A resumed run keeps the flags that "
+                          f"define it: drop these, or start a new run under another --experiments. Flags a "
+                          f"resumed run may change: {allowed}")
