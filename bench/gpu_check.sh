@@ -35,7 +35,7 @@ run)
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
         export PYTHONPATH=/tmp/site
     fi
-    out="${OUT:-bench/results}"
+    out="${OUT:-bench/results/throughput}"
     dev="${GPU_CHECK_DEVICE:-cuda}"
     logs=/tmp/gpu_check_logs
     mkdir -p "$out"

@@ -36,7 +36,7 @@ ran on the machine: the cost ratios to a CLIP step come from ``bench/throughput.
 
 The NPC checkpoint is trained by ``main_NPC.py --seed 0 --epochs 5 --stop_after 1`` (the
 benchmark's protocol, stopped after one epoch) into ``bench/runs/`` when missing.
-Writes ``bench/results/negative_impact_study.{json,md,png}``.
+Writes ``bench/results/estimator_study/negative_impact_study.{json,md,png}``.
 """
 from __future__ import annotations
 
@@ -59,9 +59,9 @@ from npc.losses import clip_loss_per_sample
 from npc.model import create_model, load_checkpoint_weights, logit_scale
 from npc.negative_impact import encode_groups, npc_step, trainable
 
-RESULTS = REPO / "bench" / "results"
+RESULTS = REPO / "bench" / "results" / "estimator_study"
 ROOT = REPO / "dataset" / "demo"
-LR = 2e-4  # the benchmark's learning rate (bench/results/lr_chosen.json)
+LR = 2e-4  # the benchmark's learning rate (bench/results/noisy_benchmark/lr_chosen.json)
 
 
 def auc(clean: np.ndarray, score: np.ndarray) -> float:

@@ -10,11 +10,11 @@ runs already recorded are skipped, so an interrupted benchmark continues where i
     python bench/noisy_benchmark.py                 # full: noise 0/0.2/0.4/0.6 x seeds 0/1/2 (hours on 2 CPUs)
     python bench/noisy_benchmark.py --quick         # one seed, 2 epochs, noise 0/0.6: a smoke run
     python bench/noisy_benchmark.py --search        # learning-rate search on the dev split (40% noise)
-    python bench/noisy_benchmark.py --render        # table + plot from the recorded JSON into bench/results/
+    python bench/noisy_benchmark.py --render        # table + plot from the recorded JSON into bench/results/noisy_benchmark/
 
 Learning rates come from ``--search`` (dev split only, never test): for each method the lr with the
 best dev rsum at 40% noise, seed 0, among ``--lrs``; the chosen values are written to
-``bench/results/lr_search.json`` and used by the benchmark runs.
+``bench/results/noisy_benchmark/lr_search.json`` and used by the benchmark runs.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ METHODS = ("base", "clip", "npc_paper", "npc_release", "npc_bank_only", "gmm_fil
 CLIP_SCRIPT = ("base", "clip", "gmm_filter", "pclean_weight")  # run by main_CLIP.py; the others by main_NPC.py
 USES_BANK = ("npc_paper", "npc_release", "npc_bank_only", "gmm_filter", "pclean_weight", "npc_first_order")
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
-RESULTS = REPO / "bench" / "results"
+RESULTS = REPO / "bench" / "results" / "noisy_benchmark"
 
 
 def command_for(method: str, noise: str, seed: int, *, epochs: int, lr: float | None, logs: Path, exp: str,
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=5, help="training epochs of every fine-tuning run")
     p.add_argument("--lrs", default="1e-4,2e-4,5e-4,1e-3", help="--search candidates")
     p.add_argument("--search_noise", default="0.4", help="noise ratio of the --search runs")
-    p.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/noisy_benchmark.json)")
+    p.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/noisy_benchmark/noisy_benchmark.json)")
     p.add_argument("--logs", type=Path, default=REPO / "bench" / "runs", help="where run folders go")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
         chosen_path = RESULTS / "lr_chosen.json"
         lrs = json.loads(chosen_path.read_text()) if chosen_path.is_file() else {}
         if not lrs:
-            print("no bench/results/lr_chosen.json: using the demo's default learning rates")
+            print("no bench/results/noisy_benchmark/lr_chosen.json: using the demo's default learning rates")
         run_grid(args.methods, args.noise.split(","), [int(s) for s in args.seeds.split(",")], epochs=args.epochs,
                  lrs=lrs, out=out, logs=args.logs, tag="quick" if args.quick else "bench")
     records = load(out)

@@ -94,3 +94,100 @@ def test_readme_quotes_the_published_tables():
                 assert (row[0], row[3], row[6]) == (i2t, t2i, rsum), (dataset, noise, method)
                 quoted += 1
     assert quoted == 2 * 10
+
+
+# Repository paths cited by the Python code (docstrings, comments, messages): the project's own folders,
+# a file with an extension or a folder with a trailing slash. {a,b} groups are expanded (shell-style).
+CITED_PATH = re.compile(r"(?<![\w/.-])((?:docs|bench|tests|npc|\.ci)/[\w./{},-]*[\w/}])")
+CITED_SECTION = re.compile(r"(docs/[\w.-]+\.md),? sections? (\d+)")
+CITED_EXT = ("py", "md", "json", "jsonl", "png", "sh", "txt", "yaml", "toml")
+# Outputs the scripts create, not files of the repository.
+GENERATED = ("bench/runs",)
+
+
+def python_sources():
+    skip = {".venv", ".git", "dataset", "logs", "pre-trained_models", "__pycache__"}
+    return [p for p in sorted(REPO.rglob("*.py")) if not skip & set(p.relative_to(REPO).parts)
+            and not any(p.relative_to(REPO).as_posix().startswith(g + "/") for g in GENERATED)]
+
+
+def expand_braces(token: str):
+    m = re.search(r"\{([^{}]*,[^{}]*)\}", token)
+    if not m:
+        return [token]
+    return [e for part in m.group(1).split(",")
+            for e in expand_braces(token[:m.start()] + part + token[m.end():])]
+
+
+def cited_paths(text: str):
+    for token in CITED_PATH.findall(text):
+        for path in expand_braces(token):
+            if "{" in path or "}" in path or any(path == g or path.startswith(g + "/") for g in GENERATED):
+                continue  # a format string or a generated folder
+            if path.endswith("/") or path.rpartition(".")[2] in CITED_EXT and "/" in path:
+                yield path
+
+
+def test_python_sources_are_scanned():
+    names = {p.relative_to(REPO).as_posix() for p in python_sources()}
+    assert {"params.py", "npc/negative_impact.py", "bench/noisy_benchmark.py", "tests/test_docs.py"} <= names
+    assert not any(n.startswith(".venv/") for n in names)
+    b = "bench"  # spelt apart, so that the scan of this file does not find these made-up paths
+    assert set(cited_paths(f"see {b}/results/x/y.{{json,md}} and npc/bank_loss, f'{b}/{{stem}}.md'")) == {
+        f"{b}/results/x/y.json", f"{b}/results/x/y.md"}
+
+
+def test_every_path_the_code_cites_exists():
+    missing = []
+    for source in python_sources():
+        text = source.read_text(encoding="utf-8")
+        for path in cited_paths(text):
+            if not (REPO / path).exists():
+                missing.append(f"{source.relative_to(REPO)}: {path}")
+        for doc, section in CITED_SECTION.findall(text):
+            target = REPO / doc
+            if not target.is_file():
+                missing.append(f"{source.relative_to(REPO)}: {doc}")
+            elif not re.search(rf"^## {section}\. ", target.read_text(encoding="utf-8"), re.M):
+                missing.append(f"{source.relative_to(REPO)}: {doc} has no section '## {section}.'")
+    assert not missing, "the code cites what does not exist:\n" + "\n".join(missing)
+
+
+def test_the_readme_is_a_short_manual():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 210, f"README.md has {len(lines)} lines: move the depth into docs/"
+    text = "\n".join(lines)
+    for page in ("docs/method.md", "docs/methods.md", "docs/running.md", "docs/failure.md", "docs/evaluation.md",
+                 "docs/demo.md", "docs/benchmark.md", "docs/estimator_study.md", "docs/throughput.md"):
+        assert f"]({page}" in text, f"README.md does not link {page}"
+
+
+def test_method_page_has_the_sections_the_code_cites():
+    headings = re.findall(r"^## (\d+)\. ", (REPO / "docs" / "method.md").read_text(encoding="utf-8"), re.M)
+    assert headings == [str(n) for n in range(1, 8)]
+
+
+def test_readme_headline_table_is_the_benchmarks_record():
+    """The README's rsum table is computed from bench/results/noisy_benchmark/noisy_benchmark.json."""
+    import json
+    import statistics
+
+    records = json.loads((REPO / "bench/results/noisy_benchmark/noisy_benchmark.json").read_text())
+
+    def mean_std(values):
+        return (values[0], 0.0) if len(values) == 1 else (statistics.fmean(values), statistics.stdev(values))
+
+    rows = 0
+    for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) != 6 or not any(r["method"] == cells[0] for r in records):
+            continue
+        method, *rsums, auc = cells
+        for noise, cell in zip((0.0, 0.2, 0.4, 0.6), rsums):
+            values = [r["rsum"] for r in records if r["method"] == method and r["noise_ratio"] == noise]
+            assert cell == "{:.1f} ± {:.1f}".format(*mean_std(values)), (method, noise)
+        aucs = [r["weight_auc"] for r in records
+                if r["method"] == method and r["noise_ratio"] == 0.4 and r.get("weight_auc") is not None]
+        assert auc == (f"{statistics.fmean(aucs):.3f}" if aucs else "–"), method
+        rows += 1
+    assert rows == len({r["method"] for r in records})
