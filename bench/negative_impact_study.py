@@ -57,7 +57,8 @@ from npc.io import atomic_write_json
 from npc.reporting import REPO, environment, pyplot, save_figure, write_table
 from npc.losses import clip_loss_per_sample
 from npc.model import create_model, load_checkpoint_weights, logit_scale
-from npc.negative_impact import encode_groups, npc_step, trainable
+from npc.negative_impact import encode_groups, trainable
+from npc.steps import npc_step
 
 RESULTS = REPO / "bench" / "results" / "estimator_study"
 ROOT = REPO / "dataset" / "demo"

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from npc.train_utils import autocast_for, make_optimizer, resolve_device, resolve_precision
 from npc.synthetic import write_paper_size_jpegs
 from npc.model import compile_towers, create_model, encode_text_parts
-from npc.negative_impact import clip_step, npc_step
+from npc.steps import clip_step, npc_step
 
 from npc.reporting import REPO, environment
 

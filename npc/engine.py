@@ -6,9 +6,6 @@ this package that tests call directly.
 from __future__ import annotations
 
 import argparse
-import copy
-import filecmp
-import shutil
 import json
 import logging
 import math
@@ -25,23 +22,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from npc import data
-from npc.params import restore_run_config
+from npc import data, steps
 from npc import memory_bank as mb
+from npc.checkpoint import (CHECKPOINT_FORMAT, name_run, open_resume, publish_epoch, reclaim_run_folder, repair_best,
+                            resolve_resume, save_checkpoint, wait_past_event_files)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
 from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
-from npc.evaluation import encode_split, eval_precision, evaluate_split, mean_r1, primary_row
+from npc.estimators import RunInputs, WeightEstimator
+from npc.evaluation import eval_precision, evaluate_split, mean_r1, primary_row
 from npc.evaluation_metrics import format_metrics_table
-from npc.io import (atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_lines, atomic_write_text, file_sha256,
-                    read_json)
+from npc.io import atomic_write_json, atomic_write_lines, atomic_write_text
 from npc.locks import file_lock
-from npc.model import compile_towers, create_model, load_checkpoint_weights, logit_scale, read_checkpoint
-from npc.negative_impact import clip_step, npc_step
-from npc.train_utils import (autocast_for, lr_at, make_optimizer, resolve_device, resolve_precision, rng_state,  # noqa: F401
-                             seed_everything, set_lr, set_rng_state, to_device)
+from npc.methods import Method
+from npc.model import compile_towers, create_model, load_checkpoint_weights
+from npc.params import method_of, restore_run_config
+from npc.train_utils import (autocast_for, lr_at, make_optimizer, resolve_device, resolve_precision, seed_everything,
+                             set_lr, set_rng_state, to_device)
 
-CHECKPOINT_FORMAT = "npc-reimpl/1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("npc")
 
@@ -71,40 +69,6 @@ def setup_logging(run_dir: Optional[Path], info: DistInfo) -> None:
         log.addHandler(fh)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: Path, *, model, optimizer, siamese_opt, epoch: int, step: int, best: Dict, args) -> None:
-    ckpt = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "name": args.name,
-            "vision_model": args.vision_model, "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "best": best, "rng": rng_state(),
-            "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}}
-    if siamese_opt is not None:
-        ckpt["siamese_optimizer"] = siamese_opt.state_dict()
-    atomic_torch_save(ckpt, path)
-
-
-def latest_checkpoint(ckpt_dir: Path) -> Optional[Path]:
-    """The checkpoint of the last finished epoch: the highest ``epoch<k>.pt``, else ``latest.pt``.
-
-    Every epoch file is complete (written atomically), and it is written before latest.pt is
-    copied from it, so a run stopped between the two (a kill, a full disk) still resumes.
-    """
-    epochs = [(int(p.stem[5:]), p) for p in Path(ckpt_dir).glob("epoch*.pt") if p.stem[5:].isdigit()]
-    if epochs:
-        return max(epochs)[1]
-    latest = Path(ckpt_dir) / "latest.pt"
-    return latest if latest.is_file() else None
-
-
-def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[Path]:
-    if not resume:
-        return None
-    path = (latest_checkpoint(ckpt_dir) or ckpt_dir / "latest.pt") if resume == "latest" else Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {resume}: checkpoint not found: {path}")
-    return path
-
-
 # ----------------------------------------------------------------------------- one epoch
 
 @dataclass
@@ -117,13 +81,11 @@ class EpochResult:
     skipped_images: int = 0                   # distinct unreadable images left out (--skip_unreadable_images)
 
 
-def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_step: int, lr_fn, device,
-                    autocast, info: DistInfo, grad_clip: float, siamese=None, siamese_opt=None,
-                    variant: str = "paper", impl: str = "efficient", reweight: bool = True, display: int = 50,
-                    writer=None, progress: bool = True, npc_options: Optional[Dict] = None,
-                    sample_weights: Optional[np.ndarray] = None) -> EpochResult:
-    """One epoch. ``npc_options`` go to ``npc_step`` (estimator, siamese_state); ``sample_weights``
-    (one per training pair, e.g. p(clean)) weight the CLIP loss and are reported like NPC's weights."""
+def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int, start_step: int, lr_fn, device,
+                    info: DistInfo, display: int = 50, writer=None, progress: bool = True) -> EpochResult:
+    """One epoch of ``step_fn(batch) -> {loss, weights, grad_norm, ...}`` (the method's step); the lr of
+    every optimizer in ``optimizers`` follows ``lr_fn``. Weights a step returns are gathered for the
+    epoch's statistics."""
     model.train()
     step = start_step
     total, n_steps, n_pairs = 0.0, 0, 0
@@ -134,17 +96,10 @@ def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_
     skipped = set()
     for batch in bar:
         lr = lr_fn(step, epoch)
-        set_lr([optimizer] + ([siamese_opt] if siamese_opt is not None else []), lr)
+        set_lr(optimizers, lr)
         skipped.update(batch.pop("skipped_images", torch.empty(0, dtype=torch.int64)).tolist())
         batch = to_device(batch, device)
-        if method == "npc":
-            out = npc_step(model, siamese, optimizer, siamese_opt, batch, variant=variant, impl=impl, info=info,
-                           autocast=autocast, grad_clip=grad_clip, reweight=reweight, **(npc_options or {}))
-        else:
-            w = None if sample_weights is None else torch.as_tensor(sample_weights[batch["index"].cpu().numpy()],
-                                                                    dtype=torch.float32, device=device)
-            out = clip_step(model, optimizer, batch, info=info, autocast=autocast, grad_clip=grad_clip, weights=w)
-            out["weights"] = w
+        out = step_fn(batch)
         if out.get("weights") is not None:
             weights.append(gather_no_grad(out["weights"].detach(), info).cpu())
             indices.append(gather_no_grad(batch["index"], info).cpu())
@@ -165,8 +120,9 @@ def train_one_epoch(model, loader, optimizer, *, method: str, epoch: int, start_
             writer.add_scalar("train/lr", lr, step)
             writer.add_scalar("train/grad_norm", float(out["grad_norm"]), step)
             writer.add_scalar("train/pairs_per_s", rate, step)
-            if method == "npc":
+            if out.get("weights") is not None:
                 writer.add_scalar("npc/mean_weight", float(out["weights"].mean()), step)
+            if "bank_loss" in out:
                 writer.add_scalar("npc/bank_loss", float(out["bank_loss"]), step)
         if info.is_main and step % display == 0:
             log.info(f"epoch {epoch + 1} step {step} loss {loss:.4f} lr {lr:.3e} pairs/s {rate:.0f}")
@@ -217,89 +173,6 @@ def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batc
     return rows
 
 
-# The bank's build inputs a run may ask differently, and the flag that sets each.
-BANK_INPUT_FLAGS = {"vision_model": "--vision_model", "pretrained": "--pretrained", "weights": "--resume",
-                    "clean_threshold": "--clean_threshold", "batch_size": "--batch_size", "bank_seed": "--bank_seed"}
-
-
-def bank_provenance(args, train_split, weights: Optional[Path] = None) -> Dict:
-    """What a memory bank is built from: the noisy split (by content), the model and the GMM's settings."""
-    return {"noisy_split": train_split.caps_file.name, "noisy_split_sha256": file_sha256(train_split.caps_file),
-            "noise_ratio": str(args.noise_ratio), "noise_mode": args.noise_mode, "vision_model": args.vision_model,
-            "pretrained": str(args.pretrained), "weights": str(weights) if weights else None,
-            "clean_threshold": args.clean_threshold, "batch_size": args.batch_size, "bank_seed": args.bank_seed}
-
-
-def reusable_bank(args, train_split, wanted: Dict) -> Optional[data.BankIndex]:
-    """The existing bank if it was built from ``wanted``; None if missing or built from another noisy split.
-
-    A bank built with other settings (model, weights, threshold, batch, seed) is refused naming the
-    flag; one without a record of its inputs (the release's, or older versions') is reused with a warning.
-    """
-    bank_dir = data.memory_bank_dir(args.dataset_root)
-    img_path, _, info_path = mb.bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
-    if not img_path.is_file():
-        return None
-    name = f"{img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}"
-    built = read_json(info_path) or {}
-    if "noisy_split_sha256" not in built:
-        log.warning(f"memory bank: {name} has no record of what it was built from (the release's files, or an older "
-                    f"version's): reused as is; pass --rebuild_bank to rebuild it from this run's inputs")
-    elif built["noisy_split_sha256"] != wanted["noisy_split_sha256"]:
-        log.info(f"memory bank: {name} was built for another version of {wanted['noisy_split']} (it was rebuilt "
-                 f"since): rebuilding the bank")
-        return None
-    elif not mb.bank_files_match(bank_dir, args.noise_ratio, args.noise_mode, built):
-        log.info(f"memory bank: the files of {name} are not the ones {info_path.name} describes (an interrupted "
-                 f"build?): rebuilding the bank")
-        return None
-    else:
-        differ = [f"{flag} {wanted[k]} (the bank has {built.get(k)})" for k, flag in BANK_INPUT_FLAGS.items()
-                  if built.get(k) != wanted[k]]
-        if differ:
-            raise mb.BankFileError(f"memory bank {name} was built with other settings than this run asks for: "
-                                   f"{'; '.join(differ)}. Pass --rebuild_bank to rebuild it for this run (it "
-                                   f"replaces the files), or use the bank's settings")
-    log.info(f"memory bank: reusing {name}")
-    return mb.load_bank(bank_dir, args.noise_ratio, train_split, args.noise_mode,
-                        trust_pickle=getattr(args, "trust_pickle", False))
-
-
-def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
-                weights: Optional[Path] = None) -> data.BankIndex:
-    """The memory bank of this noisy split: reused if built from the same inputs, else built (under a lock)."""
-    wanted = bank_provenance(args, train_split, weights)
-    rebuild = getattr(args, "rebuild_bank", False)
-    bank = None if rebuild else reusable_bank(args, train_split, wanted)
-    if bank is not None:
-        return bank
-    bank_dir = data.memory_bank_dir(args.dataset_root)
-    img_path, _, _ = mb.bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
-    with file_lock(bank_dir / f".{img_path.name}.lock", f"the memory bank {img_path.parent}", wait=True,
-                   log=log.info):
-        bank = None if rebuild else reusable_bank(args, train_split, wanted)  # built while we waited?
-        return bank if bank is not None else build_bank(args, model, train_split, noise_mask, preprocess, tokenizer,
-                                                        device, autocast, progress, wanted)
-
-
-def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
-               provenance: Dict) -> data.BankIndex:
-    log.info(f"memory bank: encoding {train_split.num_images} images / {len(train_split)} captions with the initial model")
-    img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=args.eval_batch_size, device=device,
-                            autocast=autocast, num_workers=args.num_workers, progress=progress, desc="bank")
-    bank, info, p_clean = mb.build_memory_bank(img, txt, train_split, logit_scale(model).item(), batch_size=args.batch_size,
-                                         clean_threshold=args.clean_threshold, noise_mask=noise_mask,
-                                         seed=args.bank_seed)
-    info.update(provenance)
-    paths = mb.save_bank(bank, data.memory_bank_dir(args.dataset_root), args.noise_ratio, args.noise_mode, info,
-                         p_clean=p_clean)
-    msg = f"memory bank: {info['n_clean']} of {info['n_pairs']} pairs clean (p>{args.clean_threshold})"
-    if "precision" in info:
-        msg += f", precision {info['precision']:.3f} recall {info['recall']:.3f} against the noise mask"
-    log.info(msg + f"; wrote {paths[0]} and {paths[1].name}")
-    return bank
-
-
 @dataclass
 class Run:
     """What every step of a run shares: its configuration, where it writes and how it computes."""
@@ -332,18 +205,22 @@ class Run:
 class Trainer:
     """The state a training run carries from epoch to epoch."""
 
+    method: Method
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    siamese: Optional[torch.nn.Module]
-    siamese_opt: Optional[torch.optim.Optimizer]
+    estimator: Optional[WeightEstimator]
+    step_fn: Callable                       # batch -> the step's outputs (the method's train_step)
     sampler: data.EpochBatchSampler
     loader: torch.utils.data.DataLoader
     lr_fn: Callable
     noise_mask: np.ndarray
-    sample_weights: Optional[np.ndarray] = None  # --clean_prior pclean_weight: p(clean) of every pair
     start_epoch: int = 0
     step: int = 0
     best: Dict = field(default_factory=lambda: {"rsum": -1.0, "epoch": -1})
+
+    @property
+    def optimizers(self):
+        return [self.optimizer, *(self.estimator.optimizers if self.estimator is not None else [])]
 
 
 def run(args) -> Dict:
@@ -405,55 +282,6 @@ def setup_run(args, stack: ExitStack) -> Run:
                resume_ckpt=resume_ckpt)
 
 
-def name_run(args, info: DistInfo):
-    """The run's folder and checkpoint folder (a new run without --experiments gets a timestamped name)."""
-    if not args.experiments:
-        if args.resume == "latest":
-            raise SystemExit("error: --resume latest needs --experiments NAME (the run to continue)")
-        stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
-        args.experiments = (f"eval_{args.dataset}_{stamp}" if args.eval else
-                            f"{args.method}_{args.dataset}_noise{args.noise_ratio}_{stamp}")
-        if info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
-            import torch.distributed as dist
-
-            name = [args.experiments]
-            dist.broadcast_object_list(name, src=0)
-            args.experiments = name[0]
-    run_dir = Path(args.logs) / args.experiments
-    ckpt_dir = Path(args.checkpoint_path) if args.checkpoint_path else run_dir / "checkpoints"
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    barrier(info)
-    return run_dir, ckpt_dir
-
-
-def open_resume(args, run_dir: Path, ckpt_dir: Path, note: Callable[[str], None]):
-    """The checkpoint to resume (path and content), or (None, None).
-
-    ``--resume latest`` on a run that died before its first checkpoint starts it again (a run folder
-    must never get stuck); on a name that holds no run at all it is an error (a typo).
-    """
-    if args.resume == "latest" and not args.eval and latest_checkpoint(ckpt_dir) is None:
-        if not (run_dir / "params.txt").exists():
-            raise FileNotFoundError(f"--resume latest: {run_dir} holds no run to continue (no checkpoint in "
-                                    f"{ckpt_dir}); check --experiments")
-        note(f"--resume latest: {run_dir} has no checkpoint yet (its run ended before the first one): "
-             f"starting it again with this command's flags")
-        args.resume = None
-    path = resolve_resume(args.resume, ckpt_dir)
-    return (path, read_checkpoint(path)) if path is not None else (None, None)
-
-
-def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> None:
-    """Start a run folder again if its run ended before its first checkpoint; refuse if it holds one."""
-    if latest_checkpoint(ckpt_dir) is not None or (run_dir / "results.json").exists():
-        raise SystemExit(f"error: {run_dir} already holds a run; continue it with --resume latest or choose "
-                         f"another --experiments")
-    if info.is_main:  # the dead run's partial logs would mix with this run's
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-
-
 def build_model(r: Run):
     """The demo's data and base if needed and the model (initial weights); writes params.txt."""
     args, info = r.args, r.info
@@ -489,39 +317,50 @@ def load_train_data(r: Run):
 
 
 def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask) -> Trainer:
-    """Memory bank (from the initial weights) and siamese for NPC, the resumed weights, optimizers,
-    the loader and lr schedule, and the resumed training state."""
+    """What the method needs (memory bank, p(clean), its training subset) from the initial weights,
+    the resumed weights, the method's estimator and step, the optimizer, the loader and lr schedule,
+    and the resumed training state."""
     args, info = r.args, r.info
-    bank = None
-    clean_prior = getattr(args, "clean_prior", "none")
-    if args.method == "npc" or clean_prior != "none":
+    method = method_of(args)
+    needs = method.needs
+    if "noise_mask" in needs and noise_mask is None:
+        raise ValueError(f"--method {method.name} needs the ground-truth noise mask of a split this project made "
+                         f"(benchmark only)")
+    bank = p_clean = subset = None
+    if "bank" in needs:
         if info.is_main:
-            bank = ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
-                               r.progress)
+            bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
+                                  r.progress)
         barrier(info)
         if bank is None:
             bank = mb.load_bank(data.memory_bank_dir(args.dataset_root), args.noise_ratio, train_split,
                                 args.noise_mode)
-    p_clean = clean_indices = None
-    if clean_prior != "none":  # CLIP baselines on the bank's GMM: p(clean) from the same build
+    if "p_clean" in needs:  # the CLIP baselines on the bank's GMM: p(clean) from the same build
         p_clean = mb.load_pclean(data.memory_bank_dir(args.dataset_root), args.noise_ratio, len(train_split),
                                  args.noise_mode)
+    if not method.uses_bank:
         bank = None  # plain CLIP batches: no bank pairs
-        if clean_prior == "gmm_filter":
-            clean_indices = np.nonzero(p_clean > args.clean_threshold)[0]
-            log.info(f"--clean_prior gmm_filter: training on the {len(clean_indices)} pairs with p(clean) > "
-                     f"{args.clean_threshold}")
+    if method.subset == "gmm_clean":
+        subset = np.nonzero(p_clean > args.clean_threshold)[0]
+        log.info(f"--method {method.name}: training on the {len(subset)} pairs with p(clean) > {args.clean_threshold}")
+    elif method.subset == "oracle_clean":
+        subset = np.nonzero(~noise_mask)[0]
+        log.info(f"--method {method.name} (benchmark only): training on the {len(subset)} truly clean pairs")
     r.load_resumed_weights(model)
-    siamese = siamese_opt = None
-    if args.method == "npc" and getattr(args, "npc_estimator", "siamese") == "siamese":
-        siamese = copy.deepcopy(model)
-        siamese_opt = make_optimizer(siamese, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
-    optimizer = make_optimizer(model, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
+    estimator = method.build_estimator()
+    make_opt = partial(make_optimizer, lr=args.lr, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
+                       weight_decay=args.weight_decay)
+    if estimator is not None:
+        estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=info, p_clean=p_clean,
+                                 noise_mask=noise_mask))
+    optimizer = make_opt(model)
     if args.torchcompile:
-        for m in (model, siamese):
+        for m in (model, getattr(estimator, "siamese", None)):
             if m is not None:
                 compile_towers(m)
         log.info("torch.compile: image and text transformers (the first steps compile)")
+    step_fn = partial(steps.train_step, model, optimizer, estimator=estimator, objective=method.objective,
+                      info=info, autocast=r.autocast, grad_clip=args.grad_clip, reweight=method.reweight)
 
     image_source = None
     if args.image_cache:
@@ -536,13 +375,13 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
             image_source = open_cache(log=lambda *_: None)
     dataset = data.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source,
                                skip_unreadable=args.skip_unreadable_images)
-    sampler = data.EpochBatchSampler(len(train_split) if clean_indices is None else len(clean_indices),
-                                     args.batch_size, args.seed, info.rank, info.world_size, indices=clean_indices)
+    sampler = data.EpochBatchSampler(len(train_split) if subset is None else len(subset),
+                                     args.batch_size, args.seed, info.rank, info.world_size, indices=subset)
     lr_fn = partial(lr_at, base_lr=args.lr, warmup=args.warmup, total_steps=len(sampler) * args.epochs,
                     epochs=args.epochs, schedule=args.lr_schedule)
-    trainer = Trainer(model=model, optimizer=optimizer, siamese=siamese, siamese_opt=siamese_opt, sampler=sampler,
-                      loader=data.train_loader(dataset, sampler, args.num_workers), lr_fn=lr_fn,
-                      noise_mask=noise_mask, sample_weights=p_clean if clean_prior == "pclean_weight" else None)
+    trainer = Trainer(method=method, model=model, optimizer=optimizer, estimator=estimator, step_fn=step_fn,
+                      sampler=sampler, loader=data.train_loader(dataset, sampler, args.num_workers), lr_fn=lr_fn,
+                      noise_mask=noise_mask)
     restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main)
     r.resume_ckpt = None  # optimizer states can be large: not kept for the whole run
     return trainer
@@ -554,8 +393,8 @@ def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_
         return
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt:
         t.optimizer.load_state_dict(ckpt["optimizer"])
-        if t.siamese_opt is not None and "siamese_optimizer" in ckpt:
-            t.siamese_opt.load_state_dict(ckpt["siamese_optimizer"])
+        if t.estimator is not None:
+            t.estimator.load_state_dict(ckpt)
         t.start_epoch, t.step, t.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
         set_rng_state(ckpt["rng"])
         log.info(f"resuming after epoch {t.start_epoch} (step {t.step})")
@@ -563,31 +402,6 @@ def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_
             repair_best(ckpt_dir, t.best)
     else:
         log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
-
-
-def repair_best(ckpt_dir: Path, best: Dict) -> None:
-    """Make best.pt the epoch the resumed checkpoint names as best (a kill may have cut its copy)."""
-    if best.get("epoch", -1) < 1:
-        return
-    src, dst = ckpt_dir / f"epoch{best['epoch']}.pt", ckpt_dir / "best.pt"
-    if not src.is_file():
-        log.warning(f"{src} is gone: cannot check that {dst} holds the best epoch ({best['epoch']})")
-    elif not dst.is_file() or not filecmp.cmp(src, dst, shallow=False):
-        atomic_copy(src, dst)
-        log.info(f"restored {dst} from {src.name} (the best epoch so far)")
-
-
-def wait_past_event_files(logdir: Path) -> None:
-    """Wait until the clock has left the second in which the newest event file of ``logdir`` was made.
-
-    TensorBoard reads a run's event files in name order, and a name starts with the second its file
-    was created in. A resumed run's file must sort after the earlier ones, or its ``purge_step``
-    hides the wrong events; within the same second the order would fall to the process ids.
-    """
-    made = [int(f.name.split(".")[3]) for f in logdir.glob("events.out.tfevents.*")
-            if len(f.name.split(".")) > 4 and f.name.split(".")[3].isdigit()]
-    if made:
-        time.sleep(max(0.0, max(made) + 1 - time.time()))
 
 
 def open_logs(r: Run, t: Trainer, stack: ExitStack) -> None:
@@ -621,16 +435,9 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
     end_epoch = args.epochs if not args.stop_after else min(args.epochs, t.start_epoch + args.stop_after)
     for epoch in range(t.start_epoch, end_epoch):
         t.sampler.set_epoch(epoch)
-        res = train_one_epoch(t.model, t.loader, t.optimizer, method=args.method, epoch=epoch, start_step=t.step,
-                              lr_fn=t.lr_fn, device=r.device, autocast=r.autocast, info=info,
-                              grad_clip=args.grad_clip, siamese=t.siamese, siamese_opt=t.siamese_opt,
-                              variant=getattr(args, "npc_variant", "paper"),
-                              impl=getattr(args, "npc_impl", "efficient"),
-                              reweight=getattr(args, "npc_weights", "on") == "on",
-                              display=args.display, writer=r.writer, progress=r.progress,
-                              npc_options={"estimator": getattr(args, "npc_estimator", "siamese"),
-                                           "siamese_state": getattr(args, "siamese_state", "persistent")},
-                              sample_weights=t.sample_weights)
+        res = train_one_epoch(t.step_fn, t.loader, model=t.model, optimizers=t.optimizers, epoch=epoch,
+                              start_step=t.step, lr_fn=t.lr_fn, device=r.device, info=info, display=args.display,
+                              writer=r.writer, progress=r.progress)
         t.step += res.steps
         record = {"epoch": epoch + 1, "step": t.step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}
         if res.skipped_images:
@@ -681,11 +488,9 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
                     f"AUC {s['weight_auc']:.3f})")
     log.info(msg)
     epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
-    save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, siamese_opt=t.siamese_opt, epoch=epoch,
-                    step=t.step, best=t.best, args=r.args)
-    if is_best:
-        atomic_copy(epoch_path, r.ckpt_dir / "best.pt")
-    atomic_copy(epoch_path, r.ckpt_dir / "latest.pt")
+    save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, epoch=epoch, step=t.step, best=t.best,
+                    args=r.args, extra=t.estimator.state_dict() if t.estimator is not None else None)
+    publish_epoch(epoch_path, is_best)
 
 
 def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> Dict:
@@ -732,6 +537,6 @@ def build_bank_only(args) -> Dict:
                                                     noise_seed=args.noise_seed, noise_mode=args.noise_mode,
                                                     log=log.info)
     args.rebuild_bank = True
-    bank = ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress,
+    bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress,
                        weights=weights)
     return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}

@@ -18,14 +18,26 @@ import torch
 import torch.nn.functional as F
 
 
+def clip_loss_directional(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
+                          img_all: Optional[torch.Tensor] = None, txt_all: Optional[torch.Tensor] = None,
+                          offset: int = 0) -> torch.Tensor:
+    """``(B, 2)``: each pair's image-to-text and text-to-image cross-entropy (the two halves of its loss)."""
+    return torch.stack(_cross_entropies(img, txt, scale, img_all, txt_all, offset), dim=1)
+
+
 def clip_loss_per_sample(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
                          img_all: Optional[torch.Tensor] = None, txt_all: Optional[torch.Tensor] = None,
                          offset: int = 0) -> torch.Tensor:
+    i2t, t2i = _cross_entropies(img, txt, scale, img_all, txt_all, offset)
+    return (i2t + t2i) / 2
+
+
+def _cross_entropies(img, txt, scale, img_all, txt_all, offset):
     img_all = img if img_all is None else img_all
     txt_all = txt if txt_all is None else txt_all
     target = torch.arange(img.shape[0], device=img.device) + offset
     # Logits in fp32: under bf16 autocast the cross-entropy of a 256-way softmax loses precision.
     logits_i2t = scale.float() * img.float() @ txt_all.float().t()
     logits_t2i = scale.float() * txt.float() @ img_all.float().t()
-    return (F.cross_entropy(logits_i2t, target, reduction="none")
-            + F.cross_entropy(logits_t2i, target, reduction="none")) / 2
+    return (F.cross_entropy(logits_i2t, target, reduction="none"),
+            F.cross_entropy(logits_t2i, target, reduction="none"))

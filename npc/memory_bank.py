@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import pickle
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -28,9 +29,13 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from npc.data import BankIndex, Split
-from npc.io import atomic_save_npy, atomic_write_json, file_sha256
+from npc.data import BankIndex, Split, memory_bank_dir
+from npc.io import atomic_save_npy, atomic_write_json, file_sha256, read_json
+from npc.locks import file_lock
 from npc.losses import clip_loss_per_sample
+
+
+log = logging.getLogger("npc")
 
 
 class BankFileError(ValueError):
@@ -280,3 +285,92 @@ def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split: S
                 self_image_fraction=float(np.mean(split.caption_image[bank.image_bank] == np.arange(split.num_images))),
                 self_text_fraction=float(np.mean(bank.text_bank == np.arange(len(split)))))
     return bank, info, p_clean
+
+
+# ----------------------------------------------------------------------------- the bank of a run
+# Which inputs a bank was built from, when an existing one can serve a run, and building it.
+
+# The bank's build inputs a run may ask differently, and the flag that sets each.
+BANK_INPUT_FLAGS = {"vision_model": "--vision_model", "pretrained": "--pretrained", "weights": "--resume",
+                    "clean_threshold": "--clean_threshold", "batch_size": "--batch_size", "bank_seed": "--bank_seed"}
+
+
+def bank_provenance(args, train_split, weights: Optional[Path] = None) -> Dict:
+    """What a memory bank is built from: the noisy split (by content), the model and the GMM's settings."""
+    return {"noisy_split": train_split.caps_file.name, "noisy_split_sha256": file_sha256(train_split.caps_file),
+            "noise_ratio": str(args.noise_ratio), "noise_mode": args.noise_mode, "vision_model": args.vision_model,
+            "pretrained": str(args.pretrained), "weights": str(weights) if weights else None,
+            "clean_threshold": args.clean_threshold, "batch_size": args.batch_size, "bank_seed": args.bank_seed}
+
+
+def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
+    """The existing bank if it was built from ``wanted``; None if missing or built from another noisy split.
+
+    A bank built with other settings (model, weights, threshold, batch, seed) is refused naming the
+    flag; one without a record of its inputs (the release's, or older versions') is reused with a warning.
+    """
+    bank_dir = memory_bank_dir(args.dataset_root)
+    img_path, _, info_path = bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
+    if not img_path.is_file():
+        return None
+    name = f"{img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}"
+    built = read_json(info_path) or {}
+    if "noisy_split_sha256" not in built:
+        log.warning(f"memory bank: {name} has no record of what it was built from (the release's files, or an older "
+                    f"version's): reused as is; pass --rebuild_bank to rebuild it from this run's inputs")
+    elif built["noisy_split_sha256"] != wanted["noisy_split_sha256"]:
+        log.info(f"memory bank: {name} was built for another version of {wanted['noisy_split']} (it was rebuilt "
+                 f"since): rebuilding the bank")
+        return None
+    elif not bank_files_match(bank_dir, args.noise_ratio, args.noise_mode, built):
+        log.info(f"memory bank: the files of {name} are not the ones {info_path.name} describes (an interrupted "
+                 f"build?): rebuilding the bank")
+        return None
+    else:
+        differ = [f"{flag} {wanted[k]} (the bank has {built.get(k)})" for k, flag in BANK_INPUT_FLAGS.items()
+                  if built.get(k) != wanted[k]]
+        if differ:
+            raise BankFileError(f"memory bank {name} was built with other settings than this run asks for: "
+                                   f"{'; '.join(differ)}. Pass --rebuild_bank to rebuild it for this run (it "
+                                   f"replaces the files), or use the bank's settings")
+    log.info(f"memory bank: reusing {name}")
+    return load_bank(bank_dir, args.noise_ratio, train_split, args.noise_mode,
+                        trust_pickle=getattr(args, "trust_pickle", False))
+
+
+def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
+                weights: Optional[Path] = None) -> BankIndex:
+    """The memory bank of this noisy split: reused if built from the same inputs, else built (under a lock)."""
+    wanted = bank_provenance(args, train_split, weights)
+    rebuild = getattr(args, "rebuild_bank", False)
+    bank = None if rebuild else reusable_bank(args, train_split, wanted)
+    if bank is not None:
+        return bank
+    bank_dir = memory_bank_dir(args.dataset_root)
+    img_path, _, _ = bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
+    with file_lock(bank_dir / f".{img_path.name}.lock", f"the memory bank {img_path.parent}", wait=True,
+                   log=log.info):
+        bank = None if rebuild else reusable_bank(args, train_split, wanted)  # built while we waited?
+        return bank if bank is not None else build_bank(args, model, train_split, noise_mask, preprocess, tokenizer,
+                                                        device, autocast, progress, wanted)
+
+
+def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
+               provenance: Dict) -> BankIndex:
+    log.info(f"memory bank: encoding {train_split.num_images} images / {len(train_split)} captions with the initial model")
+    from npc.evaluation import encode_split
+    from npc.model import logit_scale
+
+    img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=args.eval_batch_size, device=device,
+                            autocast=autocast, num_workers=args.num_workers, progress=progress, desc="bank")
+    bank, info, p_clean = build_memory_bank(img, txt, train_split, logit_scale(model).item(),
+                                               batch_size=args.batch_size, clean_threshold=args.clean_threshold,
+                                               noise_mask=noise_mask, seed=args.bank_seed)
+    info.update(provenance)
+    paths = save_bank(bank, memory_bank_dir(args.dataset_root), args.noise_ratio, args.noise_mode, info,
+                         p_clean=p_clean)
+    msg = f"memory bank: {info['n_clean']} of {info['n_pairs']} pairs clean (p>{args.clean_threshold})"
+    if "precision" in info:
+        msg += f", precision {info['precision']:.3f} recall {info['recall']:.3f} against the noise mask"
+    log.info(msg + f"; wrote {paths[0]} and {paths[1].name}")
+    return bank

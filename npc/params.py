@@ -229,8 +229,17 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                    help="torch.compile the image and text transformers (dynamic shapes) for training; the "
                         "first steps compile for a while. Meant for GPUs: on CPU it made the demo slower")
 
+    if method in ("npc", "clip"):
+        from npc.methods import DEFAULT_METHOD, METHODS, script_methods
+
+        g = group("method (docs/methods.md)")
+        g.add_argument("--method", type=str, default=DEFAULT_METHOD[method], choices=script_methods(method),
+                       metavar="NAME",
+                       help="the method, by name: " + "; ".join(f"{n} = {METHODS[n].summary}"
+                                                                for n in script_methods(method))
+                            + ". The flags of the next group override its parts")
     if method in ("npc", "bank"):
-        g = group("NPC")
+        g = group("NPC (overrides of the method's parts; the reference release's and earlier versions' flags)")
         g.add_argument("--npc_variant", type=str, default="paper", choices=("paper", "release"),
                        help="paper = per-sample weights and a memory-bank loss that trains the model "
                             "(the method as published); release = what the authors' code does "
@@ -255,7 +264,7 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     else:
         g = group("baselines on the memory bank's GMM")
         g.add_argument("--clean_prior", type=str, default="none", choices=("none", "gmm_filter", "pclean_weight"),
-                       help="none = plain CLIP fine-tuning; gmm_filter = train on the memory bank's clean set "
+                       help="the same as --method (kept from earlier versions): none = clip; gmm_filter = train on the memory bank's clean set "
                             "only (p(clean) > --clean_threshold); pclean_weight = loss mean_i(p_i l_i) with p_i "
                             "the GMM's p(clean) (both from the memory bank's build, built if missing)")
     g.add_argument("--clean_threshold", type=float, default=0.9,
@@ -282,14 +291,66 @@ def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespac
         args.num_anns = NUM_ANNS[args.dataset]
     if getattr(args, "name", "") is None:
         args.name = method.upper()
-    if getattr(args, "lr_schedule", "") is None:
-        args.lr_schedule = "staircase" if getattr(args, "npc_variant", None) == "release" else "cosine"
+    args.script = method
     if not 0 < args.clean_threshold < 1:
         raise SystemExit(f"error: --clean_threshold must be in (0, 1), got {args.clean_threshold}")
     if getattr(args, "dev_length", 0) < 0:
         raise SystemExit(f"error: --dev_length must be >= 0, got {args.dev_length}")
-    args.method = method
     return args
+
+
+def resolve_method(args: argparse.Namespace, script: str, explicit: frozenset) -> None:
+    """Settle ``args.method`` and the flags of its parts (in place): ``--method``, or the method the
+    fine-grained flags of earlier versions name; those flags, when given, override its parts."""
+    from npc import methods as M
+
+    if script == "clip":
+        prior = args.clean_prior if "clean_prior" in explicit else "none"
+        if "method" in explicit and prior != "none" and prior != args.method:
+            raise ConfigError(f"--clean_prior {prior} contradicts --method {args.method}: give one of them")
+        name = args.method if "method" in explicit or prior == "none" else prior
+        args.method = M.get_method(name).name
+        args.clean_prior = name if name in ("gmm_filter", "pclean_weight") else "none"
+        return
+    given = lambda key: getattr(args, key) if key in explicit else None  # noqa: E731
+    weights = given("npc_weights")
+    m = M.compose(M.get_method(args.method), objective=given("npc_variant"), estimator=given("npc_estimator"),
+                  reweight=None if weights is None else weights == "on", impl=given("npc_impl"),
+                  state=given("siamese_state"))
+    set_method_flags(args, m)
+
+
+def set_method_flags(args: argparse.Namespace, m) -> None:
+    """The fine-grained flags that spell out method ``m``'s parts (recorded with the run)."""
+    args.method = m.name
+    args.npc_variant = m.objective
+    args.npc_weights = "on" if m.reweight else "off"
+    args.npc_estimator = m.estimator
+    args.npc_impl = dict(m.options).get("impl", "efficient")
+    args.siamese_state = dict(m.options).get("state", "persistent")
+
+
+def method_of(args: argparse.Namespace):
+    """The method object a resolved ``args`` runs (a registered one, or one composed by overrides)."""
+    from npc import methods as M
+
+    base = M.get_method(M.base_name(args.method))
+    if base.script == "clip":
+        return base
+    return M.compose(base, objective=args.npc_variant, estimator=args.npc_estimator, reweight=args.npc_weights == "on",
+                     impl=args.npc_impl, state=args.siamese_state)
+
+
+def legacy_method_name(saved: Dict) -> str:
+    """The method of a run saved by an earlier version (its ``method`` was the script, npc or clip)."""
+    from npc import methods as M
+
+    if saved.get("method") == "clip":
+        prior = saved.get("clean_prior", "none")
+        return prior if prior in ("gmm_filter", "pclean_weight") else "clip"
+    return M.compose(M.get_method("npc_paper"), objective=saved.get("npc_variant", "paper"),
+                     estimator=saved.get("npc_estimator", "siamese"), reweight=saved.get("npc_weights", "on") == "on",
+                     impl=saved.get("npc_impl", "efficient"), state=saved.get("siamese_state", "persistent")).name
 
 
 def parse_args(argv: Optional[Sequence[str]], method: str) -> argparse.Namespace:
@@ -303,12 +364,23 @@ def parse_args(argv: Optional[Sequence[str]], method: str) -> argparse.Namespace
         print(f"get_memorybank.py: ignoring {', '.join(flag_name(k) for k in sorted(explicit - BANK_FLAGS))} "
               f"(not used to build the bank; its GMM's seed is --bank_seed)", file=sys.stderr)
     args = resolve_defaults(args, method)
+    if method in ("npc", "clip"):
+        resolve_method(args, method, explicit)
+    if getattr(args, "lr_schedule", "") is None:  # the release's effective schedule goes with its objective
+        args.lr_schedule = "staircase" if getattr(args, "npc_variant", None) == "release" else "cosine"
     args._explicit = explicit
     return args
 
 
 def flag_name(key: str) -> str:
-    return {"logs": "--logs_dir", "method": "the script (main_NPC.py / main_CLIP.py)"}.get(key, f"--{key}")
+    return {"logs": "--logs_dir", "method": "--method (and the script: main_NPC.py / main_CLIP.py)"}.get(key, f"--{key}")
+
+
+def _same_script(a: str, b: str) -> bool:
+    from npc import methods as M
+
+    scripts = {M.METHODS[M.base_name(n)].script if M.base_name(n) in M.METHODS else n for n in (a, b)}
+    return len(scripts) == 1
 
 
 def restore_run_config(args: argparse.Namespace, saved: Dict, source: str) -> None:
@@ -318,6 +390,8 @@ def restore_run_config(args: argparse.Namespace, saved: Dict, source: str) -> No
     keep this command's values. Conflicts are one :class:`ConfigError` naming every flag.
     """
     explicit = getattr(args, "_explicit", frozenset())
+    if saved.get("method") in ("npc", "clip"):  # saved by an earlier version: the script's name
+        saved = {**saved, "method": legacy_method_name(saved)}
     conflicts = []
     for key, value in saved.items():
         if key in INVOCATION_FLAGS or key.startswith("_") or not hasattr(args, key):
@@ -325,7 +399,9 @@ def restore_run_config(args: argparse.Namespace, saved: Dict, source: str) -> No
         now = getattr(args, key)
         if key in explicit and (key in RESUME_MAY_CHANGE or now == value):
             continue  # a permitted change, or the run's value (spelled as given: 0 vs 0.0 name files)
-        if key in explicit or (key == "method" and now != value):
+        if key == "method" and now != value and not _same_script(now, value):
+            conflicts.append(f"{flag_name(key)} {now} (the run has {value})")
+        elif key in explicit:
             conflicts.append(f"{flag_name(key)} {now} (the run has {value})")
         else:
             setattr(args, key, value)

@@ -11,7 +11,8 @@ import torch
 from bench import throughput
 
 from npc.model import create_model
-from npc.negative_impact import clip_step, npc_step, phase_timings
+from npc.negative_impact import phase_timings
+from npc.steps import clip_step, npc_step
 
 
 def test_throughput_json_has_the_documented_fields():

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from npc.distributed import DistInfo
 from npc.model import create_model
-from npc.negative_impact import clip_step, npc_step
+from npc.steps import clip_step, npc_step
 
 B = 8
 

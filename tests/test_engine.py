@@ -59,17 +59,19 @@ def test_npc_first_order_estimator_runs_without_siamese(fresh_root, base_dir, tm
 
 @pytest.mark.parametrize("prior", ["gmm_filter", "pclean_weight"])
 def test_clip_baselines_on_the_banks_gmm(fresh_root, base_dir, tmp_path, prior, monkeypatch):
-    from npc import engine
     from npc import memory_bank as mb
 
+    from npc import steps
+
     seen = []
-    real_step = engine.clip_step
+    real_step = steps.train_step
 
     def spy(model, optimizer, batch, **kw):
-        seen.append((batch["index"].clone(), kw.get("weights")))
-        return real_step(model, optimizer, batch, **kw)
+        out = real_step(model, optimizer, batch, **kw)
+        seen.append((batch["index"].clone(), out["weights"]))
+        return out
 
-    monkeypatch.setattr(engine, "clip_step", spy)
+    monkeypatch.setattr(steps, "train_step", spy)
     logs = tmp_path / "logs"
     main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", prior,
                             "--clean_prior", prior, "--noise_ratio", "0.4", "--clean_threshold", "0.5"))
@@ -136,14 +138,16 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(fresh_root, base_d
     args = run_args(fresh_root, base_dir, logs, "--epochs", "3", "--experiments", "nan")
     main_CLIP.main(args + ["--stop_after", "1"])
     good = _weights(logs / "nan" / "checkpoints" / "latest.pt")
-    real_step = engine.clip_step
+    from npc import steps
+
+    real_step = steps.train_step
 
     def exploding(*a, **kw):
         out = real_step(*a, **kw)
         out["loss"] = torch.tensor(float("nan"))
         return out
 
-    monkeypatch.setattr(engine, "clip_step", exploding)
+    monkeypatch.setattr(steps, "train_step", exploding)
     with pytest.raises(engine.NonFiniteLoss, match="non-finite loss"):
         main_CLIP.main(args + ["--resume", "latest"])
     kept = _weights(logs / "nan" / "checkpoints" / "latest.pt")

@@ -22,7 +22,7 @@ import get_memorybank
 import main_CLIP
 import main_NPC
 from conftest import MODEL, run_args
-from npc import engine
+from npc import checkpoint, engine
 from npc import memory_bank as mb
 from npc.cli import cli
 from npc.locks import file_lock
@@ -67,11 +67,11 @@ import os, signal, sys
 import torch
 torch.set_num_threads(int(sys.argv[3]))  # the test process's: float sums depend on the thread count
 import main_CLIP
-from npc import engine
+from npc import checkpoint, steps
 
 mode, at = sys.argv[1], int(sys.argv[2])
 if mode == "mid_epoch":
-    real_step, done = engine.clip_step, [0]
+    real_step, done = steps.train_step, [0]
 
     def step(*a, **kw):
         done[0] += 1
@@ -79,16 +79,16 @@ if mode == "mid_epoch":
             os.kill(os.getpid(), signal.SIGKILL)
         return real_step(*a, **kw)
 
-    engine.clip_step = step
+    steps.train_step = step
 elif mode == "best_copy":
-    real_copy = engine.atomic_copy
+    real_copy = checkpoint.atomic_copy
 
     def copy(src, dst):
         if dst.name == "best.pt" and src.name == f"epoch{at}.pt":
             os.kill(os.getpid(), signal.SIGKILL)
         return real_copy(src, dst)
 
-    engine.atomic_copy = copy
+    checkpoint.atomic_copy = copy
 else:
     real_save = torch.save
 
@@ -219,14 +219,14 @@ def test_full_disk_at_the_copy_to_latest_is_one_line_and_resumable(root, base_di
     logs = tmp_path / "logs"
     argv = run_args(root, base_dir, logs, "--epochs", "2", "--experiments", "f")
 
-    real_copy = engine.atomic_copy
+    real_copy = checkpoint.atomic_copy
 
     def full_disk(src, dst):
         if dst.name == "latest.pt":
             raise OSError(errno.ENOSPC, "No space left on device", str(dst))
         real_copy(src, dst)
 
-    monkeypatch.setattr(engine, "atomic_copy", full_disk)
+    monkeypatch.setattr(checkpoint, "atomic_copy", full_disk)
     assert cli(main_CLIP.main, argv) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"error: {logs / 'f' / 'checkpoints' / 'latest.pt'}: No space left on device"
@@ -319,7 +319,7 @@ def test_bank_provenance_rebuilds_or_refuses(root, base_dir, tmp_path, capsys):
         a = parse_args(args + list(extra), "npc")
         split, _ = data.load_train_split(a.dataset_root, a.dataset, a.num_anns, a.noise_ratio,
                                          noise_seed=a.noise_seed, log=lambda *_: None)
-        return engine.reusable_bank(a, split, engine.bank_provenance(a, split))
+        return mb.reusable_bank(a, split, mb.bank_provenance(a, split))
 
     bank = reuse()
     assert bank is not None
@@ -475,7 +475,7 @@ def test_resumed_event_file_sorts_after_the_earlier_ones(tmp_path):
     second as the earlier writer must not put its file, and so its purge_step, first."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from npc.engine import wait_past_event_files
+    from npc.checkpoint import wait_past_event_files
 
     logdir = tmp_path / "tensorboard"
     first = SummaryWriter(str(logdir))

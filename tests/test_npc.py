@@ -7,7 +7,8 @@ import torch
 from npc.losses import clip_loss_per_sample
 from npc.model import compile_towers, create_model, encode, logit_scale
 from npc.distributed import DistInfo
-from npc.negative_impact import encode_groups, npc_step, npc_weights
+from npc.negative_impact import encode_groups, npc_weights
+from npc.steps import npc_step
 
 
 def test_weights_hand_computed():
@@ -128,7 +129,7 @@ def test_siamese_is_resynced_and_keeps_its_optimizer_state():
 
 def test_pure_fp16_regime_steps_fp16_weights():
     """--precision fp16: the release's regime, AdamW directly on fp16 weights (no fp32 master copy)."""
-    from npc.negative_impact import clip_step
+    from npc.steps import clip_step
 
     torch.manual_seed(0)
     model, _, _ = create_model("npc-micro", "none", precision="fp16")
@@ -279,7 +280,7 @@ def test_fresh_siamese_state_starts_empty_every_step():
 
 
 def test_clip_step_weights_are_the_written_out_weighted_loss():
-    from npc.negative_impact import clip_step
+    from npc.steps import clip_step
 
     model, batch = _setup()
     a0 = copy.deepcopy(model)

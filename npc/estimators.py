@@ -1,0 +1,237 @@
+"""Weight estimators: how much each training pair counts in a step (docs/methods.md).
+
+An estimator gets the step's shared forward (:class:`npc.steps.StepState`: A's per-pair losses
+with their graph, and the memory-bank pairs' losses when it ``uses_bank``) and returns one weight
+per pair (or ``(B, 2)``: one per direction), or None for "every pair counts 1". It is built once
+per run by :meth:`WeightEstimator.bind` from what the run has (the model, an optimizer factory,
+the memory bank's p(clean), the ground-truth noise mask of a benchmark split), and whatever state
+it keeps across steps goes into the run's checkpoints through ``state_dict``.
+
+A new estimator is a subclass with a ``name``, registered with :func:`register_estimator`; a
+method that uses it is one line in :mod:`npc.methods`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from npc.distributed import DistInfo, all_reduce_grads_
+from npc.model import logit_scale
+from npc.negative_impact import (_phase, _siamese_step, encode_groups, first_order_after, first_order_impact,
+                                 npc_weights, sync_siamese_, trainable)
+
+
+@dataclass
+class RunInputs:
+    """What a run offers its estimator when it is built."""
+
+    model: torch.nn.Module
+    make_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer]
+    info: DistInfo
+    p_clean: Optional[np.ndarray] = None      # the memory bank's GMM p(clean) of every training pair
+    noise_mask: Optional[np.ndarray] = None   # True where a training caption is wrong (benchmark splits only)
+
+
+class WeightEstimator:
+    """Per-pair weights of a step; see the module docstring."""
+
+    name: ClassVar[str] = ""
+    uses_bank: ClassVar[bool] = False        # the batch must carry the memory-bank pairs
+    needs: ClassVar[frozenset] = frozenset()  # RunInputs fields it needs: "p_clean", "noise_mask"
+    forward_plan: ClassVar[Dict] = {}          # keyword arguments of the step's forward (npc.negative_impact.encode_groups)
+    directional: ClassVar[bool] = False        # weights of shape (B, 2), one per direction of each pair's loss
+
+    def bind(self, run: RunInputs) -> None:
+        """Called once per run, before the first step."""
+
+    @property
+    def optimizers(self) -> List[torch.optim.Optimizer]:
+        """Optimizers of the estimator's own (their lr follows the run's schedule)."""
+        return []
+
+    def weights(self, state) -> Optional[torch.Tensor]:
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict:
+        """What a checkpoint keeps of the estimator (entries of the checkpoint dict)."""
+        return {}
+
+    def load_state_dict(self, ckpt: Dict) -> None:
+        """Restore from a checkpoint dict (entries missing from older checkpoints are left as they are)."""
+
+
+ESTIMATORS: Dict[str, type] = {}
+
+
+def register_estimator(cls: type) -> type:
+    """Class decorator: make ``cls`` available to methods under ``cls.name``."""
+    if not cls.name or cls.name in ESTIMATORS:
+        raise ValueError(f"estimator name {cls.name!r} is empty or taken")
+    ESTIMATORS[cls.name] = cls
+    return cls
+
+
+def build_estimator(name: Optional[str], **options) -> Optional[WeightEstimator]:
+    if name is None:
+        return None
+    try:
+        cls = ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown estimator {name!r}: one of {sorted(ESTIMATORS)}") from None
+    return cls(**options)
+
+
+# ----------------------------------------------------------------------------- NPC's negative impact
+
+@register_estimator
+class Siamese(WeightEstimator):
+    """NPC's step 1 (docs/method.md section 4): a siamese copy A' of A takes one optimizer step on the
+    batch; each pair's memory-bank losses before and after give ``w = tanh(ratio)`` if ratio < 1.
+
+    ``impl``: ``efficient`` reuses A's forward for the bank losses before the step and for A''s
+    gradient (A' equals A then); ``naive`` runs A' on its own (same results). ``state``:
+    ``persistent`` keeps A''s AdamW state across steps (the release), ``fresh`` empties it every step.
+    ``grad_scale`` 2 is the release's doubled siamese gradient.
+    """
+
+    name = "siamese"
+    uses_bank = True
+
+    def __init__(self, impl: str = "efficient", state: str = "persistent", grad_scale: float = 1.0):
+        if impl not in ("efficient", "naive"):
+            raise ValueError(f"--npc_impl must be efficient or naive, got {impl!r}")
+        if state not in ("persistent", "fresh"):
+            raise ValueError(f"--siamese_state must be persistent or fresh, got {state!r}")
+        self.impl, self.state, self.grad_scale = impl, state, grad_scale
+        self.forward_plan = {"first": ("pair",)} if impl == "efficient" else {"dedup": False}
+        self.siamese = self.optimizer = None
+
+    def bind(self, run: RunInputs) -> None:
+        siamese = copy.deepcopy(run.model)
+        self.attach_siamese(siamese, run.make_optimizer(siamese))
+
+    def attach_siamese(self, siamese, optimizer) -> None:
+        self.siamese, self.optimizer = siamese, optimizer
+
+    @property
+    def optimizers(self):
+        return [self.optimizer]
+
+    def state_dict(self):
+        return {"siamese_optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, ckpt):
+        if "siamese_optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["siamese_optimizer"])
+
+    def weights(self, s):
+        siamese, opt = self.siamese, self.optimizer
+        with _phase("npc.sync_siamese"):
+            sync_siamese_(siamese, s.model)
+        if self.state == "fresh":
+            opt.state.clear()
+        if self.impl == "efficient":
+            before_I, before_T = s.losses["bankI"].detach(), s.losses["bankT"].detach()
+            with _phase("npc.backward_siamese"):
+                grads = torch.autograd.grad(s.losses["pair"].mean(), s.params, retain_graph=s.keep_graph,
+                                            allow_unused=True)
+                grads = [torch.zeros_like(p) if g is None else g for p, g in zip(s.params, grads)]
+                if s.info.enabled:
+                    holders = trainable(siamese)
+                    for p, g in zip(holders, grads):
+                        p.grad = g
+                    all_reduce_grads_(holders, s.info)
+                    grads = [p.grad for p in holders]
+            with _phase("npc.step_siamese"):
+                _siamese_step(siamese, opt, grads, self.grad_scale)
+            s.grads, s.grads_scale = grads, self.grad_scale  # an objective may reuse them (release)
+        else:
+            with torch.no_grad(), s.autocast():
+                before = encode_groups(siamese, s.batch, ("bankI", "bankT"), s.info, dedup=False)
+            before_I, before_T = before["bankI"], before["bankT"]
+            with s.autocast():
+                siamese_loss = encode_groups(siamese, s.batch, ("pair",), s.info, dedup=False)["pair"].mean()
+            opt.zero_grad(set_to_none=True)
+            (siamese_loss * self.grad_scale).backward()
+            all_reduce_grads_(trainable(siamese), s.info)
+            opt.step()
+        with _phase("npc.forward_siamese"), torch.no_grad(), s.autocast():
+            after = encode_groups(siamese, s.batch, ("bankI", "bankT"), s.info, dedup=self.impl == "efficient")
+        return _npc_weights(s, before_I, after["bankI"], before_T, after["bankT"])
+
+
+def _npc_weights(s, before_I, after_I, before_T, after_T) -> torch.Tensor:
+    before_I, after_I, before_T, after_T = before_I.float(), after_I.float(), before_T.float(), after_T.float()
+    weights, ratio = npc_weights(before_I, after_I, before_T, after_T)
+    s.extras["ratio"] = ratio
+    s.extras["bank_losses"] = torch.stack([before_I, after_I, before_T, after_T])
+    return weights
+
+
+@register_estimator
+class FirstOrder(WeightEstimator):
+    """NPC's weights from the first-order change of each pair's bank losses when the pair alone is
+    learnt, in closed form through feature gradients, centred on the batch median; no siamese
+    (:func:`npc.negative_impact.first_order_impact`, :func:`npc.negative_impact.first_order_after`)."""
+
+    name = "first_order"
+    uses_bank = True
+    forward_plan = {"features": True}
+
+    def weights(self, s):
+        before_I, before_T = s.losses["bankI"].detach().float(), s.losses["bankT"].detach().float()
+        with _phase("npc.first_order"):
+            scale = logit_scale(s.model)
+            f = s.features
+            after_I, after_T = first_order_after(
+                before_I, first_order_impact(*f["pair"], *f["bankI"], scale, 1.0, s.info),
+                before_T, first_order_impact(*f["pair"], *f["bankT"], scale, 1.0, s.info), s.info)
+        return _npc_weights(s, before_I, after_I, before_T, after_T)
+
+
+# ----------------------------------------------------------------------------- one number per pair, known in advance
+
+class PerPair(WeightEstimator):
+    """A weight per training pair fixed before training, looked up by the batch's pair indices."""
+
+    values: Optional[np.ndarray] = None
+
+    def weights(self, s):
+        index = s.batch["index"].cpu().numpy()
+        return torch.as_tensor(self.values[index], dtype=torch.float32, device=s.batch["index"].device)
+
+
+@register_estimator
+class PClean(PerPair):
+    """The memory bank's GMM p(clean) of each pair (the field's standard clean-probability signal)."""
+
+    name = "pclean"
+    needs = frozenset({"p_clean"})
+
+    def bind(self, run):
+        self.values = run.p_clean
+
+
+@register_estimator
+class Oracle(PerPair):
+    """Benchmark only: 1 for a truly clean pair, 0 for a noisy one (the ground-truth noise mask)."""
+
+    name = "oracle"
+    needs = frozenset({"noise_mask"})
+
+    def bind(self, run):
+        self.values = (~run.noise_mask).astype(np.float32)
+
+
+class Given(WeightEstimator):
+    """The weights given for one step (``npc.steps.clip_step``'s ``weights``); not a method's part."""
+
+    def __init__(self, weights: torch.Tensor):
+        self.given = weights
+
+    def weights(self, s):
+        return self.given

@@ -1,0 +1,145 @@
+"""The methods of this project by name: ``--method NAME`` (docs/methods.md).
+
+A method is a composition of three parts:
+
+* a **weight estimator** (:mod:`npc.estimators`): how much each pair counts in a step, or None;
+* an **objective** (:mod:`npc.steps`): ``clip``, NPC's ``paper`` loss, or the ``release``'s;
+* a **training subset**: every pair (``all``), the memory bank's clean set (``gmm_clean``), or the
+  truly clean pairs (``oracle_clean``, benchmark only).
+
+``main_NPC.py`` runs the methods whose ``script`` is ``npc`` (they take the NPC flags),
+``main_CLIP.py`` those whose ``script`` is ``clip``. Methods marked ``benchmark_only`` need the
+ground-truth noise mask of a split this project made; they are ceilings, never a user's choice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, Mapping, Optional
+
+SUBSETS = ("all", "gmm_clean", "oracle_clean")
+OBJECTIVE_NAMES = ("clip", "paper", "release")  # npc.steps.OBJECTIVES
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    script: str                       # "npc" (main_NPC.py) or "clip" (main_CLIP.py)
+    estimator: Optional[str]          # a name in npc.estimators.ESTIMATORS, or None
+    objective: str                    # a name in npc.steps.OBJECTIVES
+    subset: str = "all"
+    reweight: bool = True             # False: weights computed and logged, the loss uses none (ablation)
+    options: Mapping = field(default_factory=dict)  # the estimator's keyword arguments
+    benchmark_only: bool = False
+    summary: str = ""
+
+    @property
+    def uses_bank(self) -> bool:
+        """Whether the batches carry memory-bank pairs."""
+        from npc.estimators import ESTIMATORS
+        from npc.steps import OBJECTIVES
+
+        return OBJECTIVES[self.objective].uses_bank or getattr(ESTIMATORS.get(self.estimator), "uses_bank", False)
+
+    @property
+    def needs(self) -> frozenset:
+        """What the run must provide: "bank" (the memory bank's files), "p_clean", "noise_mask"."""
+        from npc.estimators import ESTIMATORS
+
+        needs = set(getattr(ESTIMATORS.get(self.estimator), "needs", ()))
+        if self.subset == "gmm_clean":
+            needs.add("p_clean")
+        if self.subset == "oracle_clean":
+            needs.add("noise_mask")
+        if self.uses_bank:
+            needs.add("bank")
+        if "p_clean" in needs:
+            needs.add("bank")  # p(clean) is written by the bank's build
+        return frozenset(needs)
+
+    def build_estimator(self):
+        from npc.estimators import build_estimator
+
+        return build_estimator(self.estimator, **dict(self.options))
+
+
+METHODS: Dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Make ``method`` selectable by ``--method``. (Its estimator's name is checked when it is built:
+    importing this module must stay light, so that ``--help`` answers at once.)"""
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} is registered already")
+    if method.script not in ("npc", "clip") or method.objective not in OBJECTIVE_NAMES or method.subset not in SUBSETS:
+        raise ValueError(f"method {method.name!r}: unknown script, objective or subset")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"--method {name}: unknown method; one of {', '.join(METHODS)}") from None
+
+
+def script_methods(script: str):
+    return [m.name for m in METHODS.values() if m.script == script]
+
+
+DEFAULT_METHOD = {"npc": "npc_paper", "clip": "clip"}
+
+# The benchmark's rows. The NPC flags of the reference release and of earlier versions
+# (--npc_variant, --npc_weights, --npc_estimator, --siamese_state, --npc_impl, --clean_prior) name
+# the same compositions; see npc.params.resolve_method.
+register_method(Method("clip", "clip", None, "clip", summary="plain CLIP fine-tuning (symmetric InfoNCE), the baseline"))
+register_method(Method("gmm_filter", "clip", None, "clip", subset="gmm_clean",
+                       summary="CLIP fine-tuning on the memory bank's clean set only (GMM p(clean) > --clean_threshold)"))
+register_method(Method("pclean_weight", "clip", "pclean", "clip",
+                       summary="CLIP loss of each pair weighted by the memory bank's GMM p(clean)"))
+register_method(Method("oracle_filter", "clip", None, "clip", subset="oracle_clean", benchmark_only=True,
+                       summary="benchmark only: CLIP fine-tuning on the truly clean pairs (ground-truth noise mask)"))
+register_method(Method("oracle_weight", "clip", "oracle", "clip", benchmark_only=True,
+                       summary="benchmark only: noisy pairs weigh 0, clean 1, same steps as CLIP"))
+register_method(Method("npc_paper", "npc", "siamese", "paper",
+                       summary="NPC as published: siamese one-step weights per pair + memory-bank loss"))
+register_method(Method("npc_release", "npc", "siamese", "release", options={"grad_scale": 2.0},
+                       summary="NPC as the authors' code computes it (mean weight x batch-mean loss, bank loss "
+                               "without gradient, doubled siamese gradient, staircase lr)"))
+register_method(Method("npc_bank_only", "npc", "siamese", "paper", reweight=False,
+                       summary="ablation: npc_paper with every weight 1 (the memory-bank loss alone)"))
+register_method(Method("npc_first_order", "npc", "first_order", "paper",
+                       summary="npc_paper with the first-order estimator of each pair's own negative impact"))
+
+
+_DEFAULT_OPTIONS = {"impl": "efficient", "state": "persistent", "grad_scale": 1.0}
+
+
+def _parts(m: Method) -> tuple:
+    return m.script, m.estimator, m.objective, m.subset, m.reweight, tuple(sorted(dict(m.options).items()))
+
+
+def compose(base: Method, *, objective: Optional[str] = None, reweight: Optional[bool] = None,
+            estimator: Optional[str] = None, impl: Optional[str] = None, state: Optional[str] = None) -> Method:
+    """``base`` with parts replaced by the fine-grained flags: the registered method of those parts if
+    there is one, else ``base[part=value,...]``. Giving a method's own parts returns it unchanged."""
+    est = base.estimator if estimator is None else estimator
+    obj = base.objective if objective is None else objective
+    options = dict(base.options) if est == base.estimator else {}
+    if est == "siamese":
+        options["grad_scale"] = 2.0 if obj == "release" else 1.0  # the release doubles the siamese gradient
+        options.update({k: v for k, v in (("impl", impl), ("state", state)) if v is not None})
+    options = {k: v for k, v in options.items() if _DEFAULT_OPTIONS.get(k) != v}
+    new = replace(base, estimator=est, objective=obj, reweight=base.reweight if reweight is None else reweight,
+                  options=options)
+    for m in (base, *METHODS.values()):
+        if _parts(m) == _parts(new):
+            return m
+    diffs = [f"{k}={getattr(new, k)}" for k in ("estimator", "objective", "reweight") if getattr(new, k) != getattr(base, k)]
+    diffs += [f"{k}={v}" for k, v in sorted(options.items()) if dict(base.options).get(k) != v and k != "grad_scale"]
+    return replace(new, name=f"{base.name}[{','.join(diffs)}]")
+
+
+def base_name(name: str) -> str:
+    """The registered method a composed name (``npc_paper[impl=naive]``) starts from."""
+    return name.split("[", 1)[0]

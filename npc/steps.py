@@ -1,0 +1,220 @@
+"""One training step of any method: a shared forward, an estimator's per-pair weights, an objective.
+
+``train_step`` runs the model (A) once on the batch's pairs and, when the method uses it, on the
+memory-bank pairs; hands what it computed (:class:`StepState`) to the method's weight estimator
+(:mod:`npc.estimators`); and lets the objective turn the weighted per-pair losses into A's update.
+The estimator receives the step's own forward, so NPC's siamese can reuse A's graph for its
+gradient (see :mod:`npc.negative_impact`), and an objective may reuse a gradient the estimator
+already took (the release's objective needs no second backward pass).
+
+Objectives (docs/method.md sections 4 and 5):
+
+``clip``     ``mean_i(w_i l_i)`` (``mean_i l_i`` without weights): plain CLIP fine-tuning and the
+             baselines that weight or filter its pairs. Weights of shape ``(B, 2)`` weight the
+             image-to-text and text-to-image halves of each pair's loss separately.
+``paper``    ``mean_i(w_i l_i) + L_bank``: NPC as published; the bank loss trains A.
+``release``  ``mean(w) * mean_i(l_i) + L_bank`` with the bank loss detached: what the authors' code
+             computes (its weights scale the batch mean; its bank loss trains nothing).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad, gather_with_grad
+from npc.losses import clip_loss_directional
+from npc.model import logit_scale
+from npc.negative_impact import GROUPS, _phase, encode_groups, trainable
+
+
+@dataclass
+class StepState:
+    """What the step has computed when the estimator is asked for weights."""
+
+    model: torch.nn.Module
+    batch: Dict[str, torch.Tensor]
+    info: DistInfo
+    autocast: object
+    params: List[torch.nn.Parameter]
+    losses: Dict[str, torch.Tensor]                 # per-pair losses of each group, with A's graph
+    features: Dict[str, tuple] = field(default_factory=dict)  # row-aligned (image, text) features per group
+    directional: Optional[torch.Tensor] = None      # (B, 2) image->text and text->image halves of the pair loss
+    keep_graph: bool = True                         # A's graph is needed after the estimator (a backward of A)
+    grads: Optional[List[torch.Tensor]] = None      # gradient of mean_i l_i w.r.t. params, if an estimator took it
+    grads_scale: float = 1.0                        # ``grads`` were multiplied by this (in place)
+    extras: Dict[str, torch.Tensor] = field(default_factory=dict)  # estimator outputs worth returning
+
+
+# ----------------------------------------------------------------------------- update helpers
+
+def _global_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if not info.enabled:
+        return x.mean()
+    return gather_no_grad(x.detach(), info).mean()
+
+
+def clip_and_step(params: Sequence[torch.Tensor], optimizer, grad_clip: float) -> float:
+    """Clip the gradient norm (0: no clip), step; returns the pre-clip norm."""
+    if grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    optimizer.step()
+    return float(norm)
+
+
+def finish_step(model, optimizer, loss: torch.Tensor, info: DistInfo, grad_clip: float) -> float:
+    """Backward, average over ranks, clip, step. Returns the pre-clip gradient norm."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = trainable(model)
+    all_reduce_grads_(params, info)
+    return clip_and_step(params, optimizer, grad_clip)
+
+
+# ----------------------------------------------------------------------------- objectives
+
+class Objective:
+    """How per-pair weights and losses become A's loss, and A's update from it."""
+
+    name = ""
+    uses_bank = False
+
+    def loss(self, state: StepState, weights: Optional[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update(self, state: StepState, loss: torch.Tensor, weights: Optional[torch.Tensor], optimizer,
+               grad_clip: float) -> float:
+        return finish_step(state.model, optimizer, loss, state.info, grad_clip)
+
+
+class ClipObjective(Objective):
+    name = "clip"
+
+    def loss(self, state, weights):
+        pair = state.losses["pair"]
+        if weights is None:
+            return pair.mean()
+        if weights.dim() == 2:  # one weight per direction
+            return (weights.to(pair.dtype) * state.directional).sum(1).div(2).mean()
+        return (weights.to(pair.dtype) * pair).mean()
+
+
+def bank_loss(state: StepState) -> torch.Tensor:
+    return (state.losses["bankI"].mean() + state.losses["bankT"].mean()) / 2
+
+
+class PaperObjective(Objective):
+    name = "paper"
+    uses_bank = True
+
+    def loss(self, state, weights):
+        pair = state.losses["pair"]
+        w = torch.ones_like(pair) if weights is None else weights.to(pair.dtype)
+        return (w * pair).mean() + bank_loss(state)
+
+
+class ReleaseObjective(Objective):
+    """The release multiplies the batch-mean loss by the batch-mean weight and adds a bank loss computed
+    without gradient: its value is logged, it contributes no gradient."""
+
+    name = "release"
+    uses_bank = True
+    reuses_estimator_grads = True  # an estimator that took mean_i l_i's gradient need not keep A's graph
+
+    def loss(self, state, weights):
+        pair = state.losses["pair"]
+        mean_w = torch.ones((), device=pair.device) if weights is None else _global_mean(weights, state.info)
+        state.extras["mean_w"] = mean_w
+        return mean_w * pair.mean() + bank_loss(state).detach()
+
+    def update(self, state, loss, weights, optimizer, grad_clip):
+        if state.grads is None:
+            return finish_step(state.model, optimizer, loss, state.info, grad_clip)
+        # d/dA [mean(w) * mean(l)] = mean(w) * the gradient the estimator took (its scaling undone
+        # exactly: a power of two): no second backward pass.
+        optimizer.zero_grad(set_to_none=True)
+        factor = state.extras["mean_w"] / state.grads_scale
+        for p, g in zip(state.params, state.grads):
+            p.grad = g.mul_(factor.to(g.dtype))
+        return clip_and_step(state.params, optimizer, grad_clip)
+
+
+OBJECTIVES: Dict[str, Objective] = {o.name: o for o in (ClipObjective(), PaperObjective(), ReleaseObjective())}
+
+
+# ----------------------------------------------------------------------------- the step
+
+def train_step(model, optimizer, batch: Dict[str, torch.Tensor], estimator, objective, *,
+               info: Optional[DistInfo] = None, autocast=None, grad_clip: float = 10.0,
+               reweight: bool = True) -> Dict[str, torch.Tensor]:
+    """One update of ``model``: forward, ``estimator``'s weights, ``objective``'s loss and update.
+
+    ``estimator`` may be None (every weight 1, nothing estimated). ``reweight=False`` is an
+    ablation: the weights are computed and returned, the loss uses none.
+    """
+    info = info or DistInfo()
+    autocast = autocast or nullcontext
+    objective = OBJECTIVES[objective] if isinstance(objective, str) else objective
+    uses_bank = objective.uses_bank or getattr(estimator, "uses_bank", False)
+    groups = GROUPS if uses_bank else ("pair",)
+    plan = dict(getattr(estimator, "forward_plan", {}) or {})
+    want_features = plan.pop("features", False) or getattr(estimator, "directional", False)
+    features = {} if want_features and plan.get("dedup", True) else None
+    phase = "clip" if objective.name == "clip" else "npc"  # phase names as the profiles know them
+    with _phase(f"{phase}.forward" if phase == "clip" else "npc.forward_A"), autocast():
+        losses = encode_groups(model, batch, groups, info, features=features, **plan)
+    state = StepState(model=model, batch=batch, info=info, autocast=autocast, params=trainable(model), losses=losses,
+                      features=features or {}, keep_graph=not getattr(objective, "reuses_estimator_grads", False))
+    if getattr(estimator, "directional", False):
+        img, txt = state.features["pair"]
+        state.directional = clip_loss_directional(img, txt, logit_scale(model), gather_with_grad(img, info),
+                                                  gather_with_grad(txt, info), offset=info.rank * img.shape[0])
+    weights = None if estimator is None else estimator.weights(state)
+    used = weights if reweight else None
+    loss = objective.loss(state, used)
+    with _phase("clip.update" if phase == "clip" else "npc.update_A"):
+        grad_norm = objective.update(state, loss, used, optimizer, grad_clip)
+    out = {"loss": loss.detach(), "pair_loss": losses["pair"].detach(), "weights": weights,
+           "grad_norm": torch.tensor(grad_norm)}
+    if uses_bank:
+        out["bank_loss"] = bank_loss(state).detach()
+    out.update(state.extras)
+    out.pop("mean_w", None)
+    return out
+
+
+# ----------------------------------------------------------------------------- the steps by their old names
+
+def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tensor], *, variant: str = "paper",
+             impl: str = "efficient", info: Optional[DistInfo] = None, autocast=None, grad_clip: float = 10.0,
+             reweight: bool = True, estimator: str = "siamese", siamese_state: str = "persistent"
+             ) -> Dict[str, torch.Tensor]:
+    """One NPC update of ``model`` (A) with the given siamese A' and its optimizer (or none, for the
+    first-order estimator): the :func:`train_step` of the method these switches name."""
+    from npc.estimators import FirstOrder, Siamese
+
+    if variant not in ("paper", "release"):
+        raise ValueError(f"--npc_variant must be paper or release, got {variant!r}")
+    if estimator == "siamese":
+        est = Siamese(impl=impl, state=siamese_state, grad_scale=2.0 if variant == "release" else 1.0)
+        est.attach_siamese(siamese, siamese_opt)
+    elif estimator == "first_order":
+        est = FirstOrder()
+    else:
+        raise ValueError(f"--npc_estimator must be siamese or first_order, got {estimator!r}")
+    return train_step(model, optimizer, batch, est, variant, info=info, autocast=autocast, grad_clip=grad_clip,
+                      reweight=reweight)
+
+
+def clip_step(model, optimizer, batch: Dict[str, torch.Tensor], *, info: Optional[DistInfo] = None, autocast=None,
+              grad_clip: float = 10.0, weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """One plain CLIP fine-tuning update (the baseline): mean symmetric InfoNCE of the batch;
+    ``weights`` (one per pair) give ``mean_i(w_i l_i)`` instead."""
+    from npc.estimators import Given
+
+    return train_step(model, optimizer, batch, None if weights is None else Given(weights), "clip", info=info,
+                      autocast=autocast, grad_clip=grad_clip)
