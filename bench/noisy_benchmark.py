@@ -28,34 +28,26 @@ import time
 from pathlib import Path
 
 from npc.io import atomic_write_json
+from npc.methods import get_method
 from npc.reporting import REPO, git_commit, pyplot, repo_relative, save_figure, write_table
 
+# The rows: "base" (the demo's base model, evaluated without training) and methods of npc.methods.
 METHODS = ("base", "clip", "npc_paper", "npc_release", "npc_bank_only", "gmm_filter", "pclean_weight",
            "npc_first_order")
-CLIP_SCRIPT = ("base", "clip", "gmm_filter", "pclean_weight")  # run by main_CLIP.py; the others by main_NPC.py
-USES_BANK = ("npc_paper", "npc_release", "npc_bank_only", "gmm_filter", "pclean_weight", "npc_first_order")
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 RESULTS = REPO / "bench" / "results" / "noisy_benchmark"
 
 
 def command_for(method: str, noise: str, seed: int, *, epochs: int, lr: float | None, logs: Path, exp: str,
                 extra=()) -> list:
-    script = "main_CLIP.py" if method in CLIP_SCRIPT else "main_NPC.py"
+    script = "main_CLIP.py" if method == "base" else f"main_{get_method(method).script.upper()}.py"
     cmd = [sys.executable, script, "--dataset", "demo", "--noise_ratio", noise, "--seed", str(seed),
            "--logs", repo_relative(logs), "--experiments", exp, "--no_progress"]
     if method == "base":
         return cmd + ["--eval", *extra]
-    cmd += ["--epochs", str(epochs)]
+    cmd += ["--method", method, "--epochs", str(epochs)]
     if lr is not None:
         cmd += ["--lr", repr(lr)]
-    if method == "npc_bank_only":  # ablation: the paper variant with every weight fixed to 1
-        cmd += ["--npc_variant", "paper", "--npc_weights", "off"]
-    elif method == "npc_first_order":  # the paper variant, weights from the first-order estimator
-        cmd += ["--npc_variant", "paper", "--npc_estimator", "first_order"]
-    elif method in ("gmm_filter", "pclean_weight"):  # CLIP on the bank's clean set / weighted by p(clean)
-        cmd += ["--clean_prior", method]
-    elif method.startswith("npc"):
-        cmd += ["--npc_variant", method.split("_")[1]]
     return cmd + list(extra)
 
 
@@ -73,7 +65,7 @@ def collect(method: str, run_dir: Path, noise: str) -> dict:
             rec["weight_auc_per_epoch"] = [e["weight_auc"] for e in npc]
             rec["mean_w_clean"] = statistics.fmean(e["mean_weight_clean"] for e in npc)
             rec["mean_w_noisy"] = statistics.fmean(e["mean_weight_noisy"] for e in npc)
-        if method in USES_BANK:
+        if "bank" in get_method(method).needs:
             bank_info = REPO / "dataset" / "demo" / "annotations" / "memory_bank" / f"{noise}_mbank_info.json"
             if bank_info.is_file():
                 info = json.loads(bank_info.read_text())

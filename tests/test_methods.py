@@ -1,0 +1,137 @@
+"""Methods as named parts: the registry, the flags that name its methods, a new estimator added through
+the registry alone, and the oracles against their written-out definitions."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import main_CLIP
+import main_NPC
+from conftest import run_args
+from npc import estimators, methods
+from npc.params import method_of, parse_args
+from npc.steps import train_step
+from test_npc import _per_sample, _setup
+
+
+def _sgd_step_equals(model, a0, batch, weights):
+    """``model`` is ``a0`` after one SGD step (lr 1) on ``mean_i(w_i l_i)``, written out."""
+    ref = copy.deepcopy(a0)
+    loss = (weights * _per_sample(ref, batch, "pair")).mean()
+    grads = torch.autograd.grad(loss, list(ref.parameters()), allow_unused=True)
+    return all(torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
+               for p0, p1, g in zip(a0.parameters(), model.parameters(), grads))
+
+
+@pytest.mark.parametrize("argv, script, name", [
+    ([], "npc", "npc_paper"),
+    (["--npc_variant", "release"], "npc", "npc_release"),
+    (["--npc_weights", "off"], "npc", "npc_bank_only"),
+    (["--npc_estimator", "first_order"], "npc", "npc_first_order"),
+    (["--method", "npc_release", "--npc_variant", "paper"], "npc", "npc_paper"),
+    (["--npc_impl", "naive"], "npc", "npc_paper[impl=naive]"),
+    ([], "clip", "clip"),
+    (["--clean_prior", "pclean_weight"], "clip", "pclean_weight"),
+    (["--method", "gmm_filter"], "clip", "gmm_filter"),
+])
+def test_flags_of_earlier_versions_name_the_same_methods(argv, script, name):
+    args = parse_args(argv, script)
+    assert args.method == name and method_of(args).name == name
+    if script == "npc":  # the fine-grained flags spell the method's parts out (recorded with the run)
+        m = method_of(args)
+        assert (args.npc_variant, args.npc_estimator, args.npc_weights == "on") == (m.objective, m.estimator, m.reweight)
+
+
+def test_a_method_is_refused_by_the_other_script_and_contradictions_are_named():
+    with pytest.raises(SystemExit):
+        parse_args(["--method", "npc_paper"], "clip")
+    with pytest.raises(ValueError, match="--clean_prior gmm_filter contradicts --method pclean_weight"):
+        parse_args(["--method", "pclean_weight", "--clean_prior", "gmm_filter"], "clip")
+
+
+def test_every_registered_method_composes_known_parts():
+    from npc.steps import OBJECTIVES
+
+    for m in methods.METHODS.values():
+        assert m.objective in OBJECTIVES and (m.estimator is None or m.estimator in estimators.ESTIMATORS)
+        assert m.script in ("npc", "clip") and m.summary
+    assert methods.get_method("npc_release").build_estimator().grad_scale == 2.0
+
+
+@pytest.fixture
+def toy_method():
+    """A new estimator and its method, added through the registry alone (as docs/methods.md shows)."""
+
+    @estimators.register_estimator
+    class Confidence(estimators.WeightEstimator):
+        name = "toy_confidence"
+
+        def weights(self, state):  # trust a pair as much as its own loss is small, within the batch
+            pair = state.losses["pair"].detach()
+            return torch.softmax(-pair, 0) * len(pair)
+
+    methods.register_method(methods.Method("toy", "clip", "toy_confidence", "clip", summary="a toy"))
+    yield methods.METHODS["toy"]
+    del methods.METHODS["toy"], estimators.ESTIMATORS["toy_confidence"]
+
+
+def test_a_new_estimator_through_the_registry_trains(toy_method, fresh_root, base_dir, tmp_path):
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    est = toy_method.build_estimator()
+    out = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, est, toy_method.objective,
+                     grad_clip=0.0)
+    with torch.no_grad():
+        expected_w = torch.softmax(-_per_sample(a0, batch, "pair"), 0) * 6
+    assert torch.allclose(out["weights"], expected_w, atol=1e-5)
+    assert _sgd_step_equals(model, a0, batch, expected_w)
+    # and through the entry point, by its name
+    logs = tmp_path / "logs"
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "toy", "--method", "toy"))
+    record = json.loads((logs / "toy" / "metrics.jsonl").read_text().splitlines()[0])
+    assert abs(record["npc"]["mean_weight"] - 1.0) < 1e-4  # softmax x B averages to 1 in every batch
+    assert json.loads((logs / "toy" / "results.json").read_text())["method"] == "toy"
+
+
+def test_oracle_weight_is_the_written_out_masked_loss():
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    mask = np.array([False, True, False, True, True, False, False])  # pairs 1, 3, 4 noisy (index 6 unused)
+    est = methods.get_method("oracle_weight").build_estimator()
+    est.bind(estimators.RunInputs(model=model, make_optimizer=None, info=None, noise_mask=mask))
+    out = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, est, "clip", grad_clip=0.0)
+    w = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    assert torch.equal(out["weights"], w)
+    assert _sgd_step_equals(model, a0, batch, w)
+
+
+def test_oracle_filter_trains_on_the_truly_clean_pairs_only(fresh_root, base_dir, tmp_path, monkeypatch):
+    from npc import data, steps
+
+    seen = []
+    real = steps.train_step
+
+    def spy(model, optimizer, batch, **kw):
+        seen.append(batch["index"].clone())
+        return real(model, optimizer, batch, **kw)
+
+    monkeypatch.setattr(steps, "train_step", spy)
+    logs = tmp_path / "logs"
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "of", "--noise_ratio", "0.4",
+                            "--method", "oracle_filter"))
+    _, mask = data.load_train_split(fresh_root, "demo", 5, 0.4, log=lambda *_: None)
+    index = torch.cat(seen).numpy()
+    clean = np.nonzero(~mask)[0]
+    assert not mask[index].any() and len(set(index.tolist())) == len(index)
+    assert len(index) == len(clean) // 16 * 16  # every clean pair once per epoch, in whole batches of 16
+
+
+def test_npc_method_by_name_runs_and_records_it(fresh_root, base_dir, tmp_path):
+    logs = tmp_path / "logs"
+    res = main_NPC.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "r",
+                                 "--method", "npc_release", "--noise_ratio", "0.4"))
+    assert res["method"] == "npc_release"
+    params = (logs / "r" / "params.txt").read_text()
+    assert "method: npc_release" in params and "npc_variant: release" in params and "lr_schedule: staircase" in params
