@@ -334,7 +334,8 @@ def main(argv=None) -> int:
         # Settings (noise, checkpoint) already in the JSON are replaced, the others kept: the study can
         # run in parts. Each row carries the command and commit that produced it.
         record = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": []}
-        meta = {**environment(__file__, argv, torch.device("cpu")), "lr": LR, "sgd_lr": args.sgd_lr, "batches": args.batches, "oracle_batches": args.oracle_batches,
+        meta = {**environment(__file__, argv, torch.device("cpu")), "lr": LR, "sgd_lr": args.sgd_lr,
+                "batches": args.batches, "oracle_batches": args.oracle_batches,
                 "oracle_pairs": args.oracle_pairs, "batch_size": 128}
         for noise in args.noise.split(","):
             for which in args.checkpoints.split(","):

@@ -108,7 +108,8 @@ def run_grid(methods, noises, seeds, *, epochs, lrs: dict, out: Path, logs: Path
     for seed in seeds:
         for noise in noises:
             for method in methods:
-                lr = None if method == "base" else lrs.get(method, lrs.get("npc_paper" if method.startswith("npc") else "clip"))
+                family = "npc_paper" if method.startswith("npc") else "clip"
+                lr = None if method == "base" else lrs.get(method, lrs.get(family))
                 k = (method, float(noise), seed, 0 if method == "base" else epochs, lr)
                 if k in done:
                     continue
@@ -155,7 +156,8 @@ def mean_std(values):
 def render(records: list, out_md: Path, out_png: Path) -> str:
     noises = sorted({r["noise_ratio"] for r in records})
     methods = [m for m in METHODS if any(r["method"] == m for r in records)]
-    lines = ["| method | noise | seeds | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | rsum | weight AUC | s/run |",
+    lines = ["| method | noise | seeds | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | rsum "
+             "| weight AUC | s/run |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for noise in noises:
         for m in methods:
@@ -204,7 +206,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=5, help="training epochs of every fine-tuning run")
     p.add_argument("--lrs", default="1e-4,2e-4,5e-4,1e-3", help="--search candidates")
     p.add_argument("--search_noise", default="0.4", help="noise ratio of the --search runs")
-    p.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/noisy_benchmark/noisy_benchmark.json)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results JSON (default bench/results/noisy_benchmark/noisy_benchmark.json)")
     p.add_argument("--logs", type=Path, default=REPO / "bench" / "runs", help="where run folders go")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]

@@ -292,7 +292,8 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     args.model = args.model or ("ViT-B/32" if device.type == "cuda" else "npc-tiny")
     args.batch = args.batch or (256 if device.type == "cuda" else 128)
-    result = {**environment(__file__, argv, device), "model": args.model, "batch": args.batch, "bank_self": args.bank_self, "torchcompile": args.torchcompile}
+    result = {**environment(__file__, argv, device), "model": args.model, "batch": args.batch,
+              "bank_self": args.bank_self, "torchcompile": args.torchcompile}
     import contextlib
 
     with contextlib.redirect_stdout(sys.stderr):  # keep --json output clean of progress messages

@@ -220,7 +220,8 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     g.add_argument("--skip_unreadable_images", action="store_true",
                    help="training: leave out the pairs of images that cannot be decoded (counted and reported "
                         "per epoch) instead of stopping with the file's name")
-    g.add_argument("--no_progress", action="store_true", help="disable progress bars (they are off anyway when stderr is not a terminal)")
+    g.add_argument("--no_progress", action="store_true",
+                   help="disable progress bars (they are off anyway when stderr is not a terminal)")
     g.add_argument("--pretrained_dir", type=str, default="pre-trained_models",
                    help="where the demo's base model is built and cached")
     g.add_argument("--image_cache", type=str, default=None,
@@ -264,7 +265,8 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     else:
         g = group("baselines on the memory bank's GMM")
         g.add_argument("--clean_prior", type=str, default="none", choices=("none", "gmm_filter", "pclean_weight"),
-                       help="the same as --method (kept from earlier versions): none = clip; gmm_filter = train on the memory bank's clean set "
+                       help="the same as --method (kept from earlier versions): none = clip; gmm_filter = train on "
+                            "the memory bank's clean set "
                             "only (p(clean) > --clean_threshold); pclean_weight = loss mean_i(p_i l_i) with p_i "
                             "the GMM's p(clean) (both from the memory bank's build, built if missing)")
     g.add_argument("--clean_threshold", type=float, default=0.9,

@@ -173,7 +173,8 @@ def test_get_memorybank_standalone(fresh_root, base_dir, tmp_path, capsys):
     # the loaded bank round-trips
     from npc import data
 
-    split = data.load_split(fresh_root, "demo", "train", caps_file=fresh_root / "annotations/scan_split/0.4_noise_train_caps.txt")
+    split = data.load_split(fresh_root, "demo", "train",
+                            caps_file=fresh_root / "annotations/scan_split/0.4_noise_train_caps.txt")
     bank = mb.load_bank(bank_dir, 0.4, split)
     np.testing.assert_array_equal(bank.text_bank, txt)
 

@@ -135,3 +135,19 @@ def test_npc_method_by_name_runs_and_records_it(fresh_root, base_dir, tmp_path):
     assert res["method"] == "npc_release"
     params = (logs / "r" / "params.txt").read_text()
     assert "method: npc_release" in params and "npc_variant: release" in params and "lr_schedule: staircase" in params
+
+
+def test_the_docs_table_lists_every_registered_method_with_its_parts():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 6:
+            rows[cells[0].strip("`")] = cells[1:]
+    assert set(rows) == set(methods.METHODS)
+    for name, (script, est, objective, subset, used) in rows.items():
+        m = methods.METHODS[name]
+        assert script == f"main_{m.script.upper()}.py" and objective == m.objective and subset == m.subset
+        assert est.split()[0] == (m.estimator or "none") and used.startswith("no") == (not m.reweight)
