@@ -270,7 +270,7 @@ def npc_weights(name: str, noise: str, regime: str, n_pairs: int) -> dict:
         siamese_opt = torch.optim.AdamW(trainable(siamese), lr=r["lr"], betas=(0.9, 0.98), eps=1e-6,
                                         weight_decay=0.2)
     frozen = Frozen(model)
-    ws, idxs, changed, total = [], [], 0, 0
+    ws, idxs, ratios, changed, total, changed16, total16 = [], [], [], 0, 0, 0, 0
     t0 = time.perf_counter()
     for idx in batches:
         batch = ds[idx]
@@ -281,8 +281,13 @@ def npc_weights(name: str, noise: str, regime: str, n_pairs: int) -> dict:
                               siamese_state="persistent")
             with torch.no_grad():
                 for p, q in zip(trainable(siamese), trainable(model)):
-                    changed += int((p != q).sum())
+                    diff = int((p != q).sum())
+                    changed += diff
                     total += p.numel()
+                    if p.dtype == torch.float16:  # open_clip's fp16 keeps embeddings, norms and scales fp32
+                        changed16 += diff
+                        total16 += p.numel()
+        ratios.append(out["ratio"].float().numpy())
         ws.append(out["weights"].float().numpy())
         idxs.append(batch["index"].numpy())
     seconds = (time.perf_counter() - t0) / len(batches)
@@ -295,7 +300,9 @@ def npc_weights(name: str, noise: str, regime: str, n_pairs: int) -> dict:
            **score_row(w[ok], noisy[ok]), "nonfinite_weights": int((~ok).sum()),
            "mean_w_clean": float(w[ok & ~noisy].mean()), "mean_w_noisy": float(w[ok & noisy].mean()),
            "frac_w_one": float(np.mean(w[ok] == 1.0)), "seconds_per_step": seconds, "steps": len(batches),
-           "siamese_changed_fraction": changed / total if total else None}
+           "siamese_changed_fraction": changed / total if total else None,
+           "siamese_changed_fraction_fp16": changed16 / total16 if total16 else None,
+           "ratio_std": float(np.concatenate(ratios).std()), "ratio_below_1": float(np.mean(np.concatenate(ratios) < 1))}
     # the same pairs under the base's own signals, for a like-for-like comparison
     sub = {"cosine_same_pairs": (f["img"][torch.as_tensor(f["split"].caption_image[idx])] * f["txt"][idx]).sum(-1).numpy(),
            "gmm_same_pairs": f["p_clean"][idx]}
@@ -381,10 +388,13 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
     if npc_rows:
         lines += ["", "## NPC's weights by siamese regime", "",
                   "Weights of the first pairs of the seed-0 batches (A fixed, A''s AdamW state persistent from "
-                  "empty; bank built from the base). Changed: fraction of A''s weight elements that its step "
-                  "changed at all (averaged over steps). The cosine AUC is on the same pairs.", "",
+                  "empty; bank built from the base). Changed: fraction of A''s parameter elements that its step "
+                  "changed at all, over all steps (all / those of the fp16 tensors: open_clip's fp16 holds only "
+                  "the linear and conv weights in fp16). Ratio sd: spread of NPC's loss ratio before/after. "
+                  "The cosine AUC is on the same pairs.", "",
                   "| base | noise | regime | variant | precision | lr | batch | pairs | AUC | MNR (opt / rnd) | "
-                  "mean w clean / noisy | w = 1 | changed | AUC cosine, same pairs | s/step |", "|---" * 15 + "|"]
+                  "mean w clean / noisy | w = 1 | changed all / fp16 | ratio sd | AUC cosine, same pairs | s/step |",
+                  "|---" * 16 + "|"]
         for r in sorted(npc_rows, key=lambda r: (order.index(r["base"]) if r["base"] in order else 99,
                                                  r["noise_ratio"], list(REGIMES).index(r["regime"]))):
             lines.append(
@@ -392,7 +402,8 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
                 f"{r['lr']:g} | {r['batch']} | {r['n_pairs']} | {_f(r['auc'])} | "
                 f"{_f(r['mean_noise_rank'], '{:.1f}')} ({_f(r['mean_noise_rank_optimal'], '{:.1f}')} / "
                 f"{_f(r['mean_noise_rank_random'], '{:.1f}')}) | {_f(r['mean_w_clean'])} / {_f(r['mean_w_noisy'])} | "
-                f"{_f(r['frac_w_one'])} | {_f(r.get('siamese_changed_fraction'), '{:.4f}')} | "
+                f"{_f(r['frac_w_one'])} | {_f(r.get('siamese_changed_fraction'), '{:.4f}')} / "
+                f"{_f(r.get('siamese_changed_fraction_fp16'), '{:.4f}')} | {_f(r.get('ratio_std'), '{:.2g}')} | "
                 f"{_f(r.get('auc_cosine_same_pairs'))} | {_f(r['seconds_per_step'], '{:.2f}')} |")
     if harsh:
         lines += ["", "## Harshness of the noise (generator ground truth)", "",
@@ -513,7 +524,8 @@ def main(argv=None) -> int:
                         row = npc_weights(b, noise, reg, args.pairs)
                         _merge(record, [row], meta, args.out)
                         print(f"{b} {noise} {reg}: AUC {row['auc']:.3f} MNR {row['mean_noise_rank']:.1f} "
-                              f"changed {row['siamese_changed_fraction']}", flush=True)
+                              f"changed {row['siamese_changed_fraction']} / {row['siamese_changed_fraction_fp16']} "
+                              f"ratio sd {row['ratio_std']:.2g}", flush=True)
     record = json.loads(args.out.read_text()) if args.out.is_file() else record
     print(render(record, args.out.with_suffix(".md"), args.out.with_suffix(".png")))
     return 0
