@@ -236,12 +236,14 @@ def detection(name: str, noise: str) -> List[dict]:
     debiased = f["scale"] * cos - shift
     w = osa_train_weights(f, shift)
     covered = ~np.isnan(w)
-    rows = [dict(estimator="cosine", **score_row(cos, noisy)),
+    rows = [dict(estimator="cosine", **score_row(cos, noisy), mean_clean=float(cos[~noisy].mean()),
+                 mean_noisy=float(cos[noisy].mean())),
             dict(estimator="gmm_p_clean", **score_row(f["p_clean"], noisy),
                  bank_precision=f["bank_info"].get("precision"), bank_recall=f["bank_info"].get("recall"),
                  bank_clean_fraction=f["bank_info"].get("clean_fraction")),
             dict(estimator="osa_debiased", **score_row(debiased, noisy), osa_shift=shift,
                  logit_scale=f["scale"], mean_diag_logit=float((f["scale"] * cos).mean()),
+                 mean_clean=float(debiased[~noisy].mean()), mean_noisy=float(debiased[noisy].mean()),
                  **osa.table10_rates(debiased, noisy)),
             dict(estimator="osa_weight", **score_row(w[covered], noisy[covered]), osa_shift=shift,
                  mean_w_clean=float(w[covered & ~noisy].mean()), mean_w_noisy=float(w[covered & noisy].mean()))]
@@ -366,8 +368,8 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
                   "AUC: ROC-AUC, clean = positive. MNR: OSA Table 9's mean noise rank (2,000 pairs, seed 0; "
                   "higher is better). Caught / kept: OSA Table 10 at threshold 0 of OSA's debiased logit.", "",
                   "| base | test rsum | AUC cosine | AUC GMM p(clean) | AUC OSA weight | MNR cosine | MNR GMM | "
-                  "MNR OSA weight | MNR optimal / random | noisy caught | clean kept | NPC shipped AUC / MNR | "
-                  "first-order AUC / MNR |", "|---" * 13 + "|"]
+                  "MNR OSA weight | MNR optimal / random | OSA shift | debiased logit clean / noisy | noisy caught | "
+                  "clean kept | NPC shipped AUC / MNR | first-order AUC / MNR |", "|---" * 15 + "|"]
         for b in order:
             c = get.get(("detection", b, n, "cosine"))
             if c is None:
@@ -382,7 +384,8 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
                 f"{_f(w.get('auc'))} | {_f(c['mean_noise_rank'], '{:.1f}')} | "
                 f"{_f(g.get('mean_noise_rank'), '{:.1f}')} | {_f(w.get('mean_noise_rank'), '{:.1f}')} | "
                 f"{_f(c['mean_noise_rank_optimal'], '{:.1f}')} / {_f(c['mean_noise_rank_random'], '{:.1f}')} | "
-                f"{_f(o.get('noisy_caught'))} | {_f(o.get('clean_kept'))} | "
+                f"{_f(o.get('osa_shift'), '{:.2f}')} | {_f(o.get('mean_clean'), '{:.2f}')} / "
+                f"{_f(o.get('mean_noisy'), '{:.2f}')} | {_f(o.get('noisy_caught'))} | {_f(o.get('clean_kept'))} | "
                 f"{_f(s.get('auc'))} / {_f(s.get('mean_noise_rank'), '{:.1f}')} | "
                 f"{_f(fo.get('auc'))} / {_f(fo.get('mean_noise_rank'), '{:.1f}')} |")
     if npc_rows:

@@ -62,3 +62,38 @@ def test_split_harshness_separates_clean_and_noisy():
     assert out["noisy"]["mean_frac_true"] == 0.0 and out["noisy"]["frac_no_mention_true"] == 1.0
     s = summarize([caption_truth(c, SCENE) for c in captions[:2]])
     assert s["objects_true"] == pytest.approx(2 / 4) and s["relations_true"] == pytest.approx(1 / 2)
+
+
+def test_osa_train_weights_follow_the_batches():
+    import torch
+
+    from bench.regime_study import osa_train_weights
+    from npc.osa import osa_weight_function
+
+    class FakeSplit:
+        caption_image = np.array([0, 0, 1, 1, 2])
+
+        def __len__(self):
+            return 5
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(3, 4, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=-1)
+    f = {"split": FakeSplit(), "img": img, "txt": txt, "scale": 10.0}
+    w = osa_train_weights(f, shift=0.5, batch=5)      # one batch holds every pair (in a shuffled order)
+    ci = torch.as_tensor(FakeSplit.caption_image)
+    expect = osa_weight_function(10.0 * img[ci] @ txt.t(), 0.5).numpy()   # the weight reads only the diagonal and its max
+    assert np.allclose(w, expect, atol=1e-6)
+
+
+def test_merge_replaces_rows_of_the_same_key(tmp_path):
+    from bench.regime_study import _merge
+
+    out = tmp_path / "r.json"
+    record = {"rows": [{"part": "detection", "base": "b", "noise_ratio": 0.4, "estimator": "cosine", "auc": 0.1},
+                       {"part": "detection", "base": "b", "noise_ratio": 0.2, "estimator": "cosine", "auc": 0.2}]}
+    _merge(record, [{"part": "detection", "base": "b", "noise_ratio": 0.4, "estimator": "cosine", "auc": 0.9}],
+           {"command": "python bench/regime_study.py"}, out)
+    aucs = sorted((r["noise_ratio"], r["auc"]) for r in record["rows"])
+    assert aucs == [(0.2, 0.2), (0.4, 0.9)]
+    assert out.is_file()
