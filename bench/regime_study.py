@@ -77,6 +77,10 @@ BASES: Dict[str, dict] = {
     "tiny-e6-coco": dict(model="npc-tiny", epochs=6, captions="coco", n_pretrain=4000),
     "tiny-e15-coco": dict(model="npc-tiny", epochs=15, captions="coco", n_pretrain=4000),
     "tiny-e6-x4": dict(model="npc-tiny", epochs=6, captions="web", n_pretrain=16000),
+    "tiny-e6-x4-coco": dict(model="npc-tiny", epochs=6, captions="coco", n_pretrain=16000),
+    # Not zero-shot: pretrained on the clean captions of the train split itself (an upper bound on
+    # what a base can know about the training pairs; shows NPC's weights where detection is near perfect).
+    "oracle-e6": dict(model="npc-tiny", epochs=6, captions="train-clean", n_pretrain=2000),
 }
 
 # name -> siamese regime (variant, precision, lr, batch, estimator)
@@ -121,26 +125,36 @@ def pretrain_root(spec: dict) -> Path:
     if spec["captions"] == "web" and spec["n_pretrain"] == 4000:
         return ROOT
     root = REPO / "dataset" / f"regime_pretrain_{spec['captions']}_{spec['n_pretrain']}"
-    if (root / "annotations" / "scan_split" / "pretrain_caps.txt").is_file():
-        return root
+    if spec["captions"] != "web" and (root / "annotations" / "scan_split" / "pretrain_caps.txt").is_file():
+        return root  # written last
     from npc import synthetic as syn
+    from npc.io import atomic_write_lines
 
-    if spec["n_pretrain"] != 4000:
-        # Images 0..3999 are the demo's own (each depends only on seed, split and index).
-        syn.ensure_demo_dataset(root, n_pretrain=spec["n_pretrain"], n_train=1, n_dev=1, n_test=1, progress=False)
-    if spec["captions"] == "coco":
-        # The same pretrain images, captioned in the train split's COCO style by the generator.
+    if spec["captions"] == "train-clean":
+        # The train split's images with their clean captions, read as a pretrain split.
         ann = root / "annotations" / "scan_split"
         ann.mkdir(parents=True, exist_ok=True)
         if not (root / "images").exists():
             (root / "images").symlink_to(ROOT / "images", target_is_directory=True)
+        src = ROOT / "annotations" / "scan_split"
+        atomic_write_lines(ann / "pretrain_ids.txt", data.read_lines(src / "train_ids.txt"))
+        atomic_write_lines(ann / "pretrain_caps.txt", data.read_lines(src / "train_caps.txt"))
+        return root
+    if spec["captions"] == "web":
+        # Images 0..3999 are the demo's own (each depends only on seed, split and index).
+        syn.ensure_demo_dataset(root, n_pretrain=spec["n_pretrain"], n_train=1, n_dev=1, n_test=1, progress=False)
+    else:
+        # The same pretrain images, captioned in the train split's COCO style by the generator.
+        images = ROOT / "images" if spec["n_pretrain"] == 4000 else pretrain_root({**spec, "captions": "web"}) / "images"
+        ann = root / "annotations" / "scan_split"
+        ann.mkdir(parents=True, exist_ok=True)
+        if not (root / "images").exists():
+            (root / "images").symlink_to(images, target_is_directory=True)
         caps, ids = [], []
         for k in range(spec["n_pretrain"]):
             scene = syn._make_scene(syn._rng(0, "pretrain", k, 0), "pretrain")
             caps += syn.describe_scene(scene, syn._rng(0, "pretrain", k, 1), "coco", 5)
             ids.append(syn._ID_BASE["pretrain"] + k)
-        from npc.io import atomic_write_lines
-
         atomic_write_lines(ann / "pretrain_ids.txt", ids)
         atomic_write_lines(ann / "pretrain_caps.txt", caps)
     return root
