@@ -53,6 +53,7 @@ import torch
 
 from npc import data
 from npc import memory_bank as mb
+from npc.detection import mean_noise_rank
 from npc.io import atomic_write_json
 from npc.reporting import REPO, environment, pyplot, save_figure, write_table
 from npc.losses import clip_loss_per_sample
@@ -221,7 +222,7 @@ def study_one(noise: str, which: str, args) -> list:
     for name, parts in scores.items():
         s = np.concatenate(parts)
         row = {"estimator": name, "noise_ratio": float(noise), "checkpoint": which, "n_pairs": int(len(s)),
-               "auc": auc(clean, s)}
+               "auc": auc(clean, s), **_mnr(s, clean)}
         if name in specs or name in ("first_order", "first_order_uncentred"):
             row.update(mean_w_clean=float(s[clean].mean()), mean_w_noisy=float(s[~clean].mean()),
                        seconds_per_step=timing[name] / len(batches) if name in timing else None)
@@ -229,9 +230,18 @@ def study_one(noise: str, which: str, args) -> list:
     if oracle:
         o_index = np.concatenate(oracle_idx)
         for name, parts in oracle.items():
+            o_score = np.concatenate(parts)
             rows.append({"estimator": name, "noise_ratio": float(noise), "checkpoint": which,
-                         "n_pairs": int(len(o_index)), "auc": auc(~mask[o_index], np.concatenate(parts))})
+                         "n_pairs": int(len(o_index)), "auc": auc(~mask[o_index], o_score),
+                         **_mnr(o_score, ~mask[o_index])})
     return rows
+
+
+def _mnr(score: np.ndarray, clean: np.ndarray) -> dict:
+    """OSA Table 9's mean noise rank on 2,000 of the scored pairs (all when fewer), with its optimum and chance."""
+    r = mean_noise_rank(score, ~clean, n=2000, seed=0)
+    return {"mean_noise_rank": r["mean_noise_rank"], "mean_noise_rank_optimal": r["mean_noise_rank_optimal"],
+            "mean_noise_rank_random": r["mean_noise_rank_random"], "mean_noise_rank_n": r["n"]}
 
 
 def first_order_raw(model, batch) -> dict:
@@ -281,17 +291,27 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
     names = [n for n in ORDER if any(r["estimator"] == n for r in rows)]
     names += sorted({r["estimator"] for r in rows} - set(names))
     get = {(r["estimator"], r["noise_ratio"], r["checkpoint"]): r for r in rows}
-    head = " | ".join(f"AUC {n:.0%} {c}" for n, c in cols)
+    head = " | ".join(f"AUC {n:.0%} {c}" for n, c in cols) + " | " + " | ".join(f"MNR {n:.0%} {c}" for n, c in cols)
     lines = [f"| estimator | {head} | mean w clean / noisy ({cols[0][0]:.0%} {cols[0][1]}) |",
-             "|---" * (len(cols) + 2) + "|"]
+             "|---" * (2 * len(cols) + 2) + "|"]
     for name in names:
         cells = []
         for c in cols:
             r = get.get((name, *c))
             cells.append(f"{r['auc']:.3f}" if r else "–")
+        for c in cols:  # OSA Table 9's mean noise rank (higher is better); rows measured before it have none
+            r = get.get((name, *c)) or {}
+            cells.append(f"{r['mean_noise_rank']:.1f}" if r.get("mean_noise_rank") is not None else "–")
         r0 = get.get((name, *cols[0]), {})
         w = f"{r0['mean_w_clean']:.3f} / {r0['mean_w_noisy']:.3f}" if "mean_w_clean" in r0 else "–"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {w} |")
+    ref = {c: next((r for r in rows if (r["noise_ratio"], r["checkpoint"]) == c and "mean_noise_rank_optimal" in r
+                    and not r["estimator"].startswith("oracle")), None) for c in cols}
+    if any(ref.values()):
+        lines += ["", "MNR: OSA Table 9's mean noise rank of the noisy pairs among 2,000 scored pairs drawn with seed 0 "
+                  "(ranked by score, descending; oracle rows: their own pairs). Optimal / random: "
+                  + "; ".join(f"{n:.0%} {c} {r['mean_noise_rank_optimal']:.1f} / {r['mean_noise_rank_random']:.1f}"
+                              for (n, c), r in ref.items() if r) + "."]
     table = write_table(lines, out_md)
     plt = pyplot()
     if plt is None:
