@@ -346,13 +346,13 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     elif method.subset == "oracle_clean":
         subset = np.nonzero(~noise_mask)[0]
         log.info(f"--method {method.name} (benchmark only): training on the {len(subset)} truly clean pairs")
-    r.load_resumed_weights(model)
     estimator = method.build_estimator()
     make_opt = partial(make_optimizer, lr=args.lr, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
                        weight_decay=args.weight_decay)
-    if estimator is not None:
-        estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=info, p_clean=p_clean,
-                                 noise_mask=noise_mask))
+    if estimator is not None:  # from the initial weights (OSA's frozen copy is the initial model)
+        estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=info, batch_size=args.batch_size,
+                                 seed=args.seed, p_clean=p_clean, noise_mask=noise_mask))
+    r.load_resumed_weights(model)
     optimizer = make_opt(model)
     if args.torchcompile:
         for m in (model, getattr(estimator, "siamese", None)):

@@ -2,7 +2,7 @@
 
 An estimator gets the step's shared forward (:class:`npc.steps.StepState`: A's per-pair losses
 with their graph, and the memory-bank pairs' losses when it ``uses_bank``) and returns one weight
-per pair (or ``(B, 2)``: one per direction), or None for "every pair counts 1". It is built once
+per pair, or None for "every pair counts 1". It is built once
 per run by :meth:`WeightEstimator.bind` from what the run has (the model, an optimizer factory,
 the memory bank's p(clean), the ground-truth noise mask of a benchmark split), and whatever state
 it keeps across steps goes into the run's checkpoints through ``state_dict``.
@@ -32,6 +32,8 @@ class RunInputs:
     model: torch.nn.Module
     make_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer]
     info: DistInfo
+    batch_size: int = 0                       # the global training batch
+    seed: int = 0                             # the run's --seed
     p_clean: Optional[np.ndarray] = None      # the memory bank's GMM p(clean) of every training pair
     noise_mask: Optional[np.ndarray] = None   # True where a training caption is wrong (benchmark splits only)
 
@@ -43,7 +45,6 @@ class WeightEstimator:
     uses_bank: ClassVar[bool] = False        # the batch must carry the memory-bank pairs
     needs: ClassVar[frozenset] = frozenset()  # RunInputs fields it needs: "p_clean", "noise_mask"
     forward_plan: ClassVar[Dict] = {}          # keyword arguments of the step's forward (npc.negative_impact.encode_groups)
-    directional: ClassVar[bool] = False        # weights of shape (B, 2), one per direction of each pair's loss
 
     def bind(self, run: RunInputs) -> None:
         """Called once per run, before the first step."""
@@ -225,6 +226,51 @@ class Oracle(PerPair):
 
     def bind(self, run):
         self.values = (~run.noise_mask).astype(np.float32)
+
+
+@register_estimator
+class OSA(WeightEstimator):
+    """OSA's zero-shot estimator (Li et al., "One-step Noisy Label Mitigation", arXiv 2410.01944;
+    :mod:`npc.osa` has its formulas and how they follow the authors' code): a frozen copy of the
+    initial model scores each pair by its logit above the mean logit of random images and random
+    token ids (the shift, estimated once); ``x = relu(diag - shift) / max over the batch``,
+    ``w = x^2 (1 - x^2)``. With the ``clip`` objective the loss is ``mean_i(w_i l_i)``, not
+    renormalized, which is OSA's loss (its weights of both directions are equal).
+
+    Deviations: the shift's random inputs come from a generator seeded with the run's ``--seed``
+    (the authors' code draws them from the global generator after seeding), so a resumed run finds
+    the same shift, which the checkpoints also keep; under several processes the batch maximum is
+    the global batch's, so the weights equal one process's.
+    """
+
+    name = "osa"
+
+    def bind(self, run):
+        from npc.osa import frozen_copy, random_shift
+
+        self.frozen = frozen_copy(run.model)
+        device = next(run.model.parameters()).device
+        gen = torch.Generator().manual_seed(run.seed)
+        self.shift = random_shift(self.frozen, max(1, run.batch_size), generator=gen, device=device)
+
+    def state_dict(self):
+        return {"osa_shift": self.shift}
+
+    def load_state_dict(self, ckpt):
+        self.shift = ckpt.get("osa_shift", self.shift)
+
+    @torch.no_grad()
+    def weights(self, s):
+        from npc.distributed import gather_no_grad
+        from npc.model import encode
+
+        b = s.batch
+        with s.autocast():
+            img, txt = encode(self.frozen, b["images"][b["pair_img"]], b["texts"][b["pair_txt"]])
+        x = (logit_scale(self.frozen).float() * (img.float() * txt.float()).sum(-1) - self.shift).clamp_min(0)
+        top = gather_no_grad(x, s.info).max() if s.info.enabled else x.max()
+        x = x / top if top > 0 else torch.zeros_like(x)
+        return x.pow(2) * (1 - x.pow(2))
 
 
 class Given(WeightEstimator):

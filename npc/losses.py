@@ -18,13 +18,6 @@ import torch
 import torch.nn.functional as F
 
 
-def clip_loss_directional(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
-                          img_all: Optional[torch.Tensor] = None, txt_all: Optional[torch.Tensor] = None,
-                          offset: int = 0) -> torch.Tensor:
-    """``(B, 2)``: each pair's image-to-text and text-to-image cross-entropy (the two halves of its loss)."""
-    return torch.stack(_cross_entropies(img, txt, scale, img_all, txt_all, offset), dim=1)
-
-
 def clip_loss_per_sample(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
                          img_all: Optional[torch.Tensor] = None, txt_all: Optional[torch.Tensor] = None,
                          offset: int = 0) -> torch.Tensor:

@@ -97,6 +97,9 @@ register_method(Method("gmm_filter", "clip", None, "clip", subset="gmm_clean",
                        summary="CLIP fine-tuning on the memory bank's clean set only (GMM p(clean) > --clean_threshold)"))
 register_method(Method("pclean_weight", "clip", "pclean", "clip",
                        summary="CLIP loss of each pair weighted by the memory bank's GMM p(clean)"))
+register_method(Method("osa", "clip", "osa", "clip",
+                       summary="OSA (arXiv 2410.01944): CLIP loss weighted by a frozen copy of the initial model's "
+                               "debiased pair logit, x^2(1-x^2), not renormalized"))
 register_method(Method("oracle_filter", "clip", None, "clip", subset="oracle_clean", benchmark_only=True,
                        summary="benchmark only: CLIP fine-tuning on the truly clean pairs (ground-truth noise mask)"))
 register_method(Method("oracle_weight", "clip", "oracle", "clip", benchmark_only=True,

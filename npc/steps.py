@@ -10,8 +10,7 @@ already took (the release's objective needs no second backward pass).
 Objectives (docs/method.md sections 4 and 5):
 
 ``clip``     ``mean_i(w_i l_i)`` (``mean_i l_i`` without weights): plain CLIP fine-tuning and the
-             baselines that weight or filter its pairs. Weights of shape ``(B, 2)`` weight the
-             image-to-text and text-to-image halves of each pair's loss separately.
+             baselines that weight or filter its pairs.
 ``paper``    ``mean_i(w_i l_i) + L_bank``: NPC as published; the bank loss trains A.
 ``release``  ``mean(w) * mean_i(l_i) + L_bank`` with the bank loss detached: what the authors' code
              computes (its weights scale the batch mean; its bank loss trains nothing).
@@ -24,9 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad, gather_with_grad
-from npc.losses import clip_loss_directional
-from npc.model import logit_scale
+from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad
 from npc.negative_impact import GROUPS, _phase, encode_groups, trainable
 
 
@@ -41,7 +38,6 @@ class StepState:
     params: List[torch.nn.Parameter]
     losses: Dict[str, torch.Tensor]                 # per-pair losses of each group, with A's graph
     features: Dict[str, tuple] = field(default_factory=dict)  # row-aligned (image, text) features per group
-    directional: Optional[torch.Tensor] = None      # (B, 2) image->text and text->image halves of the pair loss
     keep_graph: bool = True                         # A's graph is needed after the estimator (a backward of A)
     grads: Optional[List[torch.Tensor]] = None      # gradient of mean_i l_i w.r.t. params, if an estimator took it
     grads_scale: float = 1.0                        # ``grads`` were multiplied by this (in place)
@@ -98,8 +94,6 @@ class ClipObjective(Objective):
         pair = state.losses["pair"]
         if weights is None:
             return pair.mean()
-        if weights.dim() == 2:  # one weight per direction
-            return (weights.to(pair.dtype) * state.directional).sum(1).div(2).mean()
         return (weights.to(pair.dtype) * pair).mean()
 
 
@@ -162,17 +156,12 @@ def train_step(model, optimizer, batch: Dict[str, torch.Tensor], estimator, obje
     uses_bank = objective.uses_bank or getattr(estimator, "uses_bank", False)
     groups = GROUPS if uses_bank else ("pair",)
     plan = dict(getattr(estimator, "forward_plan", {}) or {})
-    want_features = plan.pop("features", False) or getattr(estimator, "directional", False)
-    features = {} if want_features and plan.get("dedup", True) else None
+    features = {} if plan.pop("features", False) and plan.get("dedup", True) else None
     phase = "clip" if objective.name == "clip" else "npc"  # phase names as the profiles know them
     with _phase(f"{phase}.forward" if phase == "clip" else "npc.forward_A"), autocast():
         losses = encode_groups(model, batch, groups, info, features=features, **plan)
     state = StepState(model=model, batch=batch, info=info, autocast=autocast, params=trainable(model), losses=losses,
                       features=features or {}, keep_graph=not getattr(objective, "reuses_estimator_grads", False))
-    if getattr(estimator, "directional", False):
-        img, txt = state.features["pair"]
-        state.directional = clip_loss_directional(img, txt, logit_scale(model), gather_with_grad(img, info),
-                                                  gather_with_grad(txt, info), offset=info.rank * img.shape[0])
     weights = None if estimator is None else estimator.weights(state)
     used = weights if reweight else None
     loss = objective.loss(state, used)

@@ -151,3 +151,45 @@ def test_the_docs_table_lists_every_registered_method_with_its_parts():
         m = methods.METHODS[name]
         assert script == f"main_{m.script.upper()}.py" and objective == m.objective and subset == m.subset
         assert est.split()[0] == (m.estimator or "none") and used.startswith("no") == (not m.reweight)
+
+
+def test_osa_is_the_authors_weighted_loss_written_out():
+    from npc import osa
+
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    est = methods.get_method("osa").build_estimator()
+    est.bind(estimators.RunInputs(model=model, make_optimizer=None, info=None, batch_size=6, seed=3))
+    # the shift: the mean logit of random images and token ids 0..99 under the frozen initial model
+    gen = torch.Generator().manual_seed(3)
+    imgs = torch.rand(6, 3, 32, 32, generator=gen)
+    toks = (torch.rand(6, model.context_length, generator=gen) * 100).long()
+    with torch.no_grad():
+        assert abs(est.shift - float(osa.batch_logits(a0, imgs, toks).mean())) < 1e-4
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)
+    out = train_step(model, sgd, batch, est, "clip", grad_clip=0.0)
+    ref = copy.deepcopy(a0)
+    pi, pt = batch["images"][batch["pair_img"]], batch["texts"][batch["pair_txt"]]
+    with torch.no_grad():
+        w_i2t, w_t2i = osa.osa_weights(osa.batch_logits(a0, pi, pt), est.shift)
+    assert torch.allclose(out["weights"], w_i2t, atol=1e-5) and torch.allclose(w_i2t, w_t2i)
+    assert float(w_i2t.max()) <= 0.25 + 1e-6 and float(w_i2t.min()) >= 0
+    loss = osa.osa_loss(*osa.per_direction_ce(osa.batch_logits(ref, pi, pt)), w_i2t, w_t2i)
+    grads = torch.autograd.grad(loss, list(ref.parameters()), allow_unused=True)
+    for p0, p1, g in zip(a0.parameters(), model.parameters(), grads):
+        assert torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
+    # the frozen copy does not move with the model
+    assert all(torch.equal(p, q) for p, q in zip(est.frozen.parameters(), a0.parameters()))
+
+
+def test_osa_run_resumes_to_the_same_weights(fresh_root, base_dir, tmp_path):
+    logs = tmp_path / "logs"
+    common = ["--epochs", "2", "--method", "osa", "--noise_ratio", "0.4"]
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, *common, "--experiments", "full"))
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, *common, "--experiments", "cut", "--stop_after", "1"))
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--experiments", "cut", "--resume", "latest"))
+    load = lambda run: torch.load(logs / run / "checkpoints" / "latest.pt", map_location="cpu",  # noqa: E731
+                                  weights_only=True)
+    full, cut = load("full"), load("cut")
+    assert full["osa_shift"] == cut["osa_shift"]
+    assert all(torch.equal(full["state_dict"][k], cut["state_dict"][k]) for k in full["state_dict"])
