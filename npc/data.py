@@ -370,9 +370,12 @@ class EpochBatchSampler(Sampler):
             yield batch[self.rank * local:(self.rank + 1) * local].tolist()
 
 
-def train_loader(dataset: PairBatches, sampler: EpochBatchSampler, num_workers: int) -> DataLoader:
+def train_loader(dataset: PairBatches, sampler: EpochBatchSampler, num_workers: int,
+                 persistent: bool = True) -> DataLoader:
+    """Batches of ``dataset`` in ``sampler``'s order. ``persistent=False``: workers start anew every
+    epoch, so they see a dataset changed between epochs (a memory bank rebuilt during training)."""
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=persistent and num_workers > 0,
                       prefetch_factor=4 if num_workers > 0 else None)
 
 

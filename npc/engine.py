@@ -214,6 +214,8 @@ class Trainer:
     loader: torch.utils.data.DataLoader
     lr_fn: Callable
     noise_mask: np.ndarray
+    dataset: data.PairBatches
+    bank_in_force: Optional[str] = None   # --bank_update: the run's latest bank (a folder of the run), else None
     start_epoch: int = 0
     step: int = 0
     best: Dict = field(default_factory=lambda: {"rsum": -1.0, "epoch": -1})
@@ -379,12 +381,48 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
                                      args.batch_size, args.seed, info.rank, info.world_size, indices=subset)
     lr_fn = partial(lr_at, base_lr=args.lr, warmup=args.warmup, total_steps=len(sampler) * args.epochs,
                     epochs=args.epochs, schedule=args.lr_schedule)
+    loader = data.train_loader(dataset, sampler, args.num_workers, persistent=not method.bank_update)
     trainer = Trainer(method=method, model=model, optimizer=optimizer, estimator=estimator, step_fn=step_fn,
-                      sampler=sampler, loader=data.train_loader(dataset, sampler, args.num_workers), lr_fn=lr_fn,
-                      noise_mask=noise_mask)
+                      sampler=sampler, loader=loader, lr_fn=lr_fn, noise_mask=noise_mask, dataset=dataset)
     restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main)
     r.resume_ckpt = None  # optimizer states can be large: not kept for the whole run
+    if trainer.bank_in_force:  # the bank a resumed --bank_update run had rebuilt
+        use_bank(r, trainer, trainer.bank_in_force)
     return trainer
+
+
+def update_bank(r: Run, t: Trainer, epoch: int) -> Dict:
+    """``--bank_update``: the memory bank rebuilt from the current model into the run's folder
+    (``banks/epoch<k>/``), with the provenance record of any bank; returns its quality."""
+    from npc.detection import weight_auc
+
+    args, split = r.args, t.dataset.split
+    folder = f"banks/epoch{epoch}"
+    if r.info.is_main:
+        provenance = mb.bank_provenance(args, split, weights=f"{args.experiments} after epoch {epoch}")
+        mb.build_bank(args, t.model, split, t.noise_mask, t.dataset.preprocess, t.dataset.tokenizer, r.device,
+                      r.autocast, r.progress, provenance, bank_dir=r.run_dir / folder,
+                      model_name=f"the model after epoch {epoch}")
+    barrier(r.info)
+    p_clean = use_bank(r, t, folder)
+    built = mb.read_json(mb.bank_paths(r.run_dir / folder, args.noise_ratio, args.noise_mode)[2]) or {}
+    quality = {k: built[k] for k in ("clean_fraction", "precision", "recall") if k in built}
+    if t.noise_mask is not None and 0 < t.noise_mask.sum() < len(t.noise_mask):
+        quality["p_clean_auc"] = weight_auc(p_clean, t.noise_mask)
+    return quality
+
+
+def use_bank(r: Run, t: Trainer, folder: str) -> np.ndarray:
+    """Train on the bank in the run's ``folder`` from now on; returns its p(clean)."""
+    args, split = r.args, t.dataset.split
+    bank_dir = r.run_dir / folder
+    if t.method.uses_bank:
+        t.dataset.bank = mb.load_bank(bank_dir, args.noise_ratio, split, args.noise_mode)
+    p_clean = mb.load_pclean(bank_dir, args.noise_ratio, len(split), args.noise_mode)
+    if t.estimator is not None:
+        t.estimator.bank_changed(p_clean)
+    t.bank_in_force = folder
+    return p_clean
 
 
 def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_main: bool) -> None:
@@ -396,6 +434,7 @@ def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_
         if t.estimator is not None:
             t.estimator.load_state_dict(ckpt)
         t.start_epoch, t.step, t.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
+        t.bank_in_force = ckpt.get("bank_in_force")
         set_rng_state(ckpt["rng"])
         log.info(f"resuming after epoch {t.start_epoch} (step {t.step})")
         if is_main:
@@ -440,6 +479,8 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
                               writer=r.writer, progress=r.progress)
         t.step += res.steps
         record = {"epoch": epoch + 1, "step": t.step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}
+        if t.method.bank_update and (epoch + 1) % t.method.bank_update == 0 and epoch + 1 < args.epochs:
+            record["bank"] = update_bank(r, t, epoch + 1)
         if res.skipped_images:
             record["skipped_images"] = res.skipped_images
             log.warning(f"epoch {epoch + 1}: left out the pairs of {res.skipped_images} unreadable image(s) "
@@ -489,7 +530,8 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
     log.info(msg)
     epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
     save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, epoch=epoch, step=t.step, best=t.best,
-                    args=r.args, extra=t.estimator.state_dict() if t.estimator is not None else None)
+                    args=r.args, extra={**(t.estimator.state_dict() if t.estimator is not None else {}),
+                                        "bank_in_force": t.bank_in_force})
     publish_epoch(epoch_path, is_best)
 
 

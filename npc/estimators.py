@@ -64,6 +64,9 @@ class WeightEstimator:
     def load_state_dict(self, ckpt: Dict) -> None:
         """Restore from a checkpoint dict (entries missing from older checkpoints are left as they are)."""
 
+    def bank_changed(self, p_clean: np.ndarray) -> None:
+        """The run's memory bank was rebuilt (``--bank_update``); ``p_clean`` is its GMM's p(clean)."""
+
 
 ESTIMATORS: Dict[str, type] = {}
 
@@ -215,6 +218,9 @@ class PClean(PerPair):
 
     def bind(self, run):
         self.values = run.p_clean
+
+    def bank_changed(self, p_clean):
+        self.values = p_clean
 
 
 @register_estimator

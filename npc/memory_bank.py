@@ -356,8 +356,10 @@ def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, dev
 
 
 def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
-               provenance: Dict) -> BankIndex:
-    log.info(f"memory bank: encoding {train_split.num_images} images / {len(train_split)} captions with the initial model")
+               provenance: Dict, bank_dir: Optional[Path] = None, model_name: str = "the initial model") -> BankIndex:
+    """Encode the training split with ``model``, build the bank and write it (with its p(clean) and
+    info) to ``bank_dir``, by default the dataset's memory-bank folder."""
+    log.info(f"memory bank: encoding {train_split.num_images} images / {len(train_split)} captions with {model_name}")
     from npc.evaluation import encode_split
     from npc.model import logit_scale
 
@@ -367,8 +369,8 @@ def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, devi
                                                batch_size=args.batch_size, clean_threshold=args.clean_threshold,
                                                noise_mask=noise_mask, seed=args.bank_seed)
     info.update(provenance)
-    paths = save_bank(bank, memory_bank_dir(args.dataset_root), args.noise_ratio, args.noise_mode, info,
-                         p_clean=p_clean)
+    paths = save_bank(bank, memory_bank_dir(args.dataset_root) if bank_dir is None else bank_dir, args.noise_ratio,
+                      args.noise_mode, info, p_clean=p_clean)
     msg = f"memory bank: {info['n_clean']} of {info['n_pairs']} pairs clean (p>{args.clean_threshold})"
     if "precision" in info:
         msg += f", precision {info['precision']:.3f} recall {info['recall']:.3f} against the noise mask"

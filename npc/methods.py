@@ -30,6 +30,7 @@ class Method:
     reweight: bool = True             # False: weights computed and logged, the loss uses none (ablation)
     options: Mapping = field(default_factory=dict)  # the estimator's keyword arguments
     benchmark_only: bool = False
+    bank_update: int = 0              # rebuild the memory bank from the current model every N epochs (0: never)
     summary: str = ""
 
     @property
@@ -50,7 +51,7 @@ class Method:
             needs.add("p_clean")
         if self.subset == "oracle_clean":
             needs.add("noise_mask")
-        if self.uses_bank:
+        if self.uses_bank or self.bank_update:
             needs.add("bank")
         if "p_clean" in needs:
             needs.add("bank")  # p(clean) is written by the bank's build
@@ -113,17 +114,24 @@ register_method(Method("npc_bank_only", "npc", "siamese", "paper", reweight=Fals
                        summary="ablation: npc_paper with every weight 1 (the memory-bank loss alone)"))
 register_method(Method("npc_first_order", "npc", "first_order", "paper",
                        summary="npc_paper with the first-order estimator of each pair's own negative impact"))
+# A memory bank that learns: the GMM and the neighbours rebuilt from the current model every epoch
+# (--bank_update N for every N epochs); the other methods keep the bank of the initial model.
+for _name in ("npc_paper", "npc_bank_only", "pclean_weight"):
+    register_method(replace(METHODS[_name], name=f"{_name}_bank_update", bank_update=1,
+                            summary=f"{_name} with the memory bank rebuilt from the current model every epoch"))
 
 
 _DEFAULT_OPTIONS = {"impl": "efficient", "state": "persistent", "grad_scale": 1.0}
 
 
 def _parts(m: Method) -> tuple:
-    return m.script, m.estimator, m.objective, m.subset, m.reweight, tuple(sorted(dict(m.options).items()))
+    return (m.script, m.estimator, m.objective, m.subset, m.reweight, tuple(sorted(dict(m.options).items())),
+            m.bank_update)
 
 
 def compose(base: Method, *, objective: Optional[str] = None, reweight: Optional[bool] = None,
-            estimator: Optional[str] = None, impl: Optional[str] = None, state: Optional[str] = None) -> Method:
+            estimator: Optional[str] = None, impl: Optional[str] = None, state: Optional[str] = None,
+            bank_update: Optional[int] = None) -> Method:
     """``base`` with parts replaced by the fine-grained flags: the registered method of those parts if
     there is one, else ``base[part=value,...]``. Giving a method's own parts returns it unchanged."""
     est = base.estimator if estimator is None else estimator
@@ -134,11 +142,12 @@ def compose(base: Method, *, objective: Optional[str] = None, reweight: Optional
         options.update({k: v for k, v in (("impl", impl), ("state", state)) if v is not None})
     options = {k: v for k, v in options.items() if _DEFAULT_OPTIONS.get(k) != v}
     new = replace(base, estimator=est, objective=obj, reweight=base.reweight if reweight is None else reweight,
-                  options=options)
+                  options=options, bank_update=base.bank_update if bank_update is None else bank_update)
     for m in (base, *METHODS.values()):
         if _parts(m) == _parts(new):
             return m
-    diffs = [f"{k}={getattr(new, k)}" for k in ("estimator", "objective", "reweight") if getattr(new, k) != getattr(base, k)]
+    diffs = [f"{k}={getattr(new, k)}" for k in ("estimator", "objective", "reweight", "bank_update")
+             if getattr(new, k) != getattr(base, k)]
     diffs += [f"{k}={v}" for k, v in sorted(options.items()) if dict(base.options).get(k) != v and k != "grad_scale"]
     return replace(new, name=f"{base.name}[{','.join(diffs)}]")
 

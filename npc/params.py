@@ -239,6 +239,10 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                        help="the method, by name: " + "; ".join(f"{n} = {METHODS[n].summary}"
                                                                 for n in script_methods(method))
                             + ". The flags of the next group override its parts")
+        g.add_argument("--bank_update", type=_non_negative_int, default=None, metavar="N",
+                       help="rebuild the memory bank (GMM p(clean) and clean neighbours) from the current model "
+                            "every N epochs, into the run's folder; 0 = the bank of the initial model throughout "
+                            "(the paper). Default: the method's (1 for the *_bank_update methods, else 0)")
     if method in ("npc", "bank"):
         g = group("NPC (overrides of the method's parts; the reference release's and earlier versions' flags)")
         g.add_argument("--npc_variant", type=str, default="paper", choices=("paper", "release"),
@@ -311,20 +315,33 @@ def resolve_method(args: argparse.Namespace, script: str, explicit: frozenset) -
         if "method" in explicit and prior != "none" and prior != args.method:
             raise ConfigError(f"--clean_prior {prior} contradicts --method {args.method}: give one of them")
         name = args.method if "method" in explicit or prior == "none" else prior
-        args.method = M.get_method(name).name
+        m = M.compose(M.get_method(name), bank_update=args.bank_update)
+        args.method, args.bank_update = m.name, m.bank_update
         args.clean_prior = name if name in ("gmm_filter", "pclean_weight") else "none"
+        check_bank_update(m)
         return
     given = lambda key: getattr(args, key) if key in explicit else None  # noqa: E731
     weights = given("npc_weights")
     m = M.compose(M.get_method(args.method), objective=given("npc_variant"), estimator=given("npc_estimator"),
                   reweight=None if weights is None else weights == "on", impl=given("npc_impl"),
-                  state=given("siamese_state"))
+                  state=given("siamese_state"), bank_update=args.bank_update)
     set_method_flags(args, m)
+    check_bank_update(m)
+
+
+def check_bank_update(m) -> None:
+    if m.bank_update and not (m.uses_bank or "p_clean" in m.needs):
+        raise ConfigError(f"--bank_update {m.bank_update}: --method {m.name.split('[')[0]} uses neither the memory "
+                          f"bank's pairs nor its p(clean)")
+    if m.bank_update and m.subset == "gmm_clean":
+        raise ConfigError(f"--bank_update with --method {m.name.split('[')[0]}: a training subset that changes "
+                          f"during the run is not supported")
 
 
 def set_method_flags(args: argparse.Namespace, m) -> None:
     """The fine-grained flags that spell out method ``m``'s parts (recorded with the run)."""
     args.method = m.name
+    args.bank_update = m.bank_update
     args.npc_variant = m.objective
     args.npc_weights = "on" if m.reweight else "off"
     args.npc_estimator = m.estimator
@@ -338,9 +355,9 @@ def method_of(args: argparse.Namespace):
 
     base = M.get_method(M.base_name(args.method))
     if base.script == "clip":
-        return base
+        return M.compose(base, bank_update=args.bank_update)
     return M.compose(base, objective=args.npc_variant, estimator=args.npc_estimator, reweight=args.npc_weights == "on",
-                     impl=args.npc_impl, state=args.siamese_state)
+                     impl=args.npc_impl, state=args.siamese_state, bank_update=args.bank_update)
 
 
 def legacy_method_name(saved: Dict) -> str:
