@@ -2,7 +2,7 @@
 
 On the demo, for fixed checkpoints (the base model, and NPC ``paper`` after its first epoch) and the
 first ``--batches`` training batches of seed 0, every estimator scores every pair of each batch with
-the model held fixed (A's own optimizer has lr 0: the shipped ``npc_step`` computes the weights,
+the model held fixed (``npc.steps.estimate``: the shipped estimators compute the weights,
 nothing is trained). Reported per estimator: ROC-AUC of its score against the ground-truth noise
 mask (clean = positive, so 0.5 is chance and 1 is perfect), and for weights the mean weight of
 clean and noisy pairs. Estimators:
@@ -59,7 +59,8 @@ from npc.reporting import REPO, environment, pyplot, save_figure, write_table
 from npc.losses import clip_loss_per_sample
 from npc.model import create_model, load_checkpoint_weights, logit_scale
 from npc.negative_impact import encode_groups, trainable
-from npc.steps import npc_step
+from npc import methods
+from npc.steps import estimate
 
 RESULTS = REPO / "bench" / "results" / "estimator_study"
 ROOT = REPO / "dataset" / "demo"
@@ -94,16 +95,12 @@ def fresh_opt(model, kind: str, lr: float):
     return torch.optim.AdamW(params, lr=lr, betas=(beta1, 0.98), eps=1e-6, weight_decay=0.2)
 
 
-class Frozen:
-    """A held fixed: the shipped step with an lr-0 optimizer for A computes the weights only."""
-
-    def __init__(self, model):
-        self.model = model
-        self.opt = torch.optim.SGD(trainable(model), lr=0.0)
-
-    def step(self, batch, **kw):
-        return npc_step(self.model, kw.pop("siamese", None), self.opt, kw.pop("siamese_opt", None), batch,
-                        grad_clip=0.0, **kw)
+def siamese_estimator(siamese, optimizer, variant: str = "paper", state: str = "persistent"):
+    """The shipped siamese estimator (as ``--method npc_paper``/``npc_release`` build it) around a given A' and optimizer."""
+    est = methods.get_method(f"npc_{variant}").build_estimator()
+    est.state = state
+    est.attach_siamese(siamese, optimizer)
+    return est
 
 
 def loo_oracle(model, batch, configs: dict, n_pairs: int) -> dict:
@@ -188,7 +185,7 @@ def study_one(noise: str, which: str, args) -> list:
             opts[name].load_state_dict(copy.deepcopy(siamese_state))
             for g in opts[name].param_groups:
                 g["lr"] = LR
-    frozen = Frozen(model)
+    first_order = methods.get_method("npc_first_order").build_estimator()
     scores = {k: [] for k in ("index",)}
     t0 = time.perf_counter()
     timing = {}
@@ -198,11 +195,11 @@ def study_one(noise: str, which: str, args) -> list:
         scores["index"].append(batch["index"].numpy())
         for name, (kind, variant, state, _) in specs.items():
             t = time.perf_counter()
-            out = frozen.step(batch, siamese=siamese, siamese_opt=opts[name], variant=variant, siamese_state=state)
+            out = estimate(model, batch, siamese_estimator(siamese, opts[name], variant, state))
             timing[name] = timing.get(name, 0.0) + time.perf_counter() - t
             _collect(scores, name, out)
         t = time.perf_counter()
-        out = frozen.step(batch, estimator="first_order")
+        out = estimate(model, batch, first_order)
         timing["first_order"] = timing.get("first_order", 0.0) + time.perf_counter() - t
         _collect(scores, "first_order", out)
         for name, score in first_order_raw(model, batch).items():

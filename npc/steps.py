@@ -176,6 +176,24 @@ def train_step(model, optimizer, batch: Dict[str, torch.Tensor], estimator, obje
     return out
 
 
+def estimate(model, batch: Dict[str, torch.Tensor], estimator, *, info: Optional[DistInfo] = None,
+             autocast=None) -> Dict[str, torch.Tensor]:
+    """An estimator's weights of ``batch`` under ``model``, which is not updated (for studies of the
+    estimators): the step's forward, then ``estimator.weights``. Returns the weights, the pairs'
+    losses and the estimator's extras (e.g. NPC's ratio and bank losses)."""
+    info = info or DistInfo()
+    autocast = autocast or nullcontext
+    plan = dict(getattr(estimator, "forward_plan", {}) or {})
+    features = {} if plan.pop("features", False) and plan.get("dedup", True) else None
+    groups = GROUPS if estimator.uses_bank else ("pair",)
+    with autocast():
+        losses = encode_groups(model, batch, groups, info, features=features, **plan)
+    state = StepState(model=model, batch=batch, info=info, autocast=autocast, params=trainable(model), losses=losses,
+                      features=features or {}, keep_graph=False)
+    weights = estimator.weights(state)
+    return {"weights": weights, "pair_loss": losses["pair"].detach(), **state.extras}
+
+
 # ----------------------------------------------------------------------------- the steps by their old names
 
 def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tensor], *, variant: str = "paper",

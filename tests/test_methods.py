@@ -193,3 +193,23 @@ def test_osa_run_resumes_to_the_same_weights(fresh_root, base_dir, tmp_path):
     full, cut = load("full"), load("cut")
     assert full["osa_shift"] == cut["osa_shift"]
     assert all(torch.equal(full["state_dict"][k], cut["state_dict"][k]) for k in full["state_dict"])
+
+
+@pytest.mark.parametrize("name", ["npc_paper", "npc_release", "npc_first_order"])
+def test_estimate_reads_the_weights_a_step_would_use_without_training(name):
+    from npc.steps import estimate, npc_step
+
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    est = methods.get_method(name).build_estimator()
+    est.bind(estimators.RunInputs(model=model, make_optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3),
+                                  info=None))
+    out = estimate(model, batch, est)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), a0.parameters()))  # nothing trained
+    # the same weights as the training step of that method computes (here with a fresh siamese of its own)
+    siamese = copy.deepcopy(a0) if est.name == "siamese" else None
+    sopt = torch.optim.AdamW(siamese.parameters(), lr=1e-3) if siamese is not None else None
+    ref = npc_step(a0, siamese, torch.optim.SGD(a0.parameters(), lr=0.0), sopt, batch,
+                   variant=methods.get_method(name).objective, estimator=est.name)
+    assert torch.allclose(out["weights"], ref["weights"], atol=1e-6)
+    assert torch.allclose(out["bank_losses"], ref["bank_losses"], atol=1e-6)
