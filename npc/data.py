@@ -20,13 +20,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from npc.datasets import DATASETS, DatasetSpec
 from npc.noise import ensure_noisy_split, read_caption_lines
 
 log = logging.getLogger("npc")
@@ -37,31 +38,6 @@ class DataError(ValueError):
 
 
 # ----------------------------------------------------------------------------- naming per dataset
-
-def _coco_name(image_id: str) -> str:
-    return f"COCO_2014_{int(image_id):012d}.jpg"
-
-
-def _cc_name(image_id: str) -> str:
-    return f"{image_id}.jpg"
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    num_anns: int
-    integer_ids: bool
-    image_name: Optional[Callable[[str], str]]  # None: looked up in image_name.txt (Flickr30K)
-
-
-DATASETS: Dict[str, DatasetSpec] = {
-    # The demo is generated in MSCOCO's layout and naming, so it exercises the MSCOCO code path.
-    "demo": DatasetSpec("demo", 5, True, _coco_name),
-    "coco": DatasetSpec("coco", 5, True, _coco_name),
-    "f30k": DatasetSpec("f30k", 5, True, None),
-    "cc": DatasetSpec("cc", 1, False, _cc_name),
-}
-
 
 def get_spec(dataset: str) -> DatasetSpec:
     try:

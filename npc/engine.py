@@ -167,7 +167,7 @@ def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batc
     with eval_precision(model, precision, device) as (eval_model, autocast):
         for split in splits:
             rows.update(evaluate_split(eval_model, split, preprocess, tokenizer, ties=ties,
-                                       folds_1k=dataset == "coco" and split.name == "test",
+                                       folds_1k=data.get_spec(dataset).folds_1k and split.name == "test",
                                        batch_size=eval_batch_size, device=device, autocast=autocast,
                                        num_workers=num_workers, progress=progress))
     return rows

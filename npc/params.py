@@ -13,7 +13,9 @@ import math
 import sys
 from typing import Dict, Optional, Sequence
 
-DATASET_CHOICES = ("demo", "coco", "f30k", "cc")
+from npc.datasets import DATASETS
+
+DATASET_CHOICES = tuple(DATASETS)
 
 # Reference-release hyper-parameters (docs/method.md section 6) for the real datasets.
 REAL_DEFAULTS = dict(
@@ -42,9 +44,8 @@ DEMO_DEFAULTS = dict(
     dev_length=0,
 )
 
-DATASET_ROOTS = {"demo": "dataset/demo", "coco": "dataset/MSCOCO", "f30k": "dataset/Flickr30K",
-                 "cc": "dataset/CC120K"}
-NUM_ANNS = {"demo": 5, "coco": 5, "f30k": 5, "cc": 1}
+DATASET_ROOTS = {name: spec.default_root for name, spec in DATASETS.items()}
+NUM_ANNS = {name: spec.num_anns for name, spec in DATASETS.items()}
 
 
 def _noise_ratio(text: str):
@@ -152,7 +153,7 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                         "(default: 5000 real, 0 demo). Rounded down to whole images.")
     g.add_argument("--batch_size", type=_positive_int, default=None, help="training pairs per step (global)")
     g.add_argument("--dataset", type=str, default="demo", choices=DATASET_CHOICES,
-                   help="demo = the embedded generated dataset (MSCOCO layout)")
+                   help="; ".join(f"{n} = {d.description}" for n, d in DATASETS.items()))
     g.add_argument("--noise_ratio", type=_noise_ratio, default=None,
                    help="fraction of training captions shuffled, in [0, 1) (default: 0 real, 0.4 demo)")
     g.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default 5)")
