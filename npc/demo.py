@@ -21,7 +21,7 @@ from npc.params import DATASET_ROOTS
 from npc.io import atomic_torch_save, read_json
 from npc.locks import file_lock
 from npc.model import create_model, open_clip_name
-from npc.negative_impact import clip_step
+from npc.steps import clip_step
 from npc.synthetic import DEMO_VERSION, MARKER_NAME, ensure_demo_dataset
 from npc.train_utils import lr_at, make_optimizer, seed_everything, set_lr, to_device
 

@@ -1,4 +1,7 @@
-"""NPC's training step: negative pre-awareness with a siamese model (docs/method.md section 4).
+"""NPC's negative pre-awareness (docs/method.md section 4): its weights, the grouped forward every
+step uses, and the first-order estimator. The step itself is :func:`npc.steps.train_step`, the
+siamese estimator :class:`npc.estimators.Siamese`; the variants below are the ``npc_paper`` and
+``npc_release`` methods (:mod:`npc.methods`).
 
 Step 1 copies the base model A into a siamese A', lets A' take one AdamW step on the batch's mean
 contrastive loss, and compares each pair's memory-bank losses before and after: if learning the
@@ -37,12 +40,12 @@ it keeps its own AdamW state across steps, as the release does.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad, gather_with_grad
+from npc.distributed import DistInfo, gather_no_grad, gather_with_grad
 from npc.losses import clip_loss_per_sample
 from npc.model import encode, encode_text_parts, logit_scale
 
@@ -232,30 +235,6 @@ def sync_siamese_(siamese, model) -> None:
     torch._foreach_copy_(trainable(siamese), trainable(model))
 
 
-def _global_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if not info.enabled:
-        return x.mean()
-    return gather_no_grad(x.detach(), info).mean()
-
-
-def finish_step(model, optimizer, loss: torch.Tensor, info: DistInfo, grad_clip: float) -> float:
-    """Backward, average over ranks, clip, step. Returns the pre-clip gradient norm."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    params = trainable(model)
-    all_reduce_grads_(params, info)
-    return _clip_and_step(params, optimizer, grad_clip)
-
-
-def _clip_and_step(params: Sequence[torch.Tensor], optimizer, grad_clip: float) -> float:
-    if grad_clip > 0:
-        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    else:
-        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-    optimizer.step()
-    return float(norm)
-
-
 def _siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: float) -> None:
     params = trainable(siamese)
     for p, g in zip(params, grads):
@@ -266,127 +245,3 @@ def _siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: fl
     siamese_opt.step()
     for p in params:  # the tensors may serve A's step next (release variant): no aliasing
         p.grad = None
-
-
-def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tensor], *, variant: str = "paper",
-             impl: str = "efficient", info: Optional[DistInfo] = None, autocast=None, grad_clip: float = 10.0,
-             reweight: bool = True, estimator: str = "siamese", siamese_state: str = "persistent"
-             ) -> Dict[str, torch.Tensor]:
-    """One NPC update of ``model`` (A); returns per-sample weights, ratios, losses and the total loss.
-
-    ``reweight=False`` is an ablation: the weights are computed and returned but the loss uses 1
-    for every pair, leaving the memory-bank loss as the only difference from plain CLIP training.
-
-    ``estimator`` says how each pair's bank losses "after" are obtained. ``siamese`` (the paper):
-    A' takes one optimizer step on the batch; ``siamese_state`` ``persistent`` keeps A''s optimizer
-    state across steps (the release), ``fresh`` starts it empty every step. ``first_order``: no
-    siamese; the bank losses "after" are :func:`first_order_after` of the first-order change of each
-    bank pair's loss when its pair is learnt (:func:`first_order_impact`). Both go through
-    :func:`npc_weights`.
-    """
-    if variant not in ("paper", "release"):
-        raise ValueError(f"--npc_variant must be paper or release, got {variant!r}")
-    if estimator not in ("siamese", "first_order"):
-        raise ValueError(f"--npc_estimator must be siamese or first_order, got {estimator!r}")
-    if siamese_state not in ("persistent", "fresh"):
-        raise ValueError(f"--siamese_state must be persistent or fresh, got {siamese_state!r}")
-    info = info or DistInfo()
-    autocast = autocast or nullcontext
-    siamese_scale = 2.0 if variant == "release" else 1.0
-    if estimator == "siamese":
-        with _phase("npc.sync_siamese"):
-            sync_siamese_(siamese, model)
-        if siamese_state == "fresh":
-            siamese_opt.state.clear()
-
-    params = trainable(model)
-    if estimator == "first_order":
-        feats = {}
-        with _phase("npc.forward_A"), autocast():
-            losses = encode_groups(model, batch, GROUPS, info, features=feats)
-        pair = losses["pair"]
-        before_I, before_T = losses["bankI"].detach().float(), losses["bankT"].detach().float()
-        with _phase("npc.first_order"):
-            scale = logit_scale(model)
-            after_I, after_T = first_order_after(
-                before_I, first_order_impact(*feats["pair"], *feats["bankI"], scale, 1.0, info),
-                before_T, first_order_impact(*feats["pair"], *feats["bankT"], scale, 1.0, info), info)
-    elif impl == "efficient":
-        with _phase("npc.forward_A"), autocast():
-            losses = encode_groups(model, batch, GROUPS, info, first=("pair",))
-        pair = losses["pair"]
-        before_I, before_T = losses["bankI"].detach(), losses["bankT"].detach()
-        with _phase("npc.backward_siamese"):
-            # The release variant reuses these gradients for A's own step: the graph is not needed again.
-            grads = torch.autograd.grad(pair.mean(), params, retain_graph=variant == "paper", allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-            if info.enabled:
-                holders = trainable(siamese)
-                for p, g in zip(holders, grads):
-                    p.grad = g
-                all_reduce_grads_(holders, info)
-                grads = [p.grad for p in holders]
-        with _phase("npc.step_siamese"):
-            _siamese_step(siamese, siamese_opt, grads, siamese_scale)
-    elif impl == "naive":
-        with torch.no_grad(), autocast():
-            before = encode_groups(siamese, batch, ("bankI", "bankT"), info, dedup=False)
-        before_I, before_T = before["bankI"], before["bankT"]
-        with autocast():
-            siamese_loss = encode_groups(siamese, batch, ("pair",), info, dedup=False)["pair"].mean()
-        siamese_opt.zero_grad(set_to_none=True)
-        (siamese_loss * siamese_scale).backward()
-        all_reduce_grads_(trainable(siamese), info)
-        siamese_opt.step()
-        with autocast():
-            losses = encode_groups(model, batch, GROUPS, info, dedup=False)
-        pair = losses["pair"]
-    else:
-        raise ValueError(f"--npc_impl must be efficient or naive, got {impl!r}")
-
-    if estimator == "siamese":
-        with _phase("npc.forward_siamese"), torch.no_grad(), autocast():
-            after = encode_groups(siamese, batch, ("bankI", "bankT"), info, dedup=impl == "efficient")
-        after_I, after_T = after["bankI"].float(), after["bankT"].float()
-    before_I, before_T = before_I.float(), before_T.float()
-    weights, ratio = npc_weights(before_I, after_I, before_T, after_T)
-
-    bank_loss = (losses["bankI"].mean() + losses["bankT"].mean()) / 2
-    used = weights if reweight else torch.ones_like(weights)
-    if variant == "paper":
-        loss = (used * pair).mean() + bank_loss
-    else:
-        # The release multiplies the batch-mean loss by the batch-mean weight and adds a bank loss
-        # computed without gradient: its value is logged, it contributes no gradient.
-        mean_w = _global_mean(used, info)
-        loss = mean_w * pair.mean() + bank_loss.detach()
-    with _phase("npc.update_A"):
-        if variant == "release" and impl == "efficient" and estimator == "siamese":
-            # d/dA [mean(w) * mean(l)] = mean(w) * the gradient A' stepped with (before its doubling,
-            # undone exactly: scaling by a power of two is exact): no second backward pass.
-            optimizer.zero_grad(set_to_none=True)
-            factor = mean_w / siamese_scale
-            for p, g in zip(params, grads):
-                p.grad = g.mul_(factor.to(g.dtype))
-            grad_norm = _clip_and_step(params, optimizer, grad_clip)
-        else:
-            grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
-    return {"loss": loss.detach(), "pair_loss": pair.detach(), "bank_loss": bank_loss.detach(),
-            "weights": weights, "ratio": ratio, "grad_norm": torch.tensor(grad_norm),
-            "bank_losses": torch.stack([before_I, after_I, before_T, after_T])}
-
-
-def clip_step(model, optimizer, batch: Dict[str, torch.Tensor], *, info: Optional[DistInfo] = None, autocast=None,
-              grad_clip: float = 10.0, weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-    """One plain CLIP fine-tuning update (the baseline): mean symmetric InfoNCE of the batch.
-
-    ``weights`` (one per pair, e.g. the GMM's p(clean)) give ``mean_i(w_i l_i)`` instead.
-    """
-    info = info or DistInfo()
-    autocast = autocast or nullcontext
-    with _phase("clip.forward"), autocast():
-        pair = encode_groups(model, batch, ("pair",), info)["pair"]
-    loss = pair.mean() if weights is None else (weights.to(pair.dtype) * pair).mean()
-    with _phase("clip.update"):
-        grad_norm = finish_step(model, optimizer, loss, info, grad_clip)
-    return {"loss": loss.detach(), "pair_loss": pair.detach(), "grad_norm": torch.tensor(grad_norm)}
