@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from npc import data, steps
 from npc import memory_bank as mb
-from npc.checkpoint import (CHECKPOINT_FORMAT, name_run, open_resume, publish_epoch, reclaim_run_folder, repair_best,
-                            resolve_resume, save_checkpoint, wait_past_event_files)
+from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, name_run, open_resume, publish_epoch,
+                            reclaim_run_folder, resolve_resume, save_checkpoint, wait_past_event_files)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
 from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
@@ -382,13 +382,16 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     trainer = Trainer(method=method, model=model, optimizer=optimizer, estimator=estimator, step_fn=step_fn,
                       sampler=sampler, loader=data.train_loader(dataset, sampler, args.num_workers), lr_fn=lr_fn,
                       noise_mask=noise_mask)
-    restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main)
+    restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main, resume_path=r.resume_path,
+                           keep=args.keep_checkpoints)
     r.resume_ckpt = None  # optimizer states can be large: not kept for the whole run
     return trainer
 
 
-def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_main: bool) -> None:
-    """Optimizers, epoch, step, best and RNG of a checkpoint of this project (weights are already loaded)."""
+def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_main: bool,
+                           resume_path: Optional[Path] = None, keep: int = 0) -> None:
+    """Optimizers, epoch, step, best and RNG of a checkpoint of this project (weights are already loaded);
+    rank 0 finishes publishing it if a kill cut that short (best.pt, latest.pt)."""
     if ckpt is None:
         return
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt:
@@ -398,8 +401,8 @@ def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_
         t.start_epoch, t.step, t.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
         set_rng_state(ckpt["rng"])
         log.info(f"resuming after epoch {t.start_epoch} (step {t.step})")
-        if is_main:
-            repair_best(ckpt_dir, t.best)
+        if is_main and resume_path is not None:
+            complete_publish(ckpt_dir, resume_path, ckpt, keep)
     else:
         log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
 
@@ -461,7 +464,8 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
     """Rank 0: model selection on dev, metrics.jsonl and TensorBoard, then the checkpoints.
 
     The metrics are on disk before latest.pt moves on: a kill in between runs the epoch again on
-    resume (which drops the repeated record), so an epoch's metrics can never be lost.
+    resume (which drops the repeated record), so an epoch's metrics can never be lost. The epoch's
+    checkpoint is written whole, then published (npc/checkpoint.py publish_epoch).
     """
     dev_metrics = primary_row(dev_rows)
     record["dev"] = dev_metrics
@@ -488,9 +492,9 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
                     f"AUC {s['weight_auc']:.3f})")
     log.info(msg)
     epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
-    save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, epoch=epoch, step=t.step, best=t.best,
-                    args=r.args, extra=t.estimator.state_dict() if t.estimator is not None else None)
-    publish_epoch(epoch_path, is_best)
+    ckpt = save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, epoch=epoch, step=t.step, best=t.best,
+                           args=r.args, extra=t.estimator.state_dict() if t.estimator is not None else None)
+    publish_epoch(ckpt, epoch_path, is_best, keep=r.args.keep_checkpoints)
 
 
 def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> Dict:
