@@ -35,7 +35,7 @@ from npc.evaluation_metrics import format_metrics_table
 from npc.io import atomic_write_json, atomic_write_lines, atomic_write_text
 from npc.locks import file_lock
 from npc.methods import Method
-from npc.model import compile_towers, create_model, load_checkpoint_weights
+from npc.model import RANDOM_INIT_SEED, compile_towers, create_model, load_checkpoint_weights
 from npc.params import method_of, restore_run_config
 from npc.train_utils import (autocast_for, lr_at, make_optimizer, resolve_device, resolve_precision, seed_everything,
                              set_lr, set_rng_state, to_device)
@@ -293,7 +293,7 @@ def build_model(r: Run):
     model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained,
                                                 precision="fp32" if args.eval else r.precision,
                                                 device=r.device, context_length=args.context_length,
-                                                demo_base_path=base_path)
+                                                demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
     if info.is_main:
         params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()) if not k.startswith("_"))
         atomic_write_text(r.run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
@@ -327,14 +327,9 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
         raise ValueError(f"--method {method.name} needs the ground-truth noise mask of a split this project made "
                          f"(benchmark only)")
     bank = p_clean = subset = None
-    if "bank" in needs:
-        if info.is_main:
-            bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
-                                  r.progress)
-        barrier(info)
-        if bank is None:
-            bank = mb.load_bank(data.memory_bank_dir(args.dataset_root), args.noise_ratio, train_split,
-                                args.noise_mode)
+    if "bank" in needs:  # every rank encodes its share when the bank is built
+        bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
+                              r.progress, info=info)
     if "p_clean" in needs:  # the CLIP baselines on the bank's GMM: p(clean) from the same build
         p_clean = mb.load_pclean(data.memory_bank_dir(args.dataset_root), args.noise_ratio, len(train_split),
                                  args.noise_mode)
@@ -524,23 +519,37 @@ def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Option
 
 
 def build_bank_only(args) -> Dict:
-    """``get_memorybank.py``: (re)build the memory bank of a dataset and noise ratio, nothing else."""
+    """``get_memorybank.py``: (re)build the memory bank of a dataset and noise ratio, nothing else.
+
+    Under torchrun every rank encodes its share of the training set; rank 0 fits the GMM and writes.
+    """
     progress = show_progress(args)
     device = resolve_device(args.device)
     args.device = str(device)
-    precision = resolve_precision(args.precision, device)
-    autocast = autocast_for(precision, device)
-    setup_logging(None, DistInfo())
-    base_path = prepare_demo(args, progress)
-    model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision, device=device,
-                                                context_length=args.context_length, demo_base_path=base_path)
-    weights = resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints")
-    if weights is not None:
-        load_checkpoint_weights(model, weights)
-    train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns, args.noise_ratio,
-                                                    noise_seed=args.noise_seed, noise_mode=args.noise_mode,
-                                                    log=log.info)
-    args.rebuild_bank = True
-    bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress,
-                       weights=weights)
-    return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}
+    info = init_distributed(args.device)
+    try:
+        if info.enabled and device.type == "cuda":
+            device = torch.device("cuda", info.local_rank)
+            args.device = str(device)
+        precision = resolve_precision(args.precision, device)
+        autocast = autocast_for(precision, device)
+        setup_logging(None, info)
+        base_path = prepare_demo(args, progress and info.is_main) if info.is_main else None
+        barrier(info)
+        if args.dataset == "demo" and base_path is None:
+            base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
+        model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision,
+                                                    device=device, context_length=args.context_length,
+                                                    demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
+        weights = resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints")
+        if weights is not None:
+            load_checkpoint_weights(model, weights)
+        train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns,
+                                                        args.noise_ratio, noise_seed=args.noise_seed,
+                                                        noise_mode=args.noise_mode, log=log.info)
+        args.rebuild_bank = True
+        bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
+                              progress and info.is_main, weights=weights, info=info)
+        return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}
+    finally:
+        cleanup(info)

@@ -1,6 +1,8 @@
-"""Two CPU processes (gloo) on a split global batch give the single-process step on the whole batch."""
+"""Two CPU processes (gloo) on a split global batch give the single-process step on the whole batch; two
+processes build the memory bank byte for byte as one does."""
 import copy
 import os
+import shutil
 import socket
 
 import pytest
@@ -84,3 +86,66 @@ def test_two_processes_equal_one(kind, tmp_path):
     for r in range(2):
         for a, b in zip(parts[r]["params"], ref_params):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the memory bank, built by every rank
+
+def _bank_worker(rank, world, port, argv):
+    torch.set_num_threads(1)  # the same arithmetic in every process (float sums depend on the thread count)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")
+    import get_memorybank
+
+    get_memorybank.main(argv)
+
+
+def _bank_files(root):
+    from npc.data import memory_bank_dir
+
+    return {p.name: p.read_bytes() for p in sorted(memory_bank_dir(root).glob("0.6_mbank_*"))}
+
+
+@pytest.mark.parametrize("pretrained", ["demo-base", "none"])
+def test_bank_built_by_two_processes_equals_one(demo_root, base_dir, tmp_path, pretrained):
+    """Each rank encodes its share of the training set; rank 0 fits the GMM and writes: the files are the
+    bytes one process writes. ``--pretrained none`` is seeded: two builds (processes) agree."""
+    from conftest import run_args
+
+    files = {}
+    for world in (1, 2):
+        root = tmp_path / f"w{world}" / "demo"
+        shutil.copytree(demo_root, root)
+        argv = run_args(root, base_dir, tmp_path / "logs", "--noise_ratio", "0.6", "--eval_batch_size", "16",
+                        "--pretrained", pretrained)
+        mp.start_processes(_bank_worker, args=(world, _free_port(), argv), nprocs=world, join=True,
+                           start_method="spawn")
+        files[world] = _bank_files(root)
+    assert sorted(files[1]) == ["0.6_mbank_img_idx.npy", "0.6_mbank_info.json", "0.6_mbank_pclean.npy",
+                                "0.6_mbank_txt_idx.npy"]
+    for name in files[1]:
+        assert files[1][name] == files[2][name], name
+
+
+def test_shards_are_whole_batches_in_order():
+    from npc.evaluation import shard_bounds
+
+    for n, bs, world in [(80, 16, 2), (400, 16, 2), (7, 16, 2), (100, 8, 3), (64, 16, 4)]:
+        bounds = [shard_bounds(n, bs, r, world) for r in range(world)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        assert all(start % bs == 0 for start, _ in bounds)
+
+
+def test_random_init_is_seeded_and_leaves_the_global_stream():
+    from npc.model import RANDOM_INIT_SEED
+
+    torch.manual_seed(1)
+    a = create_model("npc-micro", "none", init_seed=RANDOM_INIT_SEED)[0]
+    after = torch.rand(1)
+    torch.manual_seed(2)
+    b = create_model("npc-micro", "none", init_seed=RANDOM_INIT_SEED)[0]
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(1), after)  # the global random stream did not move
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
