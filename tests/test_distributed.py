@@ -2,6 +2,7 @@
 processes build the memory bank byte for byte as one does."""
 import copy
 import os
+import re
 import shutil
 import socket
 
@@ -149,3 +150,78 @@ def test_random_init_is_seeded_and_leaves_the_global_stream():
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
+
+# ----------------------------------------------------------------------------- a torchrun job that loses a rank
+
+# One rank of a 2-process torchrun job (gloo, CPU) SIGKILLs itself after a number of its optimizer steps.
+TORCHRUN_KILL = r"""
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+from npc import steps
+
+at, victim = int(sys.argv[1]), int(sys.argv[2])
+if at and int(os.environ["RANK"]) == victim:
+    real_step, done = steps.train_step, [0]
+
+    def step(*a, **kw):
+        done[0] += 1
+        if done[0] > at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_step(*a, **kw)
+
+    steps.train_step = step
+import main_CLIP
+from npc.cli import cli
+sys.exit(cli(main_CLIP.main, sys.argv[3:]))
+"""
+
+
+def _torchrun(script, at, victim, argv):
+    from pathlib import Path
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "--monitor_interval", "0.1", str(script), str(at), str(victim), *argv]
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_torchrun_rank_killed_mid_epoch_then_resume_equals_uninterrupted(demo_root, base_dir, tmp_path):
+    import json
+
+    from conftest import run_args
+
+    script = tmp_path / "kill.py"
+    script.write_text(TORCHRUN_KILL)
+    root = tmp_path / "demo"
+    shutil.copytree(demo_root, root)  # the runs add a noisy split to it
+    logs = tmp_path / "logs"
+    common = ("--epochs", "2", "--noise_ratio", "0.2", "--batch_size", "32", "--eval_splits", "dev")
+    full = _torchrun(script, 0, 0, run_args(root, base_dir, logs, *common, "--experiments", "full"))
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    killed = _torchrun(script, 20, 1, run_args(root, base_dir, logs, *common, "--experiments", "k"))
+    out = killed.stdout + killed.stderr
+    assert killed.returncode != 0
+    # the job ends, naming the rank that died and how; the run's last checkpoint is epoch 1's
+    assert re.search(r"rank\s*:\s*1\b", out) and "SIGKILL" in out, out[-3000:]
+    # a rank that noticed before torchrun stopped it says so in one line (rank 0: in log.txt too)
+    errors = [line for line in killed.stderr.splitlines() if line.startswith("error:")]
+    assert all("lost contact with another process of the job" in line and "--resume latest" in line
+               for line in errors), errors
+    ckpts = logs / "k" / "checkpoints"
+    assert torch.load(ckpts / "latest.pt", map_location="cpu", weights_only=True)["epoch"] == 1
+
+    resumed = _torchrun(script, 0, 0, run_args(root, base_dir, logs, *common, "--experiments", "k",
+                                               "--resume", "latest"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = torch.load(logs / "full/checkpoints/latest.pt", map_location="cpu", weights_only=True)
+    b = torch.load(ckpts / "latest.pt", map_location="cpu", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    records = [[{k: v for k, v in json.loads(line).items() if k != "pairs_per_s"}
+                for line in (logs / name / "metrics.jsonl").read_text().splitlines()] for name in ("full", "k")]
+    assert records[0] == records[1]
