@@ -225,3 +225,24 @@ def test_torchrun_rank_killed_mid_epoch_then_resume_equals_uninterrupted(demo_ro
     records = [[{k: v for k, v in json.loads(line).items() if k != "pairs_per_s"}
                 for line in (logs / name / "metrics.jsonl").read_text().splitlines()] for name in ("full", "k")]
     assert records[0] == records[1]
+
+
+def test_torchrun_npc_run_builds_the_bank_one_process_builds(demo_root, base_dir, tmp_path):
+    """main_NPC under torchrun: every rank encodes its share of the bank inside the run; the files are the
+    bytes get_memorybank.py writes in one process."""
+    from conftest import run_args
+
+    roots = [tmp_path / "a" / "demo", tmp_path / "b" / "demo"]
+    for root in roots:
+        shutil.copytree(demo_root, root)
+    script = tmp_path / "run.py"
+    script.write_text(TORCHRUN_KILL.replace("main_CLIP", "main_NPC"))
+    flags = ("--noise_ratio", "0.6", "--batch_size", "32")
+    job = _torchrun(script, 0, 0, run_args(roots[0], base_dir, tmp_path / "logs", *flags, "--epochs", "1",
+                                           "--eval_splits", "dev", "--experiments", "n2"))
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "(2 processes)" in job.stdout
+    mp.start_processes(_bank_worker, args=(1, _free_port(), run_args(roots[1], base_dir, tmp_path / "logs", *flags)),
+                       nprocs=1, join=True, start_method="spawn")
+    a, b = _bank_files(roots[0]), _bank_files(roots[1])
+    assert len(a) == 4 and a == b
