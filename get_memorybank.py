@@ -7,7 +7,8 @@
 Writes annotations/memory_bank/<r>_mbank_{img,txt}_idx.npy under the dataset root, where
 main_NPC.py reads them (main_NPC.py also builds them itself when missing, the same way: the GMM's
 seed is --bank_seed, not the training --seed). Takes the flags of main_NPC.py that the bank depends
-on (--help lists them). --resume CKPT builds the bank with a trained model.
+on (--help lists them). --resume CKPT builds the bank with a trained model. Under torchrun every
+process encodes its share of the training set and rank 0 writes the same files as one process.
 """
 import sys
 

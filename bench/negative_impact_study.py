@@ -79,8 +79,8 @@ def npc_checkpoint(noise: str, logs: Path) -> Path:
     path = logs / exp / "checkpoints" / "epoch1.pt"
     if not path.is_file():
         cmd = [sys.executable, "main_NPC.py", "--dataset", "demo", "--noise_ratio", noise, "--seed", "0",
-               "--epochs", "5", "--stop_after", "1", "--lr", repr(LR), "--logs", str(logs), "--experiments", exp,
-               "--no_progress"]
+               "--epochs", "5", "--stop_after", "1", "--keep_checkpoints", "-1", "--lr", repr(LR), "--logs",
+               str(logs), "--experiments", exp, "--no_progress"]
         print("training the NPC checkpoint:", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                        stdout=subprocess.DEVNULL)

@@ -1,17 +1,21 @@
 """A run's folder and checkpoints: naming, locking, resuming, and what survives a kill.
 
 Each run writes ``<logs>/<experiments>/`` (docs/running.md). Every file is written atomically; the
-epoch checkpoint is complete before ``latest.pt`` and ``best.pt`` are copied from it, so a run
-stopped anywhere resumes (docs/failure.md).
+epoch checkpoint is complete before ``best.pt`` (its weights) is written and it becomes ``latest.pt``
+(renamed, or copied when ``--keep_checkpoints`` keeps epoch files), so a run stopped anywhere resumes
+(docs/failure.md). By default a run keeps two files: ``latest.pt`` (the full training state) and
+``best.pt`` (weights only).
 """
 from __future__ import annotations
 
-import filecmp
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
+
+import torch
 
 from npc.distributed import DistInfo, barrier
 from npc.io import atomic_copy, atomic_torch_save
@@ -22,36 +26,100 @@ CHECKPOINT_FORMAT = "npc-reimpl/1"
 log = logging.getLogger("npc")
 
 
-def save_checkpoint(path: Path, *, model, optimizer, epoch: int, step: int, best: Dict, args,
-                    extra: Optional[Dict] = None) -> None:
+def checkpoint_dict(*, model, optimizer, epoch: int, step: int, best: Dict, args,
+                    extra: Optional[Dict] = None) -> Dict:
     """Weights, optimizer, epoch, step, best, RNG and the run's flags; ``extra``: the estimator's state."""
-    ckpt = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "name": args.name,
+    return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "name": args.name,
             "vision_model": args.vision_model, "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(), "best": best, "rng": rng_state(),
             "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))},
             **(extra or {})}
+
+
+def save_checkpoint(path: Path, **kwargs) -> Dict:
+    """Write :func:`checkpoint_dict` atomically to ``path``; returns it."""
+    ckpt = checkpoint_dict(**kwargs)
     atomic_torch_save(ckpt, path)
+    return ckpt
 
 
-def publish_epoch(epoch_path: Path, is_best: bool) -> None:
-    """``best.pt`` (when the epoch is the best so far), then ``latest.pt``, copied from the complete
-    epoch file: a kill at either copy resumes from the epoch file (``repair_best`` mends best.pt)."""
+# What evaluation needs of a checkpoint: best.pt keeps these (no optimizer states, no RNG).
+WEIGHTS_KEYS = ("format", "epoch", "step", "name", "vision_model", "state_dict", "best", "args")
+
+
+def write_best(ckpt: Dict, path: Path) -> None:
+    """``best.pt``: the weights of the best epoch, its epoch, dev scores and the run's flags (no optimizer
+    states: evaluation and ``--eval --resume`` need none, and they are 2-4 times the weights' size)."""
+    atomic_torch_save({k: ckpt[k] for k in WEIGHTS_KEYS if k in ckpt}, path)
+
+
+def epoch_files(ckpt_dir: Path) -> Dict[int, Path]:
+    """``epoch<k>.pt`` files of a checkpoint folder by epoch."""
+    return {int(p.stem[5:]): p for p in Path(ckpt_dir).glob("epoch*.pt") if p.stem[5:].isdigit()}
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a checkpoint of this project records (-1 when unreadable); reads only that entry (mmap)."""
+    try:
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["epoch"])
+    except Exception:
+        return -1
+
+
+def publish_epoch(ckpt: Dict, epoch_path: Path, is_best: bool, keep: int = 0) -> None:
+    """Publish the complete epoch file ``epoch_path`` (written from ``ckpt``): ``best.pt`` (weights only,
+    when the epoch is the best so far), then ``latest.pt``, then drop the epoch files beyond ``keep``.
+
+    ``keep`` 0 renames the epoch file to latest.pt (no copy; atomic), K > 0 copies it and keeps the
+    last K epoch files, -1 keeps all. A kill before latest.pt moves on resumes from the epoch file
+    (:func:`latest_checkpoint`), and :func:`complete_publish` finishes what this did not.
+    """
+    ckpt_dir = epoch_path.parent
     if is_best:
-        atomic_copy(epoch_path, epoch_path.parent / "best.pt")
-    atomic_copy(epoch_path, epoch_path.parent / "latest.pt")
+        write_best(ckpt, ckpt_dir / "best.pt")
+    latest = ckpt_dir / "latest.pt"
+    if keep == 0:
+        os.replace(epoch_path, latest)
+        _fsync_dir(ckpt_dir)
+    else:
+        atomic_copy(epoch_path, latest)
+    prune_epoch_files(ckpt_dir, ckpt["epoch"], keep)
+
+
+def prune_epoch_files(ckpt_dir: Path, epoch: int, keep: int) -> None:
+    """After epoch ``epoch`` is in latest.pt: delete the epoch files older than the last ``keep`` (-1: none)."""
+    if keep < 0:
+        return
+    for k, p in epoch_files(ckpt_dir).items():
+        if k <= epoch - keep:
+            p.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: folders cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Optional[Path]:
-    """The checkpoint of the last finished epoch: the highest ``epoch<k>.pt``, else ``latest.pt``.
+    """The checkpoint of the last finished epoch: ``latest.pt``, or an ``epoch<k>.pt`` of a later epoch.
 
-    Every epoch file is complete (written atomically), and it is written before latest.pt is
-    copied from it, so a run stopped between the two (a kill, a full disk) still resumes.
+    Every file is complete (written atomically), and an epoch file is written before it becomes
+    latest.pt (renamed or copied), so a run stopped between the two (a kill, a full disk) resumes
+    from the epoch file.
     """
-    epochs = [(int(p.stem[5:]), p) for p in Path(ckpt_dir).glob("epoch*.pt") if p.stem[5:].isdigit()]
-    if epochs:
-        return max(epochs)[1]
+    epochs = epoch_files(ckpt_dir)
     latest = Path(ckpt_dir) / "latest.pt"
-    return latest if latest.is_file() else None
+    if latest.is_file() and (not epochs or checkpoint_epoch(latest) >= max(epochs)):
+        return latest
+    return epochs[max(epochs)] if epochs else None
 
 
 def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[Path]:
@@ -112,16 +180,55 @@ def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> None:
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
-def repair_best(ckpt_dir: Path, best: Dict) -> None:
-    """Make best.pt the epoch the resumed checkpoint names as best (a kill may have cut its copy)."""
+def repair_best(ckpt_dir: Path, ckpt: Dict) -> None:
+    """Make best.pt the epoch the resumed checkpoint ``ckpt`` names as best (a kill may have cut its write)."""
+    best = ckpt.get("best", {})
     if best.get("epoch", -1) < 1:
         return
-    src, dst = ckpt_dir / f"epoch{best['epoch']}.pt", ckpt_dir / "best.pt"
-    if not src.is_file():
-        log.warning(f"{src} is gone: cannot check that {dst} holds the best epoch ({best['epoch']})")
-    elif not dst.is_file() or not filecmp.cmp(src, dst, shallow=False):
-        atomic_copy(src, dst)
+    dst = ckpt_dir / "best.pt"
+    if dst.is_file():
+        try:
+            held = torch.load(dst, map_location="cpu", mmap=True, weights_only=True)
+            if held.get("epoch") == best["epoch"] and held.get("best") == best:
+                return
+        except Exception:
+            pass
+    if ckpt.get("epoch") == best["epoch"]:
+        write_best(ckpt, dst)
+        log.info(f"restored {dst} from the resumed checkpoint (the best epoch so far, {best['epoch']})")
+    elif (src := ckpt_dir / f"epoch{best['epoch']}.pt").is_file():
+        write_best(read_checkpoint(src), dst)
         log.info(f"restored {dst} from {src.name} (the best epoch so far)")
+    else:
+        log.warning(f"{dst} does not hold the best epoch ({best['epoch']}) and no checkpoint of that epoch is "
+                    f"left to restore it from")
+
+
+def remove_stale_temporaries(ckpt_dir: Path) -> None:
+    """Temporary files of checkpoint writes a kill cut short (the run's lock is held: no writer is live)."""
+    for p in Path(ckpt_dir).glob(".*.pt.*.tmp"):
+        p.unlink(missing_ok=True)
+
+
+def complete_publish(ckpt_dir: Path, resumed: Path, ckpt: Dict, keep: int) -> None:
+    """On resume (rank 0): finish the publishing of the resumed checkpoint that a kill or a full disk cut
+    short (best.pt; latest.pt when it is an epoch file newer than latest.pt; the epoch files beyond
+    ``keep``) and remove the temporary files of cut writes."""
+    remove_stale_temporaries(ckpt_dir)
+    repair_best(ckpt_dir, ckpt)
+    resumed, latest = Path(resumed), Path(ckpt_dir) / "latest.pt"
+    if resumed.parent.resolve() != Path(ckpt_dir).resolve() or resumed.name == "latest.pt" \
+            or resumed.name not in {p.name for p in epoch_files(ckpt_dir).values()}:
+        return
+    if latest.is_file() and checkpoint_epoch(latest) >= ckpt["epoch"]:
+        return
+    if keep == 0:
+        os.replace(resumed, latest)
+        _fsync_dir(Path(ckpt_dir))
+    else:
+        atomic_copy(resumed, latest)
+    log.info(f"published {resumed.name} as {latest} (the earlier run stopped before it did)")
+    prune_epoch_files(ckpt_dir, ckpt["epoch"], keep)
 
 
 def wait_past_event_files(logdir: Path) -> None:

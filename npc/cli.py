@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 # data.DataError, memory_bank.BankFileError, noise.NoisySplitError and params.ConfigError are
@@ -22,6 +23,24 @@ def one_line(e: BaseException) -> str:
     return text
 
 
+def lost_peer(e: BaseException) -> bool:
+    """Whether ``e`` is a torchrun job's collective failing because another process of the job is gone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and isinstance(e, getattr(dist, "DistNetworkError", ())):
+        return True
+    return any(k in str(e) for k in ("Connection closed by peer", "Connection reset by peer"))
+
+
+def peer_message(e: BaseException) -> str:
+    """One line for a rank whose collective failed: which process it is, what failed, what to do."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(e).strip().splitlines()[0]).split(". ")[0].rstrip(".")
+    return (f"rank {os.environ.get('RANK', '?')} of this torchrun job lost contact with another process of the job "
+            f"({text}); torchrun's summary names the process that failed first. The run's last checkpoint is "
+            f"kept: continue it with --resume latest")
+
+
 def cli(main, argv) -> int:
     """Run a script's ``main(argv)``; returns the exit code (0, 1 for a clear error, 130 for Ctrl-C)."""
     try:
@@ -32,7 +51,7 @@ def cli(main, argv) -> int:
     except USER_ERRORS as e:
         if os.environ.get("NPC_DEBUG"):
             raise
-        message = f"error: {one_line(e)}"
+        message = f"error: {peer_message(e) if lost_peer(e) else one_line(e)}"
         print(message, file=sys.stderr)
         for handler in logging.getLogger("npc").handlers:  # the run's log.txt, when it has one
             if isinstance(handler, logging.FileHandler):

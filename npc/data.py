@@ -355,6 +355,11 @@ def train_loader(dataset: PairBatches, sampler: EpochBatchSampler, num_workers: 
                       prefetch_factor=4 if num_workers > 0 else None)
 
 
-def image_loader(split: Split, preprocess, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(ImageDataset(split.image_paths, preprocess, split), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, pin_memory=torch.cuda.is_available())
+def image_loader(split: Split, preprocess, batch_size: int, num_workers: int,
+                 items: Optional[Sequence[int]] = None) -> DataLoader:
+    """The split's images in order (``items``: only these image indices, in their order)."""
+    dataset = ImageDataset(split.image_paths, preprocess, split)
+    if items is not None:
+        dataset = torch.utils.data.Subset(dataset, list(items))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available())

@@ -67,6 +67,36 @@ def gather_no_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def gather_rows(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every rank's rows of a 2-D tensor, concatenated in rank order, on every rank.
+
+    Ranks may hold different numbers of rows (none too: an empty ``(0, 0)`` tensor takes the others'
+    width). Rows are padded to the largest share for ``all_gather`` and trimmed after.
+    """
+    if not info.enabled:
+        return x
+    shape = torch.tensor([x.shape[0], x.shape[1] if x.shape[0] else 0], dtype=torch.int64, device=x.device)
+    shapes = [torch.empty_like(shape) for _ in range(info.world_size)]
+    dist.all_gather(shapes, shape)
+    rows = [int(s[0]) for s in shapes]
+    cols = max(int(s[1]) for s in shapes)
+    padded = x.new_zeros((max(rows), cols))
+    if x.shape[0]:
+        padded[:x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, rows)], dim=0)
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's ``obj`` on every rank."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

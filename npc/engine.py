@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from npc import data, steps
 from npc import memory_bank as mb
-from npc.checkpoint import (CHECKPOINT_FORMAT, name_run, open_resume, publish_epoch, reclaim_run_folder, repair_best,
-                            resolve_resume, save_checkpoint, wait_past_event_files)
+from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, name_run, open_resume, publish_epoch,
+                            reclaim_run_folder, resolve_resume, save_checkpoint, wait_past_event_files)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
 from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
@@ -35,7 +35,7 @@ from npc.evaluation_metrics import format_metrics_table
 from npc.io import atomic_write_json, atomic_write_lines, atomic_write_text
 from npc.locks import file_lock
 from npc.methods import Method
-from npc.model import compile_towers, create_model, load_checkpoint_weights
+from npc.model import RANDOM_INIT_SEED, compile_towers, create_model, load_checkpoint_weights
 from npc.params import method_of, restore_run_config
 from npc.train_utils import (autocast_for, lr_at, make_optimizer, resolve_device, resolve_precision, seed_everything,
                              set_lr, set_rng_state, to_device)
@@ -295,7 +295,7 @@ def build_model(r: Run):
     model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained,
                                                 precision="fp32" if args.eval else r.precision,
                                                 device=r.device, context_length=args.context_length,
-                                                demo_base_path=base_path)
+                                                demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
     if info.is_main:
         params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()) if not k.startswith("_"))
         atomic_write_text(r.run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
@@ -329,14 +329,9 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
         raise ValueError(f"--method {method.name} needs the ground-truth noise mask of a split this project made "
                          f"(benchmark only)")
     bank = p_clean = subset = None
-    if "bank" in needs:
-        if info.is_main:
-            bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
-                                  r.progress)
-        barrier(info)
-        if bank is None:
-            bank = mb.load_bank(data.memory_bank_dir(args.dataset_root), args.noise_ratio, train_split,
-                                args.noise_mode)
+    if "bank" in needs:  # every rank encodes its share when the bank is built
+        bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
+                              r.progress, info=info)
     if "p_clean" in needs:  # the CLIP baselines on the bank's GMM: p(clean) from the same build
         p_clean = mb.load_pclean(data.memory_bank_dir(args.dataset_root), args.noise_ratio, len(train_split),
                                  args.noise_mode)
@@ -384,7 +379,8 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     loader = data.train_loader(dataset, sampler, args.num_workers, persistent=not method.bank_update)
     trainer = Trainer(method=method, model=model, optimizer=optimizer, estimator=estimator, step_fn=step_fn,
                       sampler=sampler, loader=loader, lr_fn=lr_fn, noise_mask=noise_mask, dataset=dataset)
-    restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main)
+    restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main, resume_path=r.resume_path,
+                           keep=args.keep_checkpoints)
     r.resume_ckpt = None  # optimizer states can be large: not kept for the whole run
     if trainer.bank_in_force:  # the bank a resumed --bank_update run had rebuilt
         use_bank(r, trainer, trainer.bank_in_force)
@@ -398,11 +394,10 @@ def update_bank(r: Run, t: Trainer, epoch: int) -> Dict:
 
     args, split = r.args, t.dataset.split
     folder = f"banks/epoch{epoch}"
-    if r.info.is_main:
-        provenance = mb.bank_provenance(args, split, weights=f"{args.experiments} after epoch {epoch}")
-        mb.build_bank(args, t.model, split, t.noise_mask, t.dataset.preprocess, t.dataset.tokenizer, r.device,
-                      r.autocast, r.progress, provenance, bank_dir=r.run_dir / folder,
-                      model_name=f"the model after epoch {epoch}")
+    provenance = mb.bank_provenance(args, split, weights=f"{args.experiments} after epoch {epoch}")
+    mb.build_bank(args, t.model, split, t.noise_mask, t.dataset.preprocess, t.dataset.tokenizer, r.device, r.autocast,
+                  r.progress, provenance, info=r.info, bank_dir=r.run_dir / folder,
+                  model_name=f"the model after epoch {epoch}")  # every rank encodes its share, rank 0 writes
     barrier(r.info)
     p_clean = use_bank(r, t, folder)
     built = mb.read_json(mb.bank_paths(r.run_dir / folder, args.noise_ratio, args.noise_mode)[2]) or {}
@@ -425,8 +420,10 @@ def use_bank(r: Run, t: Trainer, folder: str) -> np.ndarray:
     return p_clean
 
 
-def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_main: bool) -> None:
-    """Optimizers, epoch, step, best and RNG of a checkpoint of this project (weights are already loaded)."""
+def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_main: bool,
+                           resume_path: Optional[Path] = None, keep: int = 0) -> None:
+    """Optimizers, epoch, step, best and RNG of a checkpoint of this project (weights are already loaded);
+    rank 0 finishes publishing it if a kill cut that short (best.pt, latest.pt)."""
     if ckpt is None:
         return
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt:
@@ -437,8 +434,8 @@ def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_
         t.bank_in_force = ckpt.get("bank_in_force")
         set_rng_state(ckpt["rng"])
         log.info(f"resuming after epoch {t.start_epoch} (step {t.step})")
-        if is_main:
-            repair_best(ckpt_dir, t.best)
+        if is_main and resume_path is not None:
+            complete_publish(ckpt_dir, resume_path, ckpt, keep)
     else:
         log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
 
@@ -502,7 +499,8 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
     """Rank 0: model selection on dev, metrics.jsonl and TensorBoard, then the checkpoints.
 
     The metrics are on disk before latest.pt moves on: a kill in between runs the epoch again on
-    resume (which drops the repeated record), so an epoch's metrics can never be lost.
+    resume (which drops the repeated record), so an epoch's metrics can never be lost. The epoch's
+    checkpoint is written whole, then published (npc/checkpoint.py publish_epoch).
     """
     dev_metrics = primary_row(dev_rows)
     record["dev"] = dev_metrics
@@ -529,10 +527,10 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
                     f"AUC {s['weight_auc']:.3f})")
     log.info(msg)
     epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
-    save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, epoch=epoch, step=t.step, best=t.best,
-                    args=r.args, extra={**(t.estimator.state_dict() if t.estimator is not None else {}),
-                                        "bank_in_force": t.bank_in_force})
-    publish_epoch(epoch_path, is_best)
+    ckpt = save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, epoch=epoch, step=t.step, best=t.best,
+                           args=r.args, extra={**(t.estimator.state_dict() if t.estimator is not None else {}),
+                                               "bank_in_force": t.bank_in_force})
+    publish_epoch(ckpt, epoch_path, is_best, keep=r.args.keep_checkpoints)
 
 
 def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> Dict:
@@ -562,23 +560,37 @@ def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Option
 
 
 def build_bank_only(args) -> Dict:
-    """``get_memorybank.py``: (re)build the memory bank of a dataset and noise ratio, nothing else."""
+    """``get_memorybank.py``: (re)build the memory bank of a dataset and noise ratio, nothing else.
+
+    Under torchrun every rank encodes its share of the training set; rank 0 fits the GMM and writes.
+    """
     progress = show_progress(args)
     device = resolve_device(args.device)
     args.device = str(device)
-    precision = resolve_precision(args.precision, device)
-    autocast = autocast_for(precision, device)
-    setup_logging(None, DistInfo())
-    base_path = prepare_demo(args, progress)
-    model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision, device=device,
-                                                context_length=args.context_length, demo_base_path=base_path)
-    weights = resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints")
-    if weights is not None:
-        load_checkpoint_weights(model, weights)
-    train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns, args.noise_ratio,
-                                                    noise_seed=args.noise_seed, noise_mode=args.noise_mode,
-                                                    log=log.info)
-    args.rebuild_bank = True
-    bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress,
-                       weights=weights)
-    return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}
+    info = init_distributed(args.device)
+    try:
+        if info.enabled and device.type == "cuda":
+            device = torch.device("cuda", info.local_rank)
+            args.device = str(device)
+        precision = resolve_precision(args.precision, device)
+        autocast = autocast_for(precision, device)
+        setup_logging(None, info)
+        base_path = prepare_demo(args, progress and info.is_main) if info.is_main else None
+        barrier(info)
+        if args.dataset == "demo" and base_path is None:
+            base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
+        model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision,
+                                                    device=device, context_length=args.context_length,
+                                                    demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
+        weights = resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints")
+        if weights is not None:
+            load_checkpoint_weights(model, weights)
+        train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns,
+                                                        args.noise_ratio, noise_seed=args.noise_seed,
+                                                        noise_mode=args.noise_mode, log=log.info)
+        args.rebuild_bank = True
+        bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
+                              progress and info.is_main, weights=weights, info=info)
+        return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}
+    finally:
+        cleanup(info)

@@ -16,6 +16,7 @@ from open_clip.model import convert_weights_to_lp
 from tqdm import tqdm
 
 from npc.data import Split, image_loader
+from npc.distributed import DistInfo, gather_rows
 from npc.evaluation_metrics import fold_metrics, retrieval_metrics
 from npc.model import encode, model_dtype
 
@@ -76,30 +77,55 @@ def eval_precision(model, precision: str, device) -> Iterator[Tuple[torch.nn.Mod
         yield model, nullcontext
 
 
+def shard_bounds(n: int, batch_size: int, rank: int, world_size: int) -> Tuple[int, int]:
+    """The items ``[start, stop)`` of ``rank``'s share: a contiguous run of whole batches of ``batch_size``,
+    so every batch holds the same items as in one process (features agree bit for bit)."""
+    n_batches = -(-n // batch_size)
+    first, last = rank * n_batches // world_size, (rank + 1) * n_batches // world_size
+    return min(first * batch_size, n), min(last * batch_size, n)
+
+
 @torch.no_grad()
 def encode_split(model, split: Split, preprocess, tokenizer, *, batch_size: int = 256, device="cpu",
                  autocast=None, num_workers: int = 0, progress: bool = True, desc: str = "encode",
-                 image_batches: Optional[Iterable[torch.Tensor]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                 image_batches: Optional[Iterable[torch.Tensor]] = None,
+                 info: Optional[DistInfo] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """L2-normalized features: (n_images, d) and (n_captions, d), fp32, on ``device``.
 
     ``image_batches`` replaces decoding the split's image files, e.g. uint8 batches read from an
     image cache, in the split's image order.
+
+    ``info`` of several processes: each rank encodes its share of the images and of the captions
+    (:func:`shard_bounds`), and every rank gets all features, in the split's order (all-gather).
     """
     autocast = autocast or nullcontext
+    sharded = info is not None and info.enabled
+    rank, world = (info.rank, info.world_size) if sharded else (0, 1)
+    if sharded and image_batches is not None:
+        raise ValueError("encode_split: image_batches cannot be sharded over processes")
     was_training = model.training
     model.eval()
     img_feats, txt_feats = [], []
-    loader = image_batches if image_batches is not None else image_loader(split, preprocess, batch_size, num_workers)
+    if image_batches is not None:
+        loader = image_batches
+    else:
+        i0, i1 = shard_bounds(split.num_images, batch_size, rank, world)
+        loader = image_loader(split, preprocess, batch_size, num_workers,
+                              items=range(i0, i1) if sharded else None)
     for images in tqdm(loader, desc=f"{desc} images ({split.name})", disable=not progress, leave=False):
         with autocast():
             img_feats.append(encode(model, images=images.to(device, non_blocking=True))[0].float())
-    for start in tqdm(range(0, len(split.captions), batch_size), desc=f"{desc} captions ({split.name})",
+    c0, c1 = shard_bounds(len(split.captions), batch_size, rank, world)
+    for start in tqdm(range(c0, c1, batch_size), desc=f"{desc} captions ({split.name})",
                       disable=not progress, leave=False):
-        tokens = tokenizer(split.captions[start:start + batch_size]).to(device)
+        tokens = tokenizer(split.captions[start:min(start + batch_size, c1)]).to(device)
         with autocast():
             txt_feats.append(encode(model, texts=tokens)[1].float())
     model.train(was_training)
-    return torch.cat(img_feats), torch.cat(txt_feats)
+    img, txt = (torch.cat(f) if f else torch.empty((0, 0), device=device) for f in (img_feats, txt_feats))
+    if sharded:
+        img, txt = gather_rows(img, info), gather_rows(txt, info)
+    return img, txt
 
 
 def evaluate_split(model, split: Split, preprocess, tokenizer, *, folds_1k: bool = False,

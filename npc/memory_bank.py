@@ -23,6 +23,8 @@ import io
 import json
 import logging
 import pickle
+import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 from npc.data import BankIndex, Split, memory_bank_dir
+from npc.distributed import DistInfo, barrier, broadcast_object
 from npc.io import atomic_save_npy, atomic_write_json, file_sha256, read_json
 from npc.locks import file_lock
 from npc.losses import clip_loss_per_sample
@@ -339,40 +342,72 @@ def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
 
 
 def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
-                weights: Optional[Path] = None) -> BankIndex:
-    """The memory bank of this noisy split: reused if built from the same inputs, else built (under a lock)."""
+                weights: Optional[Path] = None, info: Optional[DistInfo] = None) -> BankIndex:
+    """The memory bank of this noisy split: reused if built from the same inputs, else built (under a lock).
+
+    Called by every rank of a run (``info``): rank 0 decides whether the bank can be reused and holds
+    the lock; if it must be built, every rank encodes its share of the training set, rank 0 fits the
+    GMM and writes the files (the same bytes as one process writes), and the other ranks read them.
+    """
+    info = info or DistInfo()
     wanted = bank_provenance(args, train_split, weights)
     rebuild = getattr(args, "rebuild_bank", False)
-    bank = None if rebuild else reusable_bank(args, train_split, wanted)
-    if bank is not None:
-        return bank
     bank_dir = memory_bank_dir(args.dataset_root)
     img_path, _, _ = bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
-    with file_lock(bank_dir / f".{img_path.name}.lock", f"the memory bank {img_path.parent}", wait=True,
-                   log=log.info):
-        bank = None if rebuild else reusable_bank(args, train_split, wanted)  # built while we waited?
-        return bank if bank is not None else build_bank(args, model, train_split, noise_mask, preprocess, tokenizer,
-                                                        device, autocast, progress, wanted)
+    with ExitStack() as stack:
+        bank, decision = None, "build"
+        if info.is_main:
+            try:
+                bank = None if rebuild else reusable_bank(args, train_split, wanted)
+                if bank is None:
+                    stack.enter_context(file_lock(bank_dir / f".{img_path.name}.lock",
+                                                  f"the memory bank {img_path.parent}", wait=True, log=log.info))
+                    bank = None if rebuild else reusable_bank(args, train_split, wanted)  # built while we waited?
+                decision = "reuse" if bank is not None else "build"
+            except BaseException as e:
+                broadcast_object(f"error: {type(e).__name__}: {e}", info)  # the other ranks stop too
+                raise
+        decision = broadcast_object(decision, info)
+        if decision.startswith("error"):
+            raise RuntimeError(f"rank {info.rank}: rank 0 could not prepare the memory bank ({decision[7:]})")
+        if decision == "build":
+            bank = build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
+                              progress, wanted, info=info)
+        barrier(info)  # rank 0 has written the files
+    if bank is None:
+        bank = load_bank(bank_dir, args.noise_ratio, train_split, args.noise_mode,
+                         trust_pickle=getattr(args, "trust_pickle", False))
+    return bank
 
 
 def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
-               provenance: Dict, bank_dir: Optional[Path] = None, model_name: str = "the initial model") -> BankIndex:
-    """Encode the training split with ``model``, build the bank and write it (with its p(clean) and
-    info) to ``bank_dir``, by default the dataset's memory-bank folder."""
-    log.info(f"memory bank: encoding {train_split.num_images} images / {len(train_split)} captions with {model_name}")
+               provenance: Dict, info: Optional[DistInfo] = None, bank_dir: Optional[Path] = None,
+               model_name: str = "the initial model") -> Optional[BankIndex]:
+    """Encode the training set with ``model`` (each rank of ``info`` its share), then on rank 0: the GMM,
+    the bank and its files in ``bank_dir`` (by default the dataset's memory-bank folder). Returns the
+    bank on rank 0, None on the others."""
+    info = info or DistInfo()
+    log.info(f"memory bank: encoding {train_split.num_images} images / {len(train_split)} captions with {model_name}"
+             + (f" ({info.world_size} processes)" if info.enabled else ""))
     from npc.evaluation import encode_split
     from npc.model import logit_scale
 
+    t0 = time.perf_counter()
     img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=args.eval_batch_size, device=device,
-                            autocast=autocast, num_workers=args.num_workers, progress=progress, desc="bank")
-    bank, info, p_clean = build_memory_bank(img, txt, train_split, logit_scale(model).item(),
+                            autocast=autocast, num_workers=args.num_workers, progress=progress and info.is_main,
+                            desc="bank", info=info)
+    encoded = time.perf_counter() - t0
+    if not info.is_main:
+        return None
+    bank, summary, p_clean = build_memory_bank(img, txt, train_split, logit_scale(model).item(),
                                                batch_size=args.batch_size, clean_threshold=args.clean_threshold,
                                                noise_mask=noise_mask, seed=args.bank_seed)
-    info.update(provenance)
+    summary.update(provenance)
     paths = save_bank(bank, memory_bank_dir(args.dataset_root) if bank_dir is None else bank_dir, args.noise_ratio,
-                      args.noise_mode, info, p_clean=p_clean)
-    msg = f"memory bank: {info['n_clean']} of {info['n_pairs']} pairs clean (p>{args.clean_threshold})"
-    if "precision" in info:
-        msg += f", precision {info['precision']:.3f} recall {info['recall']:.3f} against the noise mask"
-    log.info(msg + f"; wrote {paths[0]} and {paths[1].name}")
+                      args.noise_mode, summary, p_clean=p_clean)
+    msg = f"memory bank: {summary['n_clean']} of {summary['n_pairs']} pairs clean (p>{args.clean_threshold})"
+    if "precision" in summary:
+        msg += f", precision {summary['precision']:.3f} recall {summary['recall']:.3f} against the noise mask"
+    log.info(msg + f"; wrote {paths[0]} and {paths[1].name} (encoding {encoded:.1f} s, the rest "
+                   f"{time.perf_counter() - t0 - encoded:.1f} s)")
     return bank

@@ -152,12 +152,20 @@ def load_checkpoint_weights(model: torch.nn.Module, path, strict: bool = True, c
     return ckpt if isinstance(ckpt, dict) else {"state_dict": ckpt}
 
 
+#: The seed of ``--pretrained none`` weights in runs and bank builds: a randomly initialised model is the
+#: same in every process and every build, so "pretrained: none" names its weights (bank provenance).
+RANDOM_INIT_SEED = 0
+
+
 def create_model(vision_model: str, pretrained: Optional[str] = "openai", *, precision: str = "fp32",
-                 device="cpu", context_length: Optional[int] = None, demo_base_path=None):
+                 device="cpu", context_length: Optional[int] = None, demo_base_path=None,
+                 init_seed: Optional[int] = None):
     """Model, preprocessing transform (CLIP's, no augmentation) and tokenizer.
 
     ``precision="fp16"`` gives the release's pure-fp16 weights; otherwise weights are fp32 (with
-    ``amp_bf16`` autocast applied by the training loop).
+    ``amp_bf16`` autocast applied by the training loop). ``init_seed``: random initial weights
+    (``pretrained`` none) drawn from this seed, leaving the global random state as it was; without
+    it they come from the global random state.
     """
     name = open_clip_name(vision_model)
     oc_precision = "fp16" if precision == "fp16" else "fp32"
@@ -179,10 +187,14 @@ def create_model(vision_model: str, pretrained: Optional[str] = "openai", *, pre
     if tag_or_file is None:
         # open_clip warns "initialized randomly" although the weights are loaded right below.
         root_logger.setLevel(logging.ERROR)
+    seeded = init_seed is not None and tag_or_file is None and weights_file is None
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=tag_or_file, precision=oc_precision, device="cpu",
-            force_context_length=context_length, pretrained_text=False, pretrained_image=False)
+        with torch.random.fork_rng(devices=[], enabled=seeded):
+            if seeded:
+                torch.manual_seed(init_seed)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=tag_or_file, precision=oc_precision, device="cpu",
+                force_context_length=context_length, pretrained_text=False, pretrained_image=False)
     except RuntimeError as e:
         if context_length and "positional_embedding" in str(e):
             own = (open_clip.get_model_config(name) or {}).get("text_cfg", {}).get("context_length")

@@ -80,6 +80,10 @@ def _non_negative_int(text: str) -> int:
     return _int(text, 0)
 
 
+def _keep_count(text: str) -> int:
+    return _int(text, -1)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -102,6 +106,7 @@ INVOCATION_FLAGS = frozenset({
 # - flags the run keeps unless the command changes them (--epochs extends or shortens a run).
 RESUME_MAY_CHANGE = frozenset({
     "epochs", "display", "eval_batch_size", "eval_splits", "eval_precision", "ties", "torchcompile",
+    "keep_checkpoints",
 })
 
 # The flags get_memorybank.py uses (its --help lists only these).
@@ -217,6 +222,9 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     g.add_argument("--stop_after", type=_non_negative_int, default=0,
                    help="stop after this many epochs of this invocation (0 = run to --epochs); "
                         "continue later with --resume latest, e.g. to fit a job time limit")
+    g.add_argument("--keep_checkpoints", type=_keep_count, default=0, metavar="K",
+                   help="epoch checkpoints to keep besides latest.pt (full training state) and best.pt (weights "
+                        "only): 0 = none (default), K = the last K epoch<k>.pt, -1 = all")
     g.add_argument("--eval_splits", type=str, default="test", help="comma list of splits for the final table")
     g.add_argument("--skip_unreadable_images", action="store_true",
                    help="training: leave out the pairs of images that cannot be decoded (counted and reported "

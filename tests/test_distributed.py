@@ -1,6 +1,9 @@
-"""Two CPU processes (gloo) on a split global batch give the single-process step on the whole batch."""
+"""Two CPU processes (gloo) on a split global batch give the single-process step on the whole batch; two
+processes build the memory bank byte for byte as one does."""
 import copy
 import os
+import re
+import shutil
 import socket
 
 import pytest
@@ -84,3 +87,162 @@ def test_two_processes_equal_one(kind, tmp_path):
     for r in range(2):
         for a, b in zip(parts[r]["params"], ref_params):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the memory bank, built by every rank
+
+def _bank_worker(rank, world, port, argv):
+    torch.set_num_threads(1)  # the same arithmetic in every process (float sums depend on the thread count)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")
+    import get_memorybank
+
+    get_memorybank.main(argv)
+
+
+def _bank_files(root):
+    from npc.data import memory_bank_dir
+
+    return {p.name: p.read_bytes() for p in sorted(memory_bank_dir(root).glob("0.6_mbank_*"))}
+
+
+@pytest.mark.parametrize("pretrained", ["demo-base", "none"])
+def test_bank_built_by_two_processes_equals_one(demo_root, base_dir, tmp_path, pretrained):
+    """Each rank encodes its share of the training set; rank 0 fits the GMM and writes: the files are the
+    bytes one process writes. ``--pretrained none`` is seeded: two builds (processes) agree."""
+    from conftest import run_args
+
+    files = {}
+    for world in (1, 2):
+        root = tmp_path / f"w{world}" / "demo"
+        shutil.copytree(demo_root, root)
+        argv = run_args(root, base_dir, tmp_path / "logs", "--noise_ratio", "0.6", "--eval_batch_size", "16",
+                        "--pretrained", pretrained)
+        mp.start_processes(_bank_worker, args=(world, _free_port(), argv), nprocs=world, join=True,
+                           start_method="spawn")
+        files[world] = _bank_files(root)
+    assert sorted(files[1]) == ["0.6_mbank_img_idx.npy", "0.6_mbank_info.json", "0.6_mbank_pclean.npy",
+                                "0.6_mbank_txt_idx.npy"]
+    for name in files[1]:
+        assert files[1][name] == files[2][name], name
+
+
+def test_shards_are_whole_batches_in_order():
+    from npc.evaluation import shard_bounds
+
+    for n, bs, world in [(80, 16, 2), (400, 16, 2), (7, 16, 2), (100, 8, 3), (64, 16, 4)]:
+        bounds = [shard_bounds(n, bs, r, world) for r in range(world)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        assert all(start % bs == 0 for start, _ in bounds)
+
+
+def test_random_init_is_seeded_and_leaves_the_global_stream():
+    from npc.model import RANDOM_INIT_SEED
+
+    torch.manual_seed(1)
+    a = create_model("npc-micro", "none", init_seed=RANDOM_INIT_SEED)[0]
+    after = torch.rand(1)
+    torch.manual_seed(2)
+    b = create_model("npc-micro", "none", init_seed=RANDOM_INIT_SEED)[0]
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(1), after)  # the global random stream did not move
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ----------------------------------------------------------------------------- a torchrun job that loses a rank
+
+# One rank of a 2-process torchrun job (gloo, CPU) SIGKILLs itself after a number of its optimizer steps.
+TORCHRUN_KILL = r"""
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+from npc import steps
+
+at, victim = int(sys.argv[1]), int(sys.argv[2])
+if at and int(os.environ["RANK"]) == victim:
+    real_step, done = steps.train_step, [0]
+
+    def step(*a, **kw):
+        done[0] += 1
+        if done[0] > at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_step(*a, **kw)
+
+    steps.train_step = step
+import main_CLIP
+from npc.cli import cli
+sys.exit(cli(main_CLIP.main, sys.argv[3:]))
+"""
+
+
+def _torchrun(script, at, victim, argv):
+    from pathlib import Path
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "--monitor_interval", "0.1", str(script), str(at), str(victim), *argv]
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_torchrun_rank_killed_mid_epoch_then_resume_equals_uninterrupted(demo_root, base_dir, tmp_path):
+    import json
+
+    from conftest import run_args
+
+    script = tmp_path / "kill.py"
+    script.write_text(TORCHRUN_KILL)
+    root = tmp_path / "demo"
+    shutil.copytree(demo_root, root)  # the runs add a noisy split to it
+    logs = tmp_path / "logs"
+    common = ("--epochs", "2", "--noise_ratio", "0.2", "--batch_size", "32", "--eval_splits", "dev")
+    full = _torchrun(script, 0, 0, run_args(root, base_dir, logs, *common, "--experiments", "full"))
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    killed = _torchrun(script, 20, 1, run_args(root, base_dir, logs, *common, "--experiments", "k"))
+    out = killed.stdout + killed.stderr
+    assert killed.returncode != 0
+    # the job ends, naming the rank that died and how; the run's last checkpoint is epoch 1's
+    assert re.search(r"rank\s*:\s*1\b", out) and "SIGKILL" in out, out[-3000:]
+    # a rank that noticed before torchrun stopped it says so in one line (rank 0: in log.txt too)
+    errors = [line for line in killed.stderr.splitlines() if line.startswith("error:")]
+    assert all("lost contact with another process of the job" in line and "--resume latest" in line
+               for line in errors), errors
+    ckpts = logs / "k" / "checkpoints"
+    assert torch.load(ckpts / "latest.pt", map_location="cpu", weights_only=True)["epoch"] == 1
+
+    resumed = _torchrun(script, 0, 0, run_args(root, base_dir, logs, *common, "--experiments", "k",
+                                               "--resume", "latest"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = torch.load(logs / "full/checkpoints/latest.pt", map_location="cpu", weights_only=True)
+    b = torch.load(ckpts / "latest.pt", map_location="cpu", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    records = [[{k: v for k, v in json.loads(line).items() if k != "pairs_per_s"}
+                for line in (logs / name / "metrics.jsonl").read_text().splitlines()] for name in ("full", "k")]
+    assert records[0] == records[1]
+
+
+def test_torchrun_npc_run_builds_the_bank_one_process_builds(demo_root, base_dir, tmp_path):
+    """main_NPC under torchrun: every rank encodes its share of the bank inside the run; the files are the
+    bytes get_memorybank.py writes in one process."""
+    from conftest import run_args
+
+    roots = [tmp_path / "a" / "demo", tmp_path / "b" / "demo"]
+    for root in roots:
+        shutil.copytree(demo_root, root)
+    script = tmp_path / "run.py"
+    script.write_text(TORCHRUN_KILL.replace("main_CLIP", "main_NPC"))
+    flags = ("--noise_ratio", "0.6", "--batch_size", "32")
+    job = _torchrun(script, 0, 0, run_args(roots[0], base_dir, tmp_path / "logs", *flags, "--epochs", "1",
+                                           "--eval_splits", "dev", "--experiments", "n2"))
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "(2 processes)" in job.stdout
+    mp.start_processes(_bank_worker, args=(1, _free_port(), run_args(roots[1], base_dir, tmp_path / "logs", *flags)),
+                       nprocs=1, join=True, start_method="spawn")
+    a, b = _bank_files(roots[0]), _bank_files(roots[1])
+    assert len(a) == 4 and a == b

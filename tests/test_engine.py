@@ -19,9 +19,14 @@ def test_clip_one_epoch_writes_run_and_eval_reproduces_it(fresh_root, base_dir, 
     logs = tmp_path / "logs"
     res = main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "c"))
     run = logs / "c"
-    for name in ("params.txt", "log.txt", "metrics.jsonl", "results.json", "checkpoints/epoch1.pt",
-                 "checkpoints/latest.pt", "checkpoints/best.pt"):
+    for name in ("params.txt", "log.txt", "metrics.jsonl", "results.json", "checkpoints/latest.pt",
+                 "checkpoints/best.pt"):
         assert (run / name).is_file(), name
+    # by default a run keeps two checkpoint files: the full state, and the best epoch's weights only
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "latest.pt"]
+    best = torch.load(run / "checkpoints/best.pt", map_location="cpu", weights_only=True)
+    assert "optimizer" not in best and "rng" not in best and best["epoch"] == 1
+    assert "optimizer" in torch.load(run / "checkpoints/latest.pt", map_location="cpu", weights_only=True)
     assert any((run / "tensorboard").iterdir())
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert record["epoch"] == 1 and np.isfinite(record["train_loss"]) and "rsum" in record["dev"]
@@ -115,13 +120,36 @@ def test_resume_equals_uninterrupted(fresh_root, base_dir, tmp_path, script):
     common = ["--epochs", "2", "--noise_ratio", "0.2"]
     script.main(run_args(fresh_root, base_dir, logs, *common, "--experiments", "full"))
     script.main(run_args(fresh_root, base_dir, logs, *common, "--experiments", "cut", "--stop_after", "1"))
-    assert not (logs / "cut" / "checkpoints" / "epoch2.pt").exists()
+    assert torch.load(logs / "cut" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)["epoch"] == 1
     script.main(run_args(fresh_root, base_dir, logs, *common, "--experiments", "cut", "--resume", "latest"))
-    a = _weights(logs / "full" / "checkpoints" / "epoch2.pt")
-    b = _weights(logs / "cut" / "checkpoints" / "epoch2.pt")
+    a = _weights(logs / "full" / "checkpoints" / "latest.pt")
+    b = _weights(logs / "cut" / "checkpoints" / "latest.pt")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_keep_checkpoints_keeps_the_last_k_epoch_files(fresh_root, base_dir, tmp_path):
+    logs = tmp_path / "logs"
+    ckpts = logs / "k" / "checkpoints"
+
+    def kept():
+        return sorted(p.name for p in ckpts.iterdir())
+
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "3", "--experiments", "k",
+                            "--keep_checkpoints", "2"))
+    assert kept() == ["best.pt", "epoch2.pt", "epoch3.pt", "latest.pt"]
+    assert (ckpts / "epoch3.pt").read_bytes() == (ckpts / "latest.pt").read_bytes()
+    # a resumed run keeps the run's setting unless the command changes it (it does not change results)
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--experiments", "k", "--resume", "latest", "--epochs", "4"))
+    assert kept() == ["best.pt", "epoch3.pt", "epoch4.pt", "latest.pt"]
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--experiments", "k", "--resume", "latest", "--epochs", "5",
+                            "--keep_checkpoints", "-1"))
+    assert kept() == ["best.pt", "epoch3.pt", "epoch4.pt", "epoch5.pt", "latest.pt"]
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--experiments", "k", "--resume", "latest", "--epochs", "6",
+                            "--keep_checkpoints", "0"))
+    assert kept() == ["best.pt", "latest.pt"]
+    assert torch.load(ckpts / "latest.pt", map_location="cpu", weights_only=True)["epoch"] == 6
 
 
 def test_existing_run_is_not_overwritten(fresh_root, base_dir, tmp_path):

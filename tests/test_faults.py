@@ -61,7 +61,7 @@ def root(demo_root, tmp_path_factory):
 
 # Runs main_CLIP.main in a subprocess that SIGKILLs itself at a chosen point: in the middle of an
 # epoch (after a number of optimizer steps), half-way through writing a checkpoint file, or at the
-# copy of an epoch's checkpoint to best.pt (after its metrics, before latest.pt moves on).
+# write of an epoch's best.pt (after its metrics and its complete epoch file, before latest.pt moves on).
 KILL_SCRIPT = r"""
 import os, signal, sys
 import torch
@@ -81,14 +81,14 @@ if mode == "mid_epoch":
 
     steps.train_step = step
 elif mode == "best_copy":
-    real_copy = checkpoint.atomic_copy
+    real_write = checkpoint.write_best
 
-    def copy(src, dst):
-        if dst.name == "best.pt" and src.name == f"epoch{at}.pt":
+    def write(ckpt, dst):
+        if dst.name == "best.pt" and ckpt["epoch"] == at:
             os.kill(os.getpid(), signal.SIGKILL)
-        return real_copy(src, dst)
+        return real_write(ckpt, dst)
 
-    checkpoint.atomic_copy = copy
+    checkpoint.write_best = write
 else:
     real_save = torch.save
 
@@ -123,17 +123,18 @@ def test_sigkill_then_resume_equals_uninterrupted(root, base_dir, tmp_path, unin
     assert proc.returncode == -9, proc.stderr[-2000:]
     run = logs / "k"
     ckpts = run / "checkpoints"
-    assert (ckpts / "epoch1.pt").is_file() and not (ckpts / "epoch2.pt").exists()  # died before epoch 2 ended
+    newest = checkpoint.latest_checkpoint(ckpts)  # died before epoch 2 ended
+    assert torch.load(newest, map_location="cpu", weights_only=True)["epoch"] == 1
     if mode == "checkpoint_write":  # its epoch-2 events were flushed before the checkpoint (25 steps per epoch)
         assert max(s for s, _ in _scalar_steps(run, "train/loss")) > 25
 
     main_CLIP.main(run_args(root, base_dir, logs, *COMMON, "--experiments", "k", "--resume", "latest"))
 
-    a, b = _weights(uninterrupted / "checkpoints/epoch2.pt"), _weights(ckpts / "epoch2.pt")
+    a, b = _weights(uninterrupted / "checkpoints/latest.pt"), _weights(ckpts / "latest.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # the random streams continue where the checkpoint left them (fails if the RNG state is not restored)
-    ra = torch.load(uninterrupted / "checkpoints/epoch2.pt", map_location="cpu", weights_only=True)["rng"]
-    rb = torch.load(ckpts / "epoch2.pt", map_location="cpu", weights_only=True)["rng"]
+    ra = torch.load(uninterrupted / "checkpoints/latest.pt", map_location="cpu", weights_only=True)["rng"]
+    rb = torch.load(ckpts / "latest.pt", map_location="cpu", weights_only=True)["rng"]
     assert torch.equal(ra["torch"], rb["torch"]) and torch.equal(ra["numpy"][1], rb["numpy"][1])
     assert ra["python"] == rb["python"]
     # every epoch's metrics once, equal to the uninterrupted run's; TensorBoard without repeated steps
@@ -152,8 +153,8 @@ def test_resume_without_rng_restore_diverges(root, base_dir, tmp_path, uninterru
     main_CLIP.main(run_args(root, base_dir, logs, *COMMON, "--experiments", "r", "--stop_after", "1"))
     monkeypatch.setattr(engine, "set_rng_state", lambda state: None)
     main_CLIP.main(run_args(root, base_dir, logs, *COMMON, "--experiments", "r", "--resume", "latest"))
-    ra = torch.load(uninterrupted / "checkpoints/epoch2.pt", map_location="cpu", weights_only=True)["rng"]
-    rb = torch.load(logs / "r/checkpoints/epoch2.pt", map_location="cpu", weights_only=True)["rng"]
+    ra = torch.load(uninterrupted / "checkpoints/latest.pt", map_location="cpu", weights_only=True)["rng"]
+    rb = torch.load(logs / "r/checkpoints/latest.pt", map_location="cpu", weights_only=True)["rng"]
     assert not torch.equal(ra["torch"], rb["torch"])
 
 
@@ -161,7 +162,8 @@ def test_resume_without_rng_restore_diverges(root, base_dir, tmp_path, uninterru
 
 def test_resume_takes_the_runs_flags_and_refuses_other_values(root, base_dir, tmp_path):
     logs = tmp_path / "logs"
-    first = ("--epochs", "2", "--noise_ratio", "0.2", "--lr", "1e-3", "--experiments", "A")
+    first = ("--epochs", "2", "--noise_ratio", "0.2", "--lr", "1e-3", "--experiments", "A",
+             "--keep_checkpoints", "-1")  # the run keeps its epoch files (the resumes below keep the setting)
     main_CLIP.main(run_args(root, base_dir, logs, *first, "--stop_after", "1"))
     params = (logs / "A" / "params.txt").read_text()
     with pytest.raises(ConfigError, match=r"--noise_ratio 0\.4 \(the run has 0\.2\); --lr 0\.002 \(the run has 0\.001\)"):
@@ -217,7 +219,8 @@ def test_run_that_died_before_its_first_checkpoint_is_not_stuck(root, base_dir, 
 
 def test_full_disk_at_the_copy_to_latest_is_one_line_and_resumable(root, base_dir, tmp_path, monkeypatch, capsys):
     logs = tmp_path / "logs"
-    argv = run_args(root, base_dir, logs, "--epochs", "2", "--experiments", "f")
+    # epoch files kept: latest.pt is a copy of epoch<k>.pt (by default the epoch file is renamed, no copy)
+    argv = run_args(root, base_dir, logs, "--epochs", "2", "--experiments", "f", "--keep_checkpoints", "1")
 
     real_copy = checkpoint.atomic_copy
 
