@@ -35,8 +35,8 @@ from npc.evaluation_metrics import format_metrics_table
 from npc.io import atomic_write_json, atomic_write_lines, atomic_write_text
 from npc.locks import file_lock
 from npc.methods import Method
-from npc.model import compile_towers, create_model, load_checkpoint_weights
-from npc.params import method_of, restore_run_config
+from npc.model import compile_towers, create_model, load_checkpoint_weights, read_checkpoint
+from npc.params import method_of, restore_eval_config, restore_run_config
 from npc.train_utils import (autocast_for, lr_at, make_optimizer, resolve_device, resolve_precision, seed_everything,
                              set_lr, set_rng_state, to_device)
 
@@ -135,7 +135,8 @@ def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int,
 def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[np.ndarray]) -> Dict[str, float]:
     """How well NPC's weights separate clean from noisy pairs (needs the ground-truth mask)."""
     stats = {"mean_weight": float(weights.mean()), "frac_weight_below_1": float((weights < 1).mean())}
-    if noise_mask is None:
+    if noise_mask is None:  # real noise (--noise_ratio 0 on real data): no ground truth to score against
+        stats["weight_auc"] = None
         return stats
     noisy = noise_mask[indices]
     if noisy.any():
@@ -151,11 +152,14 @@ def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[
 
 # ----------------------------------------------------------------------------- orchestration
 
-def prepare_demo(args, progress: bool) -> Optional[Path]:
-    """Generate the demo data and its base model when missing; returns the base model's path."""
+def prepare_demo(args, progress: bool, base: bool = True) -> Optional[Path]:
+    """Generate the demo data and (``base``: when the run starts from it) its base model when missing;
+    returns the base model's path."""
     if args.dataset != "demo":
         return None
     ensure_demo_data(args.dataset_root, log=log.info, progress=progress)
+    if not base:
+        return None
     return ensure_demo_base(args.dataset_root, args.vision_model, Path(args.pretrained_dir), device=args.device,
                             log=log.info, progress=progress)
 
@@ -228,8 +232,7 @@ def run(args) -> Dict:
     with ExitStack() as stack:
         r = setup_run(args, stack)
         model, preprocess, tokenizer = build_model(r)
-        test_splits = [data.load_split(args.dataset_root, args.dataset, s, args.num_anns)
-                       for s in args.eval_splits.split(",") if s]
+        test_splits = [data.load_split_for(args, s) for s in args.eval_splits.split(",") if s]
         if args.eval:
             r.load_resumed_weights(model)
             rows = r.eval_tables(model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
@@ -256,13 +259,18 @@ def setup_run(args, stack: ExitStack) -> Run:
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         args.device = str(device)
+    notes = []  # logged once the run's log file is open
+    if args.eval:  # the checkpoint first: it says which data and model to evaluate, and so names the folder
+        eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append)
     run_dir, ckpt_dir = name_run(args, info)
     if info.is_main:
         stack.enter_context(file_lock(
             run_dir / ".lock", f"the run folder {run_dir}", wait=False,
             hint="another process is writing this run: wait for it to end, or choose another --experiments"))
-    notes = []  # logged once the run's log file is open
-    resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
+    if args.eval:
+        resume_path, resume_ckpt = eval_path, eval_ckpt
+    else:
+        resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
     if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
         restore_run_config(args, resume_ckpt.get("args", {}), f"{resume_path}")
     if not args.resume and not args.eval and (run_dir / "params.txt").exists():
@@ -271,7 +279,7 @@ def setup_run(args, stack: ExitStack) -> Run:
     precision = resolve_precision(args.precision, device)
     args.precision = precision
     seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
-    if info.is_main:
+    if info.is_main and not args.eval:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
     setup_logging(run_dir, info)
@@ -282,15 +290,55 @@ def setup_run(args, stack: ExitStack) -> Run:
                resume_ckpt=resume_ckpt)
 
 
+def open_eval_checkpoint(args, note: Callable[[str], None]):
+    """``--eval``: the checkpoint (path, content) or (None, None), its run's dataset and model taken from it
+    (unless given), and the evaluation's own folder: never the training run's."""
+    run_of_latest = None
+    if args.resume == "latest":
+        if not args.experiments:
+            raise SystemExit("error: --eval --resume latest needs --experiments NAME (the run to evaluate)")
+        run_of_latest = Path(args.logs) / args.experiments
+    ckpt_dir = (Path(args.checkpoint_path) if args.checkpoint_path
+                else Path(args.logs) / str(args.experiments) / "checkpoints")
+    path = resolve_resume(args.resume, ckpt_dir)
+    ckpt = read_checkpoint(path) if path is not None else None
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        taken = restore_eval_config(args, ckpt.get("args", {}))
+        if taken:
+            note(f"--eval: taken from the flags {path} was trained with: "
+                 + ", ".join(f"--{k} {v}" for k, v in taken.items()) + " (flags given here override them)")
+    if path is not None:
+        args.resume = str(path)
+    if args.experiments and (run_of_latest is not None or (Path(args.logs) / args.experiments / "params.txt").exists()):
+        args.experiments = f"{args.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
+    args.checkpoint_path = None
+    data_desc = (f"CSV files {', '.join(f for f in data.csv_files(args).values() if f)}" if args.dataset == "csv"
+                 else f"{args.dataset_root}")
+    note(f"--eval: dataset {args.dataset} ({data_desc}), model {args.vision_model}, weights "
+         f"{path or args.pretrained}")
+    return path, ckpt
+
+
+def eval_init_weights(args, resume_path: Optional[Path], resume_ckpt) -> str:
+    """The ``pretrained`` to build the model with: a checkpoint of this project replaces every weight, so
+    a file or the demo base is not loaded (nor built) first; an open_clip tag still sets the architecture."""
+    own = isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT
+    if args.eval and resume_path is not None and own and (args.pretrained == "demo-base"
+                                                          or os.path.isfile(str(args.pretrained))):
+        return "none"
+    return args.pretrained
+
+
 def build_model(r: Run):
     """The demo's data and base if needed and the model (initial weights); writes params.txt."""
     args, info = r.args, r.info
-    base_path = prepare_demo(args, r.progress) if info.is_main else None
+    pretrained = eval_init_weights(args, r.resume_path, r.resume_ckpt)
+    base_path = prepare_demo(args, r.progress, base=pretrained == "demo-base") if info.is_main else None
     barrier(info)
-    if args.dataset == "demo" and base_path is None:
+    if args.dataset == "demo" and base_path is None and pretrained == "demo-base":
         base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
     # --eval holds the weights in fp32 (an fp16 checkpoint loads exactly) and encodes at --eval_precision.
-    model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained,
+    model, preprocess, tokenizer = create_model(args.vision_model, pretrained,
                                                 precision="fp32" if args.eval else r.precision,
                                                 device=r.device, context_length=args.context_length,
                                                 demo_base_path=base_path)
@@ -303,14 +351,13 @@ def build_model(r: Run):
 def load_train_data(r: Run):
     """The noisy training split (built on first use), its noise mask, and the dev split."""
     args = r.args
-    train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns,
-                                                    args.noise_ratio, noise_seed=args.noise_seed,
-                                                    noise_mode=args.noise_mode, log=log.info)
-    dev = data.load_split(args.dataset_root, args.dataset, "dev", args.num_anns)
+    train_split, noise_mask = data.load_train_split_for(args, log=log.info)
+    dev = data.load_split_for(args, "dev")
     if args.dev_length:
-        dev = dev.subset_images(max(1, args.dev_length // args.num_anns))
+        dev = dev.subset_captions(args.dev_length)
+    wrong = "real noise, not measurable" if noise_mask is None else f"{int(noise_mask.sum())} wrong captions"
     log.info(f"train: {len(train_split)} pairs / {train_split.num_images} images "
-             f"(noise {args.noise_ratio}, {args.noise_mode}: {int(noise_mask.sum())} wrong captions); "
+             f"(noise {args.noise_ratio}, {args.noise_mode}: {wrong}); "
              f"dev: {dev.num_images} images; device {r.device}, precision {r.precision}, "
              f"{r.info.world_size} process(es)")
     return train_split, noise_mask, dev
@@ -333,10 +380,10 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
                                   r.progress)
         barrier(info)
         if bank is None:
-            bank = mb.load_bank(data.memory_bank_dir(args.dataset_root), args.noise_ratio, train_split,
+            bank = mb.load_bank(data.bank_dir_for(args), args.noise_ratio, train_split,
                                 args.noise_mode)
     if "p_clean" in needs:  # the CLIP baselines on the bank's GMM: p(clean) from the same build
-        p_clean = mb.load_pclean(data.memory_bank_dir(args.dataset_root), args.noise_ratio, len(train_split),
+        p_clean = mb.load_pclean(data.bank_dir_for(args), args.noise_ratio, len(train_split),
                                  args.noise_mode)
     if not method.uses_bank:
         bank = None  # plain CLIP batches: no bank pairs
@@ -483,7 +530,9 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
     if "npc" in record:
         s = record["npc"]
         msg += f"; NPC mean w {s['mean_weight']:.3f}"
-        if "weight_auc" in s:
+        if s.get("weight_auc") is None and "weight_auc" in s:
+            msg += " (AUC not measurable: real noise, no ground-truth mask)"
+        elif "weight_auc" in s:
             msg += (f" (clean {s['mean_weight_clean']:.3f} / noisy {s['mean_weight_noisy']:.3f}, "
                     f"AUC {s['weight_auc']:.3f})")
     log.info(msg)
@@ -527,15 +576,13 @@ def build_bank_only(args) -> Dict:
     precision = resolve_precision(args.precision, device)
     autocast = autocast_for(precision, device)
     setup_logging(None, DistInfo())
-    base_path = prepare_demo(args, progress)
+    base_path = prepare_demo(args, progress, base=args.pretrained == "demo-base")
     model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision, device=device,
                                                 context_length=args.context_length, demo_base_path=base_path)
     weights = resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints")
     if weights is not None:
         load_checkpoint_weights(model, weights)
-    train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns, args.noise_ratio,
-                                                    noise_seed=args.noise_seed, noise_mode=args.noise_mode,
-                                                    log=log.info)
+    train_split, noise_mask = data.load_train_split_for(args, log=log.info)
     args.rebuild_bank = True
     bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress,
                        weights=weights)

@@ -115,8 +115,12 @@ def evaluate_split(model, split: Split, preprocess, tokenizer, *, folds_1k: bool
     n = split.num_images
     rows = {}
     label = f"{split.name} {n // 1000}K" if n % 1000 == 0 and n >= 1000 else f"{split.name} ({n} images)"
-    rows[label] = retrieval_metrics(sims, split.num_anns, ties)
-    if folds_1k and n % 1000 == 0 and n > 1000:
+    k = split.uniform_num_anns
+    if k:  # the SCAN layout: k consecutive captions per image
+        rows[label] = retrieval_metrics(sims, k, ties)
+    else:  # any number of captions per image (a CSV dataset): caption j belongs to image caption_image[j]
+        rows[label] = retrieval_metrics(sims, ties=ties, caption_image=split.caption_image)
+    if folds_1k and k and n % 1000 == 0 and n > 1000:
         rows[f"{split.name} 1K ({n // 1000}-fold mean)"] = fold_metrics(sims, split.num_anns, folds=n // 1000,
                                                                         ties=ties)
     return rows

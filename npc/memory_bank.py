@@ -8,7 +8,8 @@
    every caption, the clean pair whose caption is most similar (cosine, text-text). Top-1, no
    self-exclusion. Unlike the release, features are L2-normalized, so "cosine" holds.
 
-Files (``annotations/memory_bank/`` of the dataset, where training reads them):
+Files (``annotations/memory_bank/`` of the dataset, or ``<train csv stem>.memory_bank/`` beside a CSV training
+split, where training reads them):
 ``<r>_mbank_img_idx.npy``: int64 (n_train_images,), image index -> clean sample index;
 ``<r>_mbank_txt_idx.npy``: int64 (n_train_captions,), sample index -> clean sample index;
 ``<r>_mbank_info.json``: how the bank was built and what it found;
@@ -29,7 +30,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from npc.data import BankIndex, Split, memory_bank_dir
+from npc.data import BankIndex, Split, bank_dir_for
 from npc.io import atomic_save_npy, atomic_write_json, file_sha256, read_json
 from npc.locks import file_lock
 from npc.losses import clip_loss_per_sample
@@ -121,7 +122,9 @@ def build_bank_index(img_feats: torch.Tensor, txt_feats: torch.Tensor, caption_i
 def bank_quality(p_clean: np.ndarray, clean_threshold: float, noise_mask: Optional[np.ndarray]) -> Dict:
     clean = p_clean > clean_threshold
     info = {"n_pairs": int(len(clean)), "n_clean": int(clean.sum()), "clean_fraction": float(clean.mean())}
-    if noise_mask is not None:
+    if noise_mask is None:  # real noise: nothing to compare with
+        info["precision"] = info["recall"] = "not measurable (no ground-truth noise mask)"
+    else:
         truly_clean = ~np.asarray(noise_mask, dtype=bool)
         hit = int((clean & truly_clean).sum())
         info["precision"] = hit / max(int(clean.sum()), 1)
@@ -309,7 +312,7 @@ def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
     A bank built with other settings (model, weights, threshold, batch, seed) is refused naming the
     flag; one without a record of its inputs (the release's, or older versions') is reused with a warning.
     """
-    bank_dir = memory_bank_dir(args.dataset_root)
+    bank_dir = bank_dir_for(args)
     img_path, _, info_path = bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
     if not img_path.is_file():
         return None
@@ -346,7 +349,7 @@ def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, dev
     bank = None if rebuild else reusable_bank(args, train_split, wanted)
     if bank is not None:
         return bank
-    bank_dir = memory_bank_dir(args.dataset_root)
+    bank_dir = bank_dir_for(args)
     img_path, _, _ = bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
     with file_lock(bank_dir / f".{img_path.name}.lock", f"the memory bank {img_path.parent}", wait=True,
                    log=log.info):
@@ -367,10 +370,12 @@ def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, devi
                                                batch_size=args.batch_size, clean_threshold=args.clean_threshold,
                                                noise_mask=noise_mask, seed=args.bank_seed)
     info.update(provenance)
-    paths = save_bank(bank, memory_bank_dir(args.dataset_root), args.noise_ratio, args.noise_mode, info,
+    paths = save_bank(bank, bank_dir_for(args), args.noise_ratio, args.noise_mode, info,
                          p_clean=p_clean)
     msg = f"memory bank: {info['n_clean']} of {info['n_pairs']} pairs clean (p>{args.clean_threshold})"
-    if "precision" in info:
+    if isinstance(info.get("precision"), str):
+        msg += f", precision and recall {info['precision']}"
+    elif "precision" in info:
         msg += f", precision {info['precision']:.3f} recall {info['recall']:.3f} against the noise mask"
     log.info(msg + f"; wrote {paths[0]} and {paths[1].name}")
     return bank

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import Dict, Optional, Sequence
 
-DATASET_CHOICES = ("demo", "coco", "f30k", "cc")
+DATASET_CHOICES = ("demo", "coco", "f30k", "cc", "csv")
 
 # Reference-release hyper-parameters (docs/method.md section 6) for the real datasets.
 REAL_DEFAULTS = dict(
@@ -44,7 +45,8 @@ DEMO_DEFAULTS = dict(
 
 DATASET_ROOTS = {"demo": "dataset/demo", "coco": "dataset/MSCOCO", "f30k": "dataset/Flickr30K",
                  "cc": "dataset/CC120K"}
-NUM_ANNS = {"demo": 5, "coco": 5, "f30k": 5, "cc": 1}
+NUM_ANNS = {"demo": 5, "coco": 5, "f30k": 5, "cc": 1, "csv": None}  # csv: any number per image
+CSV_FLAGS = ("train_data", "dev_data", "test_data", "csv_img_key", "csv_caption_key", "csv_separator")
 
 
 def _noise_ratio(text: str):
@@ -108,6 +110,7 @@ BANK_FLAGS = frozenset({
     "experiments", "dataset_root", "num_anns", "batch_size", "dataset", "noise_ratio", "eval_batch_size",
     "num_workers", "context_length", "resume", "vision_model", "pretrained", "precision", "device", "logs",
     "noise_mode", "noise_seed", "no_progress", "pretrained_dir", "clean_threshold", "bank_seed",
+    *CSV_FLAGS,
 })
 
 
@@ -152,7 +155,8 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                         "(default: 5000 real, 0 demo). Rounded down to whole images.")
     g.add_argument("--batch_size", type=_positive_int, default=None, help="training pairs per step (global)")
     g.add_argument("--dataset", type=str, default="demo", choices=DATASET_CHOICES,
-                   help="demo = the embedded generated dataset (MSCOCO layout)")
+                   help="demo = the embedded generated dataset (MSCOCO layout); csv = your own data in CSV/TSV "
+                        "files (--train_data, --dev_data, --test_data; docs/own_data.md)")
     g.add_argument("--noise_ratio", type=_noise_ratio, default=None,
                    help="fraction of training captions shuffled, in [0, 1) (default: 0 real, 0.4 demo)")
     g.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default 5)")
@@ -181,6 +185,16 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                         "or the demo configs npc-tiny / npc-micro (default: ViT-B/32 real, npc-tiny demo)")
     g.add_argument("--seed", type=_non_negative_int, default=99,
                    help="random seed of training (init, data order etc.; not the memory bank's, see --bank_seed)")
+
+    g = group("your own data: --dataset csv (open_clip's CSV convention; docs/own_data.md)")
+    g.add_argument("--train_data", type=str, default=None,
+                   help="CSV/TSV file of the training pairs: one row per (image, caption); rows of the same image "
+                        "are one image with several captions; image paths relative to the file's folder or absolute")
+    g.add_argument("--dev_data", type=str, default=None, help="CSV/TSV file of the dev split (picks the best epoch)")
+    g.add_argument("--test_data", type=str, default=None, help="CSV/TSV file of the test split (the final table)")
+    g.add_argument("--csv_img_key", type=str, default="filepath", help="column of the image paths")
+    g.add_argument("--csv_caption_key", type=str, default="title", help="column of the captions")
+    g.add_argument("--csv_separator", type=str, default="\t", help="column separator of the CSV files (tab)")
 
     g = group("additions of this project")
     g.add_argument("--pretrained", type=str, default=None,
@@ -285,7 +299,16 @@ def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespac
     for key, value in table.items():
         if hasattr(args, key) and getattr(args, key) is None:
             setattr(args, key, value["npc" if method == "bank" else method] if isinstance(value, dict) else value)
-    if args.dataset_root is None:
+    given = [f for f in ("train_data", "dev_data", "test_data") if getattr(args, f, None)]
+    if args.dataset == "csv":
+        if args.dataset_root is not None:
+            raise SystemExit("error: --dataset csv reads --train_data, --dev_data and --test_data; "
+                             "--dataset_root is not used")
+        for f in given:  # absolute, so that a checkpoint's flags name the files from anywhere
+            setattr(args, f, os.path.abspath(getattr(args, f)))
+    elif given:
+        raise SystemExit(f"error: --{given[0]} is for --dataset csv (this run has --dataset {args.dataset})")
+    elif args.dataset_root is None:
         args.dataset_root = DATASET_ROOTS[args.dataset]
     if args.num_anns is None:
         args.num_anns = NUM_ANNS[args.dataset]
@@ -381,6 +404,29 @@ def _same_script(a: str, b: str) -> bool:
 
     scripts = {M.METHODS[M.base_name(n)].script if M.base_name(n) in M.METHODS else n for n in (a, b)}
     return len(scripts) == 1
+
+
+# ``--eval --resume CKPT`` takes what the checkpoint was trained with from its saved flags, unless given:
+# the data (only when --dataset is not given or is the run's) and the model.
+EVAL_DATA_FLAGS = ("dataset_root", "num_anns") + CSV_FLAGS
+EVAL_MODEL_FLAGS = ("vision_model", "context_length", "pretrained", "name", "method", "noise_ratio", "noise_mode")
+
+
+def restore_eval_config(args: argparse.Namespace, saved: Dict) -> Dict[str, object]:
+    """Take the evaluation's dataset and model from a checkpoint's saved ``args`` (in place); returns what
+    was taken. Flags given on the command line win; another --dataset takes none of the run's data flags."""
+    explicit = getattr(args, "_explicit", frozenset())
+    taken = {}
+    if "dataset" not in explicit and saved.get("dataset") in DATASET_CHOICES:
+        taken["dataset"] = args.dataset = saved["dataset"]
+    keys = (EVAL_DATA_FLAGS if args.dataset == saved.get("dataset") else ()) + EVAL_MODEL_FLAGS
+    for key in keys:
+        if key in saved and key not in explicit and hasattr(args, key):
+            taken[key] = saved[key]
+            setattr(args, key, saved[key])
+    if args.dataset != "csv" and not args.dataset_root:
+        args.dataset_root = DATASET_ROOTS[args.dataset]
+    return taken
 
 
 def restore_run_config(args: argparse.Namespace, saved: Dict, source: str) -> None:
