@@ -1,0 +1,50 @@
+"""A newcomer's first hour: evaluation that knows its checkpoint, checks before writes, the bank's batch,
+progress in log files, defaults against the repository, the flags' spellings and help, results.json."""
+import json
+import shutil
+
+import main_CLIP
+import main_NPC
+from conftest import MODEL, run_args
+
+
+def test_eval_takes_data_and_model_from_the_checkpoint_and_builds_nothing(fresh_root, base_dir, tmp_path):
+    logs = tmp_path / "logs"
+    res = main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "c",
+                                  "--noise_ratio", "0.4"))
+    ann = fresh_root / "annotations" / "scan_split"
+    for p in ann.glob("0.4_noise*"):
+        p.unlink()
+    before = sorted(p.name for p in fresh_root.rglob("*"))
+    empty = tmp_path / "no_base_here"
+    empty.mkdir()
+    ev = main_CLIP.main(["--eval", "--resume", "latest", "--experiments", "c", "--logs_dir", str(logs),
+                         "--pretrained_dir", str(empty), "--num_workers", "0", "--no_progress"])
+    assert ev["results"] == res["results"]
+    assert sorted(p.name for p in fresh_root.rglob("*")) == before  # no noisy split, no bank
+    assert list(empty.iterdir()) == []  # no demo base
+    assert not (logs / "c" / "eval_results.json").exists() and not (logs / "c" / "eval_params.txt").exists()
+    [own] = [d for d in logs.iterdir() if d.name.startswith("c_eval_")]
+    log = (own / "log.txt").read_text()
+    assert f"--vision_model {MODEL}" in log and f"--dataset_root {fresh_root}" in log
+    assert json.loads((own / "eval_results.json").read_text())["results"] == res["results"]
+
+
+def test_demo_eval_of_a_base_file_does_not_pretrain_the_default_base(demo_root, base_dir, tmp_path):
+    [base] = base_dir.glob("*.pt")
+    mine = tmp_path / "my_base.pt"
+    shutil.copy(base, mine)
+    empty = tmp_path / "pretrained"
+    empty.mkdir()
+    ev = main_CLIP.main(["--dataset", "demo", "--dataset_root", str(demo_root), "--eval", "--pretrained", str(mine),
+                         "--vision_model", MODEL, "--pretrained_dir", str(empty), "--logs_dir", str(tmp_path / "logs"),
+                         "--num_workers", "0", "--no_progress"])
+    assert ev["results"] and list(empty.iterdir()) == []
+
+
+def test_eval_flags_given_override_the_checkpoint(fresh_root, base_dir, tmp_path):
+    logs = tmp_path / "logs"
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "n"))
+    ev = main_NPC.main(["--eval", "--resume", str(logs / "n" / "checkpoints" / "best.pt"), "--logs_dir", str(logs),
+                        "--eval_splits", "dev", "--num_workers", "0", "--no_progress"])
+    assert list(ev["results"]) == ["dev (16 images)"]
