@@ -284,7 +284,7 @@ def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split: S
     p_clean = clean_probability(losses, seed=seed)
     bank = build_bank_index(img_feats, txt_feats, split.caption_image, p_clean, clean_threshold)
     info = bank_quality(p_clean, clean_threshold, noise_mask)
-    info.update(clean_threshold=clean_threshold, batch_size=batch_size,
+    info.update(clean_threshold=clean_threshold, bank_batch_size=batch_size,
                 self_image_fraction=float(np.mean(split.caption_image[bank.image_bank] == np.arange(split.num_images))),
                 self_text_fraction=float(np.mean(bank.text_bank == np.arange(len(split)))))
     return bank, info, p_clean
@@ -295,7 +295,8 @@ def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split: S
 
 # The bank's build inputs a run may ask differently, and the flag that sets each.
 BANK_INPUT_FLAGS = {"vision_model": "--vision_model", "pretrained": "--pretrained", "weights": "--resume",
-                    "clean_threshold": "--clean_threshold", "batch_size": "--batch_size", "bank_seed": "--bank_seed"}
+                    "clean_threshold": "--clean_threshold", "bank_batch_size": "--bank_batch_size",
+                    "bank_seed": "--bank_seed"}
 
 
 def bank_provenance(args, train_split, weights: Optional[Path] = None) -> Dict:
@@ -303,7 +304,8 @@ def bank_provenance(args, train_split, weights: Optional[Path] = None) -> Dict:
     return {"noisy_split": train_split.caps_file.name, "noisy_split_sha256": file_sha256(train_split.caps_file),
             "noise_ratio": str(args.noise_ratio), "noise_mode": args.noise_mode, "vision_model": args.vision_model,
             "pretrained": str(args.pretrained), "weights": str(weights) if weights else None,
-            "clean_threshold": args.clean_threshold, "batch_size": args.batch_size, "bank_seed": args.bank_seed}
+            "clean_threshold": args.clean_threshold, "bank_batch_size": args.bank_batch_size,
+            "bank_seed": args.bank_seed}
 
 
 def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
@@ -318,6 +320,8 @@ def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
         return None
     name = f"{img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}"
     built = read_json(info_path) or {}
+    if "batch_size" in built and "bank_batch_size" not in built:  # recorded by earlier versions
+        built["bank_batch_size"] = built["batch_size"]
     if "noisy_split_sha256" not in built:
         log.warning(f"memory bank: {name} has no record of what it was built from (the release's files, or an older "
                     f"version's): reused as is; pass --rebuild_bank to rebuild it from this run's inputs")
@@ -367,7 +371,7 @@ def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, devi
     img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=args.eval_batch_size, device=device,
                             autocast=autocast, num_workers=args.num_workers, progress=progress, desc="bank")
     bank, info, p_clean = build_memory_bank(img, txt, train_split, logit_scale(model).item(),
-                                               batch_size=args.batch_size, clean_threshold=args.clean_threshold,
+                                               batch_size=args.bank_batch_size, clean_threshold=args.clean_threshold,
                                                noise_mask=noise_mask, seed=args.bank_seed)
     info.update(provenance)
     paths = save_bank(bank, bank_dir_for(args), args.noise_ratio, args.noise_mode, info,

@@ -107,9 +107,9 @@ RESUME_MAY_CHANGE = frozenset({
 
 # The flags get_memorybank.py uses (its --help lists only these).
 BANK_FLAGS = frozenset({
-    "experiments", "dataset_root", "num_anns", "batch_size", "dataset", "noise_ratio", "eval_batch_size",
+    "experiments", "dataset_root", "num_anns", "dataset", "noise_ratio", "eval_batch_size",
     "num_workers", "context_length", "resume", "vision_model", "pretrained", "precision", "device", "logs",
-    "noise_mode", "noise_seed", "no_progress", "pretrained_dir", "clean_threshold", "bank_seed",
+    "noise_mode", "noise_seed", "no_progress", "pretrained_dir", "clean_threshold", "bank_seed", "bank_batch_size",
     *CSV_FLAGS,
 })
 
@@ -286,6 +286,10 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     g.add_argument("--bank_seed", type=_non_negative_int, default=99,
                    help="seed of the memory bank's GMM (the release's 99), recorded in the bank's info file: "
                         "the bank does not depend on the training --seed of whichever run builds it first")
+    g.add_argument("--bank_batch_size", type=_positive_int, default=None,
+                   help="batch of the memory bank's loss pass (its GMM's input), recorded with the bank: a run with "
+                        "another --batch_size reuses the bank (default: the dataset's default batch, 256 real, 128 "
+                        "demo)")
     g.add_argument("--trust_pickle", action="store_true",
                    help="load memory-bank files with arbitrary pickles (only for files you trust; the "
                         "release's dict files load without it through a restricted loader)")
@@ -312,6 +316,8 @@ def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespac
         args.dataset_root = DATASET_ROOTS[args.dataset]
     if args.num_anns is None:
         args.num_anns = NUM_ANNS[args.dataset]
+    if getattr(args, "bank_batch_size", 0) is None:
+        args.bank_batch_size = table["batch_size"]
     if getattr(args, "name", "") is None:
         args.name = method.upper()
     args.script = method

@@ -323,13 +323,14 @@ def test_bank_provenance_rebuilds_or_refuses(root, base_dir, tmp_path, capsys):
 
     bank = reuse()
     assert bank is not None
+    assert reuse("--batch_size", "8") is not None  # the training batch is not the bank's: reused
     # a set a crash left half replaced does not match its info file: rebuilt, not reused
     txt = data.memory_bank_dir(root) / "0.4_mbank_txt_idx.npy"
     good = txt.read_bytes()
     np.save(txt, bank.text_bank[::-1].copy())
     assert reuse() is None
     txt.write_bytes(good)
-    for flag, value in (("--clean_threshold", "0.5"), ("--bank_seed", "1"), ("--batch_size", "32")):
+    for flag, value in (("--clean_threshold", "0.5"), ("--bank_seed", "1"), ("--bank_batch_size", "32")):
         with pytest.raises(mb.BankFileError, match=rf"{flag} {value} \(the bank has .*--rebuild_bank"):
             reuse(flag, value)
     # the case through the entry point: refused before any training, the bank untouched
@@ -466,7 +467,7 @@ def test_help_is_quick_and_get_memorybank_lists_its_flags():
     text = subprocess.run([sys.executable, "get_memorybank.py", "--help"], cwd=REPO, env=env, capture_output=True,
                           text=True).stdout
     listed = set(re.findall(r"^\s+(--\w+)", text, re.M))
-    assert {"--bank_seed", "--clean_threshold", "--noise_ratio", "--batch_size"} <= listed
+    assert {"--bank_seed", "--clean_threshold", "--noise_ratio", "--bank_batch_size"} <= listed
     assert not listed & {"--lr", "--epochs", "--warmup", "--npc_variant", "--stop_after", "--seed"}
 
 

@@ -48,3 +48,18 @@ def test_eval_flags_given_override_the_checkpoint(fresh_root, base_dir, tmp_path
     ev = main_NPC.main(["--eval", "--resume", str(logs / "n" / "checkpoints" / "best.pt"), "--logs_dir", str(logs),
                         "--eval_splits", "dev", "--num_workers", "0", "--no_progress"])
     assert list(ev["results"]) == ["dev (16 images)"]
+
+
+def test_bank_provenance_records_the_banks_batch_not_the_training_batch(demo_root):
+    from npc import data
+    from npc import memory_bank as mb
+    from npc.params import parse_args
+
+    split = data.load_split(demo_root, "demo", "train")
+    a = parse_args(["--dataset_root", str(demo_root), "--batch_size", "16"], "npc")
+    b = parse_args(["--dataset_root", str(demo_root), "--batch_size", "32"], "npc")
+    pa, pb = mb.bank_provenance(a, split), mb.bank_provenance(b, split)
+    assert pa == pb and pa["bank_batch_size"] == 128 and "batch_size" not in pa
+    assert mb.bank_provenance(parse_args(["--dataset", "coco"], "npc"), split)["bank_batch_size"] == 256
+    c = parse_args(["--dataset_root", str(demo_root), "--bank_batch_size", "64"], "npc")
+    assert mb.bank_provenance(c, split)["bank_batch_size"] == 64
