@@ -10,13 +10,14 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -240,6 +241,7 @@ def run(args) -> Dict:
         train_split, noise_mask, dev = load_train_data(r)
         trainer = build_trainer(r, model, preprocess, tokenizer, train_split, noise_mask)
         open_logs(r, trainer, stack)
+        args._started = True  # from here on a failure keeps the run's folder (its logs, its checkpoints)
         end_epoch = fit(r, trainer, lambda m: r.eval_tables(m, [dev], preprocess, tokenizer))
         if end_epoch < args.epochs:
             log.info(f"stopped after epoch {end_epoch} (--stop_after); continue with "
@@ -262,7 +264,13 @@ def setup_run(args, stack: ExitStack) -> Run:
     notes = []  # logged once the run's log file is open
     if args.eval:  # the checkpoint first: it says which data and model to evaluate, and so names the folder
         eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append)
+    resumed = bool(args.resume) and not args.eval
+    if not resumed:  # a resumed run is checked once its flags are restored
+        notes += preflight(args, info)
+    existed = bool(args.experiments) and (Path(args.logs) / args.experiments).exists()
     run_dir, ckpt_dir = name_run(args, info)
+    if info.is_main and not existed:
+        stack.push(partial(_remove_if_setup_failed, run_dir, args))
     if info.is_main:
         stack.enter_context(file_lock(
             run_dir / ".lock", f"the run folder {run_dir}", wait=False,
@@ -273,6 +281,8 @@ def setup_run(args, stack: ExitStack) -> Run:
         resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
     if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
         restore_run_config(args, resume_ckpt.get("args", {}), f"{resume_path}")
+    if resumed:
+        notes += preflight(args, info)
     if not args.resume and not args.eval and (run_dir / "params.txt").exists():
         reclaim_run_folder(run_dir, ckpt_dir, info)
         notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
@@ -284,10 +294,53 @@ def setup_run(args, stack: ExitStack) -> Run:
     barrier(info)
     setup_logging(run_dir, info)
     for note in notes:
-        log.info(note)
+        (log.warning if note.startswith("warning:") else log.info)(note)
     return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
                progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
                resume_ckpt=resume_ckpt)
+
+
+def preflight(args, info: DistInfo) -> List[str]:
+    """The checks that can fail on the flags and the data's sizes, before anything (a folder, a noisy split,
+    a bank, the demo's base) is written: the splits are there, the batch fits the training pairs. Returns
+    warnings (a warmup longer than the run; the real-data defaults on a small dataset)."""
+    if args.dataset == "demo" and not (Path(args.dataset_root) / "demo_info.json").is_file():
+        return []  # generated on first use, at its default size
+    for s in [s for s in args.eval_splits.split(",") if s]:
+        data.load_split_for(args, s, check_images=False)
+    if args.eval:
+        return []
+    data.load_split_for(args, "dev", check_images=False)
+    n = len(data.load_split_for(args, "train", check_images=False))
+    world = info.world_size
+    if args.batch_size % world:
+        raise ValueError(f"--batch_size {args.batch_size} is not divisible by the {world} processes")
+    if args.batch_size > n:
+        raise ValueError(f"--batch_size {args.batch_size} is larger than the {n} training pairs: pass a "
+                         f"--batch_size of at most {n}")
+    steps = n // args.batch_size * args.epochs
+    if args.warmup <= steps:
+        return []
+    explicit = getattr(args, "_explicit", frozenset())
+    if args.dataset != "demo" and not {"lr", "warmup"} & explicit:
+        return [f"warning: the real-data defaults (--lr {args.lr:g}, --warmup {args.warmup}) are the release's for "
+                f"MSCOCO-size data, and this run has {steps} steps in all ({n} pairs / --batch_size "
+                f"{args.batch_size} x {args.epochs} epochs): pass a --warmup below {steps} and a larger --lr "
+                f"(docs/own_data.md)"]
+    return [f"warning: --warmup {args.warmup} is longer than the whole run ({steps} steps: {n} pairs / --batch_size "
+            f"{args.batch_size} x {args.epochs} epochs): the learning rate never reaches --lr {args.lr:g}"]
+
+
+def _remove_if_setup_failed(run_dir: Path, args, exc_type, exc, tb) -> bool:
+    """A run folder this invocation made is removed when the run fails before training starts (the error
+    is printed on stderr): a failed setup leaves nothing behind."""
+    if exc_type is not None and not getattr(args, "_started", False) and run_dir.is_dir():
+        for h in list(log.handlers):
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir.resolve():
+                h.close()
+                log.removeHandler(h)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return False
 
 
 def open_eval_checkpoint(args, note: Callable[[str], None]):

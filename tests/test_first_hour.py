@@ -3,6 +3,8 @@ progress in log files, defaults against the repository, the flags' spellings and
 import json
 import shutil
 
+import pytest
+
 import main_CLIP
 import main_NPC
 from conftest import MODEL, run_args
@@ -63,3 +65,54 @@ def test_bank_provenance_records_the_banks_batch_not_the_training_batch(demo_roo
     assert mb.bank_provenance(parse_args(["--dataset", "coco"], "npc"), split)["bank_batch_size"] == 256
     c = parse_args(["--dataset_root", str(demo_root), "--bank_batch_size", "64"], "npc")
     assert mb.bank_provenance(c, split)["bank_batch_size"] == 64
+
+
+def test_checks_run_before_anything_is_written(fresh_root, base_dir, tmp_path, capsys):
+    from npc.cli import cli
+
+    logs = tmp_path / "logs"
+    before = sorted(p.name for p in fresh_root.rglob("*"))
+    for extra in (["--batch_size", "100000"], ["--eval_splits", "nosuch"]):
+        assert cli(main_NPC.main, run_args(fresh_root, base_dir, logs, "--noise_ratio", "0.3", "--experiments", "x",
+                                           *extra)) == 1
+        assert not logs.exists() or list(logs.iterdir()) == []  # no run folder
+        assert sorted(p.name for p in fresh_root.rglob("*")) == before  # no noisy split, no bank
+    err = capsys.readouterr().err
+    assert "error: --batch_size 100000 is larger than the 400 training pairs" in err
+    assert "nosuch_caps.txt" in err
+
+
+def test_setup_failure_after_the_folder_removes_it(fresh_root, base_dir, tmp_path, capsys):
+    from npc.cli import cli
+
+    logs = tmp_path / "logs"
+    # the bank's files are refused after the run folder exists: the folder goes, the error is printed
+    bank = fresh_root / "annotations" / "memory_bank"
+    bank.mkdir(parents=True)
+    (bank / "0.3_mbank_img_idx.npy").write_bytes(b"garbage")
+    (bank / "0.3_mbank_txt_idx.npy").write_bytes(b"garbage")
+    assert cli(main_NPC.main, run_args(fresh_root, base_dir, logs, "--noise_ratio", "0.3", "--experiments", "y",
+                                       "--epochs", "1")) == 1
+    assert "error:" in capsys.readouterr().err and not (logs / "y").exists()
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--warmup", "1000"], "warning: --warmup 1000 is longer than the whole run (25 steps"),
+])
+def test_warmup_longer_than_the_run_warns(fresh_root, base_dir, tmp_path, capsys, extra, expected):
+    main_CLIP.main(run_args(fresh_root, base_dir, tmp_path / "logs", "--epochs", "1", "--experiments", "w", *extra))
+    out = capsys.readouterr().out
+    assert sum(expected in line for line in out.splitlines()) == 1
+    assert expected in (tmp_path / "logs" / "w" / "log.txt").read_text()
+
+
+def test_real_data_defaults_on_a_small_csv_dataset_warn(tmp_path, capsys):
+    from test_own_data import make_images_and_csvs
+
+    files = make_images_and_csvs(tmp_path / "d")
+    main_CLIP.main(["--dataset", "csv", "--train_data", str(files["train"]), "--dev_data", str(files["dev"]),
+                    "--test_data", str(files["test"]), "--vision_model", "npc-micro", "--pretrained", "none",
+                    "--batch_size", "8", "--epochs", "1", "--logs_dir", str(tmp_path / "logs"), "--num_workers", "0",
+                    "--no_progress", "--experiments", "r"])
+    out = capsys.readouterr().out
+    assert "warning: the real-data defaults (--lr 5e-07, --warmup 500) are the release's" in out
