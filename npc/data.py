@@ -336,7 +336,14 @@ def load_split_for(args, split: str, **kw) -> Split:
     if args.dataset == "csv":
         return read_csv_split(csv_file(args, split), split, **_csv_options(args),
                               check_images=kw.get("check_images", True))
+    check_root(args.dataset_root, args.dataset)
     return load_split(args.dataset_root, args.dataset, split, args.num_anns, **kw)
+
+
+def check_root(root, dataset: str) -> None:
+    if not Path(root).is_dir():
+        raise DataError(f"--dataset_root {root}: no such folder (the {dataset} dataset's images/ and annotations/ "
+                        f"are expected there)")
 
 
 def ground_truth_known(args) -> bool:
@@ -348,6 +355,7 @@ def ground_truth_known(args) -> bool:
 def load_train_split_for(args, log=print, check_images: bool = True):
     """The (noisy) training split and its noise mask (None when the noise is not known: real noise)."""
     if args.dataset != "csv":
+        check_root(args.dataset_root, args.dataset)
         split, mask = load_train_split(args.dataset_root, args.dataset, args.num_anns, args.noise_ratio,
                                        noise_seed=args.noise_seed, noise_mode=args.noise_mode, log=log,
                                        check_images=check_images)

@@ -31,7 +31,7 @@ from npc.cli import cli  # noqa: F401  (the scripts and tests import it from her
 from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
 from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
 from npc.estimators import RunInputs, WeightEstimator
-from npc.evaluation import eval_precision, evaluate_split, mean_r1, primary_row
+from npc.evaluation import eval_precision, evaluate_split, mean_r1, primary_row, results_by_split
 from npc.evaluation_metrics import format_metrics_table
 from npc.io import atomic_write_json, atomic_write_lines, atomic_write_text
 from npc.locks import file_lock
@@ -95,6 +95,8 @@ def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int,
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not (progress and info.is_main), leave=False,
                dynamic_ncols=True)
     skipped = set()
+    n_total = len(loader)
+    every = max(1, math.ceil(n_total / 20))  # a progress line in the log every 5% of the epoch, at least
     for batch in bar:
         lr = lr_fn(step, epoch)
         set_lr(optimizers, lr)
@@ -125,8 +127,9 @@ def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int,
                 writer.add_scalar("npc/mean_weight", float(out["weights"].mean()), step)
             if "bank_loss" in out:
                 writer.add_scalar("npc/bank_loss", float(out["bank_loss"]), step)
-        if info.is_main and step % display == 0:
-            log.info(f"epoch {epoch + 1} step {step} loss {loss:.4f} lr {lr:.3e} pairs/s {rate:.0f}")
+        if info.is_main and (step % display == 0 or n_steps % every == 0 or n_steps == n_total):
+            log.info(f"epoch {epoch + 1} step {step} ({n_steps}/{n_total} of the epoch) loss {loss:.4f} lr {lr:.3e} "
+                     f"pairs/s {rate:.0f}")
     elapsed = time.perf_counter() - t0
     return EpochResult(loss=total / max(n_steps, 1), steps=n_steps, pairs_per_s=n_pairs / max(elapsed, 1e-9),
                        weights=torch.cat(weights).numpy() if weights else None,
@@ -237,7 +240,8 @@ def run(args) -> Dict:
         if args.eval:
             r.load_resumed_weights(model)
             rows = r.eval_tables(model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
-            return _report(rows, r.run_dir, args, r.info, title=f"evaluation of {r.resume_path or args.pretrained}")
+            return _report(rows, r.run_dir, args, r.info, title=f"evaluation of {r.resume_path or args.pretrained}",
+                           splits=test_splits)
         train_split, noise_mask, dev = load_train_data(r)
         trainer = build_trainer(r, model, preprocess, tokenizer, train_split, noise_mask)
         open_logs(r, trainer, stack)
@@ -603,17 +607,21 @@ def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> 
         log.info(f"evaluating the best checkpoint (epoch {best['epoch']}, dev rsum {best['rsum']:.1f})")
     rows = r.eval_tables(t.model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
     return _report(rows, r.run_dir, args, r.info, title=f"{args.name} after {args.epochs} epochs (best dev epoch "
-                                                         f"{best['epoch']})", extra={"best_dev": best})
+                                                         f"{best['epoch']})", extra={"best_dev": best},
+                   splits=test_splits)
 
 
-def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Optional[Dict] = None) -> Dict:
+def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Optional[Dict] = None,
+            splits=()) -> Dict:
+    """Print the table of ``rows``; write results.json (eval_results.json) keyed by split name."""
     if not info.is_main:
         return {}
     table = format_metrics_table(rows)
     log.info(f"{title} (encoded in {args.eval_precision}, --ties {args.ties}; ties: queries whose ground truth "
              f"scores exactly as a wrong candidate)\n{table}")
     result = {"experiments": args.experiments, "dataset": args.dataset, "noise_ratio": str(args.noise_ratio),
-              "method": args.method, "eval_precision": args.eval_precision, "ties": args.ties, "results": rows,
+              "method": args.method, "eval_precision": args.eval_precision, "ties": args.ties,
+              "results": results_by_split(rows, splits),
               **(extra or {})}
     name = "eval_results.json" if args.eval else "results.json"
     atomic_write_json(run_dir / name, result)

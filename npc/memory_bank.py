@@ -369,7 +369,8 @@ def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, devi
     from npc.model import logit_scale
 
     img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=args.eval_batch_size, device=device,
-                            autocast=autocast, num_workers=args.num_workers, progress=progress, desc="bank")
+                            autocast=autocast, num_workers=args.num_workers, progress=progress, desc="bank",
+                            report=log.info)
     bank, info, p_clean = build_memory_bank(img, txt, train_split, logit_scale(model).item(),
                                                batch_size=args.bank_batch_size, clean_threshold=args.clean_threshold,
                                                noise_mask=noise_mask, seed=args.bank_seed)

@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 DATASET_CHOICES = ("demo", "coco", "f30k", "cc", "csv")
@@ -43,6 +44,8 @@ DEMO_DEFAULTS = dict(
     dev_length=0,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRETRAINED_DIR = "pre-trained_models"  # the demo base's cache, under the repository
 DATASET_ROOTS = {"demo": "dataset/demo", "coco": "dataset/MSCOCO", "f30k": "dataset/Flickr30K",
                  "cc": "dataset/CC120K"}
 NUM_ANNS = {"demo": 5, "coco": 5, "f30k": 5, "cc": 1, "csv": None}  # csv: any number per image
@@ -120,15 +123,33 @@ class ConfigError(ValueError):
 
 class _OnlyFlags:
     """An argument group whose ``--help`` shows only the flags named in ``keep`` (get_memorybank.py's
-    subset); the others are still accepted, so a main_NPC.py command line works, and reported as ignored."""
+    subset); the others are still accepted, so a main_NPC.py command line works, and reported as ignored.
+
+    Every ``--flag_name`` is accepted as ``--flag-name`` too (open_clip's spelling), not listed by --help."""
 
     def __init__(self, group, keep):
         self.group, self.keep = group, keep
 
     def add_argument(self, *names, **kwargs):
-        if self.keep is not None and kwargs.get("dest", names[0].lstrip("-")) not in self.keep:
+        dest = kwargs.get("dest", names[0].lstrip("-"))
+        if self.keep is not None and dest not in self.keep:
             kwargs["help"] = argparse.SUPPRESS
         self.group.add_argument(*names, **kwargs)
+        aliases = [n.replace("_", "-") for n in names if "_" in n and n.replace("_", "-") not in names]
+        if aliases:
+            self.group.add_argument(*aliases, **{**kwargs, "dest": dest, "help": argparse.SUPPRESS,
+                                                 "default": argparse.SUPPRESS})
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each default once: a help text that states its default itself, or a default of None (resolved per
+    dataset and method, and stated in the text), gets no second "(default: ...)"."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or "default" in text.lower() or action.default is False:
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser(method: str) -> argparse.ArgumentParser:
@@ -136,7 +157,7 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     title = {"npc": "NPC: negative pre-aware fine-tuning of CLIP under noisy correspondence",
              "clip": "Plain CLIP fine-tuning (symmetric InfoNCE), the baseline of NPC",
              "bank": "(Re)build the NPC memory bank of clean pairs of a dataset and noise ratio"}[method]
-    p = argparse.ArgumentParser(description=title, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=title, formatter_class=_HelpFormatter)
     keep = BANK_FLAGS if method == "bank" else None
 
     def group(name):
@@ -147,7 +168,8 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                    help="run name: logs and checkpoints go to <logs>/<experiments>/ "
                         "(default: <method>_<dataset>_<noise>_<timestamp>)")
     g.add_argument("--dataset_root", type=str, default=None,
-                   help="dataset folder holding images/ and annotations/ (default: dataset/<demo|MSCOCO|Flickr30K|CC120K>)")
+                   help="dataset folder holding images/ and annotations/ (default: the repository's "
+                        "dataset/<demo|MSCOCO|Flickr30K|CC120K>, wherever the command runs from)")
     g.add_argument("--num_anns", type=int, default=None,
                    help="captions per image (default: 5 for demo/coco/f30k, 1 for cc)")
     g.add_argument("--dev_length", type=int, default=None,
@@ -194,7 +216,8 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     g.add_argument("--test_data", type=str, default=None, help="CSV/TSV file of the test split (the final table)")
     g.add_argument("--csv_img_key", type=str, default="filepath", help="column of the image paths")
     g.add_argument("--csv_caption_key", type=str, default="title", help="column of the captions")
-    g.add_argument("--csv_separator", type=str, default="\t", help="column separator of the CSV files (tab)")
+    g.add_argument("--csv_separator", type=str, default="\t",
+                   help="column separator of the CSV files (default: tab; e.g. , for a comma CSV)")
 
     g = group("additions of this project")
     g.add_argument("--pretrained", type=str, default=None,
@@ -235,8 +258,9 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                    help="training: leave out the pairs of images that cannot be decoded (counted and reported "
                         "per epoch) instead of stopping with the file's name")
     g.add_argument("--no_progress", action="store_true", help="disable progress bars (they are off anyway when stderr is not a terminal)")
-    g.add_argument("--pretrained_dir", type=str, default="pre-trained_models",
-                   help="where the demo's base model is built and cached")
+    g.add_argument("--pretrained_dir", type=str, default=PRETRAINED_DIR,
+                   help="where the demo's base model is built and cached (default: the repository's "
+                        "pre-trained_models/)")
     g.add_argument("--image_cache", type=str, default=None,
                    help="folder of a preprocessed uint8 image cache (memory-mapped), built on first use")
     g.add_argument("--torchcompile", action="store_true",
@@ -312,8 +336,10 @@ def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespac
             setattr(args, f, os.path.abspath(getattr(args, f)))
     elif given:
         raise SystemExit(f"error: --{given[0]} is for --dataset csv (this run has --dataset {args.dataset})")
-    elif args.dataset_root is None:
-        args.dataset_root = DATASET_ROOTS[args.dataset]
+    elif args.dataset_root is None:  # the repository's, wherever the command runs from
+        args.dataset_root = str(REPO_ROOT / DATASET_ROOTS[args.dataset])
+    if getattr(args, "pretrained_dir", None) == PRETRAINED_DIR:
+        args.pretrained_dir = str(REPO_ROOT / PRETRAINED_DIR)
     if args.num_anns is None:
         args.num_anns = NUM_ANNS[args.dataset]
     if getattr(args, "bank_batch_size", 0) is None:
@@ -431,7 +457,7 @@ def restore_eval_config(args: argparse.Namespace, saved: Dict) -> Dict[str, obje
             taken[key] = saved[key]
             setattr(args, key, saved[key])
     if args.dataset != "csv" and not args.dataset_root:
-        args.dataset_root = DATASET_ROOTS[args.dataset]
+        args.dataset_root = str(REPO_ROOT / DATASET_ROOTS[args.dataset])
     return taken
 
 

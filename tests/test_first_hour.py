@@ -49,7 +49,7 @@ def test_eval_flags_given_override_the_checkpoint(fresh_root, base_dir, tmp_path
     main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "n"))
     ev = main_NPC.main(["--eval", "--resume", str(logs / "n" / "checkpoints" / "best.pt"), "--logs_dir", str(logs),
                         "--eval_splits", "dev", "--num_workers", "0", "--no_progress"])
-    assert list(ev["results"]) == ["dev (16 images)"]
+    assert list(ev["results"]) == ["dev"] and ev["results"]["dev"]["images"] == 16
 
 
 def test_bank_provenance_records_the_banks_batch_not_the_training_batch(demo_root):
@@ -116,3 +116,100 @@ def test_real_data_defaults_on_a_small_csv_dataset_warn(tmp_path, capsys):
                     "--no_progress", "--experiments", "r"])
     out = capsys.readouterr().out
     assert "warning: the real-data defaults (--lr 5e-07, --warmup 500) are the release's" in out
+
+
+def test_defaults_are_the_repositorys_wherever_the_command_runs(tmp_path, monkeypatch):
+    from npc.params import REPO_ROOT, parse_args
+
+    monkeypatch.chdir(tmp_path)
+    a = parse_args([], "npc")
+    assert a.dataset_root == str(REPO_ROOT / "dataset" / "demo")
+    assert a.pretrained_dir == str(REPO_ROOT / "pre-trained_models")
+    assert parse_args(["--dataset", "coco"], "clip").dataset_root == str(REPO_ROOT / "dataset" / "MSCOCO")
+    assert parse_args(["--dataset_root", "here"], "npc").dataset_root == "here"  # a path given is the user's
+
+
+def test_a_missing_dataset_root_is_named_as_a_missing_folder(tmp_path, capsys):
+    from npc.cli import cli
+
+    missing = tmp_path / "nowhere" / "MSCOCO"
+    assert cli(main_NPC.main, ["--dataset", "coco", "--dataset_root", str(missing), "--logs_dir",
+                               str(tmp_path / "logs"), "--experiments", "m", "--no_progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --dataset_root {missing}: no such folder (the coco dataset's images/ and annotations/ "
+                   f"are expected there)")
+    assert not (tmp_path / "logs" / "m").exists()
+
+
+def test_open_clips_hyphenated_spellings_are_aliases():
+    from npc.params import parse_args
+
+    a = parse_args(["--noise-ratio", "0.2", "--batch-size", "8", "--dataset-root", "r", "--eval-batch-size", "4",
+                    "--no-progress", "--logs-dir", "L", "--train-data", "t.csv", "--dataset", "csv"][6:], "npc")
+    assert a.eval_batch_size == 4 and a.no_progress and a.logs == "L"
+    b = parse_args(["--noise-ratio", "0.2", "--batch-size", "8", "--num-workers", "0"], "npc")
+    assert b.noise_ratio == 0.2 and b.batch_size == 8 and b.num_workers == 0
+    assert {"noise_ratio", "batch_size", "num_workers"} <= b._explicit
+    c = parse_args(["--dataset", "csv", "--train-data", "t.csv", "--csv-separator", ","], "npc")
+    assert c.train_data.endswith("t.csv") and c.csv_separator == ","
+
+
+@pytest.mark.parametrize("method", ["npc", "clip", "bank"])
+def test_help_shows_each_default_once(method, capsys):
+    from npc.params import build_parser
+
+    text = " ".join(build_parser(method).format_help().split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "--noise-ratio" not in text  # the aliases are accepted, not listed
+    for help_text in ("1 for cc)", "0.4 demo)", "npc-tiny demo)"):
+        if help_text in text:
+            assert f"{help_text} (default" not in text
+    assert "(default: 99)" in text  # a plain default is still shown
+
+
+def test_progress_lines_reach_the_log_file(fresh_root, base_dir, tmp_path):
+    logs = tmp_path / "logs"
+    main_NPC.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "p", "--noise_ratio", "0.4",
+                           "--display", "1000"))
+    text = (logs / "p" / "log.txt").read_text()
+    assert "epoch 1 step 2 (2/25 of the epoch)" in text and "(25/25 of the epoch)" in text
+    assert "bank: encoded 80/80 images of the train split (100%)" in text
+    assert "bank: encoded 400/400 captions of the train split (100%)" in text
+
+
+def test_base_pretraining_logs_its_progress(demo_root, tmp_path):
+    from npc.demo import ensure_demo_base
+
+    lines = []
+    ensure_demo_base(demo_root, "npc-micro", tmp_path, progress=False, log=lines.append,
+                     recipe=dict(epochs=1, batch_size=32, warmup=2))
+    steps = [line for line in lines if line.startswith("demo base model: step ")]
+    total = int(steps[-1].split()[4].split("/")[1])
+    assert len(steps) >= min(total, 20) and steps[-1].startswith(f"demo base model: step {total}/{total} (100%)")
+
+
+def test_results_json_is_keyed_by_split_with_rounded_recalls_and_the_table_is_unchanged(fresh_root, base_dir,
+                                                                                         tmp_path, capsys):
+    from npc.evaluation import _rounded, results_by_split
+    from npc.evaluation_metrics import format_metrics_table
+
+    logs = tmp_path / "logs"
+    res = main_CLIP.main(run_args(fresh_root, base_dir, logs, "--eval", "--experiments", "e",
+                                  "--eval_splits", "dev,test"))
+    saved = json.loads((logs / "e" / "eval_results.json").read_text())
+    assert saved["results"] == res["results"] and list(res["results"]) == ["dev", "test"]
+    assert res["results"]["dev"]["images"] == 16 and res["results"]["test"]["images"] == 20
+    for row in res["results"].values():
+        for k in ("i2t_r1", "i2t_r5", "t2i_r1", "rsum", "i2t_meanr"):
+            assert row[k] == round(row[k], 10)
+    out = capsys.readouterr().out
+    table = format_metrics_table({"dev (16 images)": res["results"]["dev"], "test (20 images)": res["results"]["test"]})
+    assert table in out
+    assert _rounded({"r": 100 * 17 / 35, "n": 3}) == {"r": 48.5714285714, "n": 3}
+    assert _rounded({"r": 48.559999999999995})["r"] == 48.56
+
+    class S:  # the MSCOCO 5K test: the 5K row and the 1K fold mean
+        name, num_images = "test", 5000
+    rows = {"test 5K": {"rsum": 1.0000000000000002}, "test 1K (5-fold mean)": {"rsum": 2.0}}
+    assert results_by_split(rows, [S]) == {"test": {"images": 5000, "rsum": 1.0},
+                                           "test_1k": {"images": 1000, "folds": 5, "rsum": 2.0}}

@@ -145,3 +145,16 @@ def test_npc_at_real_noise_reports_auc_and_bank_quality_as_not_measurable(tmp_pa
     bank = json.loads((tmp_path / "d" / "train.memory_bank" / "0_mbank_info.json").read_text())
     assert "not measurable" in bank["precision"] and "not measurable" in bank["recall"]
     assert "AUC not measurable" in (tmp_path / "logs" / "r" / "log.txt").read_text()
+
+
+def test_get_memorybank_builds_the_bank_beside_the_csv_and_training_reuses_it(tmp_path, capsys):
+    import get_memorybank
+
+    files = make_images_and_csvs(tmp_path / "d")
+    flags = csv_flags(files, tmp_path / "logs", "--noise_ratio", "0.4")
+    get_memorybank.main(flags)
+    bank = tmp_path / "d" / "train.memory_bank"
+    info = json.loads((bank / "0.4_mbank_info.json").read_text())
+    assert info["noisy_split"] == "train.0.4_noise_train_caps.txt" and info["bank_batch_size"] == 256
+    main_NPC.main(flags + ["--experiments", "r"])
+    assert "memory bank: reusing" in (tmp_path / "logs" / "r" / "log.txt").read_text()
