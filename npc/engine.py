@@ -267,7 +267,7 @@ def setup_run(args, stack: ExitStack) -> Run:
         args.device = str(device)
     notes = []  # logged once the run's log file is open
     if args.eval:  # the checkpoint first: it says which data and model to evaluate, and so names the folder
-        eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append)
+        eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append, info)
     resumed = bool(args.resume) and not args.eval
     if not resumed:  # a resumed run is checked once its flags are restored
         notes += preflight(args, info)
@@ -347,7 +347,7 @@ def _remove_if_setup_failed(run_dir: Path, args, exc_type, exc, tb) -> bool:
     return False
 
 
-def open_eval_checkpoint(args, note: Callable[[str], None]):
+def open_eval_checkpoint(args, note: Callable[[str], None], info: Optional[DistInfo] = None):
     """``--eval``: the checkpoint (path, content) or (None, None), its run's dataset and model taken from it
     (unless given), and the evaluation's own folder: never the training run's."""
     run_of_latest = None
@@ -368,6 +368,12 @@ def open_eval_checkpoint(args, note: Callable[[str], None]):
         args.resume = str(path)
     if args.experiments and (run_of_latest is not None or (Path(args.logs) / args.experiments / "params.txt").exists()):
         args.experiments = f"{args.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
+        if info is not None and info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
+            import torch.distributed as dist
+
+            name = [args.experiments]
+            dist.broadcast_object_list(name, src=0)
+            args.experiments = name[0]
     args.checkpoint_path = None
     data_desc = (f"CSV files {', '.join(f for f in data.csv_files(args).values() if f)}" if args.dataset == "csv"
                  else f"{args.dataset_root}")
