@@ -46,9 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Create the noisy copy of train_caps.txt used for noisy-correspondence "
                     "training (or report the existing one).")
-    p.add_argument("--dataset_root", required=True, type=Path,
+    p.add_argument("--dataset_root", type=Path,
                    help="dataset folder containing annotations/scan_split/train_caps.txt, "
-                        "e.g. dataset/MSCOCO")
+                        "e.g. dataset/MSCOCO (or --train_data for your own CSV data)")
+    p.add_argument("--train_data", type=Path,
+                   help="your own data (main_NPC.py --dataset csv): the training CSV/TSV file; the noisy copy "
+                        "is written beside it as <stem>.<r>_noise_train_caps.txt (docs/own_data.md)")
+    p.add_argument("--csv_img_key", default="filepath", help="with --train_data: column of the image paths")
+    p.add_argument("--csv_caption_key", default="title", help="with --train_data: column of the captions")
+    p.add_argument("--csv_separator", default="\t", help="with --train_data: column separator (tab)")
     p.add_argument("--noise_ratio", required=True, type=_noise_ratio,
                    help="fraction of noisy training data, in [0, 1) (e.g. 0.2); "
                         "0 means the clean captions")
@@ -69,12 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    ann_dir = args.dataset_root / "annotations" / "scan_split"
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.dataset_root is None) == (args.train_data is None):
+        parser.error("give one of --dataset_root (a dataset in the SCAN layout) or --train_data (a CSV file)")
     try:
-        path, mask = ensure_noisy_split(ann_dir, args.noise_ratio, seed=args.seed,
-                                        mode=args.noise_mode, num_anns=args.num_anns,
-                                        force=args.force)
+        if args.train_data is not None:
+            from npc.data import load_train_split_for
+
+            ns = argparse.Namespace(dataset="csv", train_data=str(args.train_data), noise_ratio=args.noise_ratio,
+                                    noise_seed=args.seed, noise_mode=args.noise_mode, csv_img_key=args.csv_img_key,
+                                    csv_caption_key=args.csv_caption_key, csv_separator=args.csv_separator)
+            split, _ = load_train_split_for(ns, log=lambda *_: None)
+            path = split.caps_file
+            # the mask of a ratio > 0 is the noise this script made; at 0 the data is used as is
+            path, mask = ensure_noisy_split(path.parent, args.noise_ratio, seed=args.seed, mode=args.noise_mode,
+                                            num_anns=split.uniform_num_anns or 1, force=args.force,
+                                            prefix=f"{args.train_data.stem}.")
+        else:
+            ann_dir = args.dataset_root / "annotations" / "scan_split"
+            path, mask = ensure_noisy_split(ann_dir, args.noise_ratio, seed=args.seed,
+                                            mode=args.noise_mode, num_anns=args.num_anns,
+                                            force=args.force)
     except (OSError, ValueError) as e:  # a missing or bad file, a read-only folder, a full disk
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from npc.datasets import DATASETS, DatasetSpec
-from npc.noise import ensure_noisy_split, read_caption_lines
+from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
 
 log = logging.getLogger("npc")
 
@@ -90,12 +90,23 @@ class Split:
     image_ids: List[str]            # one per image, in order
     image_paths: List[Path]         # one per image
     caption_image: np.ndarray       # (n_captions,) image index of every caption
-    num_anns: int
+    num_anns: int                   # captions per image; for a CSV split with varying counts, the largest
     caps_file: Path = field(default=None)
+    source_lines: Optional[np.ndarray] = None  # CSV splits: the file line (1-based) of every caption
+    source_file: Optional[Path] = None          # CSV splits: the CSV file
 
     @property
     def num_images(self) -> int:
         return len(self.image_ids)
+
+    @property
+    def uniform_num_anns(self) -> Optional[int]:
+        """``k`` when every image has ``k`` consecutive captions (the SCAN layout), else None."""
+        n, m = self.num_images, len(self.captions)
+        if n == 0 or m % n:
+            return None
+        k = m // n
+        return k if np.array_equal(self.caption_image, np.repeat(np.arange(n), k)) else None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -103,15 +114,26 @@ class Split:
     def describe_image(self, image_index: int) -> str:
         """Where an image is used, for error messages: its split and caption lines (1-based)."""
         lines = np.nonzero(self.caption_image == image_index)[0] + 1
+        if self.source_lines is not None:
+            rows = ", ".join(map(str, self.source_lines[lines - 1][:5]))
+            return f"{self.name} split, {self.source_file}, line {rows}"
         where = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}-{lines[-1]}"
         return f"{self.name} split, caption {where} of {self.caps_file}"
 
     def subset_images(self, n_images: int) -> "Split":
-        """The first ``n_images`` images with their captions (dev subsets for model selection)."""
+        """The first ``n_images`` images with their captions (dev subsets for model selection).
+
+        Captions are grouped by image in image order (every loader of this module keeps them so)."""
         n_images = min(n_images, self.num_images)
-        n_caps = n_images * self.num_anns
+        n_caps = int(np.searchsorted(self.caption_image, n_images))
+        lines = None if self.source_lines is None else self.source_lines[:n_caps]
         return Split(self.name, self.captions[:n_caps], self.image_ids[:n_images], self.image_paths[:n_images],
-                     self.caption_image[:n_caps], self.num_anns, self.caps_file)
+                     self.caption_image[:n_caps], self.num_anns, self.caps_file, lines, self.source_file)
+
+    def subset_captions(self, n_captions: int) -> "Split":
+        """The first images whose captions fit in ``n_captions`` (at least one image): ``--dev_length``."""
+        ends = np.searchsorted(self.caption_image, np.arange(1, self.num_images + 1))
+        return self.subset_images(max(1, int(np.searchsorted(ends, n_captions, side="right"))))
 
 
 def load_split(root, dataset: str, split: str, num_anns: Optional[int] = None, *,
@@ -179,6 +201,165 @@ def load_train_split(root, dataset: str, num_anns: int, noise_ratio, *, noise_se
     split = load_split(root, dataset, "train", num_anns, caps_file=caps_path, check_images=check_images,
                        warn_empty=False)
     return split, mask
+
+
+# ----------------------------------------------------------------------------- CSV datasets (--dataset csv)
+# open_clip's convention: one row per (image, caption) pair, a header naming the columns; rows of the same
+# image form one image with several captions (any number). Derived files go beside the CSV (docs/own_data.md).
+
+CSV_SPLIT_FLAGS = {"train": "--train_data", "dev": "--dev_data", "test": "--test_data"}
+
+
+def _separator_name(sep: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon", " ": "space"}.get(sep, repr(sep))
+
+
+def read_csv_split(path, split: str, *, img_key: str = "filepath", caption_key: str = "title",
+                   separator: str = "\t", check_images: bool = True) -> Split:
+    """One split from a CSV/TSV file. Image paths are relative to the CSV's folder, or absolute.
+
+    Captions are grouped by image in the order images first appear (the row order within an image is
+    kept); a line break inside a quoted caption becomes a space. Every problem is one
+    :class:`DataError` naming the file and line: a missing column (with the columns found and the
+    separator), an empty caption, a missing or unreadable image, a split of fewer than 2 images.
+    """
+    import csv
+
+    path = Path(path)
+    flag = CSV_SPLIT_FLAGS.get(split, "--" + split)
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag}: CSV file not found: {path}")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=separator)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}, line 1: the file is empty; expected a header row naming the columns")
+        for key, kflag in ((img_key, "--csv_img_key"), (caption_key, "--csv_caption_key")):
+            if key not in header:
+                raise DataError(f"{path}, line 1: no column {key!r} ({kflag}); the header has the column(s) "
+                                f"{', '.join(repr(h) for h in header)} when split by the separator "
+                                f"{_separator_name(separator)} (--csv_separator)")
+        ii, ci = header.index(img_key), header.index(caption_key)
+        images: Dict[str, int] = {}
+        ids, paths, first_line, groups = [], [], [], []
+        last = reader.line_num
+        for row in reader:
+            line, last = last + 1, reader.line_num
+            if not any(c.strip() for c in row):
+                continue  # a blank line
+            if len(row) <= max(ii, ci):
+                raise DataError(f"{path}, line {line}: {len(row)} field(s) where the header has {len(header)} "
+                                f"(separator {_separator_name(separator)}, --csv_separator)")
+            name, caption = row[ii].strip(), " ".join(row[ci].splitlines())
+            if not caption.strip():
+                raise DataError(f"{path}, line {line}: empty caption (column {caption_key!r})")
+            if not name:
+                raise DataError(f"{path}, line {line}: empty image path (column {img_key!r})")
+            image_path = Path(os.path.normpath(path.parent / name))  # an absolute name stays itself
+            key = str(image_path)
+            if key not in images:
+                if check_images:
+                    _check_csv_image(image_path, path, line)
+                images[key] = len(ids)
+                ids.append(name)
+                paths.append(image_path)
+                first_line.append(line)
+                groups.append([])
+            groups[images[key]].append((line, caption))
+    if len(ids) < 2:
+        raise DataError(f"{path}: the {split} split has {len(ids)} image(s); retrieval needs at least 2")
+    captions = [c for g in groups for _, c in g]
+    lines = np.array([ln for g in groups for ln, _ in g], dtype=np.int64)
+    caption_image = np.repeat(np.arange(len(ids), dtype=np.int64), [len(g) for g in groups])
+    return Split(split, captions, ids, paths, caption_image, max(len(g) for g in groups), path, lines, path)
+
+
+def _check_csv_image(image_path: Path, csv_path: Path, line: int) -> None:
+    if not image_path.is_file():
+        raise DataError(f"{csv_path}, line {line}: image not found: {image_path}")
+    try:
+        with Image.open(image_path):
+            pass  # reads the header only: the format is one PIL knows
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{csv_path}, line {line}: cannot read image {image_path}: {e}") from None
+
+
+def csv_derived_path(csv_path, name: str) -> Path:
+    """A file derived from a CSV split, beside it: ``<stem>.<name>``."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}.{name}")
+
+
+def csv_files(args) -> Dict[str, Optional[str]]:
+    return {"train": getattr(args, "train_data", None), "dev": getattr(args, "dev_data", None),
+            "test": getattr(args, "test_data", None)}
+
+
+def _csv_options(args) -> Dict[str, str]:
+    return dict(img_key=args.csv_img_key, caption_key=args.csv_caption_key, separator=args.csv_separator)
+
+
+def csv_file(args, split: str) -> Path:
+    f = csv_files(args).get(split)
+    if not f:
+        raise DataError(f"--dataset csv: the {split} split needs {CSV_SPLIT_FLAGS.get(split, '--' + split + '_data')} "
+                        f"FILE.csv")
+    return Path(f)
+
+
+def load_split_for(args, split: str, **kw) -> Split:
+    """Split ``split`` of the dataset ``args`` names (a built-in one, or CSV files)."""
+    if args.dataset == "csv":
+        return read_csv_split(csv_file(args, split), split, **_csv_options(args),
+                              check_images=kw.get("check_images", True))
+    check_root(args.dataset_root, args.dataset)
+    return load_split(args.dataset_root, args.dataset, split, args.num_anns, **kw)
+
+
+def check_root(root, dataset: str) -> None:
+    if not Path(root).is_dir():
+        raise DataError(f"--dataset_root {root}: no such folder (the {dataset} dataset's images/ and annotations/ "
+                        f"are expected there)")
+
+
+def ground_truth_known(args) -> bool:
+    """Whether the training split's noise mask is the truth: noise this project made, or the generated
+    demo's clean data. At ``--noise_ratio 0`` on real data the noise is the data's own: not measurable."""
+    return args.dataset == "demo" or float(args.noise_ratio) > 0
+
+
+def load_train_split_for(args, log=print, check_images: bool = True):
+    """The (noisy) training split and its noise mask (None when the noise is not known: real noise)."""
+    if args.dataset != "csv":
+        check_root(args.dataset_root, args.dataset)
+        split, mask = load_train_split(args.dataset_root, args.dataset, args.num_anns, args.noise_ratio,
+                                       noise_seed=args.noise_seed, noise_mode=args.noise_mode, log=log,
+                                       check_images=check_images)
+        return split, mask if ground_truth_known(args) else None
+    source = csv_file(args, "train")
+    split = read_csv_split(source, "train", **_csv_options(args), check_images=check_images)
+    k = split.uniform_num_anns
+    if args.noise_mode == "image" and not k:
+        raise DataError(f"{source}: --noise_mode image moves whole caption blocks between images and needs the same "
+                        f"number of captions for every image; this file has from "
+                        f"{np.bincount(split.caption_image).min()} to {split.num_anns}")
+    clean = csv_derived_path(source, TRAIN_CAPS)  # the captions in split order, which the noise protocol shuffles
+    if not clean.is_file() or read_caption_lines(clean) != split.captions:
+        from npc.io import atomic_write_lines
+
+        atomic_write_lines(clean, split.captions)
+    caps_path, mask = ensure_noisy_split(source.parent, args.noise_ratio, seed=args.noise_seed, mode=args.noise_mode,
+                                         num_anns=k or 1, log=log, prefix=f"{source.stem}.")
+    split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
+    return split, mask if ground_truth_known(args) else None
+
+
+def bank_dir_for(args) -> Path:
+    """Where the memory bank of ``args``'s training split lives: the dataset's annotations/memory_bank, or
+    ``<train csv stem>.memory_bank/`` beside a CSV."""
+    if getattr(args, "dataset", None) == "csv":
+        return csv_derived_path(csv_file(args, "train"), "memory_bank")
+    return memory_bank_dir(args.dataset_root)
 
 
 # ----------------------------------------------------------------------------- images and text

@@ -22,10 +22,10 @@ def _cc_name(image_id: str) -> str:
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    num_anns: int                                # captions per image
+    num_anns: int                                # captions per image (0: any number, per image)
     integer_ids: bool                            # image ids are integers (MSCOCO, Flickr30K) or strings (CC120K)
     image_name: Optional[Callable[[str], str]]   # id -> file name; None: looked up in image_name.txt (Flickr30K)
-    default_root: str                            # relative to the repository
+    default_root: str                            # relative to the repository ("": given by flags)
     folds_1k: bool = False                       # the test split is also reported as the mean of 5 folds of 1K images
     description: str = ""
 
@@ -36,4 +36,7 @@ DATASETS: Dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("coco", 5, True, _coco_name, "dataset/MSCOCO", folds_1k=True, description="MSCOCO (SCAN split)"),
     DatasetSpec("f30k", 5, True, None, "dataset/Flickr30K", description="Flickr30K (SCAN split)"),
     DatasetSpec("cc", 1, False, _cc_name, "dataset/CC120K", description="Conceptual Captions 120K (real noise)"),
+    # Your own data: images listed in CSV/TSV files, any number of captions per image (npc.data reads them).
+    DatasetSpec("csv", 0, False, None, "", description="your own data in CSV/TSV files (--train_data, --dev_data, "
+                                                       "--test_data; docs/own_data.md)"),
 )}

@@ -62,7 +62,7 @@ def ensure_demo_data(root, log=print, progress: bool = True) -> dict:
 
 def _demo_target(root: Path) -> bool:
     """Where a missing demo may be generated: its default folder, or a folder the user made empty for it."""
-    if root.resolve() in {Path(DATASET_ROOTS["demo"]).resolve(), (REPO_ROOT / DATASET_ROOTS["demo"]).resolve()}:
+    if root.resolve() == (REPO_ROOT / DATASET_ROOTS["demo"]).resolve():  # never a dataset/demo of the current folder
         return True
     return root.is_dir() and not any(root.iterdir())
 
@@ -101,6 +101,8 @@ def _pretrain_base(root, vision_model: str, path: Path, *, device, log, progress
     lr_fn = partial(lr_at, base_lr=recipe["lr"], warmup=recipe["warmup"], total_steps=len(sampler) * recipe["epochs"],
                     epochs=recipe["epochs"])
     step = 0
+    total = len(sampler) * recipe["epochs"]
+    every = max(1, total // 20)  # a progress line every 5% (log files get no progress bar)
     model.train()
     for epoch in range(recipe["epochs"]):
         sampler.set_epoch(epoch)
@@ -110,6 +112,9 @@ def _pretrain_base(root, vision_model: str, path: Path, *, device, log, progress
             out = clip_step(model, opt, to_device(batch, device), grad_clip=10.0)
             bar.set_postfix(loss=f"{float(out['loss']):.3f}")
             step += 1
+            if step % every == 0 or step == total:
+                log(f"demo base model: step {step}/{total} ({100 * step // total}%), loss {float(out['loss']):.3f}, "
+                    f"{time.perf_counter() - t0:.0f}s")
     atomic_torch_save({"format": "npc-demo-base/1", "name": "demo-base", "vision_model": vision_model,
                        "state_dict": model.state_dict(), "recipe": recipe, "data_version": DEMO_VERSION}, path)
     log(f"demo base model: done in {time.perf_counter() - t0:.0f}s")

@@ -10,13 +10,14 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -30,13 +31,13 @@ from npc.cli import cli  # noqa: F401  (the scripts and tests import it from her
 from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
 from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
 from npc.estimators import RunInputs, WeightEstimator
-from npc.evaluation import eval_precision, evaluate_split, mean_r1, primary_row
+from npc.evaluation import eval_precision, evaluate_split, mean_r1, primary_row, results_by_split
 from npc.evaluation_metrics import format_metrics_table
 from npc.io import atomic_write_json, atomic_write_lines, atomic_write_text
 from npc.locks import file_lock
 from npc.methods import Method
-from npc.model import RANDOM_INIT_SEED, compile_towers, create_model, load_checkpoint_weights
-from npc.params import method_of, restore_run_config
+from npc.model import RANDOM_INIT_SEED, compile_towers, create_model, load_checkpoint_weights, read_checkpoint
+from npc.params import method_of, restore_eval_config, restore_run_config
 from npc.train_utils import (autocast_for, lr_at, make_optimizer, resolve_device, resolve_precision, seed_everything,
                              set_lr, set_rng_state, to_device)
 
@@ -94,6 +95,8 @@ def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int,
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not (progress and info.is_main), leave=False,
                dynamic_ncols=True)
     skipped = set()
+    n_total = len(loader)
+    every = max(1, math.ceil(n_total / 20))  # a progress line in the log every 5% of the epoch, at least
     for batch in bar:
         lr = lr_fn(step, epoch)
         set_lr(optimizers, lr)
@@ -124,8 +127,9 @@ def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int,
                 writer.add_scalar("npc/mean_weight", float(out["weights"].mean()), step)
             if "bank_loss" in out:
                 writer.add_scalar("npc/bank_loss", float(out["bank_loss"]), step)
-        if info.is_main and step % display == 0:
-            log.info(f"epoch {epoch + 1} step {step} loss {loss:.4f} lr {lr:.3e} pairs/s {rate:.0f}")
+        if info.is_main and (step % display == 0 or n_steps % every == 0 or n_steps == n_total):
+            log.info(f"epoch {epoch + 1} step {step} ({n_steps}/{n_total} of the epoch) loss {loss:.4f} lr {lr:.3e} "
+                     f"pairs/s {rate:.0f}")
     elapsed = time.perf_counter() - t0
     return EpochResult(loss=total / max(n_steps, 1), steps=n_steps, pairs_per_s=n_pairs / max(elapsed, 1e-9),
                        weights=torch.cat(weights).numpy() if weights else None,
@@ -135,7 +139,8 @@ def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int,
 def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[np.ndarray]) -> Dict[str, float]:
     """How well NPC's weights separate clean from noisy pairs (needs the ground-truth mask)."""
     stats = {"mean_weight": float(weights.mean()), "frac_weight_below_1": float((weights < 1).mean())}
-    if noise_mask is None:
+    if noise_mask is None:  # real noise (--noise_ratio 0 on real data): no ground truth to score against
+        stats["weight_auc"] = None
         return stats
     noisy = noise_mask[indices]
     if noisy.any():
@@ -151,11 +156,14 @@ def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[
 
 # ----------------------------------------------------------------------------- orchestration
 
-def prepare_demo(args, progress: bool) -> Optional[Path]:
-    """Generate the demo data and its base model when missing; returns the base model's path."""
+def prepare_demo(args, progress: bool, base: bool = True) -> Optional[Path]:
+    """Generate the demo data and (``base``: when the run starts from it) its base model when missing;
+    returns the base model's path."""
     if args.dataset != "demo":
         return None
     ensure_demo_data(args.dataset_root, log=log.info, progress=progress)
+    if not base:
+        return None
     return ensure_demo_base(args.dataset_root, args.vision_model, Path(args.pretrained_dir), device=args.device,
                             log=log.info, progress=progress)
 
@@ -230,15 +238,16 @@ def run(args) -> Dict:
     with ExitStack() as stack:
         r = setup_run(args, stack)
         model, preprocess, tokenizer = build_model(r)
-        test_splits = [data.load_split(args.dataset_root, args.dataset, s, args.num_anns)
-                       for s in args.eval_splits.split(",") if s]
+        test_splits = [data.load_split_for(args, s) for s in args.eval_splits.split(",") if s]
         if args.eval:
             r.load_resumed_weights(model)
             rows = r.eval_tables(model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
-            return _report(rows, r.run_dir, args, r.info, title=f"evaluation of {r.resume_path or args.pretrained}")
+            return _report(rows, r.run_dir, args, r.info, title=f"evaluation of {r.resume_path or args.pretrained}",
+                           splits=test_splits)
         train_split, noise_mask, dev = load_train_data(r)
         trainer = build_trainer(r, model, preprocess, tokenizer, train_split, noise_mask)
         open_logs(r, trainer, stack)
+        args._started = True  # from here on a failure keeps the run's folder (its logs, its checkpoints)
         end_epoch = fit(r, trainer, lambda m: r.eval_tables(m, [dev], preprocess, tokenizer))
         if end_epoch < args.epochs:
             log.info(f"stopped after epoch {end_epoch} (--stop_after); continue with "
@@ -258,41 +267,143 @@ def setup_run(args, stack: ExitStack) -> Run:
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         args.device = str(device)
+    notes = []  # logged once the run's log file is open
+    if args.eval:  # the checkpoint first: it says which data and model to evaluate, and so names the folder
+        eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append, info)
+    resumed = bool(args.resume) and not args.eval
+    if not resumed:  # a resumed run is checked once its flags are restored
+        notes += preflight(args, info)
+    existed = bool(args.experiments) and (Path(args.logs) / args.experiments).exists()
     run_dir, ckpt_dir = name_run(args, info)
+    if info.is_main and not existed:
+        stack.push(partial(_remove_if_setup_failed, run_dir, args))
     if info.is_main:
         stack.enter_context(file_lock(
             run_dir / ".lock", f"the run folder {run_dir}", wait=False,
             hint="another process is writing this run: wait for it to end, or choose another --experiments"))
-    notes = []  # logged once the run's log file is open
-    resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
+    if args.eval:
+        resume_path, resume_ckpt = eval_path, eval_ckpt
+    else:
+        resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
     if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
         restore_run_config(args, resume_ckpt.get("args", {}), f"{resume_path}")
+    if resumed:
+        notes += preflight(args, info)
     if not args.resume and not args.eval and (run_dir / "params.txt").exists():
         reclaim_run_folder(run_dir, ckpt_dir, info)
         notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
     precision = resolve_precision(args.precision, device)
     args.precision = precision
     seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
-    if info.is_main:
+    if info.is_main and not args.eval:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
     setup_logging(run_dir, info)
     for note in notes:
-        log.info(note)
+        (log.warning if note.startswith("warning:") else log.info)(note)
     return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
                progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
                resume_ckpt=resume_ckpt)
 
 
+def preflight(args, info: DistInfo) -> List[str]:
+    """The checks that can fail on the flags and the data's sizes, before anything (a folder, a noisy split,
+    a bank, the demo's base) is written: the splits are there, the batch fits the training pairs. Returns
+    warnings (a warmup longer than the run; the real-data defaults on a small dataset)."""
+    if args.dataset == "demo" and not (Path(args.dataset_root) / "demo_info.json").is_file():
+        return []  # generated on first use, at its default size
+    for s in [s for s in args.eval_splits.split(",") if s]:
+        data.load_split_for(args, s, check_images=False)
+    if args.eval:
+        return []
+    data.load_split_for(args, "dev", check_images=False)
+    n = len(data.load_split_for(args, "train", check_images=False))
+    world = info.world_size
+    if args.batch_size % world:
+        raise ValueError(f"--batch_size {args.batch_size} is not divisible by the {world} processes")
+    if args.batch_size > n:
+        raise ValueError(f"--batch_size {args.batch_size} is larger than the {n} training pairs: pass a "
+                         f"--batch_size of at most {n}")
+    steps = n // args.batch_size * args.epochs
+    if args.warmup <= steps:
+        return []
+    explicit = getattr(args, "_explicit", frozenset())
+    if args.dataset != "demo" and not {"lr", "warmup"} & explicit:
+        return [f"warning: the real-data defaults (--lr {args.lr:g}, --warmup {args.warmup}) are the release's for "
+                f"MSCOCO-size data, and this run has {steps} steps in all ({n} pairs / --batch_size "
+                f"{args.batch_size} x {args.epochs} epochs): pass a --warmup below {steps} and a larger --lr "
+                f"(docs/own_data.md)"]
+    return [f"warning: --warmup {args.warmup} is longer than the whole run ({steps} steps: {n} pairs / --batch_size "
+            f"{args.batch_size} x {args.epochs} epochs): the learning rate never reaches --lr {args.lr:g}"]
+
+
+def _remove_if_setup_failed(run_dir: Path, args, exc_type, exc, tb) -> bool:
+    """A run folder this invocation made is removed when the run fails before training starts (the error
+    is printed on stderr): a failed setup leaves nothing behind."""
+    if exc_type is not None and not getattr(args, "_started", False) and run_dir.is_dir():
+        for h in list(log.handlers):
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir.resolve():
+                h.close()
+                log.removeHandler(h)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return False
+
+
+def open_eval_checkpoint(args, note: Callable[[str], None], info: Optional[DistInfo] = None):
+    """``--eval``: the checkpoint (path, content) or (None, None), its run's dataset and model taken from it
+    (unless given), and the evaluation's own folder: never the training run's."""
+    run_of_latest = None
+    if args.resume == "latest":
+        if not args.experiments:
+            raise SystemExit("error: --eval --resume latest needs --experiments NAME (the run to evaluate)")
+        run_of_latest = Path(args.logs) / args.experiments
+    ckpt_dir = (Path(args.checkpoint_path) if args.checkpoint_path
+                else Path(args.logs) / str(args.experiments) / "checkpoints")
+    path = resolve_resume(args.resume, ckpt_dir)
+    ckpt = read_checkpoint(path) if path is not None else None
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        taken = restore_eval_config(args, ckpt.get("args", {}))
+        if taken:
+            note(f"--eval: taken from the flags {path} was trained with: "
+                 + ", ".join(f"--{k} {v}" for k, v in taken.items()) + " (flags given here override them)")
+    if path is not None:
+        args.resume = str(path)
+    if args.experiments and (run_of_latest is not None or (Path(args.logs) / args.experiments / "params.txt").exists()):
+        args.experiments = f"{args.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
+        if info is not None and info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
+            import torch.distributed as dist
+
+            name = [args.experiments]
+            dist.broadcast_object_list(name, src=0)
+            args.experiments = name[0]
+    args.checkpoint_path = None
+    data_desc = (f"CSV files {', '.join(f for f in data.csv_files(args).values() if f)}" if args.dataset == "csv"
+                 else f"{args.dataset_root}")
+    note(f"--eval: dataset {args.dataset} ({data_desc}), model {args.vision_model}, weights "
+         f"{path or args.pretrained}")
+    return path, ckpt
+
+
+def eval_init_weights(args, resume_path: Optional[Path], resume_ckpt) -> str:
+    """The ``pretrained`` to build the model with: a checkpoint of this project replaces every weight, so
+    a file or the demo base is not loaded (nor built) first; an open_clip tag still sets the architecture."""
+    own = isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT
+    if args.eval and resume_path is not None and own and (args.pretrained == "demo-base"
+                                                          or os.path.isfile(str(args.pretrained))):
+        return "none"
+    return args.pretrained
+
+
 def build_model(r: Run):
     """The demo's data and base if needed and the model (initial weights); writes params.txt."""
     args, info = r.args, r.info
-    base_path = prepare_demo(args, r.progress) if info.is_main else None
+    pretrained = eval_init_weights(args, r.resume_path, r.resume_ckpt)
+    base_path = prepare_demo(args, r.progress, base=pretrained == "demo-base") if info.is_main else None
     barrier(info)
-    if args.dataset == "demo" and base_path is None:
+    if args.dataset == "demo" and base_path is None and pretrained == "demo-base":
         base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
     # --eval holds the weights in fp32 (an fp16 checkpoint loads exactly) and encodes at --eval_precision.
-    model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained,
+    model, preprocess, tokenizer = create_model(args.vision_model, pretrained,
                                                 precision="fp32" if args.eval else r.precision,
                                                 device=r.device, context_length=args.context_length,
                                                 demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
@@ -305,14 +416,13 @@ def build_model(r: Run):
 def load_train_data(r: Run):
     """The noisy training split (built on first use), its noise mask, and the dev split."""
     args = r.args
-    train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns,
-                                                    args.noise_ratio, noise_seed=args.noise_seed,
-                                                    noise_mode=args.noise_mode, log=log.info)
-    dev = data.load_split(args.dataset_root, args.dataset, "dev", args.num_anns)
+    train_split, noise_mask = data.load_train_split_for(args, log=log.info)
+    dev = data.load_split_for(args, "dev")
     if args.dev_length:
-        dev = dev.subset_images(max(1, args.dev_length // args.num_anns))
+        dev = dev.subset_captions(args.dev_length)
+    wrong = "real noise, not measurable" if noise_mask is None else f"{int(noise_mask.sum())} wrong captions"
     log.info(f"train: {len(train_split)} pairs / {train_split.num_images} images "
-             f"(noise {args.noise_ratio}, {args.noise_mode}: {int(noise_mask.sum())} wrong captions); "
+             f"(noise {args.noise_ratio}, {args.noise_mode}: {wrong}); "
              f"dev: {dev.num_images} images; device {r.device}, precision {r.precision}, "
              f"{r.info.world_size} process(es)")
     return train_split, noise_mask, dev
@@ -333,7 +443,7 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
         bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
                               r.progress, info=info)
     if "p_clean" in needs:  # the CLIP baselines on the bank's GMM: p(clean) from the same build
-        p_clean = mb.load_pclean(data.memory_bank_dir(args.dataset_root), args.noise_ratio, len(train_split),
+        p_clean = mb.load_pclean(data.bank_dir_for(args), args.noise_ratio, len(train_split),
                                  args.noise_mode)
     if not method.uses_bank:
         bank = None  # plain CLIP batches: no bank pairs
@@ -522,7 +632,9 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
     if "npc" in record:
         s = record["npc"]
         msg += f"; NPC mean w {s['mean_weight']:.3f}"
-        if "weight_auc" in s:
+        if s.get("weight_auc") is None and "weight_auc" in s:
+            msg += " (AUC not measurable: real noise, no ground-truth mask)"
+        elif "weight_auc" in s:
             msg += (f" (clean {s['mean_weight_clean']:.3f} / noisy {s['mean_weight_noisy']:.3f}, "
                     f"AUC {s['weight_auc']:.3f})")
     log.info(msg)
@@ -541,17 +653,21 @@ def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> 
         log.info(f"evaluating the best checkpoint (epoch {best['epoch']}, dev rsum {best['rsum']:.1f})")
     rows = r.eval_tables(t.model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
     return _report(rows, r.run_dir, args, r.info, title=f"{args.name} after {args.epochs} epochs (best dev epoch "
-                                                         f"{best['epoch']})", extra={"best_dev": best})
+                                                         f"{best['epoch']})", extra={"best_dev": best},
+                   splits=test_splits)
 
 
-def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Optional[Dict] = None) -> Dict:
+def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Optional[Dict] = None,
+            splits=()) -> Dict:
+    """Print the table of ``rows``; write results.json (eval_results.json) keyed by split name."""
     if not info.is_main:
         return {}
     table = format_metrics_table(rows)
     log.info(f"{title} (encoded in {args.eval_precision}, --ties {args.ties}; ties: queries whose ground truth "
              f"scores exactly as a wrong candidate)\n{table}")
     result = {"experiments": args.experiments, "dataset": args.dataset, "noise_ratio": str(args.noise_ratio),
-              "method": args.method, "eval_precision": args.eval_precision, "ties": args.ties, "results": rows,
+              "method": args.method, "eval_precision": args.eval_precision, "ties": args.ties,
+              "results": results_by_split(rows, splits),
               **(extra or {})}
     name = "eval_results.json" if args.eval else "results.json"
     atomic_write_json(run_dir / name, result)
@@ -575,7 +691,8 @@ def build_bank_only(args) -> Dict:
         precision = resolve_precision(args.precision, device)
         autocast = autocast_for(precision, device)
         setup_logging(None, info)
-        base_path = prepare_demo(args, progress and info.is_main) if info.is_main else None
+        base_path = (prepare_demo(args, progress and info.is_main, base=args.pretrained == "demo-base")
+                     if info.is_main else None)
         barrier(info)
         if args.dataset == "demo" and base_path is None:
             base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
@@ -585,9 +702,7 @@ def build_bank_only(args) -> Dict:
         weights = resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints")
         if weights is not None:
             load_checkpoint_weights(model, weights)
-        train_split, noise_mask = data.load_train_split(args.dataset_root, args.dataset, args.num_anns,
-                                                        args.noise_ratio, noise_seed=args.noise_seed,
-                                                        noise_mode=args.noise_mode, log=log.info)
+        train_split, noise_mask = data.load_train_split_for(args, log=log.info)
         args.rebuild_bank = True
         bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
                               progress and info.is_main, weights=weights, info=info)

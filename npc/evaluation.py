@@ -89,8 +89,11 @@ def shard_bounds(n: int, batch_size: int, rank: int, world_size: int) -> Tuple[i
 def encode_split(model, split: Split, preprocess, tokenizer, *, batch_size: int = 256, device="cpu",
                  autocast=None, num_workers: int = 0, progress: bool = True, desc: str = "encode",
                  image_batches: Optional[Iterable[torch.Tensor]] = None,
-                 info: Optional[DistInfo] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                 info: Optional[DistInfo] = None, report: Optional[Callable[[str], None]] = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """L2-normalized features: (n_images, d) and (n_captions, d), fp32, on ``device``.
+
+    ``report``: called with a progress line every 5% of the images and of the captions (log files).
 
     ``image_batches`` replaces decoding the split's image files, e.g. uint8 batches read from an
     image cache, in the split's image order.
@@ -107,25 +110,44 @@ def encode_split(model, split: Split, preprocess, tokenizer, *, batch_size: int 
     model.eval()
     img_feats, txt_feats = [], []
     if image_batches is not None:
-        loader = image_batches
+        loader, (i0, i1) = image_batches, (0, split.num_images)
     else:
         i0, i1 = shard_bounds(split.num_images, batch_size, rank, world)
         loader = image_loader(split, preprocess, batch_size, num_workers,
                               items=range(i0, i1) if sharded else None)
+    tell = _progress_lines(report, desc, split)
+    done = 0
     for images in tqdm(loader, desc=f"{desc} images ({split.name})", disable=not progress, leave=False):
         with autocast():
             img_feats.append(encode(model, images=images.to(device, non_blocking=True))[0].float())
+        done += len(images)
+        tell("images", done, i1 - i0)
     c0, c1 = shard_bounds(len(split.captions), batch_size, rank, world)
     for start in tqdm(range(c0, c1, batch_size), desc=f"{desc} captions ({split.name})",
                       disable=not progress, leave=False):
         tokens = tokenizer(split.captions[start:min(start + batch_size, c1)]).to(device)
         with autocast():
             txt_feats.append(encode(model, texts=tokens)[1].float())
+        tell("captions", min(start + batch_size, c1) - c0, c1 - c0)
     model.train(was_training)
     img, txt = (torch.cat(f) if f else torch.empty((0, 0), device=device) for f in (img_feats, txt_feats))
     if sharded:
         img, txt = gather_rows(img, info), gather_rows(txt, info)
     return img, txt
+
+
+def _progress_lines(report, desc: str, split: Split):
+    """``tell(what, done, total)``: a line through ``report`` each time another 5% of ``total`` is done."""
+    last = {}
+
+    def tell(what: str, done: int, total: int) -> None:
+        if report is None or total <= 0:
+            return
+        step = done * 20 // total
+        if step > last.get(what, 0) or (done == total and last.get(what) != 20):
+            last[what] = step
+            report(f"{desc}: encoded {done}/{total} {what} of the {split.name} split ({100 * done // total}%)")
+    return tell
 
 
 def evaluate_split(model, split: Split, preprocess, tokenizer, *, folds_1k: bool = False,
@@ -140,12 +162,43 @@ def evaluate_split(model, split: Split, preprocess, tokenizer, *, folds_1k: bool
         sims = img @ txt.t()
     n = split.num_images
     rows = {}
-    label = f"{split.name} {n // 1000}K" if n % 1000 == 0 and n >= 1000 else f"{split.name} ({n} images)"
-    rows[label] = retrieval_metrics(sims, split.num_anns, ties)
-    if folds_1k and n % 1000 == 0 and n > 1000:
-        rows[f"{split.name} 1K ({n // 1000}-fold mean)"] = fold_metrics(sims, split.num_anns, folds=n // 1000,
-                                                                        ties=ties)
+    label = row_label(split)
+    k = split.uniform_num_anns
+    if k:  # the SCAN layout: k consecutive captions per image
+        rows[label] = retrieval_metrics(sims, k, ties)
+    else:  # any number of captions per image (a CSV dataset): caption j belongs to image caption_image[j]
+        rows[label] = retrieval_metrics(sims, ties=ties, caption_image=split.caption_image)
+    if folds_1k and k and n % 1000 == 0 and n > 1000:
+        rows[fold_label(split)] = fold_metrics(sims, split.num_anns, folds=n // 1000, ties=ties)
     return rows
+
+
+def row_label(split: Split) -> str:
+    """The table's name of a split's row: ``test 5K``, ``test (20 images)``."""
+    n = split.num_images
+    return f"{split.name} {n // 1000}K" if n % 1000 == 0 and n >= 1000 else f"{split.name} ({n} images)"
+
+
+def fold_label(split: Split) -> str:
+    return f"{split.name} 1K ({split.num_images // 1000}-fold mean)"
+
+
+def _rounded(metrics: Dict) -> Dict:
+    """Floats rounded to 10 decimals: 48.56, not 48.559999999999995 (percentages of whole counts)."""
+    return {k: round(v, 10) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def results_by_split(rows: Dict[str, Dict], splits) -> Dict[str, Dict]:
+    """results.json's form of the table ``rows`` of ``splits``: keyed by split name (the MSCOCO 1K fold
+    mean as ``<split>_1k``), the image count as a field, floats without float noise."""
+    out = {}
+    for split in splits:
+        if row_label(split) in rows:
+            out[split.name] = {"images": split.num_images, **_rounded(rows[row_label(split)])}
+        if fold_label(split) in rows:
+            out[f"{split.name}_1k"] = {"images": 1000, "folds": split.num_images // 1000,
+                                       **_rounded(rows[fold_label(split)])}
+    return out
 
 
 def mean_r1(metrics: Dict[str, float]) -> float:

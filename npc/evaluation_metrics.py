@@ -11,7 +11,8 @@ numpy for the statistics.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Tuple, Union
+from functools import partial
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -111,6 +112,49 @@ def _t2i_ranks(t: torch.Tensor, num_anns: int) -> Tuple[np.ndarray, np.ndarray]:
     return both[0], both[1]
 
 
+def _image_of(caption_image, n_img: int, device) -> torch.Tensor:
+    """``caption_image`` as a long tensor on ``device``, checked: every image has at least one caption."""
+    ci = torch.as_tensor(np.asarray(caption_image, dtype=np.int64), device=device)
+    if ci.dim() != 1:
+        raise ValueError(f"caption_image must be 1-D (one image index per caption), got shape {tuple(ci.shape)}")
+    if len(ci) and (int(ci.min()) < 0 or int(ci.max()) >= n_img):
+        raise ValueError(f"caption_image holds image indices outside [0, {n_img})")
+    if len(torch.unique(ci)) != n_img:
+        raise ValueError(f"caption_image leaves some of the {n_img} images without a caption")
+    return ci
+
+
+def _i2t_ranks_any(t: torch.Tensor, ci: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`_i2t_ranks` for any number of captions per image: caption ``j`` belongs to image ``ci[j]``."""
+    n_img, n_txt = t.shape
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // n_txt)
+    out = []
+    for start in range(0, n_img, rows_per_chunk):
+        block = t[start:start + rows_per_chunk]                      # (c, n_txt)
+        own_mask = ci.unsqueeze(0) == torch.arange(start, start + block.shape[0], device=t.device).unsqueeze(1)
+        best = torch.where(own_mask, block, torch.full_like(block, -torch.inf)).max(dim=1, keepdim=True).values
+        n_ge_all = (block >= best).sum(dim=1)
+        n_gt_all = (block > best).sum(dim=1)
+        n_ge_own = ((block >= best) & own_mask).sum(dim=1)
+        out.append(torch.stack([1 + n_ge_all - n_ge_own, 1 + n_gt_all]).cpu())
+    both = torch.cat(out, dim=1).numpy().astype(np.int64)
+    return both[0], both[1]
+
+
+def _t2i_ranks_any(t: torch.Tensor, ci: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`_t2i_ranks` for any number of captions per image: caption ``j``'s image is ``ci[j]``."""
+    n_img, n_txt = t.shape
+    cols_per_chunk = max(1, _CHUNK_ELEMENTS // n_img)
+    out = []
+    for start in range(0, n_txt, cols_per_chunk):
+        block = t[:, start:start + cols_per_chunk]
+        cols = torch.arange(start, start + block.shape[1], device=t.device)
+        gt = block[ci[cols], cols - start].unsqueeze(0)
+        out.append(torch.stack([(block >= gt).sum(dim=0), 1 + (block > gt).sum(dim=0)]).cpu())
+    both = torch.cat(out, dim=1).numpy().astype(np.int64)
+    return both[0], both[1]
+
+
 def _stats(ranks: np.ndarray, prefix: str) -> Dict[str, float]:
     d = {f"{prefix}_r{k}": float(100.0 * np.mean(ranks <= k)) for k in _RECALL_KS}
     d[f"{prefix}_medr"] = float(np.median(ranks))
@@ -123,7 +167,8 @@ def _check_ties(ties: str) -> None:
         raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
 
 
-def retrieval_metrics(sims, num_anns: int, ties: str = "pessimistic") -> Dict[str, Union[float, int]]:
+def retrieval_metrics(sims, num_anns: Optional[int] = None, ties: str = "pessimistic", *,
+                      caption_image=None) -> Dict[str, Union[float, int]]:
     """Recall@{1,5,10}, median and mean rank in both directions, rsum, and the number of ties.
 
     Args:
@@ -131,6 +176,9 @@ def retrieval_metrics(sims, num_anns: int, ties: str = "pessimistic") -> Dict[st
             anything numpy can read. Caption ``j`` belongs to image ``j // num_anns``.
         num_anns: captions per image (5 for MSCOCO / Flickr30K, 1 for CC120K).
         ties: ``"pessimistic"`` (default) or ``"optimistic"``, the rule for exact ties (below).
+        caption_image: instead of ``num_anns``, the image index of every caption (a split's
+            ``Split.caption_image``): any number of captions per image, in any order (a CSV dataset).
+            With ``k`` consecutive captions per image the result is the one ``num_anns=k`` gives.
 
     Returns:
         dict with keys ``i2t_r1 i2t_r5 i2t_r10 t2i_r1 t2i_r5 t2i_r10 i2t_medr i2t_meanr t2i_medr
@@ -161,12 +209,20 @@ def retrieval_metrics(sims, num_anns: int, ties: str = "pessimistic") -> Dict[st
     """
     _check_ties(ties)
     t = _as_tensor(sims)
-    _check_shape(t, num_anns)
+    if caption_image is None:
+        _check_shape(t, num_anns)
+        rankers = (("i2t", partial(_i2t_ranks, num_anns=num_anns)), ("t2i", partial(_t2i_ranks, num_anns=num_anns)))
+    else:
+        if t.dim() != 2 or t.shape[0] == 0 or t.shape[1] != len(caption_image):
+            raise ValueError(f"sims has shape {tuple(t.shape)}: expected (n_images, {len(caption_image)}) for "
+                             f"{len(caption_image)} captions")
+        ci = _image_of(caption_image, t.shape[0], t.device)
+        rankers = (("i2t", partial(_i2t_ranks_any, ci=ci)), ("t2i", partial(_t2i_ranks_any, ci=ci)))
     if t.is_floating_point() and bool(torch.isnan(t).any()):
         raise ValueError("sims contains NaN; refusing to compute ranks from it")
     out = {}
-    for prefix, ranks_of in (("i2t", _i2t_ranks), ("t2i", _t2i_ranks)):
-        pessimistic, optimistic = ranks_of(t, num_anns)
+    for prefix, ranks_of in rankers:
+        pessimistic, optimistic = ranks_of(t)
         out.update(_stats(pessimistic if ties == "pessimistic" else optimistic, prefix))
         out[f"{prefix}_ties"] = int(np.count_nonzero(pessimistic != optimistic))
     out["rsum"] = float(sum(out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in _RECALL_KS))

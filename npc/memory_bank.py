@@ -8,7 +8,8 @@
    every caption, the clean pair whose caption is most similar (cosine, text-text). Top-1, no
    self-exclusion. Unlike the release, features are L2-normalized, so "cosine" holds.
 
-Files (``annotations/memory_bank/`` of the dataset, where training reads them):
+Files (``annotations/memory_bank/`` of the dataset, or ``<train csv stem>.memory_bank/`` beside a CSV training
+split, where training reads them):
 ``<r>_mbank_img_idx.npy``: int64 (n_train_images,), image index -> clean sample index;
 ``<r>_mbank_txt_idx.npy``: int64 (n_train_captions,), sample index -> clean sample index;
 ``<r>_mbank_info.json``: how the bank was built and what it found;
@@ -31,7 +32,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from npc.data import BankIndex, Split, memory_bank_dir
+from npc.data import BankIndex, Split, bank_dir_for
 from npc.distributed import DistInfo, barrier, broadcast_object
 from npc.io import atomic_save_npy, atomic_write_json, file_sha256, read_json
 from npc.locks import file_lock
@@ -124,7 +125,9 @@ def build_bank_index(img_feats: torch.Tensor, txt_feats: torch.Tensor, caption_i
 def bank_quality(p_clean: np.ndarray, clean_threshold: float, noise_mask: Optional[np.ndarray]) -> Dict:
     clean = p_clean > clean_threshold
     info = {"n_pairs": int(len(clean)), "n_clean": int(clean.sum()), "clean_fraction": float(clean.mean())}
-    if noise_mask is not None:
+    if noise_mask is None:  # real noise: nothing to compare with
+        info["precision"] = info["recall"] = "not measurable (no ground-truth noise mask)"
+    else:
         truly_clean = ~np.asarray(noise_mask, dtype=bool)
         hit = int((clean & truly_clean).sum())
         info["precision"] = hit / max(int(clean.sum()), 1)
@@ -284,7 +287,7 @@ def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split: S
     p_clean = clean_probability(losses, seed=seed)
     bank = build_bank_index(img_feats, txt_feats, split.caption_image, p_clean, clean_threshold)
     info = bank_quality(p_clean, clean_threshold, noise_mask)
-    info.update(clean_threshold=clean_threshold, batch_size=batch_size,
+    info.update(clean_threshold=clean_threshold, bank_batch_size=batch_size,
                 self_image_fraction=float(np.mean(split.caption_image[bank.image_bank] == np.arange(split.num_images))),
                 self_text_fraction=float(np.mean(bank.text_bank == np.arange(len(split)))))
     return bank, info, p_clean
@@ -295,7 +298,8 @@ def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split: S
 
 # The bank's build inputs a run may ask differently, and the flag that sets each.
 BANK_INPUT_FLAGS = {"vision_model": "--vision_model", "pretrained": "--pretrained", "weights": "--resume",
-                    "clean_threshold": "--clean_threshold", "batch_size": "--batch_size", "bank_seed": "--bank_seed"}
+                    "clean_threshold": "--clean_threshold", "bank_batch_size": "--bank_batch_size",
+                    "bank_seed": "--bank_seed"}
 
 
 def bank_provenance(args, train_split, weights: Optional[Path] = None) -> Dict:
@@ -303,7 +307,8 @@ def bank_provenance(args, train_split, weights: Optional[Path] = None) -> Dict:
     return {"noisy_split": train_split.caps_file.name, "noisy_split_sha256": file_sha256(train_split.caps_file),
             "noise_ratio": str(args.noise_ratio), "noise_mode": args.noise_mode, "vision_model": args.vision_model,
             "pretrained": str(args.pretrained), "weights": str(weights) if weights else None,
-            "clean_threshold": args.clean_threshold, "batch_size": args.batch_size, "bank_seed": args.bank_seed}
+            "clean_threshold": args.clean_threshold, "bank_batch_size": args.bank_batch_size,
+            "bank_seed": args.bank_seed}
 
 
 def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
@@ -312,12 +317,14 @@ def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
     A bank built with other settings (model, weights, threshold, batch, seed) is refused naming the
     flag; one without a record of its inputs (the release's, or older versions') is reused with a warning.
     """
-    bank_dir = memory_bank_dir(args.dataset_root)
+    bank_dir = bank_dir_for(args)
     img_path, _, info_path = bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
     if not img_path.is_file():
         return None
     name = f"{img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}"
     built = read_json(info_path) or {}
+    if "batch_size" in built and "bank_batch_size" not in built:  # recorded by earlier versions
+        built["bank_batch_size"] = built["batch_size"]
     if "noisy_split_sha256" not in built:
         log.warning(f"memory bank: {name} has no record of what it was built from (the release's files, or an older "
                     f"version's): reused as is; pass --rebuild_bank to rebuild it from this run's inputs")
@@ -352,7 +359,7 @@ def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, dev
     info = info or DistInfo()
     wanted = bank_provenance(args, train_split, weights)
     rebuild = getattr(args, "rebuild_bank", False)
-    bank_dir = memory_bank_dir(args.dataset_root)
+    bank_dir = bank_dir_for(args)
     img_path, _, _ = bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
     with ExitStack() as stack:
         bank, decision = None, "build"
@@ -395,18 +402,20 @@ def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, devi
     t0 = time.perf_counter()
     img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=args.eval_batch_size, device=device,
                             autocast=autocast, num_workers=args.num_workers, progress=progress and info.is_main,
-                            desc="bank", info=info)
+                            desc="bank", info=info, report=log.info)
     encoded = time.perf_counter() - t0
     if not info.is_main:
         return None
     bank, summary, p_clean = build_memory_bank(img, txt, train_split, logit_scale(model).item(),
-                                               batch_size=args.batch_size, clean_threshold=args.clean_threshold,
+                                               batch_size=args.bank_batch_size, clean_threshold=args.clean_threshold,
                                                noise_mask=noise_mask, seed=args.bank_seed)
     summary.update(provenance)
-    paths = save_bank(bank, memory_bank_dir(args.dataset_root) if bank_dir is None else bank_dir, args.noise_ratio,
+    paths = save_bank(bank, bank_dir_for(args) if bank_dir is None else bank_dir, args.noise_ratio,
                       args.noise_mode, summary, p_clean=p_clean)
     msg = f"memory bank: {summary['n_clean']} of {summary['n_pairs']} pairs clean (p>{args.clean_threshold})"
-    if "precision" in summary:
+    if isinstance(summary.get("precision"), str):
+        msg += f", precision and recall {summary['precision']}"
+    elif "precision" in summary:
         msg += f", precision {summary['precision']:.3f} recall {summary['recall']:.3f} against the noise mask"
     log.info(msg + f"; wrote {paths[0]} and {paths[1].name} (encoding {encoded:.1f} s, the rest "
                    f"{time.perf_counter() - t0 - encoded:.1f} s)")

@@ -173,10 +173,11 @@ def ratio_tag(noise_ratio) -> str:
     return str(noise_ratio)
 
 
-def noisy_caps_path(ann_dir: PathLike, noise_ratio, mode: str = "caption") -> Path:
+def noisy_caps_path(ann_dir: PathLike, noise_ratio, mode: str = "caption", prefix: str = "") -> Path:
     """``ann_dir/<r>_noise_train_caps.txt`` (caption mode, the release's name) or
-    ``ann_dir/<r>_imgnoise_train_caps.txt`` (image mode)."""
-    return Path(ann_dir) / f"{ratio_tag(noise_ratio)}{_FILE_SUFFIX[_check_mode(mode)]}"
+    ``ann_dir/<r>_imgnoise_train_caps.txt`` (image mode); ``prefix`` goes before the name (a CSV
+    dataset's files beside its CSV: ``<stem>.<r>_noise_train_caps.txt``)."""
+    return Path(ann_dir) / f"{prefix}{ratio_tag(noise_ratio)}{_FILE_SUFFIX[_check_mode(mode)]}"
 
 
 def noise_mask_path(caps_path: PathLike) -> Path:
@@ -191,16 +192,16 @@ def noise_info_path(caps_path: PathLike) -> Path:
     return p.with_name(f"{p.stem}_info.json")
 
 
-def find_noisy_caps(ann_dir: PathLike, noise_ratio, mode: str = "caption") -> Optional[Path]:
+def find_noisy_caps(ann_dir: PathLike, noise_ratio, mode: str = "caption", prefix: str = "") -> Optional[Path]:
     """The existing noisy caption file for this ratio and mode, or None.
 
     For a zero ratio both spellings the release produces are accepted (``0_...`` from its integer
     default, ``0.0_...`` from an explicit ``--noise_ratio 0``); the spelling given is tried first.
     """
-    candidates = [noisy_caps_path(ann_dir, noise_ratio, mode)]
+    candidates = [noisy_caps_path(ann_dir, noise_ratio, mode, prefix)]
     if float(noise_ratio) == 0:
         for tag in (0, 0.0):
-            p = noisy_caps_path(ann_dir, tag, mode)
+            p = noisy_caps_path(ann_dir, tag, mode, prefix)
             if p not in candidates:
                 candidates.append(p)
     for p in candidates:
@@ -236,7 +237,7 @@ def _load_mask(path: Path, n: int) -> Optional[np.ndarray]:
 
 def ensure_noisy_split(ann_dir: PathLike, noise_ratio, *, seed: int = DEFAULT_SEED,
                        mode: str = "caption", num_anns: int = 5, force: bool = False,
-                       log: Callable[[str], None] = print) -> Tuple[Path, np.ndarray]:
+                       log: Callable[[str], None] = print, prefix: str = "") -> Tuple[Path, np.ndarray]:
     """Return ``(path of the noisy training captions, noise mask)``, building the file if needed.
 
     Args:
@@ -247,6 +248,8 @@ def ensure_noisy_split(ann_dir: PathLike, noise_ratio, *, seed: int = DEFAULT_SE
         num_anns: captions per image; only used by image mode.
         force: rebuild the file even if it exists (atomically replacing it and its mask).
         log: called with one human-readable line per action.
+        prefix: of every file name: ``<prefix>train_caps.txt`` is the clean file, the noisy one
+            ``<prefix><r>_noise_train_caps.txt`` (a CSV dataset: ``<csv stem>.``).
 
     Behaviour:
         * ratio 0: ``train_caps.txt`` itself and an all-False mask; nothing is written.
@@ -269,28 +272,28 @@ def ensure_noisy_split(ann_dir: PathLike, noise_ratio, *, seed: int = DEFAULT_SE
     r = _validate_noise_ratio(noise_ratio)
     _check_mode(mode)
     ann_dir = Path(ann_dir)
-    train_path = ann_dir / TRAIN_CAPS
+    train_path = ann_dir / f"{prefix}{TRAIN_CAPS}"
     if not train_path.is_file():
         raise FileNotFoundError(f"training captions not found: {train_path}")
     if r == 0:
         log(f"noise ratio 0: using the clean training captions {train_path}")
         return train_path, np.zeros(len(read_caption_lines(train_path)), dtype=bool)
-    build = dict(noise_ratio=noise_ratio, seed=seed, mode=mode, num_anns=num_anns, log=log)
+    build = dict(noise_ratio=noise_ratio, seed=seed, mode=mode, num_anns=num_anns, log=log, prefix=prefix)
     found = None if force else _reusable(ann_dir, train_path, **build)
     if found is not None:
         return found
     # Only a build takes the lock (a read-only dataset with its noisy files stays usable); a
     # process that waited for another's build finds its file ready.
-    with file_lock(ann_dir / f".{noisy_caps_path(ann_dir, noise_ratio, mode).name}.lock",
+    with file_lock(ann_dir / f".{noisy_caps_path(ann_dir, noise_ratio, mode, prefix).name}.lock",
                    f"the noisy split of {ann_dir}", wait=True, log=log):
         found = None if force else _reusable(ann_dir, train_path, **build)
         return found if found is not None else _build(ann_dir, train_path, **build)
 
 
 def _reusable(ann_dir: Path, train_path: Path, *, noise_ratio, seed: int, mode: str, num_anns: int,
-              log) -> Optional[Tuple[Path, np.ndarray]]:
+              log, prefix: str = "") -> Optional[Tuple[Path, np.ndarray]]:
     """The existing noisy split if it was built from this ``train_caps.txt`` with this seed; None to build."""
-    existing = find_noisy_caps(ann_dir, noise_ratio, mode)
+    existing = find_noisy_caps(ann_dir, noise_ratio, mode, prefix)
     if existing is None:
         return None
     clean = read_caption_lines(train_path)
@@ -340,15 +343,15 @@ def _write_info(path: Path, train_path: Path, source: str, noise_ratio, seed, mo
         "sha256": file_sha256(path)})
 
 
-def _build(ann_dir: Path, train_path: Path, *, noise_ratio, seed: int, mode: str, num_anns: int, log
-           ) -> Tuple[Path, np.ndarray]:
+def _build(ann_dir: Path, train_path: Path, *, noise_ratio, seed: int, mode: str, num_anns: int, log,
+           prefix: str = "") -> Tuple[Path, np.ndarray]:
     clean = read_caption_lines(train_path)
     r = float(noise_ratio)
     if mode == "caption":
         noisy = caption_shuffle(clean, r, seed=seed)
     else:
         noisy = image_shuffle(clean, num_anns, r, seed=seed)
-    path = noisy_caps_path(ann_dir, noise_ratio, mode)
+    path = noisy_caps_path(ann_dir, noise_ratio, mode, prefix)
     mask = noise_mask(clean, noisy)
     # Caption file, then mask, then info: a run that dies in between leaves no info that vouches for
     # a half-written set (the next run derives the mask or rebuilds).

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from npc.datasets import DATASETS
@@ -44,8 +46,11 @@ DEMO_DEFAULTS = dict(
     dev_length=0,
 )
 
-DATASET_ROOTS = {name: spec.default_root for name, spec in DATASETS.items()}
-NUM_ANNS = {name: spec.num_anns for name, spec in DATASETS.items()}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRETRAINED_DIR = "pre-trained_models"  # the demo base's cache, under the repository
+DATASET_ROOTS = {name: spec.default_root for name, spec in DATASETS.items() if spec.default_root}
+NUM_ANNS = {name: spec.num_anns or None for name, spec in DATASETS.items()}  # csv: any number per image
+CSV_FLAGS = ("train_data", "dev_data", "test_data", "csv_img_key", "csv_caption_key", "csv_separator")
 
 
 def _noise_ratio(text: str):
@@ -111,9 +116,10 @@ RESUME_MAY_CHANGE = frozenset({
 
 # The flags get_memorybank.py uses (its --help lists only these).
 BANK_FLAGS = frozenset({
-    "experiments", "dataset_root", "num_anns", "batch_size", "dataset", "noise_ratio", "eval_batch_size",
+    "experiments", "dataset_root", "num_anns", "dataset", "noise_ratio", "eval_batch_size",
     "num_workers", "context_length", "resume", "vision_model", "pretrained", "precision", "device", "logs",
-    "noise_mode", "noise_seed", "no_progress", "pretrained_dir", "clean_threshold", "bank_seed",
+    "noise_mode", "noise_seed", "no_progress", "pretrained_dir", "clean_threshold", "bank_seed", "bank_batch_size",
+    *CSV_FLAGS,
 })
 
 
@@ -123,15 +129,33 @@ class ConfigError(ValueError):
 
 class _OnlyFlags:
     """An argument group whose ``--help`` shows only the flags named in ``keep`` (get_memorybank.py's
-    subset); the others are still accepted, so a main_NPC.py command line works, and reported as ignored."""
+    subset); the others are still accepted, so a main_NPC.py command line works, and reported as ignored.
+
+    Every ``--flag_name`` is accepted as ``--flag-name`` too (open_clip's spelling), not listed by --help."""
 
     def __init__(self, group, keep):
         self.group, self.keep = group, keep
 
     def add_argument(self, *names, **kwargs):
-        if self.keep is not None and kwargs.get("dest", names[0].lstrip("-")) not in self.keep:
+        dest = kwargs.get("dest", names[0].lstrip("-"))
+        if self.keep is not None and dest not in self.keep:
             kwargs["help"] = argparse.SUPPRESS
         self.group.add_argument(*names, **kwargs)
+        aliases = [n.replace("_", "-") for n in names if "_" in n and n.replace("_", "-") not in names]
+        if aliases:
+            self.group.add_argument(*aliases, **{**kwargs, "dest": dest, "help": argparse.SUPPRESS,
+                                                 "default": argparse.SUPPRESS})
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each default once: a help text that states its default itself, or a default of None (resolved per
+    dataset and method, and stated in the text), gets no second "(default: ...)"."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or "default" in text.lower() or action.default is False:
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser(method: str) -> argparse.ArgumentParser:
@@ -139,7 +163,7 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     title = {"npc": "NPC: negative pre-aware fine-tuning of CLIP under noisy correspondence",
              "clip": "Plain CLIP fine-tuning (symmetric InfoNCE), the baseline of NPC",
              "bank": "(Re)build the NPC memory bank of clean pairs of a dataset and noise ratio"}[method]
-    p = argparse.ArgumentParser(description=title, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=title, formatter_class=_HelpFormatter)
     keep = BANK_FLAGS if method == "bank" else None
 
     def group(name):
@@ -150,7 +174,8 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                    help="run name: logs and checkpoints go to <logs>/<experiments>/ "
                         "(default: <method>_<dataset>_<noise>_<timestamp>)")
     g.add_argument("--dataset_root", type=str, default=None,
-                   help="dataset folder holding images/ and annotations/ (default: dataset/<demo|MSCOCO|Flickr30K|CC120K>)")
+                   help="dataset folder holding images/ and annotations/ (default: the repository's "
+                        "dataset/<demo|MSCOCO|Flickr30K|CC120K>, wherever the command runs from)")
     g.add_argument("--num_anns", type=int, default=None,
                    help="captions per image (default: 5 for demo/coco/f30k, 1 for cc)")
     g.add_argument("--dev_length", type=int, default=None,
@@ -187,6 +212,17 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                         "or the demo configs npc-tiny / npc-micro (default: ViT-B/32 real, npc-tiny demo)")
     g.add_argument("--seed", type=_non_negative_int, default=99,
                    help="random seed of training (init, data order etc.; not the memory bank's, see --bank_seed)")
+
+    g = group("your own data: --dataset csv (open_clip's CSV convention; docs/own_data.md)")
+    g.add_argument("--train_data", type=str, default=None,
+                   help="CSV/TSV file of the training pairs: one row per (image, caption); rows of the same image "
+                        "are one image with several captions; image paths relative to the file's folder or absolute")
+    g.add_argument("--dev_data", type=str, default=None, help="CSV/TSV file of the dev split (picks the best epoch)")
+    g.add_argument("--test_data", type=str, default=None, help="CSV/TSV file of the test split (the final table)")
+    g.add_argument("--csv_img_key", type=str, default="filepath", help="column of the image paths")
+    g.add_argument("--csv_caption_key", type=str, default="title", help="column of the captions")
+    g.add_argument("--csv_separator", type=str, default="\t",
+                   help="column separator of the CSV files (default: tab; e.g. , for a comma CSV)")
 
     g = group("additions of this project")
     g.add_argument("--pretrained", type=str, default=None,
@@ -231,8 +267,9 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                         "per epoch) instead of stopping with the file's name")
     g.add_argument("--no_progress", action="store_true",
                    help="disable progress bars (they are off anyway when stderr is not a terminal)")
-    g.add_argument("--pretrained_dir", type=str, default="pre-trained_models",
-                   help="where the demo's base model is built and cached")
+    g.add_argument("--pretrained_dir", type=str, default=PRETRAINED_DIR,
+                   help="where the demo's base model is built and cached (default: the repository's "
+                        "pre-trained_models/)")
     g.add_argument("--image_cache", type=str, default=None,
                    help="folder of a preprocessed uint8 image cache (memory-mapped), built on first use")
     g.add_argument("--torchcompile", action="store_true",
@@ -287,6 +324,10 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     g.add_argument("--bank_seed", type=_non_negative_int, default=99,
                    help="seed of the memory bank's GMM (the release's 99), recorded in the bank's info file: "
                         "the bank does not depend on the training --seed of whichever run builds it first")
+    g.add_argument("--bank_batch_size", type=_positive_int, default=None,
+                   help="batch of the memory bank's loss pass (its GMM's input), recorded with the bank: a run with "
+                        "another --batch_size reuses the bank (default: the dataset's default batch, 256 real, 128 "
+                        "demo)")
     g.add_argument("--trust_pickle", action="store_true",
                    help="load memory-bank files with arbitrary pickles (only for files you trust; the "
                         "release's dict files load without it through a restricted loader)")
@@ -300,10 +341,23 @@ def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespac
     for key, value in table.items():
         if hasattr(args, key) and getattr(args, key) is None:
             setattr(args, key, value["npc" if method == "bank" else method] if isinstance(value, dict) else value)
-    if args.dataset_root is None:
-        args.dataset_root = DATASET_ROOTS[args.dataset]
+    given = [f for f in ("train_data", "dev_data", "test_data") if getattr(args, f, None)]
+    if args.dataset == "csv":
+        if args.dataset_root is not None:
+            raise SystemExit("error: --dataset csv reads --train_data, --dev_data and --test_data; "
+                             "--dataset_root is not used")
+        for f in given:  # absolute, so that a checkpoint's flags name the files from anywhere
+            setattr(args, f, os.path.abspath(getattr(args, f)))
+    elif given:
+        raise SystemExit(f"error: --{given[0]} is for --dataset csv (this run has --dataset {args.dataset})")
+    elif args.dataset_root is None:  # the repository's, wherever the command runs from
+        args.dataset_root = str(REPO_ROOT / DATASET_ROOTS[args.dataset])
+    if getattr(args, "pretrained_dir", None) == PRETRAINED_DIR:
+        args.pretrained_dir = str(REPO_ROOT / PRETRAINED_DIR)
     if args.num_anns is None:
         args.num_anns = NUM_ANNS[args.dataset]
+    if getattr(args, "bank_batch_size", 0) is None:
+        args.bank_batch_size = table["batch_size"]
     if getattr(args, "name", "") is None:
         args.name = method.upper()
     args.script = method
@@ -409,6 +463,29 @@ def _same_script(a: str, b: str) -> bool:
 
     scripts = {M.METHODS[M.base_name(n)].script if M.base_name(n) in M.METHODS else n for n in (a, b)}
     return len(scripts) == 1
+
+
+# ``--eval --resume CKPT`` takes what the checkpoint was trained with from its saved flags, unless given:
+# the data (only when --dataset is not given or is the run's) and the model.
+EVAL_DATA_FLAGS = ("dataset_root", "num_anns") + CSV_FLAGS
+EVAL_MODEL_FLAGS = ("vision_model", "context_length", "pretrained", "name", "method", "noise_ratio", "noise_mode")
+
+
+def restore_eval_config(args: argparse.Namespace, saved: Dict) -> Dict[str, object]:
+    """Take the evaluation's dataset and model from a checkpoint's saved ``args`` (in place); returns what
+    was taken. Flags given on the command line win; another --dataset takes none of the run's data flags."""
+    explicit = getattr(args, "_explicit", frozenset())
+    taken = {}
+    if "dataset" not in explicit and saved.get("dataset") in DATASET_CHOICES:
+        taken["dataset"] = args.dataset = saved["dataset"]
+    keys = (EVAL_DATA_FLAGS if args.dataset == saved.get("dataset") else ()) + EVAL_MODEL_FLAGS
+    for key in keys:
+        if key in saved and key not in explicit and hasattr(args, key):
+            taken[key] = saved[key]
+            setattr(args, key, saved[key])
+    if args.dataset != "csv" and not args.dataset_root:
+        args.dataset_root = str(REPO_ROOT / DATASET_ROOTS[args.dataset])
+    return taken
 
 
 def restore_run_config(args: argparse.Namespace, saved: Dict, source: str) -> None:

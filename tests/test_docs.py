@@ -158,7 +158,8 @@ def test_the_readme_is_a_short_manual():
     assert len(lines) <= 210, f"README.md has {len(lines)} lines: move the depth into docs/"
     text = "\n".join(lines)
     for page in ("docs/method.md", "docs/methods.md", "docs/running.md", "docs/failure.md", "docs/evaluation.md",
-                 "docs/demo.md", "docs/benchmark.md", "docs/estimator_study.md", "docs/throughput.md"):
+                 "docs/demo.md", "docs/benchmark.md", "docs/estimator_study.md", "docs/throughput.md",
+                 "docs/own_data.md"):
         assert f"]({page}" in text, f"README.md does not link {page}"
 
 

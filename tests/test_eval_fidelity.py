@@ -8,7 +8,7 @@ import torch
 from npc import data
 import main_CLIP
 from conftest import MODEL, run_args
-from npc.evaluation import encode_split, eval_precision
+from npc.evaluation import _rounded, encode_split, eval_precision
 from npc.evaluation_metrics import retrieval_metrics
 from npc.model import create_model, load_checkpoint_weights
 
@@ -34,7 +34,8 @@ def test_eval_reports_the_fp32_table_after_amp_bf16_training(fresh_root, base_di
     ev_bf16, ev_fp32 = _result(logs, "ev_amp_bf16"), _result(logs, "ev_fp32")
     assert ev_bf16["eval_precision"] == ev_fp32["eval_precision"] == "fp32"
     dev_record = json.loads((logs / "bf16" / "metrics.jsonl").read_text().splitlines()[0])["dev"]
-    assert ev_bf16["results"] == ev_fp32["results"] == {"dev (16 images)": dev_record, **trained["results"]}
+    assert ev_bf16["results"] == ev_fp32["results"] == {"dev": {"images": 16, **_rounded(dev_record)},
+                                                         **trained["results"]}
 
     # The check means something: bf16 autocast moves these features and changes the table (here rsum
     # 159.0 instead of 164.0), fp32 evaluation reproduces them exactly.
@@ -50,8 +51,8 @@ def test_eval_reports_the_fp32_table_after_amp_bf16_training(fresh_root, base_di
     for ref, low, same in zip(reference, bf16, fp32):
         assert torch.equal(ref, same)
         assert (ref - low).abs().max() > 1e-3
-    assert retrieval_metrics(fp32[0] @ fp32[1].t(), 5) == trained["results"]["test (20 images)"]
-    assert retrieval_metrics(bf16[0] @ bf16[1].t(), 5) != trained["results"]["test (20 images)"]
+    assert {"images": 20, **_rounded(retrieval_metrics(fp32[0] @ fp32[1].t(), 5))} == trained["results"]["test"]
+    assert {"images": 20, **_rounded(retrieval_metrics(bf16[0] @ bf16[1].t(), 5))} != trained["results"]["test"]
 
     # Asking for the release's precision is honoured and recorded.
     main_CLIP.main(args("--eval", "--resume", str(ckpt), "--experiments", "ask_fp16", "--eval_precision", "fp16"))
@@ -72,7 +73,7 @@ def test_identical_captions_tie_and_the_two_rules_bound_them(fresh_root, base_di
         main_CLIP.main(run_args(fresh_root, base_dir, logs, "--eval", "--experiments", rule, "--ties", rule))
         result = _result(logs, rule)
         assert result["ties"] == rule
-        rows[rule] = result["results"]["test (20 images)"]
+        rows[rule] = result["results"]["test"]
         assert "i2t/t2i" in (logs / rule / "log.txt").read_text()
     pes, opt = rows["pessimistic"], rows["optimistic"]
     assert pes["i2t_ties"] == opt["i2t_ties"] >= 2

@@ -353,3 +353,54 @@ def test_format_metrics_table():
     assert "R@10" in table and "rsum" in table and "i2t" in table and "t2i" in table
     # fixed width: the header, rule and data lines have the same length
     assert len({len(line) for line in lines[1:]}) == 1
+
+
+# ----------------------------------------------------------------------------- any number of captions per image
+
+def test_variable_captions_per_image_hand_computed():
+    """3 images with 2, 1 and 3 captions, not in consecutive order; ranks worked out by hand."""
+    caption_image = np.array([0, 1, 2, 0, 2, 2])
+    sims = np.array([
+        # caption: 0     1     2     3     4     5
+        [0.30, 0.90, 0.10, 0.50, 0.20, 0.00],   # image 0: own 0.30, 0.50 -> best 0.50; 0.90 above -> rank 2
+        [0.80, 0.40, 0.70, 0.60, 0.10, 0.20],   # image 1: own 0.40; 0.80 0.70 0.60 above -> rank 4
+        [0.10, 0.00, 0.20, 0.30, 0.90, 0.50],   # image 2: own 0.20 0.90 0.50 -> best 0.90 -> rank 1
+    ])
+    # t2i: caption 0 -> image 0 (0.30 vs 0.80 0.10): rank 2; caption 1 -> image 1 (0.40 vs 0.90): 2;
+    # caption 2 -> image 2 (0.20 vs 0.10 0.70): 2; caption 3 -> image 0 (0.50 vs 0.60 0.30): 2;
+    # caption 4 -> image 2 (0.90): 1; caption 5 -> image 2 (0.50 vs 0.00 0.20): 1.
+    m = retrieval_metrics(sims, caption_image=caption_image)
+    assert m["i2t_r1"] == pytest.approx(100 / 3) and m["i2t_r5"] == 100
+    assert m["i2t_medr"] == 2 and m["i2t_meanr"] == pytest.approx(7 / 3)
+    assert m["t2i_r1"] == pytest.approx(100 * 2 / 6) and m["t2i_r5"] == 100
+    assert m["t2i_medr"] == 2 and m["t2i_meanr"] == pytest.approx(10 / 6)
+    assert m["i2t_ties"] == 0 and m["t2i_ties"] == 0
+
+
+def test_variable_captions_ties_and_errors():
+    caption_image = np.array([0, 0, 1])
+    sims = np.array([[0.5, 0.5, 0.5], [0.1, 0.2, 0.3]])
+    pess = retrieval_metrics(sims, caption_image=caption_image)
+    opt = retrieval_metrics(sims, caption_image=caption_image, ties="optimistic")
+    assert pess["i2t_ties"] == 1 and pess["i2t_r1"] == 50 and opt["i2t_r1"] == 100  # own GTs are no competitors
+    with pytest.raises(ValueError, match="without a caption"):
+        retrieval_metrics(np.zeros((3, 3)), caption_image=np.array([0, 0, 1]))
+    with pytest.raises(ValueError, match="expected"):
+        retrieval_metrics(np.zeros((2, 4)), caption_image=np.array([0, 0, 1]))
+
+
+@pytest.mark.parametrize("num_anns", [1, 2, 5])
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
+def test_caption_image_with_k_per_image_equals_num_anns_bit_for_bit(num_anns, ties, monkeypatch):
+    rng = np.random.default_rng(num_anns)
+    n = 40
+    sims = rng.integers(0, 6, size=(n, n * num_anns)).astype(np.float32)  # many ties
+    ci = np.repeat(np.arange(n), num_anns)
+    monkeypatch.setattr(em, "_CHUNK_ELEMENTS", 97)  # several chunks in both paths
+    fixed = retrieval_metrics(sims, num_anns, ties)
+    general = retrieval_metrics(sims, ties=ties, caption_image=ci)
+    assert fixed == general and [type(v) for v in fixed.values()] == [type(v) for v in general.values()]
+    for direction in ("i2t", "t2i"):
+        a = getattr(em, f"_{direction}_ranks")(torch.as_tensor(sims), num_anns)
+        b = getattr(em, f"_{direction}_ranks_any")(torch.as_tensor(sims), torch.as_tensor(ci))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
