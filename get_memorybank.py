@@ -17,7 +17,7 @@ from npc.params import parse_args
 
 def main(argv=None):
     args = parse_args(argv, "bank")  # before importing torch: --help and flag errors answer at once
-    from npc.engine import build_bank_only
+    from npc.run_setup import build_bank_only
 
     return build_bank_only(args)
 

@@ -1,23 +1,22 @@
-"""Training and evaluation loops, checkpoints, logging. No argparse in here: plain values in.
+"""The run, top-down: :func:`run` -> :func:`fit` -> :func:`train_one_epoch` -> :func:`final_evaluation`.
 
-``run(args)`` is what ``main_NPC.py`` / ``main_CLIP.py`` call; everything it uses is a function of
-this package that tests call directly.
+``run(args)`` is what ``main_NPC.py`` / ``main_CLIP.py`` call. Setting a run up (processes, folder,
+resumed configuration, model and data) is :mod:`npc.run_setup`; checkpoints and run folders are
+:mod:`npc.checkpoint`; the memory bank is :mod:`npc.memory_bank`; one training step of a method is
+:func:`npc.steps.train_step`. No argparse in here: the parsed ``args`` and plain values.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
-import shutil
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -25,188 +24,25 @@ from tqdm import tqdm
 
 from npc import data, steps
 from npc import memory_bank as mb
-from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, name_run, open_resume, publish_epoch,
-                            reclaim_run_folder, resolve_resume, save_checkpoint, wait_past_event_files)
+from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, publish_epoch,
+                            save_checkpoint, wait_past_event_files)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
-from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
-from npc.distributed import DistInfo, all_reduce_mean_, barrier, cleanup, gather_no_grad, init_distributed
+from npc.distributed import DistInfo, all_reduce_mean_, barrier, gather_no_grad
 from npc.estimators import RunInputs, WeightEstimator
-from npc.evaluation import eval_precision, evaluate_split, mean_r1, primary_row, results_by_split
+from npc.evaluation import mean_r1, primary_row, results_by_split
 from npc.evaluation_metrics import format_metrics_table
-from npc.io import atomic_write_json, atomic_write_lines, atomic_write_text
-from npc.locks import file_lock
+from npc.io import atomic_write_json, atomic_write_lines
 from npc.methods import Method
-from npc.model import RANDOM_INIT_SEED, compile_towers, create_model, load_checkpoint_weights, read_checkpoint
-from npc.params import method_of, restore_eval_config, restore_run_config
-from npc.train_utils import (autocast_for, lr_at, make_optimizer, resolve_device, resolve_precision, seed_everything,
-                             set_lr, set_rng_state, to_device)
+from npc.model import compile_towers, load_checkpoint_weights
+from npc.params import method_of
+from npc.run_setup import Run, build_model, load_train_data, setup_run
+from npc.train_utils import lr_at, make_optimizer, set_lr, set_rng_state, to_device
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("npc")
 
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-# ----------------------------------------------------------------------------- small pieces
-
-def show_progress(args) -> bool:
-    """Progress bars in a terminal; not in log files, where every refresh would add a line."""
-    return not args.no_progress and sys.stderr.isatty()
-
-
-def setup_logging(run_dir: Optional[Path], info: DistInfo) -> None:
-    log.handlers.clear()
-    log.setLevel(logging.INFO if info.is_main else logging.WARNING)
-    log.propagate = False
-    fmt = logging.Formatter("%(asctime)s | %(message)s", "%Y-%m-%d %H:%M:%S")
-    stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(fmt)
-    log.addHandler(stream)
-    if run_dir is not None and info.is_main:
-        fh = logging.FileHandler(run_dir / "log.txt")
-        fh.setFormatter(fmt)
-        log.addHandler(fh)
-
-
-# ----------------------------------------------------------------------------- one epoch
-
-@dataclass
-class EpochResult:
-    loss: float
-    steps: int
-    pairs_per_s: float
-    weights: Optional[np.ndarray] = None      # NPC weights of the epoch's pairs (rank 0 gathers all ranks)
-    indices: Optional[np.ndarray] = None
-    skipped_images: int = 0                   # distinct unreadable images left out (--skip_unreadable_images)
-
-
-def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int, start_step: int, lr_fn, device,
-                    info: DistInfo, display: int = 50, writer=None, progress: bool = True) -> EpochResult:
-    """One epoch of ``step_fn(batch) -> {loss, weights, grad_norm, ...}`` (the method's step); the lr of
-    every optimizer in ``optimizers`` follows ``lr_fn``. Weights a step returns are gathered for the
-    epoch's statistics."""
-    model.train()
-    step = start_step
-    total, n_steps, n_pairs = 0.0, 0, 0
-    weights, indices = [], []
-    t0 = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not (progress and info.is_main), leave=False,
-               dynamic_ncols=True)
-    skipped = set()
-    n_total = len(loader)
-    every = max(1, math.ceil(n_total / 20))  # a progress line in the log every 5% of the epoch, at least
-    for batch in bar:
-        lr = lr_fn(step, epoch)
-        set_lr(optimizers, lr)
-        skipped.update(batch.pop("skipped_images", torch.empty(0, dtype=torch.int64)).tolist())
-        batch = to_device(batch, device)
-        out = step_fn(batch)
-        if out.get("weights") is not None:
-            weights.append(gather_no_grad(out["weights"].detach(), info).cpu())
-            indices.append(gather_no_grad(batch["index"], info).cpu())
-        loss_t = out["loss"].detach().clone().float()
-        all_reduce_mean_([loss_t], info)  # log the global batch's loss, not rank 0's share
-        loss = float(loss_t)
-        if not math.isfinite(loss):
-            raise NonFiniteLoss(f"non-finite loss {loss} at epoch {epoch + 1}, step {step}; stopping. The last "
-                                f"good checkpoint is kept. Try a lower --lr or --precision fp32.")
-        total += loss
-        n_steps += 1
-        n_pairs += len(batch["index"]) * info.world_size
-        step += 1
-        rate = n_pairs / (time.perf_counter() - t0)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", pairs_s=f"{rate:.0f}")
-        if writer is not None and (step % display == 0 or n_steps == 1):
-            writer.add_scalar("train/loss", loss, step)
-            writer.add_scalar("train/lr", lr, step)
-            writer.add_scalar("train/grad_norm", float(out["grad_norm"]), step)
-            writer.add_scalar("train/pairs_per_s", rate, step)
-            if out.get("weights") is not None:
-                writer.add_scalar("npc/mean_weight", float(out["weights"].mean()), step)
-            if "bank_loss" in out:
-                writer.add_scalar("npc/bank_loss", float(out["bank_loss"]), step)
-        if info.is_main and (step % display == 0 or n_steps % every == 0 or n_steps == n_total):
-            log.info(f"epoch {epoch + 1} step {step} ({n_steps}/{n_total} of the epoch) loss {loss:.4f} lr {lr:.3e} "
-                     f"pairs/s {rate:.0f}")
-    elapsed = time.perf_counter() - t0
-    return EpochResult(loss=total / max(n_steps, 1), steps=n_steps, pairs_per_s=n_pairs / max(elapsed, 1e-9),
-                       weights=torch.cat(weights).numpy() if weights else None,
-                       indices=torch.cat(indices).numpy() if indices else None, skipped_images=len(skipped))
-
-
-def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[np.ndarray]) -> Dict[str, float]:
-    """How well NPC's weights separate clean from noisy pairs (needs the ground-truth mask)."""
-    stats = {"mean_weight": float(weights.mean()), "frac_weight_below_1": float((weights < 1).mean())}
-    if noise_mask is None:  # real noise (--noise_ratio 0 on real data): no ground truth to score against
-        stats["weight_auc"] = None
-        return stats
-    noisy = noise_mask[indices]
-    if noisy.any():
-        stats["mean_weight_noisy"] = float(weights[noisy].mean())
-    if (~noisy).any():
-        stats["mean_weight_clean"] = float(weights[~noisy].mean())
-    if noisy.any() and (~noisy).any():
-        from sklearn.metrics import roc_auc_score
-
-        stats["weight_auc"] = float(roc_auc_score(~noisy, weights))
-    return stats
-
-
-# ----------------------------------------------------------------------------- orchestration
-
-def prepare_demo(args, progress: bool, base: bool = True) -> Optional[Path]:
-    """Generate the demo data and (``base``: when the run starts from it) its base model when missing;
-    returns the base model's path."""
-    if args.dataset != "demo":
-        return None
-    ensure_demo_data(args.dataset_root, log=log.info, progress=progress)
-    if not base:
-        return None
-    return ensure_demo_base(args.dataset_root, args.vision_model, Path(args.pretrained_dir), device=args.device,
-                            log=log.info, progress=progress)
-
-
-def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batch_size: int, device, precision: str,
-                ties: str, num_workers: int, progress: bool) -> Dict[str, Dict[str, float]]:
-    """Recall rows of ``splits``, encoded at the evaluation ``precision`` (not the training one)."""
-    rows = {}
-    with eval_precision(model, precision, device) as (eval_model, autocast):
-        for split in splits:
-            rows.update(evaluate_split(eval_model, split, preprocess, tokenizer, ties=ties,
-                                       folds_1k=data.get_spec(dataset).folds_1k and split.name == "test",
-                                       batch_size=eval_batch_size, device=device, autocast=autocast,
-                                       num_workers=num_workers, progress=progress))
-    return rows
-
-
-@dataclass
-class Run:
-    """What every step of a run shares: its configuration, where it writes and how it computes."""
-
-    args: argparse.Namespace
-    info: DistInfo
-    device: torch.device
-    precision: str
-    autocast: Callable
-    progress: bool
-    run_dir: Path
-    ckpt_dir: Path
-    resume_path: Optional[Path] = None
-    resume_ckpt: Optional[Dict] = None  # the checkpoint read once: config, weights and training state
-    writer: Optional[object] = None  # TensorBoard, rank 0 of a training run only
-
-    def eval_tables(self, model, splits, preprocess, tokenizer) -> Dict[str, Dict[str, float]]:
-        a = self.args
-        return eval_tables(model, splits, preprocess, tokenizer, dataset=a.dataset, eval_batch_size=a.eval_batch_size,
-                           device=self.device, precision=a.eval_precision, ties=a.ties, num_workers=a.num_workers,
-                           progress=self.progress)
-
-    def load_resumed_weights(self, model) -> None:
-        if self.resume_path is not None:
-            load_checkpoint_weights(model, self.resume_path, ckpt=self.resume_ckpt)
-            log.info(f"loaded weights from {self.resume_path}")
 
 
 @dataclass
@@ -254,178 +90,6 @@ def run(args) -> Dict:
                      f"--experiments {args.experiments} --resume latest")
             return {"stopped_after": end_epoch}
         return final_evaluation(r, trainer, test_splits, preprocess, tokenizer)
-
-
-def setup_run(args, stack: ExitStack) -> Run:
-    """Device and processes; the run's name and folder, locked for this process; the configuration
-    of a resumed run; precision and seed; the log file."""
-    progress = show_progress(args)
-    device = resolve_device(args.device)
-    args.device = str(device)
-    info = init_distributed(args.device)
-    stack.callback(cleanup, info)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-        args.device = str(device)
-    notes = []  # logged once the run's log file is open
-    if args.eval:  # the checkpoint first: it says which data and model to evaluate, and so names the folder
-        eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append, info)
-    resumed = bool(args.resume) and not args.eval
-    if not resumed:  # a resumed run is checked once its flags are restored
-        notes += preflight(args, info)
-    existed = bool(args.experiments) and (Path(args.logs) / args.experiments).exists()
-    run_dir, ckpt_dir = name_run(args, info)
-    if info.is_main and not existed:
-        stack.push(partial(_remove_if_setup_failed, run_dir, args))
-    if info.is_main:
-        stack.enter_context(file_lock(
-            run_dir / ".lock", f"the run folder {run_dir}", wait=False,
-            hint="another process is writing this run: wait for it to end, or choose another --experiments"))
-    if args.eval:
-        resume_path, resume_ckpt = eval_path, eval_ckpt
-    else:
-        resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
-    if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
-        restore_run_config(args, resume_ckpt.get("args", {}), f"{resume_path}")
-    if resumed:
-        notes += preflight(args, info)
-    if not args.resume and not args.eval and (run_dir / "params.txt").exists():
-        reclaim_run_folder(run_dir, ckpt_dir, info)
-        notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
-    precision = resolve_precision(args.precision, device)
-    args.precision = precision
-    seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
-    if info.is_main and not args.eval:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-    barrier(info)
-    setup_logging(run_dir, info)
-    for note in notes:
-        (log.warning if note.startswith("warning:") else log.info)(note)
-    return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
-               progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
-               resume_ckpt=resume_ckpt)
-
-
-def preflight(args, info: DistInfo) -> List[str]:
-    """The checks that can fail on the flags and the data's sizes, before anything (a folder, a noisy split,
-    a bank, the demo's base) is written: the splits are there, the batch fits the training pairs. Returns
-    warnings (a warmup longer than the run; the real-data defaults on a small dataset)."""
-    if args.dataset == "demo" and not (Path(args.dataset_root) / "demo_info.json").is_file():
-        return []  # generated on first use, at its default size
-    for s in [s for s in args.eval_splits.split(",") if s]:
-        data.load_split_for(args, s, check_images=False)
-    if args.eval:
-        return []
-    data.load_split_for(args, "dev", check_images=False)
-    n = len(data.load_split_for(args, "train", check_images=False))
-    world = info.world_size
-    if args.batch_size % world:
-        raise ValueError(f"--batch_size {args.batch_size} is not divisible by the {world} processes")
-    if args.batch_size > n:
-        raise ValueError(f"--batch_size {args.batch_size} is larger than the {n} training pairs: pass a "
-                         f"--batch_size of at most {n}")
-    steps = n // args.batch_size * args.epochs
-    if args.warmup <= steps:
-        return []
-    explicit = getattr(args, "_explicit", frozenset())
-    if args.dataset != "demo" and not {"lr", "warmup"} & explicit:
-        return [f"warning: the real-data defaults (--lr {args.lr:g}, --warmup {args.warmup}) are the release's for "
-                f"MSCOCO-size data, and this run has {steps} steps in all ({n} pairs / --batch_size "
-                f"{args.batch_size} x {args.epochs} epochs): pass a --warmup below {steps} and a larger --lr "
-                f"(docs/own_data.md)"]
-    return [f"warning: --warmup {args.warmup} is longer than the whole run ({steps} steps: {n} pairs / --batch_size "
-            f"{args.batch_size} x {args.epochs} epochs): the learning rate never reaches --lr {args.lr:g}"]
-
-
-def _remove_if_setup_failed(run_dir: Path, args, exc_type, exc, tb) -> bool:
-    """A run folder this invocation made is removed when the run fails before training starts (the error
-    is printed on stderr): a failed setup leaves nothing behind."""
-    if exc_type is not None and not getattr(args, "_started", False) and run_dir.is_dir():
-        for h in list(log.handlers):
-            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir.resolve():
-                h.close()
-                log.removeHandler(h)
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return False
-
-
-def open_eval_checkpoint(args, note: Callable[[str], None], info: Optional[DistInfo] = None):
-    """``--eval``: the checkpoint (path, content) or (None, None), its run's dataset and model taken from it
-    (unless given), and the evaluation's own folder: never the training run's."""
-    run_of_latest = None
-    if args.resume == "latest":
-        if not args.experiments:
-            raise SystemExit("error: --eval --resume latest needs --experiments NAME (the run to evaluate)")
-        run_of_latest = Path(args.logs) / args.experiments
-    ckpt_dir = (Path(args.checkpoint_path) if args.checkpoint_path
-                else Path(args.logs) / str(args.experiments) / "checkpoints")
-    path = resolve_resume(args.resume, ckpt_dir)
-    ckpt = read_checkpoint(path) if path is not None else None
-    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
-        taken = restore_eval_config(args, ckpt.get("args", {}))
-        if taken:
-            note(f"--eval: taken from the flags {path} was trained with: "
-                 + ", ".join(f"--{k} {v}" for k, v in taken.items()) + " (flags given here override them)")
-    if path is not None:
-        args.resume = str(path)
-    if args.experiments and (run_of_latest is not None or (Path(args.logs) / args.experiments / "params.txt").exists()):
-        args.experiments = f"{args.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
-        if info is not None and info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
-            import torch.distributed as dist
-
-            name = [args.experiments]
-            dist.broadcast_object_list(name, src=0)
-            args.experiments = name[0]
-    args.checkpoint_path = None
-    data_desc = (f"CSV files {', '.join(f for f in data.csv_files(args).values() if f)}" if args.dataset == "csv"
-                 else f"{args.dataset_root}")
-    note(f"--eval: dataset {args.dataset} ({data_desc}), model {args.vision_model}, weights "
-         f"{path or args.pretrained}")
-    return path, ckpt
-
-
-def eval_init_weights(args, resume_path: Optional[Path], resume_ckpt) -> str:
-    """The ``pretrained`` to build the model with: a checkpoint of this project replaces every weight, so
-    a file or the demo base is not loaded (nor built) first; an open_clip tag still sets the architecture."""
-    own = isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT
-    if args.eval and resume_path is not None and own and (args.pretrained == "demo-base"
-                                                          or os.path.isfile(str(args.pretrained))):
-        return "none"
-    return args.pretrained
-
-
-def build_model(r: Run):
-    """The demo's data and base if needed and the model (initial weights); writes params.txt."""
-    args, info = r.args, r.info
-    pretrained = eval_init_weights(args, r.resume_path, r.resume_ckpt)
-    base_path = prepare_demo(args, r.progress, base=pretrained == "demo-base") if info.is_main else None
-    barrier(info)
-    if args.dataset == "demo" and base_path is None and pretrained == "demo-base":
-        base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
-    # --eval holds the weights in fp32 (an fp16 checkpoint loads exactly) and encodes at --eval_precision.
-    model, preprocess, tokenizer = create_model(args.vision_model, pretrained,
-                                                precision="fp32" if args.eval else r.precision,
-                                                device=r.device, context_length=args.context_length,
-                                                demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
-    if info.is_main:
-        params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()) if not k.startswith("_"))
-        atomic_write_text(r.run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
-    return model, preprocess, tokenizer
-
-
-def load_train_data(r: Run):
-    """The noisy training split (built on first use), its noise mask, and the dev split."""
-    args = r.args
-    train_split, noise_mask = data.load_train_split_for(args, log=log.info)
-    dev = data.load_split_for(args, "dev")
-    if args.dev_length:
-        dev = dev.subset_captions(args.dev_length)
-    wrong = "real noise, not measurable" if noise_mask is None else f"{int(noise_mask.sum())} wrong captions"
-    log.info(f"train: {len(train_split)} pairs / {train_split.num_images} images "
-             f"(noise {args.noise_ratio}, {args.noise_mode}: {wrong}); "
-             f"dev: {dev.num_images} images; device {r.device}, precision {r.precision}, "
-             f"{r.info.world_size} process(es)")
-    return train_split, noise_mask, dev
 
 
 def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask) -> Trainer:
@@ -497,84 +161,6 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     return trainer
 
 
-def update_bank(r: Run, t: Trainer, epoch: int) -> Dict:
-    """``--bank_update``: the memory bank rebuilt from the current model into the run's folder
-    (``banks/epoch<k>/``), with the provenance record of any bank; returns its quality."""
-    from npc.detection import weight_auc
-
-    args, split = r.args, t.dataset.split
-    folder = f"banks/epoch{epoch}"
-    provenance = mb.bank_provenance(args, split, weights=f"{args.experiments} after epoch {epoch}")
-    mb.build_bank(args, t.model, split, t.noise_mask, t.dataset.preprocess, t.dataset.tokenizer, r.device, r.autocast,
-                  r.progress, provenance, info=r.info, bank_dir=r.run_dir / folder,
-                  model_name=f"the model after epoch {epoch}")  # every rank encodes its share, rank 0 writes
-    barrier(r.info)
-    p_clean = use_bank(r, t, folder)
-    built = mb.read_json(mb.bank_paths(r.run_dir / folder, args.noise_ratio, args.noise_mode)[2]) or {}
-    quality = {k: built[k] for k in ("clean_fraction", "precision", "recall") if k in built}
-    if t.noise_mask is not None and 0 < t.noise_mask.sum() < len(t.noise_mask):
-        quality["p_clean_auc"] = weight_auc(p_clean, t.noise_mask)
-    return quality
-
-
-def use_bank(r: Run, t: Trainer, folder: str) -> np.ndarray:
-    """Train on the bank in the run's ``folder`` from now on; returns its p(clean)."""
-    args, split = r.args, t.dataset.split
-    bank_dir = r.run_dir / folder
-    if t.method.uses_bank:
-        t.dataset.bank = mb.load_bank(bank_dir, args.noise_ratio, split, args.noise_mode)
-    p_clean = mb.load_pclean(bank_dir, args.noise_ratio, len(split), args.noise_mode)
-    if t.estimator is not None:
-        t.estimator.bank_changed(p_clean)
-    t.bank_in_force = folder
-    return p_clean
-
-
-def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_main: bool,
-                           resume_path: Optional[Path] = None, keep: int = 0) -> None:
-    """Optimizers, epoch, step, best and RNG of a checkpoint of this project (weights are already loaded);
-    rank 0 finishes publishing it if a kill cut that short (best.pt, latest.pt)."""
-    if ckpt is None:
-        return
-    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt:
-        t.optimizer.load_state_dict(ckpt["optimizer"])
-        if t.estimator is not None:
-            t.estimator.load_state_dict(ckpt)
-        t.start_epoch, t.step, t.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
-        t.bank_in_force = ckpt.get("bank_in_force")
-        set_rng_state(ckpt["rng"])
-        log.info(f"resuming after epoch {t.start_epoch} (step {t.step})")
-        if is_main and resume_path is not None:
-            complete_publish(ckpt_dir, resume_path, ckpt, keep)
-    else:
-        log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
-
-
-def open_logs(r: Run, t: Trainer, stack: ExitStack) -> None:
-    """TensorBoard and metrics.jsonl from where the checkpoint stands: what a killed run logged after
-    its last checkpoint is dropped (the epoch runs again), so nothing is counted twice."""
-    if not r.info.is_main:
-        return
-    from torch.utils.tensorboard import SummaryWriter
-
-    resumed = t.step > 0
-    if resumed:
-        wait_past_event_files(r.run_dir / "tensorboard")
-    # Every event is logged at a global step; events of the earlier run after the checkpoint's step are hidden.
-    r.writer = SummaryWriter(str(r.run_dir / "tensorboard"), purge_step=t.step + 1 if resumed else None)
-    stack.callback(r.writer.close)
-    metrics = r.run_dir / "metrics.jsonl"
-    if resumed and metrics.is_file():
-        kept = []
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["epoch"] <= t.start_epoch:
-                    kept.append(line)
-            except (ValueError, KeyError, TypeError):
-                pass  # a line cut short by a kill
-        atomic_write_lines(metrics, kept)
-
-
 def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
     """Train from ``t.start_epoch`` to ``--epochs`` (or ``--stop_after`` epochs); returns the last epoch."""
     args, info = r.args, r.info
@@ -603,6 +189,70 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
             end_of_epoch(r, t, epoch + 1, record, evaluate_dev(t.model), res)
         barrier(info)
     return end_epoch
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    steps: int
+    pairs_per_s: float
+    weights: Optional[np.ndarray] = None      # NPC weights of the epoch's pairs (rank 0 gathers all ranks)
+    indices: Optional[np.ndarray] = None
+    skipped_images: int = 0                   # distinct unreadable images left out (--skip_unreadable_images)
+
+
+def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int, start_step: int, lr_fn, device,
+                    info: DistInfo, display: int = 50, writer=None, progress: bool = True) -> EpochResult:
+    """One epoch of ``step_fn(batch) -> {loss, weights, grad_norm, ...}`` (the method's step); the lr of
+    every optimizer in ``optimizers`` follows ``lr_fn``. Weights a step returns are gathered for the
+    epoch's statistics."""
+    model.train()
+    step = start_step
+    total, n_steps, n_pairs = 0.0, 0, 0
+    weights, indices = [], []
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not (progress and info.is_main), leave=False,
+               dynamic_ncols=True)
+    skipped = set()
+    n_total = len(loader)
+    every = max(1, math.ceil(n_total / 20))  # a progress line in the log every 5% of the epoch, at least
+    for batch in bar:
+        lr = lr_fn(step, epoch)
+        set_lr(optimizers, lr)
+        skipped.update(batch.pop("skipped_images", torch.empty(0, dtype=torch.int64)).tolist())
+        batch = to_device(batch, device)
+        out = step_fn(batch)
+        if out.get("weights") is not None:
+            weights.append(gather_no_grad(out["weights"].detach(), info).cpu())
+            indices.append(gather_no_grad(batch["index"], info).cpu())
+        loss_t = out["loss"].detach().clone().float()
+        all_reduce_mean_([loss_t], info)  # log the global batch's loss, not rank 0's share
+        loss = float(loss_t)
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"non-finite loss {loss} at epoch {epoch + 1}, step {step}; stopping. The last "
+                                f"good checkpoint is kept. Try a lower --lr or --precision fp32.")
+        total += loss
+        n_steps += 1
+        n_pairs += len(batch["index"]) * info.world_size
+        step += 1
+        rate = n_pairs / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", pairs_s=f"{rate:.0f}")
+        if writer is not None and (step % display == 0 or n_steps == 1):
+            writer.add_scalar("train/loss", loss, step)
+            writer.add_scalar("train/lr", lr, step)
+            writer.add_scalar("train/grad_norm", float(out["grad_norm"]), step)
+            writer.add_scalar("train/pairs_per_s", rate, step)
+            if out.get("weights") is not None:
+                writer.add_scalar("npc/mean_weight", float(out["weights"].mean()), step)
+            if "bank_loss" in out:
+                writer.add_scalar("npc/bank_loss", float(out["bank_loss"]), step)
+        if info.is_main and (step % display == 0 or n_steps % every == 0 or n_steps == n_total):
+            log.info(f"epoch {epoch + 1} step {step} ({n_steps}/{n_total} of the epoch) loss {loss:.4f} lr {lr:.3e} "
+                     f"pairs/s {rate:.0f}")
+    elapsed = time.perf_counter() - t0
+    return EpochResult(loss=total / max(n_steps, 1), steps=n_steps, pairs_per_s=n_pairs / max(elapsed, 1e-9),
+                       weights=torch.cat(weights).numpy() if weights else None,
+                       indices=torch.cat(indices).numpy() if indices else None, skipped_images=len(skipped))
 
 
 def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, res: EpochResult) -> None:
@@ -675,37 +325,97 @@ def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Option
     return result
 
 
-def build_bank_only(args) -> Dict:
-    """``get_memorybank.py``: (re)build the memory bank of a dataset and noise ratio, nothing else.
+def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_main: bool,
+                           resume_path: Optional[Path] = None, keep: int = 0) -> None:
+    """Optimizers, epoch, step, best and RNG of a checkpoint of this project (weights are already loaded);
+    rank 0 finishes publishing it if a kill cut that short (best.pt, latest.pt)."""
+    if ckpt is None:
+        return
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt:
+        t.optimizer.load_state_dict(ckpt["optimizer"])
+        if t.estimator is not None:
+            t.estimator.load_state_dict(ckpt)
+        t.start_epoch, t.step, t.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
+        t.bank_in_force = ckpt.get("bank_in_force")
+        set_rng_state(ckpt["rng"])
+        log.info(f"resuming after epoch {t.start_epoch} (step {t.step})")
+        if is_main and resume_path is not None:
+            complete_publish(ckpt_dir, resume_path, ckpt, keep)
+    else:
+        log.info("the resumed checkpoint has weights only (e.g. the reference release's): training starts at epoch 1")
 
-    Under torchrun every rank encodes its share of the training set; rank 0 fits the GMM and writes.
-    """
-    progress = show_progress(args)
-    device = resolve_device(args.device)
-    args.device = str(device)
-    info = init_distributed(args.device)
-    try:
-        if info.enabled and device.type == "cuda":
-            device = torch.device("cuda", info.local_rank)
-            args.device = str(device)
-        precision = resolve_precision(args.precision, device)
-        autocast = autocast_for(precision, device)
-        setup_logging(None, info)
-        base_path = (prepare_demo(args, progress and info.is_main, base=args.pretrained == "demo-base")
-                     if info.is_main else None)
-        barrier(info)
-        if args.dataset == "demo" and base_path is None:
-            base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
-        model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision,
-                                                    device=device, context_length=args.context_length,
-                                                    demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
-        weights = resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints")
-        if weights is not None:
-            load_checkpoint_weights(model, weights)
-        train_split, noise_mask = data.load_train_split_for(args, log=log.info)
-        args.rebuild_bank = True
-        bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
-                              progress and info.is_main, weights=weights, info=info)
-        return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}
-    finally:
-        cleanup(info)
+
+def open_logs(r: Run, t: Trainer, stack: ExitStack) -> None:
+    """TensorBoard and metrics.jsonl from where the checkpoint stands: what a killed run logged after
+    its last checkpoint is dropped (the epoch runs again), so nothing is counted twice."""
+    if not r.info.is_main:
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    resumed = t.step > 0
+    if resumed:
+        wait_past_event_files(r.run_dir / "tensorboard")
+    # Every event is logged at a global step; events of the earlier run after the checkpoint's step are hidden.
+    r.writer = SummaryWriter(str(r.run_dir / "tensorboard"), purge_step=t.step + 1 if resumed else None)
+    stack.callback(r.writer.close)
+    metrics = r.run_dir / "metrics.jsonl"
+    if resumed and metrics.is_file():
+        kept = []
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["epoch"] <= t.start_epoch:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut short by a kill
+        atomic_write_lines(metrics, kept)
+
+
+def update_bank(r: Run, t: Trainer, epoch: int) -> Dict:
+    """``--bank_update``: the memory bank rebuilt from the current model into the run's folder
+    (``banks/epoch<k>/``), with the provenance record of any bank; returns its quality."""
+    from npc.detection import weight_auc
+
+    args, split = r.args, t.dataset.split
+    folder = f"banks/epoch{epoch}"
+    provenance = mb.bank_provenance(args, split, weights=f"{args.experiments} after epoch {epoch}")
+    mb.build_bank(args, t.model, split, t.noise_mask, t.dataset.preprocess, t.dataset.tokenizer, r.device, r.autocast,
+                  r.progress, provenance, info=r.info, bank_dir=r.run_dir / folder,
+                  model_name=f"the model after epoch {epoch}")  # every rank encodes its share, rank 0 writes
+    barrier(r.info)
+    p_clean = use_bank(r, t, folder)
+    built = mb.read_json(mb.bank_paths(r.run_dir / folder, args.noise_ratio, args.noise_mode)[2]) or {}
+    quality = {k: built[k] for k in ("clean_fraction", "precision", "recall") if k in built}
+    if t.noise_mask is not None and 0 < t.noise_mask.sum() < len(t.noise_mask):
+        quality["p_clean_auc"] = weight_auc(p_clean, t.noise_mask)
+    return quality
+
+
+def use_bank(r: Run, t: Trainer, folder: str) -> np.ndarray:
+    """Train on the bank in the run's ``folder`` from now on; returns its p(clean)."""
+    args, split = r.args, t.dataset.split
+    bank_dir = r.run_dir / folder
+    if t.method.uses_bank:
+        t.dataset.bank = mb.load_bank(bank_dir, args.noise_ratio, split, args.noise_mode)
+    p_clean = mb.load_pclean(bank_dir, args.noise_ratio, len(split), args.noise_mode)
+    if t.estimator is not None:
+        t.estimator.bank_changed(p_clean)
+    t.bank_in_force = folder
+    return p_clean
+
+
+def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[np.ndarray]) -> Dict[str, float]:
+    """How well NPC's weights separate clean from noisy pairs (needs the ground-truth mask)."""
+    stats = {"mean_weight": float(weights.mean()), "frac_weight_below_1": float((weights < 1).mean())}
+    if noise_mask is None:  # real noise (--noise_ratio 0 on real data): no ground truth to score against
+        stats["weight_auc"] = None
+        return stats
+    noisy = noise_mask[indices]
+    if noisy.any():
+        stats["mean_weight_noisy"] = float(weights[noisy].mean())
+    if (~noisy).any():
+        stats["mean_weight_clean"] = float(weights[~noisy].mean())
+    if noisy.any() and (~noisy).any():
+        from sklearn.metrics import roc_auc_score
+
+        stats["weight_auc"] = float(roc_auc_score(~noisy, weights))
+    return stats

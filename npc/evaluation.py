@@ -15,6 +15,7 @@ import torch
 from open_clip.model import convert_weights_to_lp
 from tqdm import tqdm
 
+from npc.datasets import DATASETS
 from npc.data import Split, image_loader
 from npc.distributed import DistInfo, gather_rows
 from npc.evaluation_metrics import fold_metrics, retrieval_metrics
@@ -208,3 +209,16 @@ def mean_r1(metrics: Dict[str, float]) -> float:
 
 def primary_row(rows: Dict[str, Dict[str, float]]) -> Optional[Dict[str, float]]:
     return next(iter(rows.values()), None)
+
+
+def eval_tables(model, splits, preprocess, tokenizer, *, dataset: str, eval_batch_size: int, device, precision: str,
+                ties: str, num_workers: int, progress: bool) -> Dict[str, Dict[str, float]]:
+    """Recall rows of ``splits``, encoded at the evaluation ``precision`` (not the training one)."""
+    rows = {}
+    with eval_precision(model, precision, device) as (eval_model, autocast):
+        for split in splits:
+            rows.update(evaluate_split(eval_model, split, preprocess, tokenizer, ties=ties,
+                                       folds_1k=DATASETS[dataset].folds_1k and split.name == "test",
+                                       batch_size=eval_batch_size, device=device, autocast=autocast,
+                                       num_workers=num_workers, progress=progress))
+    return rows

@@ -42,7 +42,7 @@ def test_the_rebuilt_bank_is_the_bank_of_the_current_model(root, base_dir, tmp_p
     split, mask = data.load_train_split(root, "demo", 5, 0.4, log=lambda *_: None)
     img, txt = encode_split(model, split, preprocess, tokenizer, batch_size=64, num_workers=0, progress=False)
     bank, info, p_clean = mb.build_memory_bank(img, txt, split, logit_scale(model).item(), batch_size=128,
-                                               clean_threshold=0.9, noise_mask=mask, seed=99)  # --bank_batch_size: the demo's 128
+                                               clean_threshold=0.9, noise_mask=mask, seed=99)  # the demo's --bank_batch_size
     built = mb.load_bank(run / "banks" / "epoch1", 0.4, split)
     assert np.array_equal(built.image_bank, bank.image_bank) and np.array_equal(built.text_bank, bank.text_bank)
     assert np.allclose(mb.load_pclean(run / "banks" / "epoch1", 0.4, len(split)), p_clean)

@@ -1,0 +1,303 @@
+"""What a run needs before it trains: processes and device, the run's folder and lock, the configuration
+of a resumed run or of the checkpoint to evaluate, the checks that must pass before anything is
+written, the demo's data and base model, the model and the data. ``get_memorybank.py``'s build too.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from npc import data
+from npc import memory_bank as mb
+from npc.checkpoint import (CHECKPOINT_FORMAT, name_run, open_resume, reclaim_run_folder, resolve_resume)
+from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
+from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
+from npc.distributed import DistInfo, barrier, cleanup, init_distributed
+from npc.io import atomic_write_text
+from npc.locks import file_lock
+from npc.model import RANDOM_INIT_SEED, create_model, load_checkpoint_weights, read_checkpoint
+from npc.params import restore_eval_config, restore_run_config
+from npc.train_utils import (autocast_for, resolve_device, resolve_precision, seed_everything)
+
+from npc.evaluation import eval_tables
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("npc")
+
+
+def show_progress(args) -> bool:
+    """Progress bars in a terminal; not in log files, where every refresh would add a line."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def setup_logging(run_dir: Optional[Path], info: DistInfo) -> None:
+    log.handlers.clear()
+    log.setLevel(logging.INFO if info.is_main else logging.WARNING)
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s | %(message)s", "%Y-%m-%d %H:%M:%S")
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setFormatter(fmt)
+    log.addHandler(stream)
+    if run_dir is not None and info.is_main:
+        fh = logging.FileHandler(run_dir / "log.txt")
+        fh.setFormatter(fmt)
+        log.addHandler(fh)
+
+
+@dataclass
+class Run:
+    """What every step of a run shares: its configuration, where it writes and how it computes."""
+
+    args: argparse.Namespace
+    info: DistInfo
+    device: torch.device
+    precision: str
+    autocast: Callable
+    progress: bool
+    run_dir: Path
+    ckpt_dir: Path
+    resume_path: Optional[Path] = None
+    resume_ckpt: Optional[Dict] = None  # the checkpoint read once: config, weights and training state
+    writer: Optional[object] = None  # TensorBoard, rank 0 of a training run only
+
+    def eval_tables(self, model, splits, preprocess, tokenizer) -> Dict[str, Dict[str, float]]:
+        a = self.args
+        return eval_tables(model, splits, preprocess, tokenizer, dataset=a.dataset, eval_batch_size=a.eval_batch_size,
+                           device=self.device, precision=a.eval_precision, ties=a.ties, num_workers=a.num_workers,
+                           progress=self.progress)
+
+    def load_resumed_weights(self, model) -> None:
+        if self.resume_path is not None:
+            load_checkpoint_weights(model, self.resume_path, ckpt=self.resume_ckpt)
+            log.info(f"loaded weights from {self.resume_path}")
+
+
+def setup_run(args, stack: ExitStack) -> Run:
+    """Device and processes; the run's name and folder, locked for this process; the configuration
+    of a resumed run; precision and seed; the log file."""
+    progress = show_progress(args)
+    device = resolve_device(args.device)
+    args.device = str(device)
+    info = init_distributed(args.device)
+    stack.callback(cleanup, info)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        args.device = str(device)
+    notes = []  # logged once the run's log file is open
+    if args.eval:  # the checkpoint first: it says which data and model to evaluate, and so names the folder
+        eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append, info)
+    resumed = bool(args.resume) and not args.eval
+    if not resumed:  # a resumed run is checked once its flags are restored
+        notes += preflight(args, info)
+    existed = bool(args.experiments) and (Path(args.logs) / args.experiments).exists()
+    run_dir, ckpt_dir = name_run(args, info)
+    if info.is_main and not existed:
+        stack.push(partial(_remove_if_setup_failed, run_dir, args))
+    if info.is_main:
+        stack.enter_context(file_lock(
+            run_dir / ".lock", f"the run folder {run_dir}", wait=False,
+            hint="another process is writing this run: wait for it to end, or choose another --experiments"))
+    if args.eval:
+        resume_path, resume_ckpt = eval_path, eval_ckpt
+    else:
+        resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
+    if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
+        restore_run_config(args, resume_ckpt.get("args", {}), f"{resume_path}")
+    if resumed:
+        notes += preflight(args, info)
+    if not args.resume and not args.eval and (run_dir / "params.txt").exists():
+        reclaim_run_folder(run_dir, ckpt_dir, info)
+        notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
+    precision = resolve_precision(args.precision, device)
+    args.precision = precision
+    seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
+    if info.is_main and not args.eval:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
+    setup_logging(run_dir, info)
+    for note in notes:
+        (log.warning if note.startswith("warning:") else log.info)(note)
+    return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
+               progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
+               resume_ckpt=resume_ckpt)
+
+
+def preflight(args, info: DistInfo) -> List[str]:
+    """The checks that can fail on the flags and the data's sizes, before anything (a folder, a noisy split,
+    a bank, the demo's base) is written: the splits are there, the batch fits the training pairs. Returns
+    warnings (a warmup longer than the run; the real-data defaults on a small dataset)."""
+    if args.dataset == "demo" and not (Path(args.dataset_root) / "demo_info.json").is_file():
+        return []  # generated on first use, at its default size
+    for s in [s for s in args.eval_splits.split(",") if s]:
+        data.load_split_for(args, s, check_images=False)
+    if args.eval:
+        return []
+    data.load_split_for(args, "dev", check_images=False)
+    n = len(data.load_split_for(args, "train", check_images=False))
+    world = info.world_size
+    if args.batch_size % world:
+        raise ValueError(f"--batch_size {args.batch_size} is not divisible by the {world} processes")
+    if args.batch_size > n:
+        raise ValueError(f"--batch_size {args.batch_size} is larger than the {n} training pairs: pass a "
+                         f"--batch_size of at most {n}")
+    steps = n // args.batch_size * args.epochs
+    if args.warmup <= steps:
+        return []
+    explicit = getattr(args, "_explicit", frozenset())
+    if args.dataset != "demo" and not {"lr", "warmup"} & explicit:
+        return [f"warning: the real-data defaults (--lr {args.lr:g}, --warmup {args.warmup}) are the release's for "
+                f"MSCOCO-size data, and this run has {steps} steps in all ({n} pairs / --batch_size "
+                f"{args.batch_size} x {args.epochs} epochs): pass a --warmup below {steps} and a larger --lr "
+                f"(docs/own_data.md)"]
+    return [f"warning: --warmup {args.warmup} is longer than the whole run ({steps} steps: {n} pairs / --batch_size "
+            f"{args.batch_size} x {args.epochs} epochs): the learning rate never reaches --lr {args.lr:g}"]
+
+
+def _remove_if_setup_failed(run_dir: Path, args, exc_type, exc, tb) -> bool:
+    """A run folder this invocation made is removed when the run fails before training starts (the error
+    is printed on stderr): a failed setup leaves nothing behind."""
+    if exc_type is not None and not getattr(args, "_started", False) and run_dir.is_dir():
+        for h in list(log.handlers):
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir.resolve():
+                h.close()
+                log.removeHandler(h)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return False
+
+
+def open_eval_checkpoint(args, note: Callable[[str], None], info: Optional[DistInfo] = None):
+    """``--eval``: the checkpoint (path, content) or (None, None), its run's dataset and model taken from it
+    (unless given), and the evaluation's own folder: never the training run's."""
+    run_of_latest = None
+    if args.resume == "latest":
+        if not args.experiments:
+            raise SystemExit("error: --eval --resume latest needs --experiments NAME (the run to evaluate)")
+        run_of_latest = Path(args.logs) / args.experiments
+    ckpt_dir = (Path(args.checkpoint_path) if args.checkpoint_path
+                else Path(args.logs) / str(args.experiments) / "checkpoints")
+    path = resolve_resume(args.resume, ckpt_dir)
+    ckpt = read_checkpoint(path) if path is not None else None
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        taken = restore_eval_config(args, ckpt.get("args", {}))
+        if taken:
+            note(f"--eval: taken from the flags {path} was trained with: "
+                 + ", ".join(f"--{k} {v}" for k, v in taken.items()) + " (flags given here override them)")
+    if path is not None:
+        args.resume = str(path)
+    if args.experiments and (run_of_latest is not None or (Path(args.logs) / args.experiments / "params.txt").exists()):
+        args.experiments = f"{args.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
+        if info is not None and info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
+            import torch.distributed as dist
+
+            name = [args.experiments]
+            dist.broadcast_object_list(name, src=0)
+            args.experiments = name[0]
+    args.checkpoint_path = None
+    data_desc = (f"CSV files {', '.join(f for f in data.csv_files(args).values() if f)}" if args.dataset == "csv"
+                 else f"{args.dataset_root}")
+    note(f"--eval: dataset {args.dataset} ({data_desc}), model {args.vision_model}, weights "
+         f"{path or args.pretrained}")
+    return path, ckpt
+
+
+def eval_init_weights(args, resume_path: Optional[Path], resume_ckpt) -> str:
+    """The ``pretrained`` to build the model with: a checkpoint of this project replaces every weight, so
+    a file or the demo base is not loaded (nor built) first; an open_clip tag still sets the architecture."""
+    own = isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT
+    if args.eval and resume_path is not None and own and (args.pretrained == "demo-base"
+                                                          or os.path.isfile(str(args.pretrained))):
+        return "none"
+    return args.pretrained
+
+
+def build_model(r: Run):
+    """The demo's data and base if needed and the model (initial weights); writes params.txt."""
+    args, info = r.args, r.info
+    pretrained = eval_init_weights(args, r.resume_path, r.resume_ckpt)
+    base_path = prepare_demo(args, r.progress, base=pretrained == "demo-base") if info.is_main else None
+    barrier(info)
+    if args.dataset == "demo" and base_path is None and pretrained == "demo-base":
+        base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
+    # --eval holds the weights in fp32 (an fp16 checkpoint loads exactly) and encodes at --eval_precision.
+    model, preprocess, tokenizer = create_model(args.vision_model, pretrained,
+                                                precision="fp32" if args.eval else r.precision,
+                                                device=r.device, context_length=args.context_length,
+                                                demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
+    if info.is_main:
+        params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()) if not k.startswith("_"))
+        atomic_write_text(r.run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
+    return model, preprocess, tokenizer
+
+
+def load_train_data(r: Run):
+    """The noisy training split (built on first use), its noise mask, and the dev split."""
+    args = r.args
+    train_split, noise_mask = data.load_train_split_for(args, log=log.info)
+    dev = data.load_split_for(args, "dev")
+    if args.dev_length:
+        dev = dev.subset_captions(args.dev_length)
+    wrong = "real noise, not measurable" if noise_mask is None else f"{int(noise_mask.sum())} wrong captions"
+    log.info(f"train: {len(train_split)} pairs / {train_split.num_images} images "
+             f"(noise {args.noise_ratio}, {args.noise_mode}: {wrong}); "
+             f"dev: {dev.num_images} images; device {r.device}, precision {r.precision}, "
+             f"{r.info.world_size} process(es)")
+    return train_split, noise_mask, dev
+
+
+def prepare_demo(args, progress: bool, base: bool = True) -> Optional[Path]:
+    """Generate the demo data and (``base``: when the run starts from it) its base model when missing;
+    returns the base model's path."""
+    if args.dataset != "demo":
+        return None
+    ensure_demo_data(args.dataset_root, log=log.info, progress=progress)
+    if not base:
+        return None
+    return ensure_demo_base(args.dataset_root, args.vision_model, Path(args.pretrained_dir), device=args.device,
+                            log=log.info, progress=progress)
+
+
+def build_bank_only(args) -> Dict:
+    """``get_memorybank.py``: (re)build the memory bank of a dataset and noise ratio, nothing else.
+
+    Under torchrun every rank encodes its share of the training set; rank 0 fits the GMM and writes.
+    """
+    progress = show_progress(args)
+    device = resolve_device(args.device)
+    args.device = str(device)
+    info = init_distributed(args.device)
+    try:
+        if info.enabled and device.type == "cuda":
+            device = torch.device("cuda", info.local_rank)
+            args.device = str(device)
+        precision = resolve_precision(args.precision, device)
+        autocast = autocast_for(precision, device)
+        setup_logging(None, info)
+        base_path = (prepare_demo(args, progress and info.is_main, base=args.pretrained == "demo-base")
+                     if info.is_main else None)
+        barrier(info)
+        if args.dataset == "demo" and base_path is None:
+            base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
+        model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision,
+                                                    device=device, context_length=args.context_length,
+                                                    demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
+        weights = resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints")
+        if weights is not None:
+            load_checkpoint_weights(model, weights)
+        train_split, noise_mask = data.load_train_split_for(args, log=log.info)
+        args.rebuild_bank = True
+        bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
+                              progress and info.is_main, weights=weights, info=info)
+        return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}
+    finally:
+        cleanup(info)
