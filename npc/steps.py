@@ -150,24 +150,18 @@ def train_step(model, optimizer, batch: Dict[str, torch.Tensor], estimator, obje
     ``estimator`` may be None (every weight 1, nothing estimated). ``reweight=False`` is an
     ablation: the weights are computed and returned, the loss uses none.
     """
-    info = info or DistInfo()
-    autocast = autocast or nullcontext
     objective = OBJECTIVES[objective] if isinstance(objective, str) else objective
     uses_bank = objective.uses_bank or getattr(estimator, "uses_bank", False)
-    groups = GROUPS if uses_bank else ("pair",)
-    plan = dict(getattr(estimator, "forward_plan", {}) or {})
-    features = {} if plan.pop("features", False) and plan.get("dedup", True) else None
-    phase = "clip" if objective.name == "clip" else "npc"  # phase names as the profiles know them
-    with _phase(f"{phase}.forward" if phase == "clip" else "npc.forward_A"), autocast():
-        losses = encode_groups(model, batch, groups, info, features=features, **plan)
-    state = StepState(model=model, batch=batch, info=info, autocast=autocast, params=trainable(model), losses=losses,
-                      features=features or {}, keep_graph=not getattr(objective, "reuses_estimator_grads", False))
+    clip = objective.name == "clip"  # the phases' names, as the profiles know them
+    state = forward(model, batch, estimator, uses_bank=uses_bank, info=info, autocast=autocast,
+                    keep_graph=not getattr(objective, "reuses_estimator_grads", False),
+                    phase="clip.forward" if clip else "npc.forward_A")
     weights = None if estimator is None else estimator.weights(state)
     used = weights if reweight else None
     loss = objective.loss(state, used)
-    with _phase("clip.update" if phase == "clip" else "npc.update_A"):
+    with _phase("clip.update" if clip else "npc.update_A"):
         grad_norm = objective.update(state, loss, used, optimizer, grad_clip)
-    out = {"loss": loss.detach(), "pair_loss": losses["pair"].detach(), "weights": weights,
+    out = {"loss": loss.detach(), "pair_loss": state.losses["pair"].detach(), "weights": weights,
            "grad_norm": torch.tensor(grad_norm)}
     if uses_bank:
         out["bank_loss"] = bank_loss(state).detach()
@@ -181,17 +175,24 @@ def estimate(model, batch: Dict[str, torch.Tensor], estimator, *, info: Optional
     """An estimator's weights of ``batch`` under ``model``, which is not updated (for studies of the
     estimators): the step's forward, then ``estimator.weights``. Returns the weights, the pairs'
     losses and the estimator's extras (e.g. NPC's ratio and bank losses)."""
+    state = forward(model, batch, estimator, uses_bank=estimator.uses_bank, info=info, autocast=autocast,
+                    keep_graph=False, phase="estimate.forward")
+    weights = estimator.weights(state)
+    return {"weights": weights, "pair_loss": state.losses["pair"].detach(), **state.extras}
+
+
+def forward(model, batch: Dict[str, torch.Tensor], estimator, *, uses_bank: bool, info: Optional[DistInfo],
+            autocast, keep_graph: bool, phase: str) -> StepState:
+    """The step's shared forward: A's per-pair losses of the pairs (and of the bank pairs when
+    ``uses_bank``), run as the estimator's ``forward_plan`` asks."""
     info = info or DistInfo()
     autocast = autocast or nullcontext
     plan = dict(getattr(estimator, "forward_plan", {}) or {})
     features = {} if plan.pop("features", False) and plan.get("dedup", True) else None
-    groups = GROUPS if estimator.uses_bank else ("pair",)
-    with autocast():
-        losses = encode_groups(model, batch, groups, info, features=features, **plan)
-    state = StepState(model=model, batch=batch, info=info, autocast=autocast, params=trainable(model), losses=losses,
-                      features=features or {}, keep_graph=False)
-    weights = estimator.weights(state)
-    return {"weights": weights, "pair_loss": losses["pair"].detach(), **state.extras}
+    with _phase(phase), autocast():
+        losses = encode_groups(model, batch, GROUPS if uses_bank else ("pair",), info, features=features, **plan)
+    return StepState(model=model, batch=batch, info=info, autocast=autocast, params=trainable(model), losses=losses,
+                     features=features or {}, keep_graph=keep_graph)
 
 
 # ----------------------------------------------------------------------------- the steps by their old names
