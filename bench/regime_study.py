@@ -480,24 +480,28 @@ def _figure(det, npc_rows, order, bases, out_png: Path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     ax = axes[0]
-    marks = {"cosine": "o", "gmm_p_clean": "s", "osa_weight": "^", "npc_shipped": "x", "npc_first_order": "D"}
-    for est, m in marks.items():
+    marks = {"cosine": dict(marker="o", s=90, facecolors="none", edgecolors="tab:blue"),
+             "gmm_p_clean": dict(marker="s", s=18, color="tab:orange"),
+             "osa_weight": dict(marker="^", s=30, color="tab:green"),
+             "npc_shipped": dict(marker="x", s=40, color="tab:red"),
+             "npc_first_order": dict(marker="D", s=25, color="tab:purple")}
+    for est, kw in marks.items():
         pts = [(bases.get(r["base"], {}).get("test_rsum"), r["auc"]) for r in det + npc_rows
                if r["estimator"] == est and r["noise_ratio"] == 0.4 and r["base"] in order]
         pts = [p for p in pts if p[0] is not None]
         if pts:
             x, y = zip(*pts)
-            ax.scatter(x, y, marker=m, label=est)
-    for b in order:
-        x = bases.get(b, {}).get("test_rsum")
-        if x is not None:
-            ax.annotate(b, (x, 0.45), rotation=90, fontsize=7, ha="center", va="bottom")
+            ax.scatter(x, y, label=est, **kw)
+    for r in det:
+        x = bases.get(r["base"], {}).get("test_rsum")
+        if r["estimator"] == "cosine" and r["noise_ratio"] == 0.4 and x is not None:
+            ax.annotate(r["base"], (x, r["auc"]), xytext=(4, 6), textcoords="offset points", fontsize=6, rotation=30)
     ax.axhline(0.99, color="g", ls=":", lw=0.8, label="zero-shot CLIP on MSCOCO (>= 0.99)")
     ax.axhline(0.5, color="k", ls="--", lw=0.8)
     ax.set_xlabel("base test rsum (of 600)")
     ax.set_ylabel("ROC-AUC vs noise mask (40% noise)")
     ax.set_ylim(0.4, 1.0)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower left")
     ax.set_title("detection as the base gets stronger")
     ax = axes[1]
     regs = [r for r in npc_rows if r["noise_ratio"] == 0.4 and r["base"] == "tiny-e6"]
