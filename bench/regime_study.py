@@ -74,6 +74,7 @@ BASES: Dict[str, dict] = {
     "tiny-e15": dict(model="npc-tiny", epochs=15, captions="web", n_pretrain=4000),
     "micro-e6": dict(model="npc-micro", epochs=6, captions="web", n_pretrain=4000),
     "tiny-p8-e6": dict(model="regime-tiny-p8", epochs=6, captions="web", n_pretrain=4000),
+    "wide-p8-e6": dict(model="regime-wide-p8", epochs=6, captions="web", n_pretrain=4000),
     "tiny-e6-coco": dict(model="npc-tiny", epochs=6, captions="coco", n_pretrain=4000),
     "tiny-e15-coco": dict(model="npc-tiny", epochs=15, captions="coco", n_pretrain=4000),
     "tiny-e6-x4": dict(model="npc-tiny", epochs=6, captions="web", n_pretrain=16000),
