@@ -82,6 +82,7 @@ BASES: Dict[str, dict] = {
     # Not zero-shot: pretrained on the clean captions of the train split itself (an upper bound on
     # what a base can know about the training pairs; shows NPC's weights where detection is near perfect).
     "oracle-e6": dict(model="npc-tiny", epochs=6, captions="train-clean", n_pretrain=2000),
+    "oracle-e20": dict(model="npc-tiny", epochs=20, captions="train-clean", n_pretrain=2000),
 }
 
 # name -> siamese regime (variant, precision, lr, batch, estimator)
