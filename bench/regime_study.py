@@ -83,6 +83,7 @@ BASES: Dict[str, dict] = {
     # what a base can know about the training pairs; shows NPC's weights where detection is near perfect).
     "oracle-e6": dict(model="npc-tiny", epochs=6, captions="train-clean", n_pretrain=2000),
     "oracle-e20": dict(model="npc-tiny", epochs=20, captions="train-clean", n_pretrain=2000),
+    "oracle-e40": dict(model="npc-tiny", epochs=40, captions="train-clean", n_pretrain=2000),
 }
 
 # name -> siamese regime (variant, precision, lr, batch, estimator)
