@@ -434,7 +434,8 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
                   "Weights of the first pairs of the seed-0 batches (A fixed, A''s AdamW state persistent from "
                   "empty; bank built from the base). Changed: fraction of A''s parameter elements that its step "
                   "changed at all, over all steps (all / those of the fp16 tensors: open_clip's fp16 holds only "
-                  "the linear and conv weights in fp16). Ratio sd: spread of NPC's loss ratio before/after. "
+                  "the linear and conv weights in fp16). Ratio sd: spread of NPC's loss ratio before/after "
+                  "(n/a for the first-order estimator, whose rescaled 'after' losses can be near 0). "
                   "The cosine AUC is on the same pairs.", "",
                   "| base | noise | regime | variant | precision | lr | batch | pairs | AUC | MNR (opt / rnd) | "
                   "mean w clean / noisy | w = 1 | changed all / fp16 | ratio sd | AUC cosine, same pairs | s/step |",
@@ -447,7 +448,8 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
                 f"{_f(r['mean_noise_rank'], '{:.1f}')} ({_f(r['mean_noise_rank_optimal'], '{:.1f}')} / "
                 f"{_f(r['mean_noise_rank_random'], '{:.1f}')}) | {_f(r['mean_w_clean'])} / {_f(r['mean_w_noisy'])} | "
                 f"{_f(r['frac_w_one'])} | {_f(r.get('siamese_changed_fraction'), '{:.4f}')} / "
-                f"{_f(r.get('siamese_changed_fraction_fp16'), '{:.4f}')} | {_f(r.get('ratio_std'), '{:.2g}')} | "
+                f"{_f(r.get('siamese_changed_fraction_fp16'), '{:.4f}')} | "
+                f"{'n/a' if r['regime'] == 'first_order' else _f(r.get('ratio_std'), '{:.2g}')} | "
                 f"{_f(r.get('auc_cosine_same_pairs'))} | {_f(r['seconds_per_step'], '{:.2f}')} |")
     if harsh:
         lines += ["", "## Harshness of the noise (generator ground truth)", "",
