@@ -485,15 +485,13 @@ def _figure(det, npc_rows, order, bases, out_png: Path) -> None:
     except ImportError:
         print("matplotlib not installed: no figure")
         return
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     ax = axes[0]
     marks = {"cosine": dict(marker="o", s=90, facecolors="none", edgecolors="tab:blue"),
              "gmm_p_clean": dict(marker="s", s=18, color="tab:orange"),
-             "osa_weight": dict(marker="^", s=30, color="tab:green"),
-             "npc_shipped": dict(marker="x", s=40, color="tab:red"),
-             "npc_first_order": dict(marker="D", s=25, color="tab:purple")}
+             "osa_weight": dict(marker="^", s=30, color="tab:green")}
     for est, kw in marks.items():
-        pts = [(bases.get(r["base"], {}).get("test_rsum"), r["auc"]) for r in det + npc_rows
+        pts = [(bases.get(r["base"], {}).get("test_rsum"), r["auc"]) for r in det
                if r["estimator"] == est and r["noise_ratio"] == 0.4 and r["base"] in order]
         pts = [p for p in pts if p[0] is not None]
         if pts:
@@ -502,27 +500,44 @@ def _figure(det, npc_rows, order, bases, out_png: Path) -> None:
     for r in det:
         x = bases.get(r["base"], {}).get("test_rsum")
         if r["estimator"] == "cosine" and r["noise_ratio"] == 0.4 and x is not None:
-            ax.annotate(r["base"], (x, r["auc"]), xytext=(4, 6), textcoords="offset points", fontsize=6, rotation=30)
+            ax.annotate(r["base"], (x, r["auc"]), xytext=(3, -10), textcoords="offset points", fontsize=6, rotation=-30)
     ax.axhline(0.99, color="g", ls=":", lw=0.8, label="zero-shot CLIP on MSCOCO (>= 0.99)")
-    ax.axhline(0.5, color="k", ls="--", lw=0.8)
     ax.set_xlabel("base test rsum (of 600)")
     ax.set_ylabel("ROC-AUC vs noise mask (40% noise)")
-    ax.set_ylim(0.4, 1.0)
-    ax.legend(fontsize=7, loc="lower left")
-    ax.set_title("detection as the base gets stronger")
+    ax.set_ylim(0.8, 1.0)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("the base's own detection (oracle-*: not zero-shot)", fontsize=10)
     ax = axes[1]
-    regs = [r for r in npc_rows if r["noise_ratio"] == 0.4 and r["base"] == "tiny-e6"]
-    regs.sort(key=lambda r: list(REGIMES).index(r["regime"]))
-    if regs:
-        ax.bar(range(len(regs)), [r["auc"] for r in regs], color="tab:orange")
-        ax.set_xticks(range(len(regs)))
-        ax.set_xticklabels([r["regime"] for r in regs], rotation=30, ha="right", fontsize=8)
-    ax.axhline(0.5, color="k", ls="--", lw=0.8)
+    cos = {(r["base"], r["noise_ratio"]): r["auc"] for r in det if r["estimator"] == "cosine"}
+    for est, kw in (("npc_shipped", dict(marker="x", color="tab:red")),
+                    ("npc_first_order", dict(marker="D", color="tab:purple", s=20))):
+        pts = [(cos[(r["base"], r["noise_ratio"])], r["auc"], r["noise_ratio"]) for r in npc_rows
+               if r["estimator"] == est and (r["base"], r["noise_ratio"]) in cos]
+        if pts:
+            x, y, _ = zip(*pts)
+            ax.scatter(x, y, label=f"{est} (all bases, noise 20/40/60%)", **kw)
+    ax.axvline(0.99, color="g", ls=":", lw=0.8, label="CLIP-like detection (0.99)")
     ax.axhline(0.89, color="tab:blue", ls=":", lw=0.8, label="NPC on MSCOCO, OSA (about 0.89 at 20%)")
+    ax.axhline(0.5, color="k", ls="--", lw=0.8)
+    ax.set_xlabel("the base's cosine ROC-AUC (same noise)")
+    ax.set_ylabel("ROC-AUC of NPC's weights")
+    ax.set_ylim(0.4, 1.0)
+    ax.legend(fontsize=7, loc="center left")
+    ax.set_title("NPC's weights against the base's detection", fontsize=10)
+    ax = axes[2]
+    regs = list(REGIMES)
+    for k, b in enumerate(("tiny-e6", "oracle-e40")):
+        got = {r["regime"]: r["auc"] for r in npc_rows if r["noise_ratio"] == 0.4 and r["base"] == b}
+        if got:
+            ax.bar(np.arange(len(regs)) + 0.4 * k, [got.get(g, np.nan) for g in regs], 0.4, label=f"base {b}")
+    ax.set_xticks(np.arange(len(regs)) + 0.2)
+    ax.set_xticklabels(regs, rotation=30, ha="right", fontsize=8)
+    ax.axhline(0.5, color="k", ls="--", lw=0.8)
+    ax.axhline(0.89, color="tab:blue", ls=":", lw=0.8)
     ax.set_ylim(0.3, 1.0)
-    ax.set_ylabel("ROC-AUC of NPC's weights (tiny-e6, 40%)")
+    ax.set_ylabel("ROC-AUC of NPC's weights (40% noise)")
     ax.legend(fontsize=7)
-    ax.set_title("NPC's weights by siamese regime")
+    ax.set_title("NPC's weights by siamese regime", fontsize=10)
     fig.tight_layout()
     tmp = out_png.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
