@@ -470,6 +470,10 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
                              f"{_f(h['colour_words_true'])} | {_f(h['shape_words_true'])} |")
     if record.get("verdict"):
         lines += ["", "## Verdict", "", record["verdict"]]
+    runs = sorted({(r.get("command"), r.get("git_commit"), r.get("device")) for r in rows if r.get("command")})
+    if runs:
+        lines += ["", "## Commands (from the repository root; commit, device)", ""]
+        lines += [f"- `{c}` ({g}; {d})" for c, g, d in runs]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out_md, text)
     _figure(det, npc_rows, order, bases, out_png)
