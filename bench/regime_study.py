@@ -29,6 +29,7 @@ the release's caption-shuffle noise):
     python bench/regime_study.py --part detection --bases tiny-e6,tiny-e2,tiny-e15 --noise 0.4
     python bench/regime_study.py --part npc --bases tiny-e6 --noise 0.4 --regimes shipped,fp16_lr2e-4
     python bench/regime_study.py --render          # table, verdict and figure from the JSON
+    python bench/regime_study.py --render --verdict_file bench/results/regime_study/verdict.md  # store the verdict text
 
 Bases are pretrained on first use into ``pre-trained_models/regime_study/`` (``tiny-e6`` is the
 demo's own base, ``pre-trained_models/demo-base_npc-tiny_*.pt``, built by npc.demo when missing);
