@@ -29,6 +29,7 @@ the release's caption-shuffle noise):
     python bench/regime_study.py --part detection --bases tiny-e6,tiny-e2,tiny-e15 --noise 0.4
     python bench/regime_study.py --part npc --bases tiny-e6 --noise 0.4 --regimes shipped,fp16_lr2e-4
     python bench/regime_study.py --render          # table, verdict and figure from the JSON
+    python bench/regime_study.py --render --verdict_file bench/results/regime_study/verdict.md  # store the verdict text
 
 Bases are pretrained on first use into ``pre-trained_models/regime_study/`` (``tiny-e6`` is the
 demo's own base, ``pre-trained_models/demo-base_npc-tiny_*.pt``, built by npc.demo when missing);
@@ -74,6 +75,7 @@ BASES: Dict[str, dict] = {
     "tiny-e15": dict(model="npc-tiny", epochs=15, captions="web", n_pretrain=4000),
     "micro-e6": dict(model="npc-micro", epochs=6, captions="web", n_pretrain=4000),
     "tiny-p8-e6": dict(model="regime-tiny-p8", epochs=6, captions="web", n_pretrain=4000),
+    "wide-p8-e6": dict(model="regime-wide-p8", epochs=6, captions="web", n_pretrain=4000),
     "tiny-e6-coco": dict(model="npc-tiny", epochs=6, captions="coco", n_pretrain=4000),
     "tiny-e15-coco": dict(model="npc-tiny", epochs=15, captions="coco", n_pretrain=4000),
     "tiny-e6-x4": dict(model="npc-tiny", epochs=6, captions="web", n_pretrain=16000),
@@ -81,6 +83,8 @@ BASES: Dict[str, dict] = {
     # Not zero-shot: pretrained on the clean captions of the train split itself (an upper bound on
     # what a base can know about the training pairs; shows NPC's weights where detection is near perfect).
     "oracle-e6": dict(model="npc-tiny", epochs=6, captions="train-clean", n_pretrain=2000),
+    "oracle-e20": dict(model="npc-tiny", epochs=20, captions="train-clean", n_pretrain=2000),
+    "oracle-e40": dict(model="npc-tiny", epochs=40, captions="train-clean", n_pretrain=2000),
 }
 
 # name -> siamese regime (variant, precision, lr, batch, estimator)
@@ -240,6 +244,23 @@ def osa_train_weights(f: dict, shift: float, batch: int = 128) -> np.ndarray:
     return w
 
 
+_PARTLY: Dict[str, np.ndarray] = {}
+
+
+def noisy_partly_true(noise: str, split, noisy: np.ndarray) -> np.ndarray:
+    """Per pair: its caption has at least one mention true of its image (bench/harshness.py); cached."""
+    if noise not in _PARTLY:
+        from bench.harshness import caption_truth
+        from npc import synthetic as syn
+
+        info = json.loads((ROOT / "demo_info.json").read_text())
+        scenes = [rec.scene for rec in syn.split_records("train", info["n_train"], seed=info["seed"],
+                                                         num_anns=info["num_anns"])]
+        truth = [caption_truth(c, scenes[int(i)]) for c, i in zip(split.captions, split.caption_image)]
+        _PARTLY[noise] = np.array([t["n_mentions"] > 0 and t["frac_true"] > 0 for t in truth])
+    return _PARTLY[noise]
+
+
 def detection(name: str, noise: str) -> List[dict]:
     f = base_features(name, noise)
     noisy = np.asarray(f["mask"], dtype=bool)
@@ -250,8 +271,13 @@ def detection(name: str, noise: str) -> List[dict]:
     debiased = f["scale"] * cos - shift
     w = osa_train_weights(f, shift)
     covered = ~np.isnan(w)
+    # Noisy pairs whose caption holds nothing true of the image, against those with something true.
+    part_true = noisy_partly_true(noise, f["split"], noisy)
+    hard = noisy & part_true
     rows = [dict(estimator="cosine", **score_row(cos, noisy), mean_clean=float(cos[~noisy].mean()),
-                 mean_noisy=float(cos[noisy].mean())),
+                 mean_noisy=float(cos[noisy].mean()), noisy_partly_true_fraction=float(hard.sum() / noisy.sum()),
+                 auc_vs_noisy_nothing_true=weight_auc(cos[~hard], noisy[~hard]),
+                 auc_vs_noisy_partly_true=weight_auc(cos[~noisy | hard], noisy[~noisy | hard])),
             dict(estimator="gmm_p_clean", **score_row(f["p_clean"], noisy),
                  bank_precision=f["bank_info"].get("precision"), bank_recall=f["bank_info"].get("recall"),
                  bank_clean_fraction=f["bank_info"].get("clean_fraction")),
@@ -378,12 +404,15 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
                      f"{_f(info.get('pretrain_seconds'), '{:.0f}')} | {_f(info.get('test_rsum'), '{:.1f}')} |")
     noises = sorted({r["noise_ratio"] for r in det})
     for n in noises:
-        lines += ["", f"## Zero-shot detection at {n:.0%} noise (all 10,000 training pairs)", "",
-                  "AUC: ROC-AUC, clean = positive. MNR: OSA Table 9's mean noise rank (2,000 pairs, seed 0; "
-                  "higher is better). Caught / kept: OSA Table 10 at threshold 0 of OSA's debiased logit.", "",
+        lines += ["", f"## Detection by the base at {n:.0%} noise (all 10,000 training pairs)", "",
+                  "Zero-shot for every base but `oracle-*` (pretrained on the clean captions of these very "
+                  "training pairs). AUC: ROC-AUC, clean = positive. MNR: OSA Table 9's mean noise rank (2,000 "
+                  "pairs, seed 0; higher is better). Caught / kept: OSA Table 10 at threshold 0 of OSA's "
+                  "debiased logit. The NPC columns are read on the first 2,048 pairs only (next table).", "",
                   "| base | test rsum | AUC cosine | AUC GMM p(clean) | AUC OSA weight | MNR cosine | MNR GMM | "
                   "MNR OSA weight | MNR optimal / random | OSA shift | debiased logit clean / noisy | noisy caught | "
-                  "clean kept | NPC shipped AUC / MNR | first-order AUC / MNR |", "|---" * 15 + "|"]
+                  "clean kept | NPC shipped AUC / MNR | first-order AUC / MNR | AUC cosine vs noisy with nothing / "
+                  "something true |", "|---" * 16 + "|"]
         for b in order:
             c = get.get(("detection", b, n, "cosine"))
             if c is None:
@@ -401,13 +430,15 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
                 f"{_f(o.get('osa_shift'), '{:.2f}')} | {_f(o.get('mean_clean'), '{:.2f}')} / "
                 f"{_f(o.get('mean_noisy'), '{:.2f}')} | {_f(o.get('noisy_caught'))} | {_f(o.get('clean_kept'))} | "
                 f"{_f(s.get('auc'))} / {_f(s.get('mean_noise_rank'), '{:.1f}')} | "
-                f"{_f(fo.get('auc'))} / {_f(fo.get('mean_noise_rank'), '{:.1f}')} |")
+                f"{_f(fo.get('auc'))} / {_f(fo.get('mean_noise_rank'), '{:.1f}')} | "
+                f"{_f(c.get('auc_vs_noisy_nothing_true'))} / {_f(c.get('auc_vs_noisy_partly_true'))} |")
     if npc_rows:
         lines += ["", "## NPC's weights by siamese regime", "",
                   "Weights of the first pairs of the seed-0 batches (A fixed, A''s AdamW state persistent from "
                   "empty; bank built from the base). Changed: fraction of A''s parameter elements that its step "
                   "changed at all, over all steps (all / those of the fp16 tensors: open_clip's fp16 holds only "
-                  "the linear and conv weights in fp16). Ratio sd: spread of NPC's loss ratio before/after. "
+                  "the linear and conv weights in fp16). Ratio sd: spread of NPC's loss ratio before/after "
+                  "(n/a for the first-order estimator, whose rescaled 'after' losses can be near 0). "
                   "The cosine AUC is on the same pairs.", "",
                   "| base | noise | regime | variant | precision | lr | batch | pairs | AUC | MNR (opt / rnd) | "
                   "mean w clean / noisy | w = 1 | changed all / fp16 | ratio sd | AUC cosine, same pairs | s/step |",
@@ -420,7 +451,8 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
                 f"{_f(r['mean_noise_rank'], '{:.1f}')} ({_f(r['mean_noise_rank_optimal'], '{:.1f}')} / "
                 f"{_f(r['mean_noise_rank_random'], '{:.1f}')}) | {_f(r['mean_w_clean'])} / {_f(r['mean_w_noisy'])} | "
                 f"{_f(r['frac_w_one'])} | {_f(r.get('siamese_changed_fraction'), '{:.4f}')} / "
-                f"{_f(r.get('siamese_changed_fraction_fp16'), '{:.4f}')} | {_f(r.get('ratio_std'), '{:.2g}')} | "
+                f"{_f(r.get('siamese_changed_fraction_fp16'), '{:.4f}')} | "
+                f"{'n/a' if r['regime'] == 'first_order' else _f(r.get('ratio_std'), '{:.2g}')} | "
                 f"{_f(r.get('auc_cosine_same_pairs'))} | {_f(r['seconds_per_step'], '{:.2f}')} |")
     if harsh:
         lines += ["", "## Harshness of the noise (generator ground truth)", "",
@@ -439,6 +471,10 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
                              f"{_f(h['colour_words_true'])} | {_f(h['shape_words_true'])} |")
     if record.get("verdict"):
         lines += ["", "## Verdict", "", record["verdict"]]
+    runs = sorted({(r.get("command"), r.get("git_commit"), r.get("device")) for r in rows if r.get("command")})
+    if runs:
+        lines += ["", "## Commands (from the repository root; commit, device)", ""]
+        lines += [f"- `{c}` ({g}; {d})" for c, g, d in runs]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out_md, text)
     _figure(det, npc_rows, order, bases, out_png)
@@ -454,40 +490,59 @@ def _figure(det, npc_rows, order, bases, out_png: Path) -> None:
     except ImportError:
         print("matplotlib not installed: no figure")
         return
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     ax = axes[0]
-    marks = {"cosine": "o", "gmm_p_clean": "s", "osa_weight": "^", "npc_shipped": "x", "npc_first_order": "D"}
-    for est, m in marks.items():
-        pts = [(bases.get(r["base"], {}).get("test_rsum"), r["auc"]) for r in det + npc_rows
+    marks = {"cosine": dict(marker="o", s=90, facecolors="none", edgecolors="tab:blue"),
+             "gmm_p_clean": dict(marker="s", s=18, color="tab:orange"),
+             "osa_weight": dict(marker="^", s=30, color="tab:green")}
+    for est, kw in marks.items():
+        pts = [(bases.get(r["base"], {}).get("test_rsum"), r["auc"]) for r in det
                if r["estimator"] == est and r["noise_ratio"] == 0.4 and r["base"] in order]
         pts = [p for p in pts if p[0] is not None]
         if pts:
             x, y = zip(*pts)
-            ax.scatter(x, y, marker=m, label=est)
-    for b in order:
-        x = bases.get(b, {}).get("test_rsum")
-        if x is not None:
-            ax.annotate(b, (x, 0.45), rotation=90, fontsize=7, ha="center", va="bottom")
+            ax.scatter(x, y, label=est, **kw)
+    for r in det:
+        x = bases.get(r["base"], {}).get("test_rsum")
+        if r["estimator"] == "cosine" and r["noise_ratio"] == 0.4 and x is not None:
+            ax.annotate(r["base"], (x, r["auc"]), xytext=(3, -10), textcoords="offset points", fontsize=6, rotation=-30)
     ax.axhline(0.99, color="g", ls=":", lw=0.8, label="zero-shot CLIP on MSCOCO (>= 0.99)")
-    ax.axhline(0.5, color="k", ls="--", lw=0.8)
     ax.set_xlabel("base test rsum (of 600)")
     ax.set_ylabel("ROC-AUC vs noise mask (40% noise)")
-    ax.set_ylim(0.4, 1.0)
+    ax.set_ylim(0.8, 1.0)
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("detection as the base gets stronger")
+    ax.set_title("the base's own detection (oracle-*: not zero-shot)", fontsize=10)
     ax = axes[1]
-    regs = [r for r in npc_rows if r["noise_ratio"] == 0.4 and r["base"] == "tiny-e6"]
-    regs.sort(key=lambda r: list(REGIMES).index(r["regime"]))
-    if regs:
-        ax.bar(range(len(regs)), [r["auc"] for r in regs], color="tab:orange")
-        ax.set_xticks(range(len(regs)))
-        ax.set_xticklabels([r["regime"] for r in regs], rotation=30, ha="right", fontsize=8)
-    ax.axhline(0.5, color="k", ls="--", lw=0.8)
+    cos = {(r["base"], r["noise_ratio"]): r["auc"] for r in det if r["estimator"] == "cosine"}
+    for est, kw in (("npc_shipped", dict(marker="x", color="tab:red")),
+                    ("npc_first_order", dict(marker="D", color="tab:purple", s=20))):
+        pts = [(cos[(r["base"], r["noise_ratio"])], r["auc"], r["noise_ratio"]) for r in npc_rows
+               if r["estimator"] == est and (r["base"], r["noise_ratio"]) in cos]
+        if pts:
+            x, y, _ = zip(*pts)
+            ax.scatter(x, y, label=f"{est} (all bases, noise 20/40/60%)", **kw)
+    ax.axvline(0.99, color="g", ls=":", lw=0.8, label="CLIP-like detection (0.99)")
     ax.axhline(0.89, color="tab:blue", ls=":", lw=0.8, label="NPC on MSCOCO, OSA (about 0.89 at 20%)")
+    ax.axhline(0.5, color="k", ls="--", lw=0.8)
+    ax.set_xlabel("the base's cosine ROC-AUC (same noise)")
+    ax.set_ylabel("ROC-AUC of NPC's weights")
+    ax.set_ylim(0.4, 1.0)
+    ax.legend(fontsize=7, loc="center left")
+    ax.set_title("NPC's weights against the base's detection", fontsize=10)
+    ax = axes[2]
+    regs = list(REGIMES)
+    for k, b in enumerate(("tiny-e6", "oracle-e40")):
+        got = {r["regime"]: r["auc"] for r in npc_rows if r["noise_ratio"] == 0.4 and r["base"] == b}
+        if got:
+            ax.bar(np.arange(len(regs)) + 0.4 * k, [got.get(g, np.nan) for g in regs], 0.4, label=f"base {b}")
+    ax.set_xticks(np.arange(len(regs)) + 0.2)
+    ax.set_xticklabels(regs, rotation=30, ha="right", fontsize=8)
+    ax.axhline(0.5, color="k", ls="--", lw=0.8)
+    ax.axhline(0.89, color="tab:blue", ls=":", lw=0.8)
     ax.set_ylim(0.3, 1.0)
-    ax.set_ylabel("ROC-AUC of NPC's weights (tiny-e6, 40%)")
+    ax.set_ylabel("ROC-AUC of NPC's weights (40% noise)")
     ax.legend(fontsize=7)
-    ax.set_title("NPC's weights by siamese regime")
+    ax.set_title("NPC's weights by siamese regime", fontsize=10)
     fig.tight_layout()
     tmp = out_png.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -97,3 +97,23 @@ def test_merge_replaces_rows_of_the_same_key(tmp_path):
     aucs = sorted((r["noise_ratio"], r["auc"]) for r in record["rows"])
     assert aucs == [(0.2, 0.2), (0.4, 0.9)]
     assert out.is_file()
+
+
+def test_render_writes_the_tables_from_a_record(tmp_path):
+    from bench.regime_study import render
+
+    det = {"part": "detection", "base": "tiny-e6", "noise_ratio": 0.4, "auc": 0.9, "mean_noise_rank": 1500.0,
+           "mean_noise_rank_optimal": 1601.5, "mean_noise_rank_random": 1000.5, "command": "python bench/x.py",
+           "git_commit": "abc", "device": "cpu"}
+    rows = [{**det, "estimator": "cosine"}, {**det, "estimator": "osa_debiased", "noisy_caught": 0.25, "clean_kept": 1.0},
+            {"part": "npc", "base": "tiny-e6", "noise_ratio": 0.4, "estimator": "npc_shipped", "regime": "shipped",
+             "variant": "paper", "precision": "fp32", "lr": 2e-4, "batch": 128, "n_pairs": 256, "auc": 0.51,
+             "mean_noise_rank": 1010.0, "mean_noise_rank_optimal": 200.0, "mean_noise_rank_random": 128.5,
+             "mean_w_clean": 0.8, "mean_w_noisy": 0.79, "frac_w_one": 0.4, "siamese_changed_fraction": 1.0,
+             "ratio_std": 0.08, "auc_cosine_same_pairs": 0.94, "seconds_per_step": 1.0}]
+    record = {"rows": rows, "bases": {"tiny-e6": {"test_rsum": 182.5}}, "verdict": "No."}
+    text = render(record, tmp_path / "r.md", tmp_path / "r.png")
+    assert "| tiny-e6 | 182.5 | 0.900 |" in text
+    assert "0.250 | 1.000 | 0.510 / 1010.0" in text
+    assert "## Verdict" in text and "`python bench/x.py` (abc; cpu)" in text
+    assert (tmp_path / "r.md").read_text() == text
