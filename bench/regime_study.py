@@ -23,7 +23,7 @@ the release's caption-shuffle noise):
                256, and the first-order estimator. Also the fraction of A''s weight elements that
                its step changed at all (fp16 rounds small updates away).
 ``harshness``  how true a noisy caption is of the image it was moved to, from the generator's own
-               scenes (``bench/harshness.py``), against the clean captions.
+               scenes (``npc/harshness.py``), against the clean captions.
 
     python bench/regime_study.py --part harshness --noise 0.2,0.4,0.6
     python bench/regime_study.py --part detection --bases tiny-e6,tiny-e2,tiny-e15 --noise 0.4
@@ -51,15 +51,12 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import data  # noqa: E402
-from bench.record import environment  # noqa: E402
-from npc import memory_bank as mb  # noqa: E402
-from npc import osa  # noqa: E402
-from npc.detection import mean_noise_rank, weight_auc  # noqa: E402
-from npc.io import atomic_write_json, atomic_write_text  # noqa: E402
+from npc import data
+from npc import memory_bank as mb
+from npc import osa
+from npc.detection import mean_noise_rank, weight_auc
+from npc.io import atomic_write_json, atomic_write_text
+from npc.reporting import REPO, environment
 
 RESULTS = REPO / "bench" / "results" / "regime_study"
 ROOT = REPO / "dataset" / "demo"
@@ -116,7 +113,8 @@ def _register_configs() -> None:
 # ----------------------------------------------------------------------------- bases
 
 def base_path(name: str) -> Path:
-    spec = BASES[name]
+    if name not in BASES:
+        raise KeyError(f"unknown base {name!r}: one of {sorted(BASES)}")
     if name == "tiny-e6":
         from npc.demo import demo_base_path
 
@@ -248,9 +246,9 @@ _PARTLY: Dict[str, np.ndarray] = {}
 
 
 def noisy_partly_true(noise: str, split, noisy: np.ndarray) -> np.ndarray:
-    """Per pair: its caption has at least one mention true of its image (bench/harshness.py); cached."""
+    """Per pair: its caption has at least one mention true of its image (npc/harshness.py); cached."""
     if noise not in _PARTLY:
-        from bench.harshness import caption_truth
+        from npc.harshness import caption_truth
         from npc import synthetic as syn
 
         info = json.loads((ROOT / "demo_info.json").read_text())
@@ -292,8 +290,9 @@ def detection(name: str, noise: str) -> List[dict]:
 
 def npc_weights(name: str, noise: str, regime: str, n_pairs: int) -> dict:
     """NPC's weights under ``regime`` on the first ``n_pairs`` pairs of the seed-0 batches, A held fixed."""
-    from bench.negative_impact_study import Frozen
+    from npc import methods
     from npc.negative_impact import trainable
+    from npc.steps import estimate
     from npc.train_utils import make_optimizer
 
     r = REGIMES[regime]
@@ -311,16 +310,17 @@ def npc_weights(name: str, noise: str, regime: str, n_pairs: int) -> dict:
     except RuntimeError:
         siamese_opt = torch.optim.AdamW(trainable(siamese), lr=r["lr"], betas=(0.9, 0.98), eps=1e-6,
                                         weight_decay=0.2)
-    frozen = Frozen(model)
+    if r["estimator"] == "first_order":
+        estimator = methods.get_method("npc_first_order").build_estimator()
+    else:  # the shipped siamese estimator (A''s persistent state), as --method npc_<variant> builds it
+        estimator = methods.get_method(f"npc_{r['variant']}").build_estimator()
+        estimator.attach_siamese(siamese, siamese_opt)
     ws, idxs, ratios, changed, total, changed16, total16 = [], [], [], 0, 0, 0, 0
     t0 = time.perf_counter()
     for idx in batches:
         batch = ds[idx]
-        if r["estimator"] == "first_order":
-            out = frozen.step(batch, estimator="first_order")
-        else:
-            out = frozen.step(batch, siamese=siamese, siamese_opt=siamese_opt, variant=r["variant"],
-                              siamese_state="persistent")
+        out = estimate(model, batch, estimator)
+        if r["estimator"] != "first_order":
             with torch.no_grad():
                 for p, q in zip(trainable(siamese), trainable(model)):
                     diff = int((p != q).sum())
@@ -353,7 +353,7 @@ def npc_weights(name: str, noise: str, regime: str, n_pairs: int) -> dict:
 
 
 def harshness(noise: str) -> dict:
-    from bench.harshness import split_harshness
+    from npc.harshness import split_harshness
     from npc import synthetic as syn
 
     split, mask = data.load_train_split(ROOT, "demo", 5, float(noise), log=lambda *_: None)
@@ -457,7 +457,7 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
     if harsh:
         lines += ["", "## Harshness of the noise (generator ground truth)", "",
                   "Mentions read from each training caption (objects with their attributes, background, "
-                  "directional relations; `bench/harshness.py`) checked against the scene of the image the "
+                  "directional relations; `npc/harshness.py`) checked against the scene of the image the "
                   "caption is paired with. Bindings: object mentions naming colour and shape. Colour / shape "
                   "words: named anywhere in the scene, whatever they are bound to.", "",
                   "| noise | pairs | captions | mentions true | all mentions true | none true | objects | bindings | "

@@ -1,15 +1,12 @@
 """Helpers of bench/regime_study.py that compute something (fast: no model is trained)."""
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harshness import caption_truth, parse_caption, split_harshness, summarize  # noqa: E402
-from npc import synthetic as syn  # noqa: E402
+from npc.harshness import caption_truth, parse_caption, split_harshness, summarize
+from npc import synthetic as syn
 
 RED_CIRCLE = syn.SceneObject("circle", "red", "small", 0.2, 0.5, 0.1, 0.0, (220, 40, 40))
 BLUE_SQUARE = syn.SceneObject("square", "blue", "large", 0.8, 0.5, 0.17, 0.0, (40, 80, 220))
@@ -103,7 +100,7 @@ def test_render_writes_the_tables_from_a_record(tmp_path):
     from bench.regime_study import render
 
     det = {"part": "detection", "base": "tiny-e6", "noise_ratio": 0.4, "auc": 0.9, "mean_noise_rank": 1500.0,
-           "mean_noise_rank_optimal": 1601.5, "mean_noise_rank_random": 1000.5, "command": "python bench/x.py",
+           "mean_noise_rank_optimal": 1601.5, "mean_noise_rank_random": 1000.5, "command": "python bench/regime_study.py",
            "git_commit": "abc", "device": "cpu"}
     rows = [{**det, "estimator": "cosine"}, {**det, "estimator": "osa_debiased", "noisy_caught": 0.25, "clean_kept": 1.0},
             {"part": "npc", "base": "tiny-e6", "noise_ratio": 0.4, "estimator": "npc_shipped", "regime": "shipped",
@@ -115,5 +112,5 @@ def test_render_writes_the_tables_from_a_record(tmp_path):
     text = render(record, tmp_path / "r.md", tmp_path / "r.png")
     assert "| tiny-e6 | 182.5 | 0.900 |" in text
     assert "0.250 | 1.000 | 0.510 / 1010.0" in text
-    assert "## Verdict" in text and "`python bench/x.py` (abc; cpu)" in text
+    assert "## Verdict" in text and "`python bench/regime_study.py` (abc; cpu)" in text
     assert (tmp_path / "r.md").read_text() == text
