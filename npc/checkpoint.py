@@ -32,7 +32,8 @@ def checkpoint_dict(*, model, optimizer, epoch: int, step: int, best: Dict, args
     return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "name": args.name,
             "vision_model": args.vision_model, "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(), "best": best, "rng": rng_state(),
-            "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))},
+            "args": {k: v for k, v in vars(args).items()
+                     if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))},
             **(extra or {})}
 
 
