@@ -217,6 +217,7 @@ def test_run_that_died_before_its_first_checkpoint_is_not_stuck(root, base_dir, 
         assert (logs / name / "results.json").is_file() and [r["epoch"] for r in _records(logs / name)] == [1]
     with pytest.raises(FileNotFoundError, match="holds no run"):  # a typo in the name is not a new run
         main_CLIP.main(run_args(root, base_dir, logs, "--experiments", "d3", "--resume", "latest"))
+    assert not (logs / "d3").exists()  # and leaves no folder behind
 
 
 def test_full_disk_at_the_copy_to_latest_is_one_line_and_resumable(root, base_dir, tmp_path, monkeypatch, capsys):
