@@ -269,14 +269,14 @@ class OSA(WeightEstimator):
     def weights(self, s):
         from npc.distributed import gather_no_grad
         from npc.model import encode
+        from npc.osa import weight_of_score
 
         b = s.batch
         with s.autocast():
             img, txt = encode(self.frozen, b["images"][b["pair_img"]], b["texts"][b["pair_txt"]])
-        x = (logit_scale(self.frozen).float() * (img.float() * txt.float()).sum(-1) - self.shift).clamp_min(0)
-        top = gather_no_grad(x, s.info).max() if s.info.enabled else x.max()
-        x = x / top if top > 0 else torch.zeros_like(x)
-        return x.pow(2) * (1 - x.pow(2))
+        score = logit_scale(self.frozen).float() * (img.float() * txt.float()).sum(-1) - self.shift
+        top = gather_no_grad(score, s.info).clamp_min(0).max() if s.info.enabled else None
+        return weight_of_score(score, top)
 
 
 class Given(WeightEstimator):

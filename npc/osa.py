@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["frozen_copy", "random_shift", "batch_logits", "debiased_score", "osa_weight_function",
+__all__ = ["frozen_copy", "random_shift", "batch_logits", "debiased_score", "osa_weight_function", "weight_of_score",
            "osa_weights", "per_direction_ce", "osa_loss", "table10_rates"]
 
 
@@ -97,8 +97,14 @@ def debiased_score(logits: torch.Tensor, shift: float) -> torch.Tensor:
 
 def osa_weight_function(logits: torch.Tensor, shift: float) -> torch.Tensor:
     """The authors' ``weight_function``: ``x = relu(diag - shift) / max``; ``x^2 (1 - x^2)``."""
-    x = debiased_score(logits, shift).clamp_min(0)
-    top = x.max()
+    return weight_of_score(debiased_score(logits, shift))
+
+
+def weight_of_score(score: torch.Tensor, top: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x = relu(score) / top``, ``x^2 (1 - x^2)``; ``top`` defaults to the batch's maximum of
+    ``relu(score)`` (several processes pass the global batch's)."""
+    x = score.clamp_min(0)
+    top = x.max() if top is None else top
     x = x / top if top > 0 else torch.zeros_like(x)
     return -x.pow(2) * (x - 1) * (x + 1)
 
