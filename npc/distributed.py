@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import List
 
 import torch
 import torch.distributed as dist
@@ -13,6 +14,10 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # Ranks may hold different numbers of pairs in a step (``--skip_unreadable_images`` drops the pairs of
+    # unreadable images from one rank's share): gathers exchange row counts and pad, offsets and gradient
+    # averages follow the counts. Off (equal shares, no extra collectives) unless a run needs it.
+    uneven: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -37,6 +42,30 @@ def init_distributed(device: str) -> DistInfo:
     return DistInfo(rank, world, local)
 
 
+def row_counts(n: int, info: DistInfo, device=None) -> List[int]:
+    """Every rank's number of rows (``n`` on this rank), in rank order; ``device``: the collective's (the
+    backend's: a CUDA device under NCCL)."""
+    if not info.enabled:
+        return [n]
+    if not info.uneven:
+        return [n] * info.world_size
+    mine = torch.tensor([n], dtype=torch.int64, device=device)
+    counts = [torch.empty_like(mine) for _ in range(info.world_size)]
+    dist.all_gather(counts, mine)
+    return [int(c) for c in counts]
+
+
+def row_offset(x: torch.Tensor, info: DistInfo) -> int:
+    """The global position of this rank's first row of ``x`` when every rank's rows are concatenated."""
+    return sum(row_counts(x.shape[0], info, x.device)[:info.rank]) if info.enabled else 0
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    if x.shape[0] == rows:
+        return x.contiguous()
+    return torch.cat([x, x.new_zeros((rows - x.shape[0], *x.shape[1:]))])
+
+
 def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Concatenate every rank's rows in rank order; gradients flow back to the owning rank."""
     if not info.enabled:
@@ -45,26 +74,32 @@ def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
     import torch.distributed.nn.functional as dnn
 
+    counts = row_counts(x.shape[0], info, x.device)
     with warnings.catch_warnings():
         # Deprecated in favour of a private module; it remains the public autograd-aware all_gather.
         warnings.simplefilter("ignore", FutureWarning)
-        return torch.cat(dnn.all_gather(x), dim=0)
+        parts = dnn.all_gather(_pad_rows(x, max(counts)))
+    return torch.cat([part[:n] for part, n in zip(parts, counts)], dim=0)
 
 
-def all_reduce_mean_(tensors, info: DistInfo) -> None:
+def mean_over_ranks(value: torch.Tensor, rows: int, info: DistInfo):
+    """``(mean, total rows)`` over ranks of a per-rank mean ``value`` over this rank's ``rows`` (e.g. a step's
+    loss): each rank's share weighs its rows (equal shares: the plain average)."""
     if not info.enabled:
-        return
-    for t in tensors:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t.div_(info.world_size)
+        return float(value), rows
+    t = torch.stack([value.detach().float() * rows, torch.tensor(float(rows), device=value.device)])
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t[0] / t[1]), int(t[1])
 
 
 def gather_no_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if not info.enabled:
         return x
-    parts = [torch.empty_like(x) for _ in range(info.world_size)]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
+    counts = row_counts(x.shape[0], info, x.device)
+    padded = _pad_rows(x, max(counts))
+    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, counts)], dim=0)
 
 
 def gather_rows(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -112,7 +147,8 @@ def all_reduce_grads_(params, info: DistInfo) -> None:
 
     Used instead of wrapping the model in DistributedDataParallel: the NPC step takes two
     gradients of one graph (``autograd.grad`` with ``retain_graph``), which DDP's hooks do not
-    support, and an explicit reduction keeps one code path for 1 and N processes.
+    support, and an explicit reduction keeps one code path for 1 and N processes. With uneven
+    shares, each rank's loss is scaled by :func:`share_of_mean` before its backward pass.
     """
     if not info.enabled:
         return
@@ -124,3 +160,17 @@ def all_reduce_grads_(params, info: DistInfo) -> None:
     flat.div_(info.world_size)
     for g, reduced in zip(grads, _unflatten_dense_tensors(flat, grads)):
         g.copy_(reduced)
+
+
+def share_of_mean(rows: int, info: DistInfo, device=None) -> float:
+    """The factor that makes this rank's mean over its ``rows`` pairs its part of the global mean.
+
+    Features are gathered with gradient, so every rank's backward pass reaches every rank's
+    parameters, and :func:`all_reduce_grads_` averages over ranks: the result is the gradient of
+    the average of the ranks' losses. That is the global mean when the shares are equal (factor 1);
+    with uneven shares, rank r's mean must weigh ``rows_r * world / total rows``.
+    """
+    if not info.uneven:
+        return 1.0
+    counts = row_counts(rows, info, device)
+    return rows * info.world_size / sum(counts)

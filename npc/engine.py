@@ -27,7 +27,7 @@ from npc import memory_bank as mb
 from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, publish_epoch,
                             save_checkpoint, wait_past_event_files)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
-from npc.distributed import DistInfo, all_reduce_mean_, barrier, gather_no_grad
+from npc.distributed import DistInfo, barrier, gather_no_grad, mean_over_ranks
 from npc.estimators import RunInputs, WeightEstimator
 from npc.evaluation import mean_r1, primary_row, results_by_split
 from npc.evaluation_metrics import format_metrics_table
@@ -225,15 +225,13 @@ def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int,
         if out.get("weights") is not None:
             weights.append(gather_no_grad(out["weights"].detach(), info).cpu())
             indices.append(gather_no_grad(batch["index"], info).cpu())
-        loss_t = out["loss"].detach().clone().float()
-        all_reduce_mean_([loss_t], info)  # log the global batch's loss, not rank 0's share
-        loss = float(loss_t)
+        loss, rows = mean_over_ranks(out["loss"], len(batch["index"]), info)  # the global batch's, not rank 0's
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"non-finite loss {loss} at epoch {epoch + 1}, step {step}; stopping. The last "
                                 f"good checkpoint is kept. Try a lower --lr or --precision fp32.")
         total += loss
         n_steps += 1
-        n_pairs += len(batch["index"]) * info.world_size
+        n_pairs += rows
         step += 1
         rate = n_pairs / (time.perf_counter() - t0)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", pairs_s=f"{rate:.0f}")
@@ -250,6 +248,8 @@ def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int,
             log.info(f"epoch {epoch + 1} step {step} ({n_steps}/{n_total} of the epoch) loss {loss:.4f} lr {lr:.3e} "
                      f"pairs/s {rate:.0f}")
     elapsed = time.perf_counter() - t0
+    if info.uneven:  # every rank's unreadable images (rank 0 reports them)
+        skipped = set(gather_no_grad(torch.tensor(sorted(skipped), dtype=torch.int64), info).tolist())
     return EpochResult(loss=total / max(n_steps, 1), steps=n_steps, pairs_per_s=n_pairs / max(elapsed, 1e-9),
                        weights=torch.cat(weights).numpy() if weights else None,
                        indices=torch.cat(indices).numpy() if indices else None, skipped_images=len(skipped))

@@ -23,6 +23,7 @@ from npc.distributed import DistInfo, all_reduce_grads_
 from npc.model import logit_scale
 from npc.negative_impact import (_phase, _siamese_step, encode_groups, first_order_after, first_order_impact,
                                  npc_weights, sync_siamese_, trainable)
+from npc.steps import rank_share
 
 
 @dataclass
@@ -141,8 +142,8 @@ class Siamese(WeightEstimator):
         if self.impl == "efficient":
             before_I, before_T = s.losses["bankI"].detach(), s.losses["bankT"].detach()
             with _phase("npc.backward_siamese"):
-                grads = torch.autograd.grad(s.losses["pair"].mean(), s.params, retain_graph=s.keep_graph,
-                                            allow_unused=True)
+                grads = torch.autograd.grad(s.losses["pair"].mean() * rank_share(s),
+                                            s.params, retain_graph=s.keep_graph, allow_unused=True)
                 grads = [torch.zeros_like(p) if g is None else g for p, g in zip(s.params, grads)]
                 if s.info.enabled:
                     holders = trainable(siamese)
@@ -160,7 +161,7 @@ class Siamese(WeightEstimator):
             with s.autocast():
                 siamese_loss = encode_groups(siamese, s.batch, ("pair",), s.info, dedup=False)["pair"].mean()
             opt.zero_grad(set_to_none=True)
-            (siamese_loss * self.grad_scale).backward()
+            (siamese_loss * self.grad_scale * rank_share(s)).backward()
             all_reduce_grads_(trainable(siamese), s.info)
             opt.step()
         with _phase("npc.forward_siamese"), torch.no_grad(), s.autocast():

@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from npc.distributed import DistInfo, gather_no_grad, gather_with_grad
+from npc.distributed import DistInfo, gather_no_grad, gather_with_grad, row_offset
 from npc.losses import clip_loss_per_sample
 from npc.model import encode, encode_text_parts, logit_scale
 
@@ -133,7 +133,7 @@ def first_order_impact(pair_img: torch.Tensor, pair_txt: torch.Tensor, bank_img:
         for img, txt in ((pair_img, pair_txt), (bank_img, bank_txt)):
             img, txt = img.detach().float(), txt.detach().float()
             grads.append(own_row_grads(img, txt, scale.detach(), gather_no_grad(img, info),
-                                       gather_no_grad(txt, info), offset=info.rank * img.shape[0]))
+                                       gather_no_grad(txt, info), offset=row_offset(img, info)))
         (gi_img, gi_txt), (gb_img, gb_txt) = grads
         k_img = (pair_img.float() * bank_img.float()).sum(-1)
         k_txt = (pair_txt.float() * bank_txt.float()).sum(-1)
@@ -168,7 +168,7 @@ def group_losses(img_feats: torch.Tensor, txt_feats: torch.Tensor, batch: Dict[s
         img = img_feats[batch[f"{g}_img"]]
         txt = txt_feats[batch[f"{g}_txt"]]
         out[g] = clip_loss_per_sample(img, txt, scale, gather_with_grad(img, info), gather_with_grad(txt, info),
-                                      offset=info.rank * img.shape[0])
+                                      offset=row_offset(img, info))
     return out
 
 

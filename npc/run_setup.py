@@ -11,7 +11,7 @@ import shutil
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -23,9 +23,9 @@ from npc import memory_bank as mb
 from npc.checkpoint import (CHECKPOINT_FORMAT, name_run, open_resume, reclaim_run_folder, resolve_resume)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
-from npc.distributed import DistInfo, barrier, cleanup, init_distributed
+from npc.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from npc.io import atomic_write_text
-from npc.locks import file_lock
+from npc.locks import LockedError, file_lock
 from npc.model import RANDOM_INIT_SEED, create_model, load_checkpoint_weights, read_checkpoint
 from npc.params import restore_eval_config, restore_run_config
 from npc.train_utils import (autocast_for, resolve_device, resolve_precision, seed_everything)
@@ -91,6 +91,8 @@ def setup_run(args, stack: ExitStack) -> Run:
     args.device = str(device)
     info = init_distributed(args.device)
     stack.callback(cleanup, info)
+    if info.enabled and getattr(args, "skip_unreadable_images", False):
+        info = replace(info, uneven=True)  # a rank's share of a step loses the pairs of unreadable images
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         args.device = str(device)
@@ -104,10 +106,7 @@ def setup_run(args, stack: ExitStack) -> Run:
     run_dir, ckpt_dir = name_run(args, info)
     if info.is_main and not existed:
         stack.push(partial(_remove_if_setup_failed, run_dir, args))
-    if info.is_main:
-        stack.enter_context(file_lock(
-            run_dir / ".lock", f"the run folder {run_dir}", wait=False,
-            hint="another process is writing this run: wait for it to end, or choose another --experiments"))
+    lock_run_folder(run_dir, info, stack)
     if args.eval:
         resume_path, resume_ckpt = eval_path, eval_ckpt
     else:
@@ -131,6 +130,22 @@ def setup_run(args, stack: ExitStack) -> Run:
     return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
                progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
                resume_ckpt=resume_ckpt)
+
+
+def lock_run_folder(run_dir: Path, info: DistInfo, stack: ExitStack) -> None:
+    """Rank 0 holds the run folder's lock for the whole run (the job's one writer). If another process
+    holds it, every rank stops with the same error: none is left waiting for rank 0 at a collective."""
+    refusal = None
+    if info.is_main:
+        try:
+            stack.enter_context(file_lock(
+                run_dir / ".lock", f"the run folder {run_dir}", wait=False,
+                hint="another process is writing this run: wait for it to end, or choose another --experiments"))
+        except LockedError as e:
+            refusal = str(e)
+    refusal = broadcast_object(refusal, info)
+    if refusal is not None:
+        raise LockedError(refusal)
 
 
 def preflight(args, info: DistInfo) -> List[str]:

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad
+from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad, share_of_mean
 from npc.negative_impact import GROUPS, _phase, encode_groups, trainable
 
 
@@ -46,6 +46,13 @@ class StepState:
 
 # ----------------------------------------------------------------------------- update helpers
 
+def rank_share(state: StepState) -> float:
+    """The factor on this rank's loss (a mean over its pairs) before its backward pass: 1 unless ranks hold
+    uneven shares of the global batch (``--skip_unreadable_images``; :func:`npc.distributed.share_of_mean`)."""
+    pair = state.losses["pair"]
+    return share_of_mean(pair.shape[0], state.info, pair.device)
+
+
 def _global_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if not info.enabled:
         return x.mean()
@@ -62,10 +69,11 @@ def clip_and_step(params: Sequence[torch.Tensor], optimizer, grad_clip: float) -
     return float(norm)
 
 
-def finish_step(model, optimizer, loss: torch.Tensor, info: DistInfo, grad_clip: float) -> float:
-    """Backward, average over ranks, clip, step. Returns the pre-clip gradient norm."""
+def finish_step(model, optimizer, loss: torch.Tensor, info: DistInfo, grad_clip: float, share: float = 1.0) -> float:
+    """Backward, average over ranks, clip, step. ``share``: see :func:`rank_share`. Returns the pre-clip
+    gradient norm."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * share if share != 1.0 else loss).backward()
     params = trainable(model)
     all_reduce_grads_(params, info)
     return clip_and_step(params, optimizer, grad_clip)
@@ -84,7 +92,7 @@ class Objective:
 
     def update(self, state: StepState, loss: torch.Tensor, weights: Optional[torch.Tensor], optimizer,
                grad_clip: float) -> float:
-        return finish_step(state.model, optimizer, loss, state.info, grad_clip)
+        return finish_step(state.model, optimizer, loss, state.info, grad_clip, share=rank_share(state))
 
 
 class ClipObjective(Objective):
@@ -127,7 +135,7 @@ class ReleaseObjective(Objective):
 
     def update(self, state, loss, weights, optimizer, grad_clip):
         if state.grads is None:
-            return finish_step(state.model, optimizer, loss, state.info, grad_clip)
+            return finish_step(state.model, optimizer, loss, state.info, grad_clip, share=rank_share(state))
         # d/dA [mean(w) * mean(l)] = mean(w) * the gradient the estimator took (its scaling undone
         # exactly: a power of two): no second backward pass.
         optimizer.zero_grad(set_to_none=True)

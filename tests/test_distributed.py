@@ -25,10 +25,14 @@ def _global_batch():
     return images, texts
 
 
-def _local_batch(rank: int, world: int):
+def _local_batch(rank: int, world: int, first: int = None):
+    """Rank ``rank``'s share of the global batch: equal shares, or (``first``) rows [0, first) on rank 0 and
+    the rest on rank 1, as when a rank left out the pairs of unreadable images."""
     images, texts = _global_batch()
-    n = B // world
-    rows = [torch.arange(k * B + rank * n, k * B + (rank + 1) * n) for k in range(3)]
+    bounds = [r * B // world for r in range(world + 1)] if first is None else [0, first, B]
+    lo, hi = bounds[rank], bounds[rank + 1]
+    n = hi - lo
+    rows = [torch.arange(k * B + lo, k * B + hi) for k in range(3)]
     sel = torch.cat(rows)
     batch = {"images": images[sel], "texts": texts[sel], "index": rows[0]}
     for k, group in enumerate(("pair", "bankI", "bankT")):
@@ -59,11 +63,12 @@ def _step(kind, info, batch):
     return [p.detach().clone() for p in model.parameters()], out["pair_loss"], w
 
 
-def _worker(rank, world, port, kind, result_dir):
+def _worker(rank, world, port, kind, result_dir, first=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        params, loss, w = _step(kind, DistInfo(rank, world, rank), _local_batch(rank, world))
+        info = DistInfo(rank, world, rank, uneven=first is not None)
+        params, loss, w = _step(kind, info, _local_batch(rank, world, first))
         torch.save({"params": params, "loss": loss, "w": w}, os.path.join(result_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -75,10 +80,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.parametrize("first", [None, 3], ids=["equal_shares", "uneven_shares"])
 @pytest.mark.parametrize("kind", ["clip", "paper", "release", "first_order"])
-def test_two_processes_equal_one(kind, tmp_path):
+def test_two_processes_equal_one(kind, first, tmp_path):
+    """Equal shares (4 + 4 pairs) and uneven ones (3 + 5, ``DistInfo.uneven``: what --skip_unreadable_images
+    leaves): the losses, weights and updated parameters of one process on all 8 pairs."""
     ref_params, ref_loss, ref_w = _step(kind, DistInfo(), _local_batch(0, 1))
-    mp.start_processes(_worker, args=(2, _free_port(), kind, str(tmp_path)), nprocs=2, join=True,
+    mp.start_processes(_worker, args=(2, _free_port(), kind, str(tmp_path), first), nprocs=2, join=True,
                        start_method="spawn")
     parts = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(2)]
     assert torch.allclose(torch.cat([p["loss"] for p in parts]), ref_loss, atol=1e-5)
@@ -246,3 +254,136 @@ def test_torchrun_npc_run_builds_the_bank_one_process_builds(demo_root, base_dir
                        nprocs=1, join=True, start_method="spawn")
     a, b = _bank_files(roots[0]), _bank_files(roots[1])
     assert len(a) == 4 and a == b
+
+
+# ----------------------------------------------------------------------------- one writer per run folder
+
+# Rank 0 of a 2-process job pauses before its second optimizer step until the test says go.
+TORCHRUN_PAUSE = r"""
+import os, sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from npc import steps
+
+flag = Path(sys.argv[1])
+if int(os.environ["RANK"]) == 0:
+    real_step, done = steps.train_step, [0]
+
+    def step(*a, **kw):
+        done[0] += 1
+        if done[0] == 2:
+            flag.with_suffix(".paused").write_text(str(os.getpid()))
+            while not flag.with_suffix(".go").exists():
+                time.sleep(0.05)
+        return real_step(*a, **kw)
+
+    steps.train_step = step
+import main_CLIP
+from npc.cli import cli
+sys.exit(cli(main_CLIP.main, sys.argv[2:]))
+"""
+
+
+def _wait_for(path, proc, seconds=240):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.1)
+
+
+def test_torchrun_run_folder_lock_holds_across_ranks(demo_root, base_dir, tmp_path, capsys):
+    """A running 2-process job holds its run folder: a second writer is refused, naming the job's rank 0.
+    A job launched on a folder another process holds stops on every rank with that error (none hangs at a
+    collective), and writes nothing into the folder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import main_CLIP
+    from conftest import run_args
+    from npc.cli import cli
+    from npc.locks import file_lock
+
+    logs = tmp_path / "logs"
+    flags = ("--epochs", "1", "--batch_size", "32", "--eval_splits", "dev")
+    script, flag = tmp_path / "pause.py", tmp_path / "flag"
+    script.write_text(TORCHRUN_PAUSE)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            "--monitor_interval", "0.1", str(script), str(flag),
+                            *run_args(demo_root, base_dir, logs, *flags, "--experiments", "live")],
+                           cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(flag.with_suffix(".paused"), job)
+        rank0 = flag.with_suffix(".paused").read_text()
+        capsys.readouterr()
+        assert cli(main_CLIP.main, run_args(demo_root, base_dir, logs, *flags, "--experiments", "live")) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: the run folder") and f"in use by pid {rank0} " in err, err
+        flag.with_suffix(".go").touch()
+        out, errs = job.communicate(timeout=300)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, errs[-3000:]
+    assert len((logs / "live" / "metrics.jsonl").read_text().splitlines()) == 1
+
+    held = logs / "held"
+    kill_script = tmp_path / "kill.py"
+    kill_script.write_text(TORCHRUN_KILL)
+    with file_lock(held / ".lock", "the test's run", wait=False):
+        refused = _torchrun(kill_script, 0, 0, run_args(demo_root, base_dir, logs, *flags, "--experiments", "held"))
+    assert refused.returncode != 0
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all(f"the run folder {held} is in use by pid {os.getpid()} " in line for line in errors), \
+        refused.stderr[-3000:]
+    assert sorted(p.name for p in held.iterdir()) == [".lock"]
+
+
+# ----------------------------------------------------------------------------- unreadable images under torchrun
+
+def test_torchrun_skip_unreadable_images_keeps_ranks_in_step(demo_root, base_dir, tmp_path):
+    """An unreadable image's pairs fall on one rank's share of a step: the ranks hold uneven shares, take the
+    same steps (no hang), and reach the weights, losses and step counts of one process on the same data."""
+    import json
+
+    import numpy as np
+
+    import main_CLIP
+    from conftest import run_args
+    from npc import data
+
+    root = tmp_path / "demo"
+    shutil.copytree(demo_root, root)
+    split = data.load_split(root, "demo", "train")
+    bad = 3
+    split.image_paths[bad].write_bytes(b"not a JPEG")
+    # the test's premise: in some step of the epoch the image's pairs are not split evenly over the ranks
+    pairs = np.flatnonzero(split.caption_image == bad)
+    shares = [[np.isin(b, pairs).sum() for b in data.EpochBatchSampler(len(split), 32, 0, r, 2)] for r in (0, 1)]
+    assert any(a != b for a, b in zip(*shares)), shares
+
+    flags = ("--epochs", "1", "--batch_size", "32", "--eval_splits", "dev", "--seed", "0", "--skip_unreadable_images")
+    logs = tmp_path / "logs"
+    script = tmp_path / "run.py"
+    script.write_text(TORCHRUN_KILL)
+    job = _torchrun(script, 0, 0, run_args(root, base_dir, logs, *flags, "--experiments", "two"))
+    assert job.returncode == 0, job.stderr[-3000:]
+    torch.set_num_threads(1)
+    try:
+        main_CLIP.main(run_args(root, base_dir, logs, *flags, "--experiments", "one"))
+    finally:
+        torch.set_num_threads(2)
+    two, one = [[json.loads(line) for line in (logs / n / "metrics.jsonl").read_text().splitlines()]
+                for n in ("two", "one")]
+    assert two[0]["skipped_images"] == one[0]["skipped_images"] == 1
+    assert two[0]["step"] == one[0]["step"] == len(split) // 32
+    assert abs(two[0]["train_loss"] - one[0]["train_loss"]) < 1e-4
+    a, b = [torch.load(logs / n / "checkpoints/latest.pt", map_location="cpu", weights_only=True)["state_dict"]
+            for n in ("two", "one")]
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
