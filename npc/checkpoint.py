@@ -148,10 +148,17 @@ def name_run(args, info: DistInfo):
             args.experiments = name[0]
     run_dir = Path(args.logs) / args.experiments
     ckpt_dir = Path(args.checkpoint_path) if args.checkpoint_path else run_dir / "checkpoints"
+    if args.resume == "latest" and not args.eval and not run_dir.exists() and latest_checkpoint(ckpt_dir) is None:
+        raise no_run_to_continue(run_dir, ckpt_dir)  # before any folder is made (every rank sees the same)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
     return run_dir, ckpt_dir
+
+
+def no_run_to_continue(run_dir: Path, ckpt_dir: Path) -> FileNotFoundError:
+    return FileNotFoundError(f"--resume latest: {run_dir} holds no run to continue (no checkpoint in {ckpt_dir}); "
+                             f"check --experiments")
 
 
 def open_resume(args, run_dir: Path, ckpt_dir: Path, note: Callable[[str], None]):
@@ -162,8 +169,7 @@ def open_resume(args, run_dir: Path, ckpt_dir: Path, note: Callable[[str], None]
     """
     if args.resume == "latest" and not args.eval and latest_checkpoint(ckpt_dir) is None:
         if not (run_dir / "params.txt").exists():
-            raise FileNotFoundError(f"--resume latest: {run_dir} holds no run to continue (no checkpoint in "
-                                    f"{ckpt_dir}); check --experiments")
+            raise no_run_to_continue(run_dir, ckpt_dir)
         note(f"--resume latest: {run_dir} has no checkpoint yet (its run ended before the first one): "
              f"starting it again with this command's flags")
         args.resume = None

@@ -387,3 +387,16 @@ def test_torchrun_skip_unreadable_images_keeps_ranks_in_step(demo_root, base_dir
     a, b = [torch.load(logs / n / "checkpoints/latest.pt", map_location="cpu", weights_only=True)["state_dict"]
             for n in ("two", "one")]
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+
+def test_torchrun_resume_of_a_run_that_does_not_exist_leaves_no_folder(demo_root, base_dir, tmp_path):
+    from conftest import run_args
+
+    script, logs = tmp_path / "run.py", tmp_path / "logs"
+    script.write_text(TORCHRUN_KILL)
+    job = _torchrun(script, 0, 0, run_args(demo_root, base_dir, logs, "--epochs", "1", "--experiments", "typo",
+                                           "--resume", "latest"))
+    assert job.returncode != 0
+    errors = [line for line in job.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all("holds no run to continue" in line for line in errors), job.stderr[-3000:]
+    assert not (logs / "typo").exists()
