@@ -114,6 +114,9 @@ register_method(Method("npc_bank_only", "npc", "siamese", "paper", reweight=Fals
                        summary="ablation: npc_paper with every weight 1 (the memory-bank loss alone)"))
 register_method(Method("npc_first_order", "npc", "first_order", "paper",
                        summary="npc_paper with the first-order estimator of each pair's own negative impact"))
+register_method(Method("npc_pclean", "npc", "pclean", "paper",
+                       summary="npc_paper's memory-bank loss with each pair's loss weighted by the bank's GMM "
+                               "p(clean) instead of the siamese weights (no siamese step)"))
 # A memory bank that learns: the GMM and the neighbours rebuilt from the current model every epoch
 # (--bank_update N for every N epochs); the other methods keep the bank of the initial model.
 for _name in ("npc_paper", "npc_bank_only", "pclean_weight"):

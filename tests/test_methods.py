@@ -107,6 +107,23 @@ def test_oracle_weight_is_the_written_out_masked_loss():
     assert _sgd_step_equals(model, a0, batch, w)
 
 
+def test_npc_pclean_is_the_pclean_weighted_loss_plus_the_bank_loss_written_out():
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    p_clean = np.array([0.9, 0.1, 0.5, 0.7, 0.2, 1.0, 0.3], dtype=np.float32)  # index 6 unused
+    est = methods.get_method("npc_pclean").build_estimator()
+    est.bind(estimators.RunInputs(model=model, make_optimizer=None, info=None, p_clean=p_clean))
+    out = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, est, "paper", grad_clip=0.0)
+    w = torch.tensor([0.9, 0.1, 0.5, 0.7, 0.2, 1.0])
+    assert torch.equal(out["weights"], w)
+    ref = copy.deepcopy(a0)
+    loss = (w * _per_sample(ref, batch, "pair")).mean() + (_per_sample(ref, batch, "bankI").mean()
+                                                            + _per_sample(ref, batch, "bankT").mean()) / 2
+    grads = torch.autograd.grad(loss, list(ref.parameters()), allow_unused=True)
+    assert all(torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
+               for p0, p1, g in zip(a0.parameters(), model.parameters(), grads))
+
+
 def test_oracle_filter_trains_on_the_truly_clean_pairs_only(fresh_root, base_dir, tmp_path, monkeypatch):
     from npc import data, steps
 
