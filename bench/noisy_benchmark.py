@@ -30,7 +30,7 @@ from pathlib import Path
 from npc.io import atomic_write_json
 from npc.methods import METHODS as METHOD_REGISTRY
 from npc.methods import get_method
-from npc.reporting import REPO, git_commit, pyplot, repo_relative, save_figure, write_table
+from npc.reporting import REPO, environment, git_commit, pyplot, repo_relative, save_figure, write_table
 
 # The rows: "base" (the demo's base model, evaluated without training) and the methods of npc.methods.
 # The table's order: the first grid's rows, then the methods registered since.
@@ -92,8 +92,17 @@ def run_one(method, noise, seed, *, epochs, lr, logs, tag) -> dict:
         raise RuntimeError(f"run failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     rec = {"method": method, "noise_ratio": float(noise), "seed": seed, "epochs": 0 if method == "base" else epochs,
            "lr": lr, **collect(method, run_dir, noise), "seconds": round(seconds, 1),
-           "command": " ".join(["python"] + cmd[1:]), "git_commit": git_commit()}
+           "command": " ".join(["python"] + cmd[1:]), "git_commit": git_commit(), **run_environment()}
     return rec
+
+
+def run_environment() -> dict:
+    """Device and versions of the runs (subprocesses with this process's environment: the same torch, the same
+    OMP_NUM_THREADS, so the same thread count)."""
+    import torch
+
+    env = environment("", None, "cuda" if torch.cuda.is_available() else "cpu")
+    return {k: env[k] for k in ("device", "torch", "cuda", "open_clip", "python")}
 
 
 def load(path: Path) -> list:
@@ -178,20 +187,27 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
     plt = pyplot()
     if plt is None:
         return table
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, k, title in zip(axes, ("rsum", "i2t_r1", "t2i_r1"), ("rsum", "i2t R@1", "t2i R@1")):
-        for m in methods:
+    # rsum against noise: the first grid's rows, then the methods added since beside three references.
+    refs = ("clip", "npc_paper", "pclean_weight")
+    panels = (("the first grid", [m for m in methods if m in _FIRST]),
+              ("added since (dashed: references)", [m for m in methods if m in refs or m not in _FIRST]))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5), sharey=True)
+    for ax, (title, shown) in zip(axes, panels):
+        for m in shown:
             xs, mus, sds = [], [], []
             for noise in noises:
-                vals = [r[k] for r in records if r["method"] == m and r["noise_ratio"] == noise]
+                vals = [r["rsum"] for r in records if r["method"] == m and r["noise_ratio"] == noise]
                 if vals:
                     mu, sd = mean_std(vals)
                     xs.append(noise * 100), mus.append(mu), sds.append(sd)
-            ax.errorbar(xs, mus, yerr=sds, marker="o", capsize=3, label=m)
+            dashed = m in refs and title.startswith("added")
+            ax.errorbar(xs, mus, yerr=sds, marker="o", capsize=3, label=m, linestyle="--" if dashed else "-",
+                        alpha=0.6 if dashed else 1.0)
         ax.set_xlabel("caption noise (%)")
-        ax.set_title(f"demo test {title}")
+        ax.set_title(f"demo test rsum: {title}")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+        if shown:
+            ax.legend(fontsize=8)
     save_figure(fig, out_png)
     return table
 
@@ -231,8 +247,7 @@ def main(argv=None) -> int:
         run_grid(args.methods, args.noise.split(","), [int(s) for s in args.seeds.split(",")], epochs=args.epochs,
                  lrs=lrs, out=out, logs=args.logs, tag="quick" if args.quick else "bench")
     records = load(out)
-    stem = out.stem
-    table = render(records, RESULTS / f"{stem}.md", RESULTS / f"{stem}.png")
+    table = render(records, out.with_suffix(".md"), out.with_suffix(".png"))  # beside the records
     print(table)
     return 0
 
