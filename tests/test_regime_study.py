@@ -114,3 +114,14 @@ def test_render_writes_the_tables_from_a_record(tmp_path):
     assert "0.250 | 1.000 | 0.510 / 1010.0" in text
     assert "## Verdict" in text and "`python bench/regime_study.py` (abc; cpu)" in text
     assert (tmp_path / "r.md").read_text() == text
+
+
+def test_oracle_control_masks_the_share_of_pairs_it_names():
+    import numpy as np
+
+    from bench.oracle_data_control import random_mask
+
+    for n, fraction in [(10000, 0.6), (10000, 0.4), (7, 0.5)]:
+        mask = random_mask(n, fraction, 99)
+        assert mask.dtype == bool and mask.sum() == round(fraction * n)
+        assert np.array_equal(mask, random_mask(n, fraction, 99)) and not np.array_equal(mask, random_mask(n, fraction, 1))
