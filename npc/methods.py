@@ -9,7 +9,7 @@ A method is a composition of three parts:
 
 ``main_NPC.py`` runs the methods whose ``script`` is ``npc`` (they take the NPC flags),
 ``main_CLIP.py`` those whose ``script`` is ``clip``. Methods marked ``benchmark_only`` need the
-ground-truth noise mask of a split this project made; they are ceilings, never a user's choice.
+ground-truth noise mask of a split this project made; they show what a perfect detector gives, never a user's choice.
 """
 from __future__ import annotations
 
