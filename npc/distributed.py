@@ -92,35 +92,35 @@ def mean_over_ranks(value: torch.Tensor, rows: int, info: DistInfo):
     return float(t[0] / t[1]), int(t[1])
 
 
+def _gather_padded(x: torch.Tensor, counts: List[int]) -> torch.Tensor:
+    """``all_gather`` of every rank's ``x`` (``counts[r]`` rows on rank r), padded to the largest share and
+    trimmed after, concatenated in rank order."""
+    padded = _pad_rows(x, max(counts))
+    parts = [torch.empty_like(padded) for _ in range(len(counts))]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, counts)], dim=0)
+
+
 def gather_no_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if not info.enabled:
         return x
-    counts = row_counts(x.shape[0], info, x.device)
-    padded = _pad_rows(x, max(counts))
-    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[:n] for part, n in zip(parts, counts)], dim=0)
+    return _gather_padded(x, row_counts(x.shape[0], info, x.device))
 
 
 def gather_rows(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Every rank's rows of a 2-D tensor, concatenated in rank order, on every rank.
 
     Ranks may hold different numbers of rows (none too: an empty ``(0, 0)`` tensor takes the others'
-    width). Rows are padded to the largest share for ``all_gather`` and trimmed after.
+    width), whatever ``info.uneven`` says: the row counts and widths are always exchanged.
     """
     if not info.enabled:
         return x
     shape = torch.tensor([x.shape[0], x.shape[1] if x.shape[0] else 0], dtype=torch.int64, device=x.device)
     shapes = [torch.empty_like(shape) for _ in range(info.world_size)]
     dist.all_gather(shapes, shape)
-    rows = [int(s[0]) for s in shapes]
-    cols = max(int(s[1]) for s in shapes)
-    padded = x.new_zeros((max(rows), cols))
-    if x.shape[0]:
-        padded[:x.shape[0]] = x
-    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[:n] for part, n in zip(parts, rows)], dim=0)
+    if not x.shape[0]:
+        x = x.new_zeros((0, max(int(s[1]) for s in shapes)))
+    return _gather_padded(x, [int(s[0]) for s in shapes])
 
 
 def broadcast_object(obj, info: DistInfo):
