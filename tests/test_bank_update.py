@@ -17,6 +17,7 @@ from npc import data
 from npc import memory_bank as mb
 from npc.evaluation import encode_split
 from npc.model import create_model, load_checkpoint_weights, logit_scale
+from step_hooks import CHILD_PYTHONPATH
 from test_faults import KILL_SCRIPT, REPO, _records
 
 COMMON = ("--epochs", "3", "--noise_ratio", "0.4", "--method", "pclean_weight_bank_update")
@@ -58,7 +59,7 @@ def test_sigkill_after_a_rebuild_then_resume_equals_uninterrupted(root, base_dir
     logs = tmp_path / "logs"
     main_CLIP.main(run_args(root, base_dir, logs, *COMMON, "--experiments", "full"))
     argv = run_args(root, base_dir, logs, *COMMON, "--experiments", "k")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "HF_HUB_OFFLINE": "1"}
     # 400 pairs / 16 = 25 steps an epoch: killed in epoch 2, after the bank of epoch 1 was rebuilt
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, "mid_epoch", "35", str(torch.get_num_threads()),
                            *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -163,37 +163,37 @@ def test_random_init_is_seeded_and_leaves_the_global_stream():
 
 # One rank of a 2-process torchrun job (gloo, CPU) SIGKILLs itself after a number of its optimizer steps.
 TORCHRUN_KILL = r"""
-import os, signal, sys
+import os, sys
 import torch
 torch.set_num_threads(1)
-from npc import steps
+from step_hooks import before_step, kill_self
 
 at, victim = int(sys.argv[1]), int(sys.argv[2])
 if at and int(os.environ["RANK"]) == victim:
-    real_step, done = steps.train_step, [0]
-
-    def step(*a, **kw):
-        done[0] += 1
-        if done[0] > at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real_step(*a, **kw)
-
-    steps.train_step = step
+    before_step(at + 1, kill_self)
 import main_CLIP
 from npc.cli import cli
 sys.exit(cli(main_CLIP.main, sys.argv[3:]))
 """
 
 
-def _torchrun(script, at, victim, argv):
+def _torchrun_command(script, *args):
+    """A 2-process torchrun of ``script ARGS`` on CPU: (command, environment, working folder)."""
     from pathlib import Path
-    import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    from step_hooks import CHILD_PYTHONPATH
+
+    env = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "--monitor_interval", "0.1", str(script), str(at), str(victim), *argv]
+           "--monitor_interval", "0.1", str(script), *map(str, args)]
+    return cmd, env, Path(__file__).resolve().parents[1]
+
+
+def _torchrun(script, at, victim, argv):
+    import subprocess
+
+    cmd, env, repo = _torchrun_command(script, at, victim, *argv)
     return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -264,21 +264,19 @@ import os, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from npc import steps
+from step_hooks import before_step
 
 flag = Path(sys.argv[1])
+
+
+def pause():
+    flag.with_suffix(".paused").write_text(str(os.getpid()))
+    while not flag.with_suffix(".go").exists():
+        time.sleep(0.05)
+
+
 if int(os.environ["RANK"]) == 0:
-    real_step, done = steps.train_step, [0]
-
-    def step(*a, **kw):
-        done[0] += 1
-        if done[0] == 2:
-            flag.with_suffix(".paused").write_text(str(os.getpid()))
-            while not flag.with_suffix(".go").exists():
-                time.sleep(0.05)
-        return real_step(*a, **kw)
-
-    steps.train_step = step
+    before_step(2, pause)
 import main_CLIP
 from npc.cli import cli
 sys.exit(cli(main_CLIP.main, sys.argv[2:]))
@@ -300,8 +298,6 @@ def test_torchrun_run_folder_lock_holds_across_ranks(demo_root, base_dir, tmp_pa
     A job launched on a folder another process holds stops on every rank with that error (none hangs at a
     collective), and writes nothing into the folder."""
     import subprocess
-    import sys
-    from pathlib import Path
 
     import main_CLIP
     from conftest import run_args
@@ -312,12 +308,8 @@ def test_torchrun_run_folder_lock_holds_across_ranks(demo_root, base_dir, tmp_pa
     flags = ("--epochs", "1", "--batch_size", "32", "--eval_splits", "dev")
     script, flag = tmp_path / "pause.py", tmp_path / "flag"
     script.write_text(TORCHRUN_PAUSE)
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                            "--monitor_interval", "0.1", str(script), str(flag),
-                            *run_args(demo_root, base_dir, logs, *flags, "--experiments", "live")],
-                           cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd, env, repo = _torchrun_command(script, flag, *run_args(demo_root, base_dir, logs, *flags, "--experiments", "live"))
+    job = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(flag.with_suffix(".paused"), job)
         rank0 = flag.with_suffix(".paused").read_text()

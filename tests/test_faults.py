@@ -27,6 +27,7 @@ from npc import memory_bank as mb
 from npc.cli import cli
 from npc.locks import file_lock
 from npc.params import ConfigError, parse_args
+from step_hooks import CHILD_PYTHONPATH
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,29 +64,22 @@ def root(demo_root, tmp_path_factory):
 # epoch (after a number of optimizer steps), half-way through writing a checkpoint file, or at the
 # write of an epoch's best.pt (after its metrics and its complete epoch file, before latest.pt moves on).
 KILL_SCRIPT = r"""
-import os, signal, sys
+import sys
 import torch
 torch.set_num_threads(int(sys.argv[3]))  # the test process's: float sums depend on the thread count
 import main_CLIP
-from npc import checkpoint, steps
+from npc import checkpoint
+from step_hooks import before_step, kill_self
 
 mode, at = sys.argv[1], int(sys.argv[2])
 if mode == "mid_epoch":
-    real_step, done = steps.train_step, [0]
-
-    def step(*a, **kw):
-        done[0] += 1
-        if done[0] > at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real_step(*a, **kw)
-
-    steps.train_step = step
+    before_step(at + 1, kill_self)
 elif mode == "best_copy":
     real_write = checkpoint.write_best
 
     def write(ckpt, dst):
         if dst.name == "best.pt" and ckpt["epoch"] == at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            kill_self()
         return real_write(ckpt, dst)
 
     checkpoint.write_best = write
@@ -96,7 +90,7 @@ else:
         if isinstance(obj, dict) and obj.get("epoch") == at:
             f.write(b"PK half a checkpoint")
             f.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+            kill_self()
         return real_save(obj, f, *a, **kw)
 
     torch.save = save
@@ -117,7 +111,7 @@ def uninterrupted(root, base_dir, tmp_path_factory):
 def test_sigkill_then_resume_equals_uninterrupted(root, base_dir, tmp_path, uninterrupted, mode, at):
     logs = tmp_path / "logs"
     argv = run_args(root, base_dir, logs, *COMMON, "--experiments", "k")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, mode, str(at), str(torch.get_num_threads()), *argv],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-2000:]
