@@ -42,6 +42,7 @@ def random_mask(n: int, fraction: float, seed: int) -> np.ndarray:
 def train_one(fraction: float, seed: int, mask_seed: int, logs: Path, exp: str) -> None:
     """The run itself (in a child process started from the repository root, where main_CLIP is importable)."""
     import main_CLIP
+    from bench.noisy_benchmark import command_for
     from npc import data
 
     real = data.load_train_split_for
@@ -51,9 +52,8 @@ def train_one(fraction: float, seed: int, mask_seed: int, logs: Path, exp: str) 
         return split, random_mask(len(split), fraction, mask_seed)
 
     data.load_train_split_for = clean_split_random_mask
-    main_CLIP.main(["--dataset", "demo", "--noise_ratio", "0.0", "--seed", str(seed), "--logs", str(logs),
-                    "--experiments", exp, "--no_progress", "--method", "oracle_weight", "--epochs", "5",
-                    "--lr", "0.0002"])
+    # the benchmark's protocol (its flags for oracle_weight, the lr it chose for CLIP), on the clean split
+    main_CLIP.main(command_for("oracle_weight", "0.0", seed, epochs=5, lr=2e-4, logs=logs, exp=exp)[2:])
 
 
 def run_one(fraction: float, seed: int, mask_seed: int, logs: Path) -> dict:
