@@ -16,10 +16,13 @@ from npc.steps import train_step
 from test_npc import _per_sample, _setup
 
 
-def _sgd_step_equals(model, a0, batch, weights):
-    """``model`` is ``a0`` after one SGD step (lr 1) on ``mean_i(w_i l_i)``, written out."""
+def _sgd_step_equals(model, a0, batch, weights, bank: bool = False):
+    """``model`` is ``a0`` after one SGD step (lr 1) on ``mean_i(w_i l_i)`` (``bank``: plus the memory-bank
+    loss ``(mean_i l_bankI_i + mean_i l_bankT_i) / 2``), written out."""
     ref = copy.deepcopy(a0)
     loss = (weights * _per_sample(ref, batch, "pair")).mean()
+    if bank:
+        loss = loss + (_per_sample(ref, batch, "bankI").mean() + _per_sample(ref, batch, "bankT").mean()) / 2
     grads = torch.autograd.grad(loss, list(ref.parameters()), allow_unused=True)
     return all(torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
                for p0, p1, g in zip(a0.parameters(), model.parameters(), grads))
@@ -116,12 +119,7 @@ def test_npc_pclean_is_the_pclean_weighted_loss_plus_the_bank_loss_written_out()
     out = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, est, "paper", grad_clip=0.0)
     w = torch.tensor([0.9, 0.1, 0.5, 0.7, 0.2, 1.0])
     assert torch.equal(out["weights"], w)
-    ref = copy.deepcopy(a0)
-    loss = (w * _per_sample(ref, batch, "pair")).mean() + (_per_sample(ref, batch, "bankI").mean()
-                                                            + _per_sample(ref, batch, "bankT").mean()) / 2
-    grads = torch.autograd.grad(loss, list(ref.parameters()), allow_unused=True)
-    assert all(torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
-               for p0, p1, g in zip(a0.parameters(), model.parameters(), grads))
+    assert _sgd_step_equals(model, a0, batch, w, bank=True)
 
 
 def test_oracle_filter_trains_on_the_truly_clean_pairs_only(fresh_root, base_dir, tmp_path, monkeypatch):
