@@ -189,10 +189,10 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
         return table
     # rsum against noise: the first grid's rows, then the methods added since beside three references.
     refs = ("clip", "npc_paper", "pclean_weight")
-    panels = (("the first grid", [m for m in methods if m in _FIRST]),
-              ("added since (dashed: references)", [m for m in methods if m in refs or m not in _FIRST]))
+    panels = (("the first grid", [m for m in methods if m in _FIRST], ()),
+              ("added since (dashed: references)", [m for m in methods if m in refs or m not in _FIRST], refs))
     fig, axes = plt.subplots(1, 2, figsize=(15, 5), sharey=True)
-    for ax, (title, shown) in zip(axes, panels):
+    for ax, (title, shown, dashed_refs) in zip(axes, panels):
         for m in shown:
             xs, mus, sds = [], [], []
             for noise in noises:
@@ -200,7 +200,7 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
                 if vals:
                     mu, sd = mean_std(vals)
                     xs.append(noise * 100), mus.append(mu), sds.append(sd)
-            dashed = m in refs and title.startswith("added")
+            dashed = m in dashed_refs
             ax.errorbar(xs, mus, yerr=sds, marker="o", capsize=3, label=m, linestyle="--" if dashed else "-",
                         alpha=0.6 if dashed else 1.0)
         ax.set_xlabel("caption noise (%)")
