@@ -1,4 +1,4 @@
-"""Does NPC's negative impact detect noisy pairs, and which estimator of it does? (issue 10)
+"""Does NPC's negative impact detect noisy pairs, and which estimator of it does?
 
 On the demo, for fixed checkpoints (the base model, and NPC ``paper`` after its first epoch) and the
 first ``--batches`` training batches of seed 0, every estimator scores every pair of each batch with
