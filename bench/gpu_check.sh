@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 12, prepared as one script for a lent GPU machine (no internet there):
+# The GPU check, prepared as one script for a lent GPU machine (no internet there):
 #   1. demo training smoke runs on CUDA (bf16 autocast, 1 epoch): main_CLIP.py and main_NPC.py, then
 #      `--eval --resume` of each result (evaluation in fp32, the project's default);
 #   2. bench/throughput.py in the paper's setting: ViT-B/32 with random weights, batch 256, amp_bf16
