@@ -100,7 +100,8 @@ class Siamese(WeightEstimator):
     ``impl``: ``efficient`` reuses A's forward for the bank losses before the step and for A''s
     gradient (A' equals A then); ``naive`` runs A' on its own (same results). ``state``:
     ``persistent`` keeps A''s AdamW state across steps (the release), ``fresh`` empties it every step.
-    ``grad_scale`` 2 is the release's doubled siamese gradient.
+    ``grad_scale``: A' steps on this multiple of the mean pair loss's gradient; 4 is the release's
+    (its siamese loss is twice the mean pair loss, back-propagated twice).
     """
 
     name = "siamese"
@@ -153,7 +154,7 @@ class Siamese(WeightEstimator):
                     grads = [p.grad for p in holders]
             with _phase("npc.step_siamese"):
                 _siamese_step(siamese, opt, grads, self.grad_scale)
-            s.grads, s.grads_scale = grads, self.grad_scale  # an objective may reuse them (release)
+            s.grads = grads  # the gradient of the mean pair loss: an objective may reuse it (release)
         else:
             with torch.no_grad(), s.autocast():
                 before = encode_groups(siamese, s.batch, ("bankI", "bankT"), s.info, dedup=False)
@@ -170,8 +171,11 @@ class Siamese(WeightEstimator):
 
 
 def _npc_weights(s, before_I, after_I, before_T, after_T) -> torch.Tensor:
-    before_I, after_I, before_T, after_T = before_I.float(), after_I.float(), before_T.float(), after_T.float()
+    # In the losses' dtype: fp32, or fp16 under pure fp16 weights, where the release's ratios round to the
+    # fp16 grid (a ratio within half an fp16 step of 1 is 1, and its pair's weight 1).
     weights, ratio = npc_weights(before_I, after_I, before_T, after_T)
+    weights, ratio = weights.float(), ratio.float()
+    before_I, after_I, before_T, after_T = before_I.float(), after_I.float(), before_T.float(), after_T.float()
     s.extras["ratio"] = ratio
     s.extras["bank_losses"] = torch.stack([before_I, after_I, before_T, after_T])
     return weights
@@ -270,12 +274,13 @@ class OSA(WeightEstimator):
     def weights(self, s):
         from npc.distributed import gather_no_grad
         from npc.model import encode
-        from npc.osa import weight_of_score
+        from npc.osa import debiased_score, weight_of_score
 
         b = s.batch
         with s.autocast():
             img, txt = encode(self.frozen, b["images"][b["pair_img"]], b["texts"][b["pair_txt"]])
-        score = logit_scale(self.frozen).float() * (img.float() * txt.float()).sum(-1) - self.shift
+        # The diagonal of the pairs' logit matrix, computed as OSA's CLIP computes its logits.
+        score = debiased_score((logit_scale(self.frozen) * img) @ txt.t(), self.shift)
         top = gather_no_grad(score, s.info).clamp_min(0).max() if s.info.enabled else None
         return weight_of_score(score, top)
 

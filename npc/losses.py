@@ -29,8 +29,16 @@ def _cross_entropies(img, txt, scale, img_all, txt_all, offset):
     img_all = img if img_all is None else img_all
     txt_all = txt if txt_all is None else txt_all
     target = torch.arange(img.shape[0], device=img.device) + offset
-    # Logits in fp32: under bf16 autocast the cross-entropy of a 256-way softmax loses precision.
-    logits_i2t = scale.float() * img.float() @ txt_all.float().t()
-    logits_t2i = scale.float() * txt.float() @ img_all.float().t()
+    if img.dtype == torch.float16:
+        # Pure fp16 weights (--precision fp16): the release's arithmetic, logits and cross-entropy in fp16
+        # (its CLIP computes ``logit_scale * image_features @ text_features.t()`` in the features' dtype).
+        logits_i2t = scale * img @ txt_all.t()
+        # Its logits_per_text is the transpose of that matrix (here: of all images against this rank's captions).
+        local = img_all is img and txt_all is txt
+        logits_t2i = logits_i2t.t() if local else (scale * img_all @ txt.t()).t()
+    else:
+        # Logits in fp32: under bf16 autocast the cross-entropy of a 256-way softmax loses precision.
+        logits_i2t = scale.float() * img.float() @ txt_all.float().t()
+        logits_t2i = scale.float() * txt.float() @ img_all.float().t()
     return (F.cross_entropy(logits_i2t, target, reduction="none"),
             F.cross_entropy(logits_t2i, target, reduction="none"))

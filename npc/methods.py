@@ -107,9 +107,9 @@ register_method(Method("oracle_weight", "clip", "oracle", "clip", benchmark_only
                        summary="benchmark only: noisy pairs weigh 0, clean 1, same steps as CLIP"))
 register_method(Method("npc_paper", "npc", "siamese", "paper",
                        summary="NPC as published: siamese one-step weights per pair + memory-bank loss"))
-register_method(Method("npc_release", "npc", "siamese", "release", options={"grad_scale": 2.0},
+register_method(Method("npc_release", "npc", "siamese", "release", options={"grad_scale": 4.0},
                        summary="NPC as the authors' code computes it (mean weight x batch-mean loss, bank loss "
-                               "without gradient, doubled siamese gradient, staircase lr)"))
+                               "without gradient, siamese gradient 4 x the mean pair loss's, staircase lr)"))
 register_method(Method("npc_bank_only", "npc", "siamese", "paper", reweight=False,
                        summary="ablation: npc_paper with every weight 1 (the memory-bank loss alone)"))
 register_method(Method("npc_first_order", "npc", "first_order", "paper",
@@ -141,7 +141,7 @@ def compose(base: Method, *, objective: Optional[str] = None, reweight: Optional
     obj = base.objective if objective is None else objective
     options = dict(base.options) if est == base.estimator else {}
     if est == "siamese":
-        options["grad_scale"] = 2.0 if obj == "release" else 1.0  # the release doubles the siamese gradient
+        options["grad_scale"] = 4.0 if obj == "release" else 1.0  # the release: 2 x the mean loss, back-propagated twice
         options.update({k: v for k, v in (("impl", impl), ("state", state)) if v is not None})
     options = {k: v for k, v in options.items() if _DEFAULT_OPTIONS.get(k) != v}
     new = replace(base, estimator=est, objective=obj, reweight=base.reweight if reweight is None else reweight,

@@ -14,8 +14,9 @@ Two variants (``--npc_variant``):
 ``paper``    per-sample weights ``mean_i(w_i l_i)`` and a memory-bank loss that trains A.
 ``release``  what the authors' code computes (docs/method.md section 5): ``mean(w) * mean(l)`` (no
              per-sample weighting), the bank loss without gradient (it trains nothing), and the
-             siamese gradient doubled (their loss is back-propagated twice; here it is scaled by 2,
-             which is the same update without the second backward).
+             siamese gradient 4 times that of the mean pair loss (their siamese loss is the sum of
+             the two directions' means, twice the mean pair loss, and it is back-propagated twice;
+             here the gradient is scaled by 4, the same update without the second backward).
 
 Two implementations with the same results (``--npc_impl``):
 
@@ -236,12 +237,10 @@ def sync_siamese_(siamese, model) -> None:
 
 
 def _siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: float) -> None:
+    """A' steps on ``scale`` times ``grads``; ``grads`` are left as they are (an objective may reuse them)."""
     params = trainable(siamese)
     for p, g in zip(params, grads):
-        g = g.detach()
-        if scale != 1:
-            g.mul_(scale)  # in place: ``grads`` are fresh tensors of this step
-        p.grad = g
+        p.grad = g.detach() * scale if scale != 1 else g.detach()
     siamese_opt.step()
     for p in params:  # the tensors may serve A's step next (release variant): no aliasing
         p.grad = None

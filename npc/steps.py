@@ -14,6 +14,9 @@ Objectives (docs/method.md sections 4 and 5):
 ``paper``    ``mean_i(w_i l_i) + L_bank``: NPC as published; the bank loss trains A.
 ``release``  ``mean(w) * mean_i(l_i) + L_bank`` with the bank loss detached: what the authors' code
              computes (its weights scale the batch mean; its bank loss trains nothing).
+
+``L_bank`` is the image-side bank pairs' contrastive loss plus the text-side ones' (the authors'
+code sums the two sides).
 """
 from __future__ import annotations
 
@@ -40,7 +43,6 @@ class StepState:
     features: Dict[str, tuple] = field(default_factory=dict)  # row-aligned (image, text) features per group
     keep_graph: bool = True                         # A's graph is needed after the estimator (a backward of A)
     grads: Optional[List[torch.Tensor]] = None      # gradient of mean_i l_i w.r.t. params, if an estimator took it
-    grads_scale: float = 1.0                        # ``grads`` were multiplied by this (in place)
     extras: Dict[str, torch.Tensor] = field(default_factory=dict)  # estimator outputs worth returning
 
 
@@ -106,7 +108,9 @@ class ClipObjective(Objective):
 
 
 def bank_loss(state: StepState) -> torch.Tensor:
-    return (state.losses["bankI"].mean() + state.losses["bankT"].mean()) / 2
+    """``L_MB``: the contrastive loss of the image-side bank pairs plus that of the text-side bank pairs
+    (``mean_i(lI_i + lT_i)``, as the authors' code computes it; docs/method.md section 4)."""
+    return state.losses["bankI"].mean() + state.losses["bankT"].mean()
 
 
 class PaperObjective(Objective):
@@ -136,10 +140,10 @@ class ReleaseObjective(Objective):
     def update(self, state, loss, weights, optimizer, grad_clip):
         if state.grads is None:
             return finish_step(state.model, optimizer, loss, state.info, grad_clip, share=rank_share(state))
-        # d/dA [mean(w) * mean(l)] = mean(w) * the gradient the estimator took (its scaling undone
-        # exactly: a power of two): no second backward pass.
+        # d/dA [mean(w) * mean(l)] = mean(w) * the gradient of mean(l) the estimator took: no second
+        # backward pass.
         optimizer.zero_grad(set_to_none=True)
-        factor = state.extras["mean_w"] / state.grads_scale
+        factor = state.extras["mean_w"]
         for p, g in zip(state.params, state.grads):
             p.grad = g.mul_(factor.to(g.dtype))
         return clip_and_step(state.params, optimizer, grad_clip)
@@ -216,7 +220,7 @@ def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tens
     if variant not in ("paper", "release"):
         raise ValueError(f"--npc_variant must be paper or release, got {variant!r}")
     if estimator == "siamese":
-        est = Siamese(impl=impl, state=siamese_state, grad_scale=2.0 if variant == "release" else 1.0)
+        est = Siamese(impl=impl, state=siamese_state, grad_scale=4.0 if variant == "release" else 1.0)
         est.attach_siamese(siamese, siamese_opt)
     elif estimator == "first_order":
         est = FirstOrder()

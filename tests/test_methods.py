@@ -18,11 +18,11 @@ from test_npc import _per_sample, _setup
 
 def _sgd_step_equals(model, a0, batch, weights, bank: bool = False):
     """``model`` is ``a0`` after one SGD step (lr 1) on ``mean_i(w_i l_i)`` (``bank``: plus the memory-bank
-    loss ``(mean_i l_bankI_i + mean_i l_bankT_i) / 2``), written out."""
+    loss ``mean_i l_bankI_i + mean_i l_bankT_i``), written out."""
     ref = copy.deepcopy(a0)
     loss = (weights * _per_sample(ref, batch, "pair")).mean()
     if bank:
-        loss = loss + (_per_sample(ref, batch, "bankI").mean() + _per_sample(ref, batch, "bankT").mean()) / 2
+        loss = loss + _per_sample(ref, batch, "bankI").mean() + _per_sample(ref, batch, "bankT").mean()
     grads = torch.autograd.grad(loss, list(ref.parameters()), allow_unused=True)
     return all(torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
                for p0, p1, g in zip(a0.parameters(), model.parameters(), grads))
@@ -60,7 +60,7 @@ def test_every_registered_method_composes_known_parts():
     for m in methods.METHODS.values():
         assert m.objective in OBJECTIVES and (m.estimator is None or m.estimator in estimators.ESTIMATORS)
         assert m.script in ("npc", "clip") and m.summary
-    assert methods.get_method("npc_release").build_estimator().grad_scale == 2.0
+    assert methods.get_method("npc_release").build_estimator().grad_scale == 4.0
 
 
 @pytest.fixture

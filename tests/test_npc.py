@@ -65,12 +65,12 @@ def _run(variant, impl, seed=0, siamese_eps=1e-6, compile_backend=None):
 @pytest.mark.parametrize("variant", ["paper", "release"])
 def test_weights_and_update_match_the_definition(variant):
     a0, a1, _, out, batch = _run(variant, "efficient")
-    # Step 1 written out: A' = copy of A, one AdamW step on the (doubled for release) mean batch loss.
+    # Step 1 written out: A' = copy of A, one AdamW step on the mean batch loss (4x its gradient for release).
     sia = copy.deepcopy(a0)
     sopt = _opt(sia)
     with torch.no_grad():
         li0, lt0 = _per_sample(sia, batch, "bankI"), _per_sample(sia, batch, "bankT")
-    loss = _per_sample(sia, batch, "pair").mean() * (2.0 if variant == "release" else 1.0)
+    loss = _per_sample(sia, batch, "pair").mean() * (4.0 if variant == "release" else 1.0)
     loss.backward()
     sopt.step()
     with torch.no_grad():
@@ -82,7 +82,7 @@ def test_weights_and_update_match_the_definition(variant):
     # Step 2 written out; with SGD(lr=1) and no clipping the update is exactly minus the gradient.
     ref = copy.deepcopy(a0)
     pair = _per_sample(ref, batch, "pair")
-    bank = (_per_sample(ref, batch, "bankI").mean() + _per_sample(ref, batch, "bankT").mean()) / 2
+    bank = _per_sample(ref, batch, "bankI").mean() + _per_sample(ref, batch, "bankT").mean()
     total = (w * pair).mean() + bank if variant == "paper" else w.mean() * pair.mean()
     grads = torch.autograd.grad(total, list(ref.parameters()), allow_unused=True)
     for p0, p1, g in zip(a0.parameters(), a1.parameters(), grads):
@@ -151,8 +151,8 @@ def test_weights_off_ablation_is_unweighted_loss_plus_bank():
                    grad_clip=0.0, reweight=False)
     assert (out["weights"] < 1).any()  # still computed and reported
     ref = copy.deepcopy(a0)
-    total = _per_sample(ref, batch, "pair").mean() + (
-        _per_sample(ref, batch, "bankI").mean() + _per_sample(ref, batch, "bankT").mean()) / 2
+    total = (_per_sample(ref, batch, "pair").mean() + _per_sample(ref, batch, "bankI").mean()
+             + _per_sample(ref, batch, "bankT").mean())
     grads = torch.autograd.grad(total, list(ref.parameters()), allow_unused=True)
     for p0, p1, g in zip(a0.parameters(), model.parameters(), grads):
         assert torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
@@ -252,7 +252,7 @@ def test_first_order_step_matches_its_definition(variant):
     assert torch.allclose(out["ratio"], ratio, rtol=1e-4)  # after <= 0 (much help) gives before / 1e-12
     assert (w < 1).any() and (w == 1).any()
     pair = clip_loss_per_sample(*feats["pair"], scale)
-    bank = (before["bankI"].mean() + before["bankT"].mean()) / 2
+    bank = before["bankI"].mean() + before["bankT"].mean()
     total = (w * pair).mean() + bank if variant == "paper" else w.mean() * pair.mean()
     grads = torch.autograd.grad(total, list(ref.parameters()), allow_unused=True)
     for p0, p1, g in zip(a0.parameters(), model.parameters(), grads):
@@ -290,3 +290,40 @@ def test_clip_step_weights_are_the_written_out_weighted_loss():
     grads = torch.autograd.grad((w * _per_sample(ref, batch, "pair")).mean(), list(ref.parameters()), allow_unused=True)
     for p0, p1, g in zip(a0.parameters(), model.parameters(), grads):
         assert torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the release's arithmetic
+
+@pytest.mark.parametrize("impl", ["efficient", "naive"])
+def test_release_siamese_gradient_is_four_times_the_mean_pair_loss_gradient(impl):
+    # The release's siamese loss is mean(ce_i2t) + mean(ce_t2i), twice the mean pair loss, and it is
+    # back-propagated twice: A' steps on 4x the gradient of the mean pair loss. With SGD(lr=1) as A''s
+    # optimizer its update is exactly minus the gradient it was given (Adam would hide the scale).
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    siamese = copy.deepcopy(model)
+    npc_step(model, siamese, torch.optim.SGD(model.parameters(), lr=0.0), torch.optim.SGD(siamese.parameters(), lr=1.0),
+             batch, variant="release", impl=impl, grad_clip=0.0)
+    ref = copy.deepcopy(a0)
+    grads = torch.autograd.grad(_per_sample(ref, batch, "pair").mean(), list(ref.parameters()), allow_unused=True)
+    moved = 0
+    for p0, p1, g in zip(a0.parameters(), siamese.parameters(), grads):
+        g = torch.zeros_like(p0) if g is None else g
+        torch.testing.assert_close(p0 - p1, 4 * g, rtol=1e-4, atol=1e-6)
+        moved += int((g.abs() > 1e-6).sum())
+    assert moved > 0
+
+
+def test_release_logged_loss_carries_the_release_bank_term():
+    # final_loss = mean(mbankI + mbankT) + mean(w) * mean(l): the bank term is the two sides' losses
+    # summed (no gradient in the release); it is what the step reports as its loss and bank loss.
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    siamese = copy.deepcopy(model)
+    out = npc_step(model, siamese, torch.optim.SGD(model.parameters(), lr=0.0), _opt(siamese), batch,
+                   variant="release", grad_clip=0.0)
+    with torch.no_grad():
+        bank = _per_sample(a0, batch, "bankI").mean() + _per_sample(a0, batch, "bankT").mean()
+        pair = _per_sample(a0, batch, "pair").mean()
+    torch.testing.assert_close(out["bank_loss"], bank, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["loss"], out["weights"].mean() * pair + bank, rtol=1e-5, atol=1e-6)
