@@ -30,6 +30,8 @@ REAL_DEFAULTS = dict(
     noise_ratio=0,  # the release's default is the integer 0, which names files "0_..."
     eval_batch_size=64,
     dev_length=5000,
+    # The release's main_NPC.py clips at 10; its main_CLIP.py and OSA's main_clip.py never clip.
+    grad_clip={"npc": 10.0, "clip": 0.0},
 )
 
 # The embedded demo: a tiny open_clip model on generated 64 px scenes, sized for a 2-core CPU.
@@ -44,6 +46,7 @@ DEMO_DEFAULTS = dict(
     noise_ratio=0.4,
     eval_batch_size=256,
     dev_length=0,
+    grad_clip=10.0,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -228,10 +231,14 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     g.add_argument("--pretrained", type=str, default=None,
                    help="initial weights: 'openai' (open_clip tag), another open_clip tag, a file path, "
                         "'demo-base' (the demo's base model, built if missing) or 'none' (random init)")
-    g.add_argument("--precision", type=str, default=None, choices=("amp_bf16", "fp32", "fp16"),
-                   help="training precision: amp_bf16 = fp32 weights + bf16 autocast (default on CUDA); fp32 (default "
-                        "on CPU); fp16 = the release's regime: pure fp16 weights stepped by AdamW, no loss scaling. "
-                        "Evaluation uses --eval_precision")
+    g.add_argument("--precision", type=str, default=None, choices=("fp16", "amp_bf16", "fp32"),
+                   help="training precision. fp16 = the release's numerics: fp16 weights stepped by torch's plain AdamW "
+                        "whose moments are fp16 too, no master copy, no loss scaling; where (1-beta2) g^2 underflows "
+                        "(|g| below about 1e-3) the step is lr * m / eps, about a thousand times an Adam step "
+                        "(docs/running.md#precision). Default on CUDA for real data, whose default learning rates "
+                        "were tuned in it. amp_bf16 = fp32 weights + bf16 autocast, a proper Adam step (default on "
+                        "CUDA for the demo; with the release's learning rates it moves the model far less). fp32 = "
+                        "the default on CPU. Evaluation uses --eval_precision")
     g.add_argument("--eval_precision", type=str, default="fp32", choices=("fp32", "fp16", "amp_bf16"),
                    help="precision of every evaluation (--eval, dev and test during training), whatever --precision "
                         "trains in: fp32; fp16 = the reference release's evaluation (fp16 weights, as published); "
@@ -250,11 +257,15 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     g.add_argument("--noise_seed", type=_non_negative_int, default=99,
                    help="seed of the noisy split (the release uses 99); the file name does not include it, "
                         "so one cached split serves every training seed")
-    g.add_argument("--grad_clip", type=float, default=10.0, help="gradient-norm clip (0 disables)")
+    g.add_argument("--grad_clip", type=float, default=None,
+                   help="gradient-norm clip, 0 = none (default: as the reference code on real data, 10 for main_NPC.py "
+                        "and none for main_CLIP.py (the release's CLIP baseline and OSA's code never clip); 10 on the "
+                        "demo)")
     g.add_argument("--lr_schedule", type=str, default=None, choices=("cosine", "staircase"),
                    help="cosine = warmup then cosine per iteration; staircase = the release's effective "
                         "schedule (warmup, then cosine evaluated once per epoch) (default: staircase for "
-                        "--npc_variant release, cosine otherwise)")
+                        "--npc_variant release and, on real data, for main_CLIP.py, whose reference code uses the "
+                        "same scheduler; cosine otherwise)")
     g.add_argument("--stop_after", type=_non_negative_int, default=0,
                    help="stop after this many epochs of this invocation (0 = run to --epochs); "
                         "continue later with --resume latest, e.g. to fit a job time limit")
@@ -448,8 +459,9 @@ def parse_args(argv: Optional[Sequence[str]], method: str) -> argparse.Namespace
     args = resolve_defaults(args, method)
     if method in ("npc", "clip"):
         resolve_method(args, method, explicit)
-    if getattr(args, "lr_schedule", "") is None:  # the release's effective schedule goes with its objective
-        args.lr_schedule = "staircase" if getattr(args, "npc_variant", None) == "release" else "cosine"
+    if getattr(args, "lr_schedule", "") is None:  # the reference code's effective schedule goes with its objective
+        reference = getattr(args, "npc_variant", None) == "release" or (method == "clip" and args.dataset != "demo")
+        args.lr_schedule = "staircase" if reference else "cosine"
     args._explicit = explicit
     return args
 

@@ -118,7 +118,7 @@ def setup_run(args, stack: ExitStack) -> Run:
     if not args.resume and not args.eval and (run_dir / "params.txt").exists():
         reclaim_run_folder(run_dir, ckpt_dir, info)
         notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
-    precision = resolve_precision(args.precision, device)
+    precision = resolve_precision(args.precision, device, args.dataset)
     args.precision = precision
     seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
     if info.is_main and not args.eval:
@@ -295,7 +295,7 @@ def build_bank_only(args) -> Dict:
         if info.enabled and device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
             args.device = str(device)
-        precision = resolve_precision(args.precision, device)
+        precision = resolve_precision(args.precision, device, args.dataset)
         autocast = autocast_for(precision, device)
         setup_logging(None, info)
         base_path = (prepare_demo(args, progress and info.is_main, base=args.pretrained == "demo-base")

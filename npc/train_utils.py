@@ -22,8 +22,15 @@ def resolve_device(device: Optional[str]) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_precision(precision: Optional[str], device: torch.device) -> str:
-    return precision or ("amp_bf16" if device.type == "cuda" else "fp32")
+def resolve_precision(precision: Optional[str], device: torch.device, dataset: str = "demo") -> str:
+    """``--precision``, or its default: on CUDA the numerics the default learning rates were tuned in (the
+    release's pure fp16 for real data, whose defaults are the release's; bf16 autocast for the demo);
+    fp32 on CPU (the release, too, trains in fp32 on CPU)."""
+    if precision:
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "amp_bf16" if dataset == "demo" else "fp16"
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -48,9 +55,18 @@ def lr_at(step: int, epoch: int, *, base_lr: float, warmup: int, total_steps: in
 
 
 def make_optimizer(model, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float):
-    # Weight decay on all parameters, as the release (and OpenAI's fine-tuning recipe) does.
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(beta1, beta2),
-                             eps=eps, weight_decay=weight_decay, fused=True)
+    """AdamW on every trainable parameter, weight decay on all of them (as the release and OpenAI's
+    fine-tuning recipe do).
+
+    Where a parameter is held in fp16 (``--precision fp16``) the optimizer is torch's plain AdamW, as
+    the release builds it: it keeps each moment in its parameter's dtype, so the fp16 second moment
+    ``(1 - beta2) g^2`` underflows to 0 for ``|g|`` below about 1e-3 and the step there is
+    ``lr * m_hat / eps`` (docs/running.md#precision). The fused kernel computes in fp32 and would not
+    reproduce that; it serves where every parameter is fp32, where it computes the same step.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = True if all(p.dtype == torch.float32 for p in params) else None
+    return torch.optim.AdamW(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, fused=fused)
 
 
 def set_lr(optimizers, lr: float) -> None:
