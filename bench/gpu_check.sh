@@ -6,7 +6,9 @@
 #      (CLIP, naive NPC, efficient NPC paper/release, phases, peak memory, the text tower both ways,
 #      NPC-batch loading), then the steps again with --torchcompile (bounded by a timeout);
 #   3. bench/eval_speed.py: ViT-B/32 evaluation of 5,000 generated 640x480 images x 25,000 captions
-#      from JPEG files and from the image cache, and loader images/s with 8 and 16 workers.
+#      from JPEG files and from the image cache, and loader images/s with 8 and 16 workers;
+#   4. bench/update_size.py: one npc_release and one CLIP step of ViT-B/32 (random weights, batch 256) in the
+#      release's fp16 numerics and under amp_bf16, at the release's learning rates: how far each moves the model.
 #
 #   bash bench/gpu_check.sh fetch   # here, with a package index: wheels the GPU image lacks -> .whl/
 #   bash bench/gpu_check.sh run     # there (carry .whl and pre-trained_models); results go to $OUT
@@ -44,8 +46,9 @@ run)
     if [ -n "${GPU_CHECK_QUICK:-}" ]; then  # rehearsal sizes
         prec=fp32; bench_model=(--model npc-micro --batch 16 --rounds 1 --steps 1 --warmup 1 --load_images 8)
         eval_args=(--model npc-micro --images 64 --workers 0,2 --batch 32); train=(--dev_length 100)
+        update_args=(--model npc-micro --batch 16)
     else
-        prec=amp_bf16; bench_model=(); eval_args=(); train=()
+        prec=amp_bf16; bench_model=(); eval_args=(); train=(); update_args=(--model ViT-B/32 --batch 256)
     fi
     { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
       python3 -c "import torch, open_clip; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'open_clip', open_clip.__version__)"
@@ -76,6 +79,8 @@ run)
         "${bench_model[@]}" --torchcompile --no_loading --kinds clip,npc,npc_release --json
     # 3. evaluation at MSCOCO 5K's size and loading with workers
     step 300 "$out/eval_speed_gpu.json" python3 bench/eval_speed.py --device "$dev" "${eval_args[@]}" --json
+    # 4. the update size of one step in the release's fp16 numerics and under amp_bf16
+    step 120 "$out/update_size_gpu.json" python3 bench/update_size.py --device "$dev" "${update_args[@]}" --json
     for f in "$out"/*.json; do echo "== $f"; cat "$f"; done
     ;;
 *)
