@@ -84,7 +84,9 @@ BASES: Dict[str, dict] = {
     "oracle-e40": dict(model="npc-tiny", epochs=40, captions="train-clean", n_pretrain=2000),
 }
 
-# name -> siamese regime (variant, precision, lr, batch, estimator)
+# name -> siamese regime (variant, precision, lr, batch, estimator, A''s optimizer state). The variant's method
+# sets the siamese gradient's scale (npc_release: 4x the mean pair loss's, as the release). fp16: pure fp16
+# weights stepped by torch's plain AdamW with fp16 moments, the release's numerics (npc.train_utils.make_optimizer).
 REGIMES: Dict[str, dict] = {
     "shipped": dict(variant="paper", precision="fp32", lr=2e-4, batch=128, estimator="siamese"),
     "batch256": dict(variant="paper", precision="fp32", lr=2e-4, batch=256, estimator="siamese"),
@@ -92,8 +94,18 @@ REGIMES: Dict[str, dict] = {
     "fp16_lr2e-7": dict(variant="paper", precision="fp16", lr=2e-7, batch=128, estimator="siamese"),
     "fp32_lr2e-7": dict(variant="paper", precision="fp32", lr=2e-7, batch=128, estimator="siamese"),
     "release_fp16_lr2e-7_b256": dict(variant="release", precision="fp16", lr=2e-7, batch=256, estimator="siamese"),
+    "release_fp16_lr5e-7_b256": dict(variant="release", precision="fp16", lr=5e-7, batch=256, estimator="siamese"),
+    "release_fp16_lr2e-4_b256": dict(variant="release", precision="fp16", lr=2e-4, batch=256, estimator="siamese"),
+    "release_fp16_lr2e-7_b256_fresh": dict(variant="release", precision="fp16", lr=2e-7, batch=256,
+                                           estimator="siamese", state="fresh"),
+    "release_fp16_lr5e-7_b256_fresh": dict(variant="release", precision="fp16", lr=5e-7, batch=256,
+                                           estimator="siamese", state="fresh"),
+    "release_fp16_lr2e-4_b256_fresh": dict(variant="release", precision="fp16", lr=2e-4, batch=256,
+                                           estimator="siamese", state="fresh"),
     "first_order": dict(variant="paper", precision="fp32", lr=2e-4, batch=128, estimator="first_order"),
 }
+# Regimes whose rows were measured before the release's numerics were reproduced (fused AdamW on fp16 weights,
+# siamese gradient x2): rerun, their rows are replaced.
 
 # Reference numbers (not measured here): OSA arXiv 2410.01944, CLIP ViT-B/32 on MSCOCO.
 OSA_REFERENCE = {
@@ -304,16 +316,13 @@ def npc_weights(name: str, noise: str, regime: str, n_pairs: int) -> dict:
     sampler = data.EpochBatchSampler(len(f["split"]), r["batch"], seed=0)
     batches = [b for b, _ in zip(sampler, range(max(1, n_pairs // r["batch"])))]
     siamese = copy.deepcopy(model)
-    # A''s optimizer as main_NPC.py makes it (AdamW 0.9/0.98, eps 1e-6, wd 0.2); fused needs fp32 on CPU.
-    try:
-        siamese_opt = make_optimizer(siamese, r["lr"], 0.9, 0.98, 1e-6, 0.2)
-    except RuntimeError:
-        siamese_opt = torch.optim.AdamW(trainable(siamese), lr=r["lr"], betas=(0.9, 0.98), eps=1e-6,
-                                        weight_decay=0.2)
+    # A''s optimizer as main_NPC.py makes it (AdamW 0.9/0.98, eps 1e-6, wd 0.2; the plain one on fp16 weights).
+    siamese_opt = make_optimizer(siamese, r["lr"], 0.9, 0.98, 1e-6, 0.2)
     if r["estimator"] == "first_order":
         estimator = methods.get_method("npc_first_order").build_estimator()
-    else:  # the shipped siamese estimator (A''s persistent state), as --method npc_<variant> builds it
-        estimator = methods.get_method(f"npc_{r['variant']}").build_estimator()
+    else:  # the siamese estimator as --method npc_<variant> [--siamese_state fresh] builds it
+        method = methods.compose(methods.get_method(f"npc_{r['variant']}"), state=r.get("state"))
+        estimator = method.build_estimator()
         estimator.attach_siamese(siamese, siamese_opt)
     ws, idxs, ratios, changed, total, changed16, total16 = [], [], [], 0, 0, 0, 0
     t0 = time.perf_counter()
@@ -435,19 +444,21 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
     if npc_rows:
         lines += ["", "## NPC's weights by siamese regime", "",
                   "Weights of the first pairs of the seed-0 batches (A fixed, A''s AdamW state persistent from "
-                  "empty; bank built from the base). Changed: fraction of A''s parameter elements that its step "
+                  "empty, or emptied every step (fresh); bank built from the base). fp16: pure fp16 weights and the "
+                  "release's AdamW (fp16 moments); the release variant's siamese gradient is 4x the mean pair "
+                  "loss's. Changed: fraction of A''s parameter elements that its step "
                   "changed at all, over all steps (all / those of the fp16 tensors: open_clip's fp16 holds only "
                   "the linear and conv weights in fp16). Ratio sd: spread of NPC's loss ratio before/after "
                   "(n/a for the first-order estimator, whose rescaled 'after' losses can be near 0). "
                   "The cosine AUC is on the same pairs.", "",
-                  "| base | noise | regime | variant | precision | lr | batch | pairs | AUC | MNR (opt / rnd) | "
+                  "| base | noise | regime | variant | precision | lr | batch | A' state | pairs | AUC | MNR (opt / rnd) | "
                   "mean w clean / noisy | w = 1 | changed all / fp16 | ratio sd | AUC cosine, same pairs | s/step |",
-                  "|---" * 16 + "|"]
+                  "|---" * 17 + "|"]
         for r in sorted(npc_rows, key=lambda r: (order.index(r["base"]) if r["base"] in order else 99,
                                                  r["noise_ratio"], list(REGIMES).index(r["regime"]))):
             lines.append(
                 f"| {r['base']} | {r['noise_ratio']:.0%} | {r['regime']} | {r['variant']} | {r['precision']} | "
-                f"{r['lr']:g} | {r['batch']} | {r['n_pairs']} | {_f(r['auc'])} | "
+                f"{r['lr']:g} | {r['batch']} | {r.get('state', 'persistent')} | {r['n_pairs']} | {_f(r['auc'])} | "
                 f"{_f(r['mean_noise_rank'], '{:.1f}')} ({_f(r['mean_noise_rank_optimal'], '{:.1f}')} / "
                 f"{_f(r['mean_noise_rank_random'], '{:.1f}')}) | {_f(r['mean_w_clean'])} / {_f(r['mean_w_noisy'])} | "
                 f"{_f(r['frac_w_one'])} | {_f(r.get('siamese_changed_fraction'), '{:.4f}')} / "
