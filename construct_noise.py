@@ -11,25 +11,18 @@ running this first is optional; it is useful to inspect the noise before trainin
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from npc.cli import one_line
-from npc.noise import DEFAULT_SEED, NOISE_MODES, ensure_noisy_split
+from npc.noise import DEFAULT_SEED, NOISE_MODES, ensure_noisy_split, noise_ratio_arg
 
 
 def _noise_ratio(text: str) -> float:
-    """argparse type: a float in [0, 1). Kept as float so the file name is str(float(text)),
-    as in the release (``--noise_ratio 0.2`` -> ``0.2_...``, ``--noise_ratio 0`` -> ``0.0_...``)."""
-    try:
-        r = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if math.isnan(r) or not 0.0 <= r < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return r
+    """argparse type: the project's --noise_ratio check, as a float: the file name is str(float(text)), as the
+    release's construct_noise.py names it (``--noise_ratio 0.2`` -> ``0.2_...``, ``--noise_ratio 0`` -> ``0.0_...``)."""
+    return float(noise_ratio_arg(text))
 
 
 def _positive_int(text: str) -> int:
@@ -81,12 +74,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("give one of --dataset_root (a dataset in the SCAN layout) or --train_data (a CSV file)")
     try:
         if args.train_data is not None:
-            from npc.data import load_train_split_for
+            from npc.data import load_csv_train_split
 
-            ns = argparse.Namespace(dataset="csv", train_data=str(args.train_data), noise_ratio=args.noise_ratio,
-                                    noise_seed=args.seed, noise_mode=args.noise_mode, csv_img_key=args.csv_img_key,
-                                    csv_caption_key=args.csv_caption_key, csv_separator=args.csv_separator)
-            split, _ = load_train_split_for(ns, log=lambda *_: None)
+            split, _ = load_csv_train_split(args.train_data, noise_ratio=args.noise_ratio, noise_seed=args.seed,
+                                            noise_mode=args.noise_mode, img_key=args.csv_img_key,
+                                            caption_key=args.csv_caption_key, separator=args.csv_separator,
+                                            log=lambda *_: None)
             path = split.caps_file
             # the mask of a ratio > 0 is the noise this script made; at 0 the data is used as is
             path, mask = ensure_noisy_split(path.parent, args.noise_ratio, seed=args.seed, mode=args.noise_mode,

@@ -32,9 +32,14 @@ def checkpoint_dict(*, model, optimizer, epoch: int, step: int, best: Dict, args
     return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "name": args.name,
             "vision_model": args.vision_model, "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(), "best": best, "rng": rng_state(),
-            "args": {k: v for k, v in vars(args).items()
-                     if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))},
+            "args": {k: v for k, v in args.flags().items() if _plain(v)},
             **(extra or {})}
+
+
+def _plain(value) -> bool:
+    """A flag value a checkpoint keeps: a scalar, or a tuple of scalars (``--method_opt``'s)."""
+    scalar = (str, int, float, bool, type(None))
+    return isinstance(value, scalar) or (isinstance(value, tuple) and all(isinstance(x, scalar) for x in value))
 
 
 def save_checkpoint(path: Path, **kwargs) -> Dict:
@@ -133,27 +138,28 @@ def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[Path]:
 
 
 def name_run(args, info: DistInfo):
-    """The run's folder and checkpoint folder (a new run without --experiments gets a timestamped name)."""
-    if not args.experiments:
+    """The run's name, folder and checkpoint folder (a new run without --experiments gets a timestamped name)."""
+    experiments = args.experiments
+    if not experiments:
         if args.resume == "latest":
             raise SystemExit("error: --resume latest needs --experiments NAME (the run to continue)")
         stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
-        args.experiments = (f"eval_{args.dataset}_{stamp}" if args.eval else
-                            f"{args.method}_{args.dataset}_noise{args.noise_ratio}_{stamp}")
+        experiments = (f"eval_{args.dataset}_{stamp}" if args.eval else
+                       f"{args.method}_{args.dataset}_noise{args.noise_ratio}_{stamp}")
         if info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
             import torch.distributed as dist
 
-            name = [args.experiments]
+            name = [experiments]
             dist.broadcast_object_list(name, src=0)
-            args.experiments = name[0]
-    run_dir = Path(args.logs) / args.experiments
+            experiments = name[0]
+    run_dir = Path(args.logs) / experiments
     ckpt_dir = Path(args.checkpoint_path) if args.checkpoint_path else run_dir / "checkpoints"
     if args.resume == "latest" and not args.eval and not run_dir.exists() and latest_checkpoint(ckpt_dir) is None:
         raise no_run_to_continue(run_dir, ckpt_dir)  # before any folder is made (every rank sees the same)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
-    return run_dir, ckpt_dir
+    return experiments, run_dir, ckpt_dir
 
 
 def no_run_to_continue(run_dir: Path, ckpt_dir: Path) -> FileNotFoundError:
@@ -162,19 +168,21 @@ def no_run_to_continue(run_dir: Path, ckpt_dir: Path) -> FileNotFoundError:
 
 
 def open_resume(args, run_dir: Path, ckpt_dir: Path, note: Callable[[str], None]):
-    """The checkpoint to resume (path and content), or (None, None).
+    """``--resume`` as the run takes it (None when there is nothing to resume after all), and the checkpoint
+    to resume (path and content), or (None, None).
 
     ``--resume latest`` on a run that died before its first checkpoint starts it again (a run folder
     must never get stuck); on a name that holds no run at all it is an error (a typo).
     """
-    if args.resume == "latest" and not args.eval and latest_checkpoint(ckpt_dir) is None:
+    resume = args.resume
+    if resume == "latest" and not args.eval and latest_checkpoint(ckpt_dir) is None:
         if not (run_dir / "params.txt").exists():
             raise no_run_to_continue(run_dir, ckpt_dir)
         note(f"--resume latest: {run_dir} has no checkpoint yet (its run ended before the first one): "
              f"starting it again with this command's flags")
-        args.resume = None
-    path = resolve_resume(args.resume, ckpt_dir)
-    return (path, read_checkpoint(path)) if path is not None else (None, None)
+        resume = None
+    path = resolve_resume(resume, ckpt_dir)
+    return resume, *((path, read_checkpoint(path)) if path is not None else (None, None))
 
 
 def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> None:

@@ -28,12 +28,13 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from npc.datasets import DATASETS, DatasetSpec
+from npc.errors import UserError
 from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
 
 log = logging.getLogger("npc")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A problem with the files on disk; the message names the file."""
 
 
@@ -329,17 +330,29 @@ def ground_truth_known(args) -> bool:
 
 
 def load_train_split_for(args, log=print, check_images: bool = True):
-    """The (noisy) training split and its noise mask (None when the noise is not known: real noise)."""
+    """The (noisy) training split of the configured dataset and its noise mask (None when the noise is not
+    known: real noise)."""
     if args.dataset != "csv":
         check_root(args.dataset_root, args.dataset)
         split, mask = load_train_split(args.dataset_root, args.dataset, args.num_anns, args.noise_ratio,
                                        noise_seed=args.noise_seed, noise_mode=args.noise_mode, log=log,
                                        check_images=check_images)
         return split, mask if ground_truth_known(args) else None
-    source = csv_file(args, "train")
-    split = read_csv_split(source, "train", **_csv_options(args), check_images=check_images)
+    split, mask = load_csv_train_split(csv_file(args, "train"), noise_ratio=args.noise_ratio, noise_seed=args.noise_seed,
+                                       noise_mode=args.noise_mode, **_csv_options(args), log=log,
+                                       check_images=check_images)
+    return split, mask if ground_truth_known(args) else None
+
+
+def load_csv_train_split(source, *, noise_ratio, noise_seed: int, noise_mode: str, img_key: str = "filepath",
+                         caption_key: str = "title", separator: str = "\t", log=print, check_images: bool = True):
+    """The training split of a CSV file with the noise of ``noise_ratio`` (built beside the file on first use)
+    and its noise mask."""
+    source = Path(source)
+    split = read_csv_split(source, "train", img_key=img_key, caption_key=caption_key, separator=separator,
+                           check_images=check_images)
     k = split.uniform_num_anns
-    if args.noise_mode == "image" and not k:
+    if noise_mode == "image" and not k:
         raise DataError(f"{source}: --noise_mode image moves whole caption blocks between images and needs the same "
                         f"number of captions for every image; this file has from "
                         f"{np.bincount(split.caption_image).min()} to {split.num_anns}")
@@ -348,10 +361,10 @@ def load_train_split_for(args, log=print, check_images: bool = True):
         from npc.io import atomic_write_lines
 
         atomic_write_lines(clean, split.captions)
-    caps_path, mask = ensure_noisy_split(source.parent, args.noise_ratio, seed=args.noise_seed, mode=args.noise_mode,
+    caps_path, mask = ensure_noisy_split(source.parent, noise_ratio, seed=noise_seed, mode=noise_mode,
                                          num_anns=k or 1, log=log, prefix=f"{source.stem}.")
     split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
-    return split, mask if ground_truth_known(args) else None
+    return split, mask
 
 
 def bank_dir_for(args) -> Path:

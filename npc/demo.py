@@ -17,16 +17,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from npc import data
-from npc.params import DATASET_ROOTS
+from npc.datasets import DATASETS
+from npc.paths import REPO_ROOT
 from npc.io import atomic_torch_save, read_json
 from npc.locks import file_lock
 from npc.model import create_model, open_clip_name
-from npc.steps import clip_step
+from npc.steps import train_step
 from npc.synthetic import DEMO_VERSION, MARKER_NAME, ensure_demo_dataset
 from npc.train_utils import lr_at, make_optimizer, seed_everything, set_lr, to_device
 
 # Pretraining recipe of the base (fixed: the base is part of the benchmark's definition).
-REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_ROOT = DATASETS["demo"].default_root
 BASE_RECIPE = dict(epochs=6, batch_size=128, lr=5e-4, warmup=100, weight_decay=0.1, seed=0)
 
 
@@ -49,7 +50,7 @@ def ensure_demo_data(root, log=print, progress: bool = True) -> dict:
         if not _demo_target(root):
             raise data.DataError(
                 f"--dataset_root {root}: no demo dataset there (no demo_info.json). The demo is generated only "
-                f"into {DATASET_ROOTS['demo']} or into an existing empty folder (create it first to generate "
+                f"into {DEMO_ROOT} or into an existing empty folder (create it first to generate "
                 f"one there); check the path, or pass --dataset coco, f30k or cc for a real dataset.")
     # Two processes never generate into the same folder at once: the second waits, then reuses.
     with file_lock(root.parent / f".{root.name}.lock", f"the demo dataset {root}", wait=True, log=log):
@@ -62,7 +63,7 @@ def ensure_demo_data(root, log=print, progress: bool = True) -> dict:
 
 def _demo_target(root: Path) -> bool:
     """Where a missing demo may be generated: its default folder, or a folder the user made empty for it."""
-    if root.resolve() == (REPO_ROOT / DATASET_ROOTS["demo"]).resolve():  # never a dataset/demo of the current folder
+    if root.resolve() == (REPO_ROOT / DEMO_ROOT).resolve():  # never a dataset/demo of the current folder
         return True
     return root.is_dir() and not any(root.iterdir())
 
@@ -109,7 +110,7 @@ def _pretrain_base(root, vision_model: str, path: Path, *, device, log, progress
         bar = tqdm(loader, desc=f"base pretraining {epoch + 1}/{recipe['epochs']}", disable=not progress, leave=False)
         for batch in bar:
             set_lr([opt], lr_fn(step, epoch))
-            out = clip_step(model, opt, to_device(batch, device), grad_clip=10.0)
+            out = train_step(model, opt, to_device(batch, device), None, "clip", grad_clip=10.0)
             bar.set_postfix(loss=f"{float(out['loss']):.3f}")
             step += 1
             if step % every == 0 or step == total:

@@ -28,20 +28,21 @@ from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, publish_epoch,
                             save_checkpoint, wait_past_event_files)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.distributed import DistInfo, barrier, gather_no_grad, mean_over_ranks
+from npc.errors import UserError
 from npc.estimators import RunInputs, WeightEstimator
 from npc.evaluation import mean_r1, primary_row, results_by_split
 from npc.evaluation_metrics import format_metrics_table
 from npc.io import atomic_write_json, atomic_write_lines
 from npc.methods import Method
 from npc.model import compile_towers, load_checkpoint_weights
-from npc.params import method_of
+from npc.method_flags import method_of
 from npc.run_setup import Run, build_model, load_train_data, setup_run
 from npc.train_utils import lr_at, make_optimizer, set_lr, set_rng_state, to_device
 
 log = logging.getLogger("npc")
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError, RuntimeError):
     pass
 
 
@@ -73,6 +74,7 @@ def run(args) -> Dict:
     """Train (or only evaluate) as configured by ``args``; returns the final result dict."""
     with ExitStack() as stack:
         r = setup_run(args, stack)
+        args = r.args  # the run's final configuration (device, name, a resumed run's flags)
         model, preprocess, tokenizer = build_model(r)
         test_splits = [data.load_split_for(args, s) for s in args.eval_splits.split(",") if s]
         if args.eval:
@@ -83,7 +85,7 @@ def run(args) -> Dict:
         train_split, noise_mask, dev = load_train_data(r)
         trainer = build_trainer(r, model, preprocess, tokenizer, train_split, noise_mask)
         open_logs(r, trainer, stack)
-        args._started = True  # from here on a failure keeps the run's folder (its logs, its checkpoints)
+        r.state.started = True  # from here on a failure keeps the run's folder (its logs, its checkpoints)
         end_epoch = fit(r, trainer, lambda m: r.eval_tables(m, [dev], preprocess, tokenizer))
         if end_epoch < args.epochs:
             log.info(f"stopped after epoch {end_epoch} (--stop_after); continue with "
@@ -122,7 +124,7 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
                        weight_decay=args.weight_decay)
     if estimator is not None:  # from the initial weights (OSA's frozen copy is the initial model)
         estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=info, batch_size=args.batch_size,
-                                 seed=args.seed, p_clean=p_clean, noise_mask=noise_mask))
+                                 seed=args.seed, p_clean=p_clean, noise_mask=noise_mask, epochs=args.epochs))
     r.load_resumed_weights(model)
     optimizer = make_opt(model)
     if args.torchcompile:
@@ -167,6 +169,8 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
     end_epoch = args.epochs if not args.stop_after else min(args.epochs, t.start_epoch + args.stop_after)
     for epoch in range(t.start_epoch, end_epoch):
         t.sampler.set_epoch(epoch)
+        if t.estimator is not None:
+            t.estimator.on_epoch(epoch, args.epochs)
         res = train_one_epoch(t.step_fn, t.loader, model=t.model, optimizers=t.optimizers, epoch=epoch,
                               start_step=t.step, lr_fn=t.lr_fn, device=r.device, info=info, display=args.display,
                               writer=r.writer, progress=r.progress)
@@ -178,13 +182,13 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
             record["skipped_images"] = res.skipped_images
             log.warning(f"epoch {epoch + 1}: left out the pairs of {res.skipped_images} unreadable image(s) "
                         f"(--skip_unreadable_images)")
-        if res.weights is not None:
-            record["npc"] = weight_stats(res.weights, res.indices, t.noise_mask)
+        if res.weights is not None:  # the method's per-pair weights (whatever estimator gave them)
+            record["weights"] = weight_stats(res.weights, res.indices, t.noise_mask)
             if r.writer is not None and t.noise_mask is not None:
                 noisy = t.noise_mask[res.indices]
                 for name, sel in (("clean", ~noisy), ("noisy", noisy)):
                     if sel.any():
-                        r.writer.add_histogram(f"npc/weights_{name}", res.weights[sel], t.step)
+                        r.writer.add_histogram(f"weights/{name}", res.weights[sel], t.step)
         if info.is_main:
             end_of_epoch(r, t, epoch + 1, record, evaluate_dev(t.model), res)
         barrier(info)
@@ -241,9 +245,9 @@ def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int,
             writer.add_scalar("train/grad_norm", float(out["grad_norm"]), step)
             writer.add_scalar("train/pairs_per_s", rate, step)
             if out.get("weights") is not None:
-                writer.add_scalar("npc/mean_weight", float(out["weights"].mean()), step)
+                writer.add_scalar("weights/mean", float(out["weights"].mean()), step)
             if "bank_loss" in out:
-                writer.add_scalar("npc/bank_loss", float(out["bank_loss"]), step)
+                writer.add_scalar("train/bank_loss", float(out["bank_loss"]), step)
         if info.is_main and (step % display == 0 or n_steps % every == 0 or n_steps == n_total):
             log.info(f"epoch {epoch + 1} step {step} ({n_steps}/{n_total} of the epoch) loss {loss:.4f} lr {lr:.3e} "
                      f"pairs/s {rate:.0f}")
@@ -279,9 +283,9 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
         os.fsync(f.fileno())
     msg = (f"epoch {epoch}/{r.args.epochs}: train loss {res.loss:.4f}, {res.pairs_per_s:.0f} pairs/s; "
            f"dev rsum {dev_metrics['rsum']:.1f} (mean R@1 {record['dev_mean_r1']:.1f})" + (" *best*" if is_best else ""))
-    if "npc" in record:
-        s = record["npc"]
-        msg += f"; NPC mean w {s['mean_weight']:.3f}"
+    if "weights" in record:
+        s = record["weights"]
+        msg += f"; mean weight {s['mean_weight']:.3f}"
         if s.get("weight_auc") is None and "weight_auc" in s:
             msg += " (AUC not measurable: real noise, no ground-truth mask)"
         elif "weight_auc" in s:

@@ -34,29 +34,28 @@ import torch
 
 from npc.data import BankIndex, Split, bank_dir_for
 from npc.distributed import DistInfo, barrier, broadcast_object
+from npc.errors import UserError
 from npc.io import atomic_save_npy, atomic_write_json, file_sha256, read_json
 from npc.locks import file_lock
 from npc.losses import clip_loss_per_sample
+from npc.noise import ratio_tags
 
 
 log = logging.getLogger("npc")
 
 
-class BankFileError(ValueError):
+class BankFileError(UserError, ValueError):
     """A memory-bank file that cannot be used; the message names it."""
 
 
-def bank_prefix(noise_ratio, noise_mode: str = "caption") -> str:
-    tag = str(noise_ratio)
+def _bank_prefix(tag: str, noise_mode: str = "caption") -> str:
     return f"{tag}_imgnoise" if noise_mode == "image" else tag
 
 
 def bank_paths(bank_dir, noise_ratio, noise_mode: str = "caption") -> Tuple[Path, Path, Path]:
     """Paths of the image bank, text bank and info file; for ratio 0 an existing ``0.0_``/``0_`` twin wins."""
     bank_dir = Path(bank_dir)
-    prefixes = [bank_prefix(noise_ratio, noise_mode)]
-    if float(noise_ratio) == 0:
-        prefixes += [bank_prefix(alt, noise_mode) for alt in ("0", "0.0") if bank_prefix(alt, noise_mode) not in prefixes]
+    prefixes = [_bank_prefix(tag, noise_mode) for tag in ratio_tags(noise_ratio)]
     for p in prefixes:
         img = bank_dir / f"{p}_mbank_img_idx.npy"
         if img.is_file():
@@ -107,7 +106,7 @@ def build_bank_index(img_feats: torch.Tensor, txt_feats: torch.Tensor, caption_i
                      p_clean: np.ndarray, clean_threshold: float = 0.9) -> BankIndex:
     clean = np.nonzero(p_clean > clean_threshold)[0]
     if len(clean) == 0:
-        raise RuntimeError(f"no training pair has p(clean) > {clean_threshold} (--clean_threshold); "
+        raise UserError(f"no training pair has p(clean) > {clean_threshold} (--clean_threshold); "
                            f"the memory bank would be empty")
     # Text side: the clean caption most similar to each caption.
     txt_bank = clean[nearest(txt_feats, txt_feats[torch.as_tensor(clean, device=txt_feats.device)]).cpu().numpy()]
@@ -376,7 +375,7 @@ def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, dev
                 raise
         decision = broadcast_object(decision, info)
         if decision.startswith("error"):
-            raise RuntimeError(f"rank {info.rank}: rank 0 could not prepare the memory bank ({decision[7:]})")
+            raise UserError(f"rank {info.rank}: rank 0 could not prepare the memory bank ({decision[7:]})")
         if decision == "build":
             bank = build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
                               progress, wanted, info=info)

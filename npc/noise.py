@@ -27,6 +27,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from npc.errors import UserError
 from npc.io import atomic_save_npy, atomic_write_json, atomic_write_lines, file_sha256, read_json
 from npc.locks import file_lock
 
@@ -44,7 +45,7 @@ TRAIN_CAPS = "train_caps.txt"
 _FILE_SUFFIX = {"caption": "_noise_train_caps.txt", "image": "_imgnoise_train_caps.txt"}
 
 
-class NoisySplitError(ValueError):
+class NoisySplitError(UserError, ValueError):
     """An existing noisy caption file cannot be used (e.g. its line count is wrong)."""
 
 
@@ -161,6 +162,32 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
+def noise_ratio_arg(text: str):
+    """The one check of a ``--noise_ratio`` flag (every script's argparse type): a number in [0, 1), kept
+    as typed (``0`` an int, ``0.2`` a float), since file names carry ``str()`` of the ratio (:func:`ratio_tag`)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--noise_ratio must be a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"--noise_ratio must be in [0, 1), got {text}")
+    return value
+
+
+def ratio_tags(noise_ratio) -> List[str]:
+    """The spellings a file of this ratio may carry, the given one first: for a zero ratio both the
+    release's ``0`` (its integer default) and ``0.0`` (an explicit ``--noise_ratio 0`` as a float)."""
+    tags = [ratio_tag(noise_ratio)]
+    if float(noise_ratio) == 0:
+        tags += [t for t in ("0", "0.0") if t not in tags]
+    return tags
+
+
 def ratio_tag(noise_ratio) -> str:
     """The ratio as it appears in file names: Python's ``str()`` of the value as given.
 
@@ -198,13 +225,8 @@ def find_noisy_caps(ann_dir: PathLike, noise_ratio, mode: str = "caption", prefi
     For a zero ratio both spellings the release produces are accepted (``0_...`` from its integer
     default, ``0.0_...`` from an explicit ``--noise_ratio 0``); the spelling given is tried first.
     """
-    candidates = [noisy_caps_path(ann_dir, noise_ratio, mode, prefix)]
-    if float(noise_ratio) == 0:
-        for tag in (0, 0.0):
-            p = noisy_caps_path(ann_dir, tag, mode, prefix)
-            if p not in candidates:
-                candidates.append(p)
-    for p in candidates:
+    for tag in ratio_tags(noise_ratio):
+        p = Path(ann_dir) / f"{prefix}{tag}{_FILE_SUFFIX[_check_mode(mode)]}"
         if p.is_file():
             return p
     return None

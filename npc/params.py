@@ -1,10 +1,12 @@
-"""The one command-line definition shared by ``main_NPC.py`` and ``main_CLIP.py``.
+"""The one command-line definition shared by ``main_NPC.py``, ``main_CLIP.py`` and ``get_memorybank.py``.
 
 Every flag of the reference release (Zhang, Li, Ye, AAAI 2024) is accepted with the same name and
 meaning, so published commands run verbatim; the flags after them are additions of this project.
 Flags whose sensible default depends on the dataset or the method (learning rate, model, batch
 size, ...) default to ``None`` here and are filled in by :func:`resolve_defaults`: the reference
-values for real datasets, small CPU-friendly values for the embedded demo.
+values for real datasets, small CPU-friendly values for the embedded demo. :func:`parse_args`
+returns the read-only run configuration (:class:`npc.config.RunConfig`), its method resolved by
+:mod:`npc.method_flags`; what a resumed run takes from its checkpoint is :mod:`npc.resume_rules`.
 """
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ import argparse
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from npc.config import RunConfig
 from npc.datasets import DATASETS
+from npc.errors import ConfigError  # noqa: F401  (where callers have always found it)
+from npc.noise import noise_ratio_arg
+from npc.paths import PRETRAINED_DIR, REPO_ROOT
 
 DATASET_CHOICES = tuple(DATASETS)
 
@@ -49,25 +54,9 @@ DEMO_DEFAULTS = dict(
     grad_clip=10.0,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PRETRAINED_DIR = "pre-trained_models"  # the demo base's cache, under the repository
 DATASET_ROOTS = {name: spec.default_root for name, spec in DATASETS.items() if spec.default_root}
 NUM_ANNS = {name: spec.num_anns or None for name, spec in DATASETS.items()}  # csv: any number per image
 CSV_FLAGS = ("train_data", "dev_data", "test_data", "csv_img_key", "csv_caption_key", "csv_separator")
-
-
-def _noise_ratio(text: str):
-    """Keep the ratio as typed (int 0 vs float 0.0): the reference names noisy files by ``str()``."""
-    try:
-        value = int(text)
-    except ValueError:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--noise_ratio must be a number in [0, 1), got {text!r}")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"--noise_ratio must be in [0, 1), got {text}")
-    return value
 
 
 def _int(text: str, minimum: int) -> int:
@@ -102,21 +91,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-# Resuming a run (--resume latest, or a checkpoint of this project) takes the flags that define the
-# experiment from the run's checkpoint; one given with another value is refused. Every saved flag
-# defines the experiment unless it is listed in one of these two sets, so a new flag that changes
-# results needs no line here, and a new flag that does not needs one:
-# - flags of this invocation only: never taken from the run;
-INVOCATION_FLAGS = frozenset({
-    "experiments", "resume", "logs", "checkpoint_path", "device", "num_workers", "no_progress", "stop_after",
-    "pretrained_dir", "image_cache", "eval", "trust_pickle", "rebuild_bank", "skip_unreadable_images",
-})
-# - flags the run keeps unless the command changes them (--epochs extends or shortens a run).
-RESUME_MAY_CHANGE = frozenset({
-    "epochs", "display", "eval_batch_size", "eval_splits", "eval_precision", "ties", "torchcompile",
-    "keep_checkpoints",
-})
-
 # The flags get_memorybank.py uses (its --help lists only these).
 BANK_FLAGS = frozenset({
     "experiments", "dataset_root", "num_anns", "dataset", "noise_ratio", "eval_batch_size",
@@ -126,21 +100,19 @@ BANK_FLAGS = frozenset({
 })
 
 
-class ConfigError(ValueError):
-    """Flags that contradict the run they continue; the message names them."""
-
-
 class _OnlyFlags:
     """An argument group whose ``--help`` shows only the flags named in ``keep`` (get_memorybank.py's
     subset); the others are still accepted, so a main_NPC.py command line works, and reported as ignored.
 
     Every ``--flag_name`` is accepted as ``--flag-name`` too (open_clip's spelling), not listed by --help."""
 
-    def __init__(self, group, keep):
-        self.group, self.keep = group, keep
+    def __init__(self, group, keep, given_only: bool = False):
+        self.group, self.keep, self.given_only = group, keep, given_only
 
     def add_argument(self, *names, **kwargs):
         dest = kwargs.get("dest", names[0].lstrip("-"))
+        if self.given_only:  # a parse that yields only the flags given on the command line
+            kwargs["default"] = argparse.SUPPRESS
         if self.keep is not None and dest not in self.keep:
             kwargs["help"] = argparse.SUPPRESS
         self.group.add_argument(*names, **kwargs)
@@ -161,8 +133,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser(method: str) -> argparse.ArgumentParser:
-    """``method`` is ``"npc"``, ``"clip"`` or ``"bank"`` (get_memorybank.py: the flags it uses)."""
+def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentParser:
+    """``method`` is ``"npc"``, ``"clip"`` or ``"bank"`` (get_memorybank.py: the flags it uses).
+    ``given_only``: no defaults, so that parsing yields the flags given on the command line only."""
     title = {"npc": "NPC: negative pre-aware fine-tuning of CLIP under noisy correspondence",
              "clip": "Plain CLIP fine-tuning (symmetric InfoNCE), the baseline of NPC",
              "bank": "(Re)build the NPC memory bank of clean pairs of a dataset and noise ratio"}[method]
@@ -170,7 +143,7 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     keep = BANK_FLAGS if method == "bank" else None
 
     def group(name):
-        return _OnlyFlags(p.add_argument_group(name), keep)
+        return _OnlyFlags(p.add_argument_group(name), keep, given_only)
 
     g = group("reference-release flags (same names and meanings)")
     g.add_argument("--experiments", type=str, default=None,
@@ -187,7 +160,7 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     g.add_argument("--batch_size", type=_positive_int, default=None, help="training pairs per step (global)")
     g.add_argument("--dataset", type=str, default="demo", choices=DATASET_CHOICES,
                    help="; ".join(f"{n} = {d.description}" for n, d in DATASETS.items()))
-    g.add_argument("--noise_ratio", type=_noise_ratio, default=None,
+    g.add_argument("--noise_ratio", type=noise_ratio_arg, default=None,
                    help="fraction of training captions shuffled, in [0, 1) (default: 0 real, 0.4 demo)")
     g.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default 5)")
     g.add_argument("--eval", action="store_true", help="evaluate only (with --resume CKPT), no training")
@@ -296,6 +269,9 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                        help="the method, by name: " + "; ".join(f"{n} = {METHODS[n].summary}"
                                                                 for n in script_methods(method))
                             + ". The flags of the next group override its parts")
+        g.add_argument("--method_opt", action="append", default=None, metavar="KEY=VALUE",
+                       help="an option of the method's weight estimator, e.g. --method_opt tau=0.3 (repeat for several; "
+                            "docs/methods.md lists each estimator's options); recorded with the run")
         g.add_argument("--bank_update", type=_non_negative_int, default=None, metavar="N",
                        help="rebuild the memory bank (GMM p(clean) and clean neighbours) from the current model "
                             "every N epochs, into the run's folder; 0 = the bank of the initial model throughout "
@@ -346,184 +322,58 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     return p
 
 
-def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespace:
-    """Fill the ``None`` defaults that depend on the dataset and the method."""
-    table = DEMO_DEFAULTS if args.dataset == "demo" else REAL_DEFAULTS
+def resolve_defaults(values: Dict, method: str) -> Dict:
+    """``values`` (parsed flags) with the ``None`` defaults that depend on the dataset and the method filled."""
+    v = dict(values)
+    table = DEMO_DEFAULTS if v["dataset"] == "demo" else REAL_DEFAULTS
     for key, value in table.items():
-        if hasattr(args, key) and getattr(args, key) is None:
-            setattr(args, key, value["npc" if method == "bank" else method] if isinstance(value, dict) else value)
-    given = [f for f in ("train_data", "dev_data", "test_data") if getattr(args, f, None)]
-    if args.dataset == "csv":
-        if args.dataset_root is not None:
+        if key in v and v[key] is None:
+            v[key] = value["npc" if method == "bank" else method] if isinstance(value, dict) else value
+    given = [f for f in ("train_data", "dev_data", "test_data") if v.get(f)]
+    if v["dataset"] == "csv":
+        if v["dataset_root"] is not None:
             raise SystemExit("error: --dataset csv reads --train_data, --dev_data and --test_data; "
                              "--dataset_root is not used")
         for f in given:  # absolute, so that a checkpoint's flags name the files from anywhere
-            setattr(args, f, os.path.abspath(getattr(args, f)))
+            v[f] = os.path.abspath(v[f])
     elif given:
-        raise SystemExit(f"error: --{given[0]} is for --dataset csv (this run has --dataset {args.dataset})")
-    elif args.dataset_root is None:  # the repository's, wherever the command runs from
-        args.dataset_root = str(REPO_ROOT / DATASET_ROOTS[args.dataset])
-    if getattr(args, "pretrained_dir", None) == PRETRAINED_DIR:
-        args.pretrained_dir = str(REPO_ROOT / PRETRAINED_DIR)
-    if args.num_anns is None:
-        args.num_anns = NUM_ANNS[args.dataset]
-    if getattr(args, "bank_batch_size", 0) is None:
-        args.bank_batch_size = table["batch_size"]
-    if getattr(args, "name", "") is None:
-        args.name = method.upper()
-    args.script = method
-    if not 0 < args.clean_threshold < 1:
-        raise SystemExit(f"error: --clean_threshold must be in (0, 1), got {args.clean_threshold}")
-    if getattr(args, "dev_length", 0) < 0:
-        raise SystemExit(f"error: --dev_length must be >= 0, got {args.dev_length}")
-    return args
+        raise SystemExit(f"error: --{given[0]} is for --dataset csv (this run has --dataset {v['dataset']})")
+    elif v["dataset_root"] is None:  # the repository's, wherever the command runs from
+        v["dataset_root"] = str(REPO_ROOT / DATASET_ROOTS[v["dataset"]])
+    if v.get("pretrained_dir") == PRETRAINED_DIR:
+        v["pretrained_dir"] = str(REPO_ROOT / PRETRAINED_DIR)
+    if v["num_anns"] is None:
+        v["num_anns"] = NUM_ANNS[v["dataset"]]
+    if v.get("bank_batch_size", 0) is None:
+        v["bank_batch_size"] = table["batch_size"]
+    if v.get("name", "") is None:
+        v["name"] = method.upper()
+    v["script"] = method
+    if not 0 < v["clean_threshold"] < 1:
+        raise SystemExit(f"error: --clean_threshold must be in (0, 1), got {v['clean_threshold']}")
+    if v.get("dev_length", 0) < 0:
+        raise SystemExit(f"error: --dev_length must be >= 0, got {v['dev_length']}")
+    return v
 
 
-def resolve_method(args: argparse.Namespace, script: str, explicit: frozenset) -> None:
-    """Settle ``args.method`` and the flags of its parts (in place): ``--method``, or the method the
-    fine-grained flags of earlier versions name; those flags, when given, override its parts."""
-    from npc import methods as M
+def parse_args(argv: Optional[Sequence[str]], method: str) -> RunConfig:
+    """The run configuration of a command line: flags parsed, defaults resolved, the method settled.
+    Its ``_explicit`` holds the names of the flags given on the command line."""
+    from npc.method_flags import method_fields, resolve_method
 
-    if script == "clip":
-        prior = args.clean_prior if "clean_prior" in explicit else "none"
-        if "method" in explicit and prior != "none" and prior != args.method:
-            raise ConfigError(f"--clean_prior {prior} contradicts --method {args.method}: give one of them")
-        name = args.method if "method" in explicit or prior == "none" else prior
-        m = M.compose(M.get_method(name), bank_update=args.bank_update)
-        args.method, args.bank_update = m.name, m.bank_update
-        args.clean_prior = name if name in ("gmm_filter", "pclean_weight") else "none"
-        check_bank_update(m)
-        return
-    given = lambda key: getattr(args, key) if key in explicit else None  # noqa: E731
-    weights = given("npc_weights")
-    m = M.compose(M.get_method(args.method), objective=given("npc_variant"), estimator=given("npc_estimator"),
-                  reweight=None if weights is None else weights == "on", impl=given("npc_impl"),
-                  state=given("siamese_state"), bank_update=args.bank_update)
-    set_method_flags(args, m)
-    check_bank_update(m)
-
-
-def check_bank_update(m) -> None:
-    if m.bank_update and not (m.uses_bank or "p_clean" in m.needs):
-        raise ConfigError(f"--bank_update {m.bank_update}: --method {m.name.split('[')[0]} uses neither the memory "
-                          f"bank's pairs nor its p(clean)")
-    if m.bank_update and m.subset == "gmm_clean":
-        raise ConfigError(f"--bank_update with --method {m.name.split('[')[0]}: a training subset that changes "
-                          f"during the run is not supported")
-
-
-def set_method_flags(args: argparse.Namespace, m) -> None:
-    """The fine-grained flags that spell out method ``m``'s parts (recorded with the run)."""
-    args.method = m.name
-    args.bank_update = m.bank_update
-    args.npc_variant = m.objective
-    args.npc_weights = "on" if m.reweight else "off"
-    args.npc_estimator = m.estimator
-    args.npc_impl = dict(m.options).get("impl", "efficient")
-    args.siamese_state = dict(m.options).get("state", "persistent")
-
-
-def method_of(args: argparse.Namespace):
-    """The method object a resolved ``args`` runs (a registered one, or one composed by overrides)."""
-    from npc import methods as M
-
-    base = M.get_method(M.base_name(args.method))
-    if base.script == "clip":
-        return M.compose(base, bank_update=args.bank_update)
-    return M.compose(base, objective=args.npc_variant, estimator=args.npc_estimator, reweight=args.npc_weights == "on",
-                     impl=args.npc_impl, state=args.siamese_state, bank_update=args.bank_update)
-
-
-def legacy_method_name(saved: Dict) -> str:
-    """The method of a run saved by an earlier version (its ``method`` was the script, npc or clip)."""
-    from npc import methods as M
-
-    if saved.get("method") == "clip":
-        prior = saved.get("clean_prior", "none")
-        return prior if prior in ("gmm_filter", "pclean_weight") else "clip"
-    return M.compose(M.get_method("npc_paper"), objective=saved.get("npc_variant", "paper"),
-                     estimator=saved.get("npc_estimator", "siamese"), reweight=saved.get("npc_weights", "on") == "on",
-                     impl=saved.get("npc_impl", "efficient"), state=saved.get("siamese_state", "persistent")).name
-
-
-def parse_args(argv: Optional[Sequence[str]], method: str) -> argparse.Namespace:
-    """Parsed and completed flags; ``args._explicit`` holds the names given on the command line."""
-    parser = build_parser(method)
-    args = parser.parse_args(argv)
-    for action in parser._actions:  # a second pass without defaults tells which flags were given
-        action.default = argparse.SUPPRESS
-    explicit = frozenset(vars(parser.parse_args(argv)))
+    values = vars(build_parser(method).parse_args(argv))
+    explicit = frozenset(vars(build_parser(method, given_only=True).parse_args(argv)))
     if method == "bank" and explicit - BANK_FLAGS:
         print(f"get_memorybank.py: ignoring {', '.join(flag_name(k) for k in sorted(explicit - BANK_FLAGS))} "
               f"(not used to build the bank; its GMM's seed is --bank_seed)", file=sys.stderr)
-    args = resolve_defaults(args, method)
+    values = resolve_defaults(values, method)
     if method in ("npc", "clip"):
-        resolve_method(args, method, explicit)
-    if getattr(args, "lr_schedule", "") is None:  # the reference code's effective schedule goes with its objective
-        reference = getattr(args, "npc_variant", None) == "release" or (method == "clip" and args.dataset != "demo")
-        args.lr_schedule = "staircase" if reference else "cosine"
-    args._explicit = explicit
-    return args
+        values.update(method_fields(resolve_method(values, method, explicit), method))
+    if values.get("lr_schedule", "") is None:  # the reference code's effective schedule goes with its objective
+        reference = values.get("npc_variant") == "release" or (method == "clip" and values["dataset"] != "demo")
+        values["lr_schedule"] = "staircase" if reference else "cosine"
+    return RunConfig(**values, _explicit=explicit)
 
 
 def flag_name(key: str) -> str:
     return {"logs": "--logs_dir", "method": "--method (and the script: main_NPC.py / main_CLIP.py)"}.get(key, f"--{key}")
-
-
-def _same_script(a: str, b: str) -> bool:
-    from npc import methods as M
-
-    scripts = {M.METHODS[M.base_name(n)].script if M.base_name(n) in M.METHODS else n for n in (a, b)}
-    return len(scripts) == 1
-
-
-# ``--eval --resume CKPT`` takes what the checkpoint was trained with from its saved flags, unless given:
-# the data (only when --dataset is not given or is the run's) and the model.
-EVAL_DATA_FLAGS = ("dataset_root", "num_anns") + CSV_FLAGS
-EVAL_MODEL_FLAGS = ("vision_model", "context_length", "pretrained", "name", "method", "noise_ratio", "noise_mode")
-
-
-def restore_eval_config(args: argparse.Namespace, saved: Dict) -> Dict[str, object]:
-    """Take the evaluation's dataset and model from a checkpoint's saved ``args`` (in place); returns what
-    was taken. Flags given on the command line win; another --dataset takes none of the run's data flags."""
-    explicit = getattr(args, "_explicit", frozenset())
-    taken = {}
-    if "dataset" not in explicit and saved.get("dataset") in DATASET_CHOICES:
-        taken["dataset"] = args.dataset = saved["dataset"]
-    keys = (EVAL_DATA_FLAGS if args.dataset == saved.get("dataset") else ()) + EVAL_MODEL_FLAGS
-    for key in keys:
-        if key in saved and key not in explicit and hasattr(args, key):
-            taken[key] = saved[key]
-            setattr(args, key, saved[key])
-    if args.dataset != "csv" and not args.dataset_root:
-        args.dataset_root = str(REPO_ROOT / DATASET_ROOTS[args.dataset])
-    return taken
-
-
-def restore_run_config(args: argparse.Namespace, saved: Dict, source: str) -> None:
-    """Take the flags of a resumed run from its saved ``args`` (in place), as described above.
-
-    Saved keys this version does not know are ignored; flags the checkpoint lacks (added later)
-    keep this command's values. Conflicts are one :class:`ConfigError` naming every flag.
-    """
-    explicit = getattr(args, "_explicit", frozenset())
-    if saved.get("method") in ("npc", "clip"):  # saved by an earlier version: the script's name
-        saved = {**saved, "method": legacy_method_name(saved)}
-    conflicts = []
-    for key, value in saved.items():
-        if key in INVOCATION_FLAGS or key.startswith("_") or not hasattr(args, key):
-            continue
-        now = getattr(args, key)
-        if key in explicit and (key in RESUME_MAY_CHANGE or now == value):
-            continue  # a permitted change, or the run's value (spelled as given: 0 vs 0.0 name files)
-        if key == "method" and now != value and not _same_script(now, value):
-            conflicts.append(f"{flag_name(key)} {now} (the run has {value})")
-        elif key in explicit:
-            conflicts.append(f"{flag_name(key)} {now} (the run has {value})")
-        else:
-            setattr(args, key, value)
-    if conflicts:
-        allowed = ", ".join(flag_name(k) for k in sorted(RESUME_MAY_CHANGE | INVOCATION_FLAGS - {"eval", "resume"}))
-        raise ConfigError(f"resuming {source}: {'; '.join(conflicts)}. A resumed run keeps the flags that "
-                          f"define it: drop these, or start a new run under another --experiments. Flags a "
-                          f"resumed run may change: {allowed}")

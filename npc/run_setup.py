@@ -1,17 +1,19 @@
 """What a run needs before it trains: processes and device, the run's folder and lock, the configuration
 of a resumed run or of the checkpoint to evaluate, the checks that must pass before anything is
 written, the demo's data and base model, the model and the data. ``get_memorybank.py``'s build too.
+
+The configuration a command line gives (:func:`npc.params.parse_args`) is completed here, by
+:meth:`npc.config.RunConfig.replace`, into the run's final one: nothing assigns to it afterwards.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -20,6 +22,7 @@ import torch
 
 from npc import data
 from npc import memory_bank as mb
+from npc.config import RunConfig
 from npc.checkpoint import (CHECKPOINT_FORMAT, name_run, open_resume, reclaim_run_folder, resolve_resume)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
@@ -27,12 +30,12 @@ from npc.distributed import DistInfo, barrier, broadcast_object, cleanup, init_d
 from npc.io import atomic_write_text
 from npc.locks import LockedError, file_lock
 from npc.model import RANDOM_INIT_SEED, create_model, load_checkpoint_weights, read_checkpoint
-from npc.params import restore_eval_config, restore_run_config
+from npc.paths import REPO_ROOT  # noqa: F401  (where callers have found it)
+from npc.resume_rules import eval_changes, resume_changes
 from npc.train_utils import (autocast_for, resolve_device, resolve_precision, seed_everything)
 
 from npc.evaluation import eval_tables
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("npc")
 
 
@@ -56,10 +59,17 @@ def setup_logging(run_dir: Optional[Path], info: DistInfo) -> None:
 
 
 @dataclass
+class RunState:
+    """What changes while a run goes (its configuration does not)."""
+
+    started: bool = False   # training has begun: from here on a failure keeps the run's folder (logs, checkpoints)
+
+
+@dataclass
 class Run:
     """What every step of a run shares: its configuration, where it writes and how it computes."""
 
-    args: argparse.Namespace
+    args: RunConfig
     info: DistInfo
     device: torch.device
     precision: str
@@ -70,6 +80,7 @@ class Run:
     resume_path: Optional[Path] = None
     resume_ckpt: Optional[Dict] = None  # the checkpoint read once: config, weights and training state
     writer: Optional[object] = None  # TensorBoard, rank 0 of a training run only
+    state: RunState = field(default_factory=RunState)
 
     def eval_tables(self, model, splits, preprocess, tokenizer) -> Dict[str, Dict[str, float]]:
         a = self.args
@@ -83,43 +94,45 @@ class Run:
             log.info(f"loaded weights from {self.resume_path}")
 
 
-def setup_run(args, stack: ExitStack) -> Run:
+def setup_run(args: RunConfig, stack: ExitStack) -> Run:
     """Device and processes; the run's name and folder, locked for this process; the configuration
-    of a resumed run; precision and seed; the log file."""
+    of a resumed run; precision and seed; the log file. The run holds the final configuration."""
     progress = show_progress(args)
     device = resolve_device(args.device)
-    args.device = str(device)
-    info = init_distributed(args.device)
+    info = init_distributed(str(device))
     stack.callback(cleanup, info)
     if info.enabled and getattr(args, "skip_unreadable_images", False):
         info = replace(info, uneven=True)  # a rank's share of a step loses the pairs of unreadable images
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
-        args.device = str(device)
+    args = args.replace(device=str(device))
     notes = []  # logged once the run's log file is open
     if args.eval:  # the checkpoint first: it says which data and model to evaluate, and so names the folder
-        eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append, info)
+        args, eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append, info)
     resumed = bool(args.resume) and not args.eval
     if not resumed:  # a resumed run is checked once its flags are restored
         notes += preflight(args, info)
     existed = bool(args.experiments) and (Path(args.logs) / args.experiments).exists()
-    run_dir, ckpt_dir = name_run(args, info)
+    experiments, run_dir, ckpt_dir = name_run(args, info)
+    args = args.replace(experiments=experiments)
+    state = RunState()
     if info.is_main and not existed:
-        stack.push(partial(_remove_if_setup_failed, run_dir, args))
+        stack.push(partial(_remove_if_setup_failed, run_dir, state))
     lock_run_folder(run_dir, info, stack)
     if args.eval:
         resume_path, resume_ckpt = eval_path, eval_ckpt
     else:
-        resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
+        resume, resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
+        args = args.replace(resume=resume)
     if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
-        restore_run_config(args, resume_ckpt.get("args", {}), f"{resume_path}")
+        args = args.replace(**resume_changes(args, resume_ckpt.get("args", {}), f"{resume_path}"))
     if resumed:
         notes += preflight(args, info)
     if not args.resume and not args.eval and (run_dir / "params.txt").exists():
         reclaim_run_folder(run_dir, ckpt_dir, info)
         notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
     precision = resolve_precision(args.precision, device, args.dataset)
-    args.precision = precision
+    args = args.replace(precision=precision)
     seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
     if info.is_main and not args.eval:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +142,7 @@ def setup_run(args, stack: ExitStack) -> Run:
         (log.warning if note.startswith("warning:") else log.info)(note)
     return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
                progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
-               resume_ckpt=resume_ckpt)
+               resume_ckpt=resume_ckpt, state=state)
 
 
 def lock_run_folder(run_dir: Path, info: DistInfo, stack: ExitStack) -> None:
@@ -179,10 +192,10 @@ def preflight(args, info: DistInfo) -> List[str]:
             f"{args.batch_size} x {args.epochs} epochs): the learning rate never reaches --lr {args.lr:g}"]
 
 
-def _remove_if_setup_failed(run_dir: Path, args, exc_type, exc, tb) -> bool:
+def _remove_if_setup_failed(run_dir: Path, state: RunState, exc_type, exc, tb) -> bool:
     """A run folder this invocation made is removed when the run fails before training starts (the error
     is printed on stderr): a failed setup leaves nothing behind."""
-    if exc_type is not None and not getattr(args, "_started", False) and run_dir.is_dir():
+    if exc_type is not None and not state.started and run_dir.is_dir():
         for h in list(log.handlers):
             if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir.resolve():
                 h.close()
@@ -191,9 +204,10 @@ def _remove_if_setup_failed(run_dir: Path, args, exc_type, exc, tb) -> bool:
     return False
 
 
-def open_eval_checkpoint(args, note: Callable[[str], None], info: Optional[DistInfo] = None):
-    """``--eval``: the checkpoint (path, content) or (None, None), its run's dataset and model taken from it
-    (unless given), and the evaluation's own folder: never the training run's."""
+def open_eval_checkpoint(args: RunConfig, note: Callable[[str], None], info: Optional[DistInfo] = None):
+    """``--eval``: the configuration with its run's dataset and model taken from the checkpoint (unless
+    given) and the evaluation's own folder (never the training run's), the checkpoint's path and content
+    (or None, None)."""
     run_of_latest = None
     if args.resume == "latest":
         if not args.experiments:
@@ -204,26 +218,28 @@ def open_eval_checkpoint(args, note: Callable[[str], None], info: Optional[DistI
     path = resolve_resume(args.resume, ckpt_dir)
     ckpt = read_checkpoint(path) if path is not None else None
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
-        taken = restore_eval_config(args, ckpt.get("args", {}))
+        changes, taken = eval_changes(args, ckpt.get("args", {}))
+        args = args.replace(**changes)
         if taken:
             note(f"--eval: taken from the flags {path} was trained with: "
                  + ", ".join(f"--{k} {v}" for k, v in taken.items()) + " (flags given here override them)")
     if path is not None:
-        args.resume = str(path)
+        args = args.replace(resume=str(path))
     if args.experiments and (run_of_latest is not None or (Path(args.logs) / args.experiments / "params.txt").exists()):
-        args.experiments = f"{args.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
+        name = f"{args.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
         if info is not None and info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
             import torch.distributed as dist
 
-            name = [args.experiments]
-            dist.broadcast_object_list(name, src=0)
-            args.experiments = name[0]
-    args.checkpoint_path = None
+            names = [name]
+            dist.broadcast_object_list(names, src=0)
+            name = names[0]
+        args = args.replace(experiments=name)
+    args = args.replace(checkpoint_path=None)
     data_desc = (f"CSV files {', '.join(f for f in data.csv_files(args).values() if f)}" if args.dataset == "csv"
                  else f"{args.dataset_root}")
     note(f"--eval: dataset {args.dataset} ({data_desc}), model {args.vision_model}, weights "
          f"{path or args.pretrained}")
-    return path, ckpt
+    return args, path, ckpt
 
 
 def eval_init_weights(args, resume_path: Optional[Path], resume_ckpt) -> str:
@@ -250,7 +266,7 @@ def build_model(r: Run):
                                                 device=r.device, context_length=args.context_length,
                                                 demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
     if info.is_main:
-        params = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()) if not k.startswith("_"))
+        params = "\n".join(f"{k}: {v}" for k, v in sorted(args.flags().items()))
         atomic_write_text(r.run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
     return model, preprocess, tokenizer
 
@@ -282,20 +298,19 @@ def prepare_demo(args, progress: bool, base: bool = True) -> Optional[Path]:
                             log=log.info, progress=progress)
 
 
-def build_bank_only(args) -> Dict:
+def build_bank_only(args: RunConfig) -> Dict:
     """``get_memorybank.py``: (re)build the memory bank of a dataset and noise ratio, nothing else.
 
     Under torchrun every rank encodes its share of the training set; rank 0 fits the GMM and writes.
     """
     progress = show_progress(args)
     device = resolve_device(args.device)
-    args.device = str(device)
-    info = init_distributed(args.device)
+    info = init_distributed(str(device))
     try:
         if info.enabled and device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
-            args.device = str(device)
         precision = resolve_precision(args.precision, device, args.dataset)
+        args = args.replace(device=str(device), precision=precision, rebuild_bank=True)
         autocast = autocast_for(precision, device)
         setup_logging(None, info)
         base_path = (prepare_demo(args, progress and info.is_main, base=args.pretrained == "demo-base")
@@ -310,7 +325,6 @@ def build_bank_only(args) -> Dict:
         if weights is not None:
             load_checkpoint_weights(model, weights)
         train_split, noise_mask = data.load_train_split_for(args, log=log.info)
-        args.rebuild_bank = True
         bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
                               progress and info.is_main, weights=weights, info=info)
         return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}

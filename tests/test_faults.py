@@ -180,13 +180,14 @@ def test_resume_takes_the_runs_flags_and_refuses_other_values(root, base_dir, tm
 
 
 def test_unknown_saved_keys_and_missing_new_flags_do_not_break_resuming():
-    from npc.params import restore_run_config
+    from npc.resume_rules import resume_changes
 
     args = parse_args(["--epochs", "4"], "npc")
-    restore_run_config(args, {"noise_ratio": 0.2, "flag_of_an_old_version": 1, "epochs": 2, "method": "npc"}, "x")
+    args = args.replace(**resume_changes(args, {"noise_ratio": 0.2, "flag_of_an_old_version": 1, "epochs": 2,
+                                                "method": "npc"}, "x"))
     assert args.noise_ratio == 0.2 and args.epochs == 4 and not hasattr(args, "flag_of_an_old_version")
     with pytest.raises(ConfigError, match="the script"):
-        restore_run_config(parse_args([], "clip"), {"method": "npc"}, "x")
+        resume_changes(parse_args([], "clip"), {"method": "npc"}, "x")
 
 
 # ----------------------------------------------------------------------------- no dead ends

@@ -1,0 +1,114 @@
+"""How a command line names its method: ``--method NAME``, ``--method_opt KEY=VALUE`` for the
+estimator's options, and the flags of the reference release and earlier versions that override the
+method's parts (``--npc_variant``, ``--npc_estimator``, ``--npc_weights``, ``--npc_impl``,
+``--siamese_state``, ``--clean_prior``). The resolved method is spelled out in the run configuration
+(its name, every option as ``key=value``, and those flags), so params.txt, checkpoints and resumes
+record it; :func:`method_of` reads it back.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Sequence, Tuple
+
+from npc.errors import ConfigError
+
+# The NPC flags of earlier versions and the estimator option each one sets.
+_LEGACY_OPTIONS = {"npc_impl": "impl", "siamese_state": "state"}
+
+
+def parse_method_opts(items: Sequence[str]) -> Dict[str, str]:
+    """``["tau=0.3", ...]`` -> ``{"tau": "0.3"}`` (text; the estimator types it); the last of a key wins."""
+    out = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--method_opt {item}: expected KEY=VALUE, e.g. --method_opt tau=0.3")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def options_text(options: Mapping) -> Tuple[str, ...]:
+    """Every option as ``key=value``, sorted: how the configuration records them."""
+    return tuple(f"{k}={v}" for k, v in sorted(options.items()))
+
+
+def resolve_method(values: Mapping, script: str, explicit: frozenset):
+    """The method a command line names (``values``: its parsed flags; ``explicit``: those given)."""
+    from npc import methods as M
+
+    given = {k: values[k] for k in explicit if k in values}
+    options = dict(parse_method_opts(values.get("method_opt") or ()))
+    if script == "clip":
+        prior = given.get("clean_prior", "none")
+        if "method" in given and prior != "none" and prior != values["method"]:
+            raise ConfigError(f"--clean_prior {prior} contradicts --method {values['method']}: give one of them")
+        name = values["method"] if "method" in given or prior == "none" else prior
+        m = M.compose(M.get_method(name), options=options, bank_update=values.get("bank_update"))
+    else:
+        base = M.get_method(values["method"])
+        for flag, option in _LEGACY_OPTIONS.items():
+            if flag in given:
+                options.setdefault(option, given[flag])
+        estimator = given.get("npc_estimator")
+        if "npc_variant" in given and (estimator or base.estimator) == "siamese":
+            # --npc_variant release names the release's composition, its siamese gradient scale included
+            options.setdefault("grad_scale", 4.0 if given["npc_variant"] == "release" else 1.0)
+        weights = given.get("npc_weights")
+        m = M.compose(base, objective=given.get("npc_variant"), estimator=estimator,
+                      reweight=None if weights is None else weights == "on", options=options,
+                      bank_update=values.get("bank_update"))
+    check_bank_update(m)
+    return m
+
+
+def check_bank_update(m) -> None:
+    if m.bank_update and not (m.uses_bank or "p_clean" in m.needs):
+        raise ConfigError(f"--bank_update {m.bank_update}: --method {m.name.split('[')[0]} uses neither the memory "
+                          f"bank's pairs nor its p(clean)")
+    if m.bank_update and m.subset == "gmm_clean":
+        raise ConfigError(f"--bank_update with --method {m.name.split('[')[0]}: a training subset that changes "
+                          f"during the run is not supported")
+
+
+def method_fields(m, script: str) -> Dict:
+    """The configuration's fields that spell out method ``m`` (recorded with the run)."""
+    fields = {"method": m.name, "bank_update": m.bank_update, "method_opt": options_text(m.option_values())}
+    if script == "clip":
+        fields["clean_prior"] = m.name if m.name in ("gmm_filter", "pclean_weight") else "none"
+    elif script == "npc":
+        values = m.option_values()
+        fields.update(npc_variant=m.objective, npc_weights="on" if m.reweight else "off", npc_estimator=m.estimator,
+                      npc_impl=values.get("impl", "efficient"), siamese_state=values.get("state", "persistent"))
+    return fields
+
+
+def method_of(cfg):
+    """The method a resolved configuration runs (a registered one, or one composed from its parts)."""
+    from npc import methods as M
+
+    base = M.get_method(M.base_name(cfg.method))
+    options = parse_method_opts(getattr(cfg, "method_opt", ()) or ())
+    if base.script == "clip":
+        return M.compose(base, options=options, bank_update=cfg.bank_update)
+    return M.compose(base, objective=cfg.npc_variant, estimator=cfg.npc_estimator, reweight=cfg.npc_weights == "on",
+                     options=options, bank_update=cfg.bank_update)
+
+
+def saved_method_fields(saved: Dict) -> Dict:
+    """The method fields of a run saved by an earlier version: its ``method`` was the script (npc or clip), or
+    it recorded no ``method_opt`` (the options were its NPC flags)."""
+    from npc import methods as M
+
+    if saved.get("method") == "clip":
+        prior = saved.get("clean_prior", "none")
+        return method_fields(M.get_method(prior if prior in ("gmm_filter", "pclean_weight") else "clip"), "clip")
+    base = M.get_method("npc_paper" if saved.get("method") == "npc" else M.base_name(saved["method"]))
+    if base.script == "clip":
+        return method_fields(M.compose(base, bank_update=saved.get("bank_update", 0)), "clip")
+    estimator = saved.get("npc_estimator", base.estimator)
+    options = {"impl": saved.get("npc_impl", "efficient"), "state": saved.get("siamese_state", "persistent"),
+               "grad_scale": 4.0 if saved.get("npc_variant", base.objective) == "release" else 1.0} \
+        if estimator == "siamese" else {}
+    m = M.compose(base, objective=saved.get("npc_variant", base.objective), estimator=estimator,
+                  reweight=saved.get("npc_weights", "on") == "on", options=options,
+                  bank_update=saved.get("bank_update", base.bank_update))
+    return method_fields(m, "npc")
