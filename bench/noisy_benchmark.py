@@ -61,7 +61,7 @@ def collect(method: str, run_dir: Path, noise: str) -> dict:
         epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
         rec["best_dev_rsum"] = max(e["dev"]["rsum"] for e in epochs)
         rec["dev_rsum_per_epoch"] = [e["dev"]["rsum"] for e in epochs]
-        npc = [e["npc"] for e in epochs if "npc" in e]
+        npc = [e.get("weights", e.get("npc")) for e in epochs if "weights" in e or "npc" in e]  # "npc": earlier runs
         if npc and "weight_auc" in npc[0]:
             rec["weight_auc"] = statistics.fmean(e["weight_auc"] for e in npc)
             rec["weight_auc_per_epoch"] = [e["weight_auc"] for e in npc]
@@ -119,8 +119,7 @@ def run_grid(methods, noises, seeds, *, epochs, lrs: dict, out: Path, logs: Path
     for seed in seeds:
         for noise in noises:
             for method in methods:
-                family = "npc_paper" if method.startswith("npc") else "clip"
-                lr = None if method == "base" else lrs.get(method, lrs.get(family))
+                lr = None if method == "base" else lrs.get(method, lrs.get(get_method(method).lr_group))
                 k = (method, float(noise), seed, 0 if method == "base" else epochs, lr)
                 if k in done:
                     continue
@@ -151,9 +150,8 @@ def search(args) -> None:
     for method in sorted({r["method"] for r in records}):
         best = max((r for r in records if r["method"] == method), key=lambda r: r["best_dev_rsum"])
         chosen[method] = best["lr"]
-    if "npc_paper" in chosen and "npc_release" not in chosen:
-        # The variants differ in the loss only; the release variant shares the paper variant's lr.
-        chosen["npc_release"] = chosen["npc_paper"]
+    for method in list(chosen):  # a method not searched takes the lr of its family's searched method
+        chosen.setdefault(get_method(method).lr_group, chosen[method])
     atomic_write_json(RESULTS / "lr_chosen.json", chosen)
     print("chosen learning rates (best dev rsum at noise", args.search_noise, "):", chosen)
 

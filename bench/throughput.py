@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from npc.train_utils import autocast_for, make_optimizer, resolve_device, resolve_precision
 from npc.synthetic import write_paper_size_jpegs
 from npc.model import compile_towers, create_model, encode_text_parts
-from npc.steps import clip_step, npc_step
+from npc import methods
+from npc.steps import train_step
 
 from npc.reporting import REPO, environment
 
@@ -125,15 +126,22 @@ def time_steps(args, device) -> dict:
     opt = make_optimizer(model, 1e-5, 0.9, 0.98, 1e-6, 0.2)
     sopt = make_optimizer(siamese, 1e-5, 0.9, 0.98, 1e-6, 0.2)
     autocast = autocast_for(precision, device)
+
+    def step_of(method, options=None):
+        """The training step of a method by name (its estimator on the shared siamese copy and optimizer)."""
+        m = methods.compose(methods.get_method(method), options=options)
+        est = m.build_estimator()
+        if hasattr(est, "attach_siamese"):
+            est.attach_siamese(siamese, sopt)
+        return lambda: train_step(model, opt, batch, est, m.objective, autocast=autocast, reweight=m.reweight)
+
     kinds = {
-        "clip": lambda: clip_step(model, opt, batch, autocast=autocast),
-        "npc_naive": lambda: npc_step(model, siamese, opt, sopt, batch, impl="naive", autocast=autocast),
-        "npc": lambda: npc_step(model, siamese, opt, sopt, batch, impl="efficient", autocast=autocast),
-        "npc_release": lambda: npc_step(model, siamese, opt, sopt, batch, impl="efficient", variant="release",
-                                        autocast=autocast),
-        # --npc_estimator first_order (paper variant): no siamese; weights from feature gradients
-        "npc_first_order": lambda: npc_step(model, None, opt, None, batch, estimator="first_order",
-                                            autocast=autocast),
+        "clip": step_of("clip"),
+        "npc_naive": step_of("npc_paper", {"impl": "naive"}),
+        "npc": step_of("npc_paper"),
+        "npc_release": step_of("npc_release"),
+        # the first-order estimator (paper objective): no siamese; weights from feature gradients
+        "npc_first_order": step_of("npc_first_order"),
         # The text tower alone, forward + backward on the batch's captions: open_clip's encode_text
         # (every position) against npc.model's (up to the longest caption).
         "text_open_clip": lambda: text_pass(lambda t: F.normalize(model.encode_text(t), dim=-1)),

@@ -1,20 +1,23 @@
 """Weight estimators: how much each training pair counts in a step (docs/methods.md).
 
-An estimator gets the step's shared forward (:class:`npc.steps.StepState`: A's per-pair losses
+An estimator gets the step's shared forward (:class:`npc.step_state.StepState`: A's per-pair losses
 with their graph, and the memory-bank pairs' losses when it ``uses_bank``) and returns one weight
-per pair, or None for "every pair counts 1". It is built once
-per run by :meth:`WeightEstimator.bind` from what the run has (the model, an optimizer factory,
-the memory bank's p(clean), the ground-truth noise mask of a benchmark split), and whatever state
-it keeps across steps goes into the run's checkpoints through ``state_dict``.
+per pair, or None for "every pair counts 1". It is built once per run from its options and bound by
+:meth:`WeightEstimator.bind` to what the run has (the model, an optimizer factory, the memory bank's
+p(clean), the ground-truth noise mask of a benchmark split); :meth:`WeightEstimator.on_epoch` is
+called before every epoch, and whatever state it keeps across steps goes into the run's checkpoints
+through ``state_dict``.
 
-A new estimator is a subclass with a ``name``, registered with :func:`register_estimator`; a
-method that uses it is one line in :mod:`npc.methods`.
+A new estimator is a subclass with a ``name`` and its ``options`` (each an :class:`Option`: name,
+type, default, help), registered with :func:`register_estimator`; a method that uses it is one line
+in :mod:`npc.methods`, and ``--method_opt NAME=VALUE`` sets its options from the command line.
 """
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Dict, List, Optional
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,7 +26,7 @@ from npc.distributed import DistInfo, all_reduce_grads_
 from npc.model import logit_scale
 from npc.negative_impact import (_phase, _siamese_step, encode_groups, first_order_after, first_order_impact,
                                  npc_weights, sync_siamese_, trainable)
-from npc.steps import rank_share
+from npc.step_state import rank_share
 
 
 @dataclass
@@ -37,18 +40,57 @@ class RunInputs:
     seed: int = 0                             # the run's --seed
     p_clean: Optional[np.ndarray] = None      # the memory bank's GMM p(clean) of every training pair
     noise_mask: Optional[np.ndarray] = None   # True where a training caption is wrong (benchmark splits only)
+    epochs: int = 1                           # the run's --epochs
+
+
+@dataclass(frozen=True)
+class Option:
+    """An option of an estimator: ``--method_opt NAME=VALUE`` sets it; recorded with the run."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: Tuple = ()
+
+    def parse(self, value: Any) -> Any:
+        """``value`` (a value or its command-line text) as this option's type; an error names the option."""
+        try:
+            v = self.type(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"--method_opt {self.name}={value}: expected {self.type.__name__}") from None
+        if self.type is float and not math.isfinite(v):
+            raise ValueError(f"--method_opt {self.name}={value}: expected a finite number")
+        if self.choices and v not in self.choices:
+            raise ValueError(f"--method_opt {self.name}={value}: one of {', '.join(map(str, self.choices))}")
+        return v
 
 
 class WeightEstimator:
     """Per-pair weights of a step; see the module docstring."""
 
     name: ClassVar[str] = ""
+    options: ClassVar[Tuple[Option, ...]] = ()  # what --method_opt may set; the constructor takes them by name
     uses_bank: ClassVar[bool] = False        # the batch must carry the memory-bank pairs
     needs: ClassVar[frozenset] = frozenset()  # RunInputs fields it needs: "p_clean", "noise_mask"
     forward_plan: ClassVar[Dict] = {}          # keyword arguments of the step's forward (npc.negative_impact.encode_groups)
 
+    @classmethod
+    def resolve_options(cls, given: Mapping[str, Any]) -> Dict[str, Any]:
+        """Every option, typed: those ``given`` (values or their text), the others at their defaults."""
+        known = {o.name: o for o in cls.options}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            have = ", ".join(f"{o.name} ({o.help})" for o in cls.options) or "none"
+            raise ValueError(f"--method_opt {', '.join(unknown)}: not an option of the {cls.name} estimator "
+                             f"(its options: {have})")
+        return {name: o.parse(given[name]) if name in given else o.default for name, o in known.items()}
+
     def bind(self, run: RunInputs) -> None:
         """Called once per run, before the first step."""
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before every epoch (0-based ``epoch`` of ``epochs``), also when a run resumes."""
 
     @property
     def optimizers(self) -> List[torch.optim.Optimizer]:
@@ -80,14 +122,19 @@ def register_estimator(cls: type) -> type:
     return cls
 
 
-def build_estimator(name: Optional[str], **options) -> Optional[WeightEstimator]:
-    if name is None:
-        return None
+def estimator_class(name: str) -> type:
     try:
-        cls = ESTIMATORS[name]
+        return ESTIMATORS[name]
     except KeyError:
         raise ValueError(f"unknown estimator {name!r}: one of {sorted(ESTIMATORS)}") from None
-    return cls(**options)
+
+
+def build_estimator(name: Optional[str], **options) -> Optional[WeightEstimator]:
+    """The estimator ``name`` with ``options`` (checked and typed; the others at their defaults), or None."""
+    if name is None:
+        return None
+    cls = estimator_class(name)
+    return cls(**cls.resolve_options(options))
 
 
 # ----------------------------------------------------------------------------- NPC's negative impact
@@ -106,12 +153,14 @@ class Siamese(WeightEstimator):
 
     name = "siamese"
     uses_bank = True
+    options = (Option("impl", str, "efficient", "efficient or naive: the same weights, efficient reuses A's forward",
+                      ("efficient", "naive")),
+               Option("state", str, "persistent", "A''s optimizer state: persistent across steps or fresh each step",
+                      ("persistent", "fresh")),
+               Option("grad_scale", float, 1.0, "A' steps on this multiple of the mean pair loss's gradient "
+                                                "(4: the release's)"))
 
     def __init__(self, impl: str = "efficient", state: str = "persistent", grad_scale: float = 1.0):
-        if impl not in ("efficient", "naive"):
-            raise ValueError(f"--npc_impl must be efficient or naive, got {impl!r}")
-        if state not in ("persistent", "fresh"):
-            raise ValueError(f"--siamese_state must be persistent or fresh, got {state!r}")
         self.impl, self.state, self.grad_scale = impl, state, grad_scale
         self.forward_plan = {"first": ("pair",)} if impl == "efficient" else {"dedup": False}
         self.siamese = self.optimizer = None
@@ -285,11 +334,44 @@ class OSA(WeightEstimator):
         return weight_of_score(score, top)
 
 
-class Given(WeightEstimator):
-    """The weights given for one step (``npc.steps.clip_step``'s ``weights``); not a method's part."""
+# ----------------------------------------------------------------------------- learning with noisy labels
 
-    def __init__(self, weights: torch.Tensor):
-        self.given = weights
+@register_estimator
+class SmallLoss(WeightEstimator):
+    """Small-loss selection, Co-teaching's rule with one network (Han et al., NeurIPS 2018): each step,
+    the ``ceil(R n)`` pairs of the global batch of n with the smallest loss are kept, the others weigh 0;
+    ``R = 1 - tau * min(epoch / ramp_epochs, 1)`` falls from 1 to ``1 - tau`` over the first epochs
+    (Co-teaching's T_k) and stays there. A kept pair weighs ``n / kept``, so that the CLIP objective's
+    ``mean_i(w_i l_i)`` is the kept pairs' mean loss, the loss Co-teaching trains on. Ties at the cut
+    are broken by position in the batch. Under several processes the cut is the global batch's.
+    """
 
+    name = "small_loss"
+    options = (Option("tau", float, 0.5, "the fraction of each batch left out once the ramp is over"),
+               Option("ramp_epochs", int, 2, "epochs over which the left-out fraction rises from 0 to tau"))
+
+    def __init__(self, tau: float = 0.5, ramp_epochs: int = 2):
+        if not 0 <= tau < 1:
+            raise ValueError(f"--method_opt tau={tau}: must be in [0, 1)")
+        if ramp_epochs < 0:
+            raise ValueError(f"--method_opt ramp_epochs={ramp_epochs}: must be >= 0")
+        self.tau, self.ramp_epochs = tau, ramp_epochs
+        self.keep = 1.0
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        ramp = min(epoch / self.ramp_epochs, 1.0) if self.ramp_epochs else 1.0
+        self.keep = 1.0 - self.tau * ramp
+
+    @torch.no_grad()
     def weights(self, s):
-        return self.given
+        from npc.distributed import gather_no_grad, row_offset
+
+        loss = s.losses["pair"].detach().float()
+        everyone = gather_no_grad(loss, s.info) if s.info.enabled else loss
+        n = everyone.shape[0]
+        kept = max(1, math.ceil(self.keep * n - 1e-9))
+        order = torch.argsort(everyone, stable=True)
+        w = torch.zeros(n, device=loss.device)
+        w[order[:kept]] = n / kept
+        start = row_offset(loss, s.info) if s.info.enabled else 0
+        return w[start:start + loss.shape[0]]

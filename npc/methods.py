@@ -28,10 +28,16 @@ class Method:
     objective: str                    # a name in npc.steps.OBJECTIVES
     subset: str = "all"
     reweight: bool = True             # False: weights computed and logged, the loss uses none (ablation)
-    options: Mapping = field(default_factory=dict)  # the estimator's keyword arguments
+    options: Mapping = field(default_factory=dict)  # the estimator's options that differ from its defaults
     benchmark_only: bool = False
     bank_update: int = 0              # rebuild the memory bank from the current model every N epochs (0: never)
     summary: str = ""
+    lr_family: Optional[str] = None   # methods whose learning rate is chosen together (default: the script's)
+
+    @property
+    def lr_group(self) -> str:
+        """The learning-rate family of the benchmark's search: methods of one family share a tuned lr."""
+        return self.lr_family or self.script
 
     @property
     def uses_bank(self) -> bool:
@@ -57,10 +63,18 @@ class Method:
             needs.add("bank")  # p(clean) is written by the bank's build
         return frozenset(needs)
 
+    def option_values(self) -> Dict:
+        """Every option of the estimator, with this method's values (its defaults where the method sets none)."""
+        if self.estimator is None:
+            return {}
+        from npc.estimators import estimator_class
+
+        return estimator_class(self.estimator).resolve_options(self.options)
+
     def build_estimator(self):
         from npc.estimators import build_estimator
 
-        return build_estimator(self.estimator, **dict(self.options))
+        return build_estimator(self.estimator, **self.option_values())
 
 
 METHODS: Dict[str, Method] = {}
@@ -92,7 +106,7 @@ DEFAULT_METHOD = {"npc": "npc_paper", "clip": "clip"}
 
 # The benchmark's rows. The NPC flags of the reference release and of earlier versions
 # (--npc_variant, --npc_weights, --npc_estimator, --siamese_state, --npc_impl, --clean_prior) name
-# the same compositions; see npc.params.resolve_method.
+# the same compositions; see npc.method_flags.
 register_method(Method("clip", "clip", None, "clip", summary="plain CLIP fine-tuning (symmetric InfoNCE), the baseline"))
 register_method(Method("gmm_filter", "clip", None, "clip", subset="gmm_clean",
                        summary="CLIP fine-tuning on the memory bank's clean set only (GMM p(clean) > --clean_threshold)"))
@@ -124,34 +138,48 @@ for _name in ("npc_paper", "npc_bank_only", "pclean_weight"):
                             summary=f"{_name} with the memory bank rebuilt from the current model every epoch"))
 
 
-_DEFAULT_OPTIONS = {"impl": "efficient", "state": "persistent", "grad_scale": 1.0}
+register_method(Method("small_loss", "clip", "small_loss", "clip",
+                       summary="small-loss selection (Co-teaching's rule, one network): each step the CLIP loss of the "
+                               "fraction of the global batch with the smallest losses, the fraction falling from 1 to "
+                               "1 - tau over the first epochs (options tau, ramp_epochs)"))
 
 
 def _parts(m: Method) -> tuple:
-    return (m.script, m.estimator, m.objective, m.subset, m.reweight, tuple(sorted(dict(m.options).items())),
+    return (m.script, m.estimator, m.objective, m.subset, m.reweight, tuple(sorted(m.option_values().items())),
             m.bank_update)
 
 
 def compose(base: Method, *, objective: Optional[str] = None, reweight: Optional[bool] = None,
-            estimator: Optional[str] = None, impl: Optional[str] = None, state: Optional[str] = None,
+            estimator: Optional[str] = None, options: Optional[Mapping] = None,
             bank_update: Optional[int] = None) -> Method:
-    """``base`` with parts replaced by the fine-grained flags: the registered method of those parts if
-    there is one, else ``base[part=value,...]``. Giving a method's own parts returns it unchanged."""
+    """``base`` with parts replaced: the registered method of those parts if there is one, else
+    ``base[part=value,...]``. ``options`` (the estimator's, values or their command-line text) add to
+    the base's when the estimator stays, replace them when it changes. Giving a method's own parts
+    returns it unchanged. Unknown options or values are an error naming them."""
     est = base.estimator if estimator is None else estimator
-    obj = base.objective if objective is None else objective
-    options = dict(base.options) if est == base.estimator else {}
-    if est == "siamese":
-        options["grad_scale"] = 4.0 if obj == "release" else 1.0  # the release: 2 x the mean loss, back-propagated twice
-        options.update({k: v for k, v in (("impl", impl), ("state", state)) if v is not None})
-    options = {k: v for k, v in options.items() if _DEFAULT_OPTIONS.get(k) != v}
-    new = replace(base, estimator=est, objective=obj, reweight=base.reweight if reweight is None else reweight,
-                  options=options, bank_update=base.bank_update if bank_update is None else bank_update)
+    kept = dict(base.options) if est == base.estimator else {}
+    new = replace(base, estimator=est, objective=base.objective if objective is None else objective,
+                  reweight=base.reweight if reweight is None else reweight,
+                  bank_update=base.bank_update if bank_update is None else bank_update)
+    if est is not None:
+        from npc.estimators import estimator_class
+
+        cls = estimator_class(est)
+        values = cls.resolve_options({**kept, **dict(options or {})})
+        defaults = cls.resolve_options({})
+        new = replace(new, options={k: v for k, v in values.items() if v != defaults[k]})
+    elif options:
+        raise ValueError(f"--method_opt {', '.join(options)}: the method {base.name} has no weight estimator, "
+                         f"so no options")
+    else:
+        new = replace(new, options={})
     for m in (base, *METHODS.values()):
         if _parts(m) == _parts(new):
             return m
+    before, after = base.option_values() if est == base.estimator else {}, new.option_values()
     diffs = [f"{k}={getattr(new, k)}" for k in ("estimator", "objective", "reweight", "bank_update")
              if getattr(new, k) != getattr(base, k)]
-    diffs += [f"{k}={v}" for k, v in sorted(options.items()) if dict(base.options).get(k) != v and k != "grad_scale"]
+    diffs += [f"{k}={v}" for k, v in sorted(after.items()) if before.get(k) != v]
     return replace(new, name=f"{base.name}[{','.join(diffs)}]")
 
 

@@ -21,38 +21,13 @@ code sums the two sides).
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
-from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad, share_of_mean
+from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad
 from npc.negative_impact import GROUPS, _phase, encode_groups, trainable
-
-
-@dataclass
-class StepState:
-    """What the step has computed when the estimator is asked for weights."""
-
-    model: torch.nn.Module
-    batch: Dict[str, torch.Tensor]
-    info: DistInfo
-    autocast: object
-    params: List[torch.nn.Parameter]
-    losses: Dict[str, torch.Tensor]                 # per-pair losses of each group, with A's graph
-    features: Dict[str, tuple] = field(default_factory=dict)  # row-aligned (image, text) features per group
-    keep_graph: bool = True                         # A's graph is needed after the estimator (a backward of A)
-    grads: Optional[List[torch.Tensor]] = None      # gradient of mean_i l_i w.r.t. params, if an estimator took it
-    extras: Dict[str, torch.Tensor] = field(default_factory=dict)  # estimator outputs worth returning
-
-
-# ----------------------------------------------------------------------------- update helpers
-
-def rank_share(state: StepState) -> float:
-    """The factor on this rank's loss (a mean over its pairs) before its backward pass: 1 unless ranks hold
-    uneven shares of the global batch (``--skip_unreadable_images``; :func:`npc.distributed.share_of_mean`)."""
-    pair = state.losses["pair"]
-    return share_of_mean(pair.shape[0], state.info, pair.device)
+from npc.step_state import StepState, rank_share
 
 
 def _global_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -205,36 +180,3 @@ def forward(model, batch: Dict[str, torch.Tensor], estimator, *, uses_bank: bool
         losses = encode_groups(model, batch, GROUPS if uses_bank else ("pair",), info, features=features, **plan)
     return StepState(model=model, batch=batch, info=info, autocast=autocast, params=trainable(model), losses=losses,
                      features=features or {}, keep_graph=keep_graph)
-
-
-# ----------------------------------------------------------------------------- the steps by their old names
-
-def npc_step(model, siamese, optimizer, siamese_opt, batch: Dict[str, torch.Tensor], *, variant: str = "paper",
-             impl: str = "efficient", info: Optional[DistInfo] = None, autocast=None, grad_clip: float = 10.0,
-             reweight: bool = True, estimator: str = "siamese", siamese_state: str = "persistent"
-             ) -> Dict[str, torch.Tensor]:
-    """One NPC update of ``model`` (A) with the given siamese A' and its optimizer (or none, for the
-    first-order estimator): the :func:`train_step` of the method these switches name."""
-    from npc.estimators import FirstOrder, Siamese
-
-    if variant not in ("paper", "release"):
-        raise ValueError(f"--npc_variant must be paper or release, got {variant!r}")
-    if estimator == "siamese":
-        est = Siamese(impl=impl, state=siamese_state, grad_scale=4.0 if variant == "release" else 1.0)
-        est.attach_siamese(siamese, siamese_opt)
-    elif estimator == "first_order":
-        est = FirstOrder()
-    else:
-        raise ValueError(f"--npc_estimator must be siamese or first_order, got {estimator!r}")
-    return train_step(model, optimizer, batch, est, variant, info=info, autocast=autocast, grad_clip=grad_clip,
-                      reweight=reweight)
-
-
-def clip_step(model, optimizer, batch: Dict[str, torch.Tensor], *, info: Optional[DistInfo] = None, autocast=None,
-              grad_clip: float = 10.0, weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-    """One plain CLIP fine-tuning update (the baseline): mean symmetric InfoNCE of the batch;
-    ``weights`` (one per pair) give ``mean_i(w_i l_i)`` instead."""
-    from npc.estimators import Given
-
-    return train_step(model, optimizer, batch, None if weights is None else Given(weights), "clip", info=info,
-                      autocast=autocast, grad_clip=grad_clip)

@@ -12,7 +12,7 @@ from bench import throughput
 
 from npc.model import create_model
 from npc.negative_impact import phase_timings
-from npc.steps import clip_step, npc_step
+from test_npc import clip_step, method_step
 
 
 def test_throughput_json_has_the_documented_fields():
@@ -41,7 +41,7 @@ def test_phase_timings_collect_only_inside_the_context():
     assert sorted(times) == ["clip.forward", "clip.update"] and all(len(v) == 2 for v in times.values())
     siamese = copy.deepcopy(model)
     with phase_timings() as times:
-        npc_step(model, siamese, opt, torch.optim.AdamW(siamese.parameters(), lr=1e-4), batch)
+        method_step(model, siamese, opt, torch.optim.AdamW(siamese.parameters(), lr=1e-4), batch)
     assert "npc.backward_siamese" in times and "clip.forward" not in times
 
 

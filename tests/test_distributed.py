@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from npc.distributed import DistInfo
 from npc.model import create_model
-from npc.steps import clip_step, npc_step
+from test_npc import clip_step, method_step
 
 B = 8
 
@@ -57,7 +57,7 @@ def _step(kind, info, batch):
         w = None
     else:
         fo = kind == "first_order"  # the paper variant with the first-order estimator (batch medians over ranks)
-        out = npc_step(model, siamese, opt, sopt, batch, variant="paper" if fo else kind, info=info,
+        out = method_step(model, siamese, opt, sopt, batch, variant="paper" if fo else kind, info=info,
                        estimator="first_order" if fo else "siamese")
         w = out["weights"]
     return [p.detach().clone() for p in model.parameters()], out["pair_loss"], w

@@ -45,7 +45,7 @@ def test_npc_one_epoch_builds_bank_and_logs_weights(fresh_root, base_dir, tmp_pa
     bank_dir = fresh_root / "annotations" / "memory_bank"
     assert (bank_dir / "0.4_mbank_img_idx.npy").is_file() and (bank_dir / "0.4_mbank_txt_idx.npy").is_file()
     record = json.loads((logs / "n" / "metrics.jsonl").read_text().splitlines()[0])
-    npc = record["npc"]
+    npc = record["weights"]
     assert 0 < npc["mean_weight"] <= 1 and 0 <= npc["weight_auc"] <= 1
     assert "mean_weight_clean" in npc and "mean_weight_noisy" in npc
     ckpt = torch.load(logs / "n" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
@@ -56,7 +56,7 @@ def test_npc_first_order_estimator_runs_without_siamese(fresh_root, base_dir, tm
     logs = tmp_path / "logs"
     main_NPC.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "fo",
                            "--npc_estimator", "first_order", "--noise_ratio", "0.4"))
-    npc = json.loads((logs / "fo" / "metrics.jsonl").read_text().splitlines()[0])["npc"]
+    npc = json.loads((logs / "fo" / "metrics.jsonl").read_text().splitlines()[0])["weights"]
     assert 0 < npc["mean_weight"] <= 1 and 0 < npc["frac_weight_below_1"] < 1
     ckpt = torch.load(logs / "fo" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert "siamese_optimizer" not in ckpt
@@ -89,7 +89,7 @@ def test_clip_baselines_on_the_banks_gmm(fresh_root, base_dir, tmp_path, prior, 
     else:  # every pair, its loss weighted by its p(clean)
         weights = torch.cat([w for _, w in seen]).numpy()
         assert np.allclose(weights, p_clean[index])
-        npc = json.loads((logs / prior / "metrics.jsonl").read_text().splitlines()[0])["npc"]
+        npc = json.loads((logs / prior / "metrics.jsonl").read_text().splitlines()[0])["weights"]
         assert 0 <= npc["weight_auc"] <= 1
     info = json.loads((bank_dir / "0.4_mbank_info.json").read_text())
     assert info["clean_threshold"] == 0.5 and "p_clean_sha256" in info

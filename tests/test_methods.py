@@ -11,7 +11,8 @@ import main_CLIP
 import main_NPC
 from conftest import run_args
 from npc import estimators, methods
-from npc.params import method_of, parse_args
+from npc.method_flags import method_of
+from npc.params import parse_args
 from npc.steps import train_step
 from test_npc import _per_sample, _setup
 
@@ -94,7 +95,7 @@ def test_a_new_estimator_through_the_registry_trains(toy_method, fresh_root, bas
     logs = tmp_path / "logs"
     main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "toy", "--method", "toy"))
     record = json.loads((logs / "toy" / "metrics.jsonl").read_text().splitlines()[0])
-    assert abs(record["npc"]["mean_weight"] - 1.0) < 1e-4  # softmax x B averages to 1 in every batch
+    assert abs(record["weights"]["mean_weight"] - 1.0) < 1e-4  # softmax x B averages to 1 in every batch
     assert json.loads((logs / "toy" / "results.json").read_text())["method"] == "toy"
 
 
@@ -212,7 +213,8 @@ def test_osa_run_resumes_to_the_same_weights(fresh_root, base_dir, tmp_path):
 
 @pytest.mark.parametrize("name", ["npc_paper", "npc_release", "npc_first_order"])
 def test_estimate_reads_the_weights_a_step_would_use_without_training(name):
-    from npc.steps import estimate, npc_step
+    from npc.steps import estimate
+    from test_npc import method_step
 
     model, batch = _setup()
     a0 = copy.deepcopy(model)
@@ -224,7 +226,7 @@ def test_estimate_reads_the_weights_a_step_would_use_without_training(name):
     # the same weights as the training step of that method computes (here with a fresh siamese of its own)
     siamese = copy.deepcopy(a0) if est.name == "siamese" else None
     sopt = torch.optim.AdamW(siamese.parameters(), lr=1e-3) if siamese is not None else None
-    ref = npc_step(a0, siamese, torch.optim.SGD(a0.parameters(), lr=0.0), sopt, batch,
+    ref = method_step(a0, siamese, torch.optim.SGD(a0.parameters(), lr=0.0), sopt, batch,
                    variant=methods.get_method(name).objective, estimator=est.name)
     assert torch.allclose(out["weights"], ref["weights"], atol=1e-6)
     assert torch.allclose(out["bank_losses"], ref["bank_losses"], atol=1e-6)

@@ -8,7 +8,9 @@ from npc.losses import clip_loss_per_sample
 from npc.model import compile_towers, create_model, encode, logit_scale
 from npc.distributed import DistInfo
 from npc.negative_impact import encode_groups, npc_weights
-from npc.steps import npc_step
+from npc import methods
+from npc.estimators import WeightEstimator
+from npc.steps import train_step
 
 
 def test_weights_hand_computed():
@@ -40,6 +42,36 @@ def _setup(seed=0, b=6, n_img=9, n_txt=12):
     return model, batch
 
 
+def method_step(model, siamese, opt, sopt, batch, *, variant="paper", impl="efficient", info=None, autocast=None,
+                grad_clip=10.0, reweight=True, estimator="siamese", siamese_state="persistent"):
+    """One step of the NPC method these parts name, built through the registry as --method and its flags
+    build it; the siamese estimator steps the given copy with the given optimizer."""
+    base = methods.get_method("npc_release" if variant == "release" else "npc_paper")
+    options = {"impl": impl, "state": siamese_state} if estimator == "siamese" else None
+    m = methods.compose(base, estimator=estimator, reweight=reweight, options=options)
+    est = m.build_estimator()
+    if siamese is not None:
+        est.attach_siamese(siamese, sopt)
+    return train_step(model, opt, batch, est, m.objective, info=info, autocast=autocast, grad_clip=grad_clip,
+                      reweight=m.reweight)
+
+
+class FixedWeights(WeightEstimator):
+    """Weights given for every step (a test's)."""
+
+    def __init__(self, weights):
+        self.given = weights
+
+    def weights(self, state):
+        return self.given
+
+
+def clip_step(model, opt, batch, *, info=None, autocast=None, grad_clip=10.0, weights=None):
+    """One step of --method clip (with ``weights``: the CLIP objective with those per-pair weights)."""
+    return train_step(model, opt, batch, None if weights is None else FixedWeights(weights), "clip", info=info,
+                      autocast=autocast, grad_clip=grad_clip)
+
+
 def _opt(model, lr=1e-3):
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)
 
@@ -58,7 +90,7 @@ def _run(variant, impl, seed=0, siamese_eps=1e-6, compile_backend=None):
     opt, sopt = torch.optim.SGD(model.parameters(), lr=1.0), _opt(siamese)
     sopt.param_groups[0]["eps"] = siamese_eps
     before = copy.deepcopy(model)
-    out = npc_step(model, siamese, opt, sopt, batch, variant=variant, impl=impl, grad_clip=0.0)
+    out = method_step(model, siamese, opt, sopt, batch, variant=variant, impl=impl, grad_clip=0.0)
     return before, model, siamese, out, batch
 
 
@@ -122,15 +154,13 @@ def test_siamese_is_resynced_and_keeps_its_optimizer_state():
     siamese = copy.deepcopy(model)
     opt, sopt = _opt(model), _opt(siamese)
     for _ in range(2):
-        npc_step(model, siamese, opt, sopt, batch)
+        method_step(model, siamese, opt, sopt, batch)
     state = sopt.state[next(iter(siamese.parameters()))]
     assert int(state["step"]) == 2  # moments accumulate across steps, as in the release
 
 
 def test_pure_fp16_regime_steps_fp16_weights():
     """--precision fp16: the release's regime, AdamW directly on fp16 weights (no fp32 master copy)."""
-    from npc.steps import clip_step
-
     torch.manual_seed(0)
     model, _, _ = create_model("npc-micro", "none", precision="fp16")
     conv = model.visual.conv1.weight
@@ -147,7 +177,7 @@ def test_weights_off_ablation_is_unweighted_loss_plus_bank():
     model, batch = _setup()
     a0 = copy.deepcopy(model)
     siamese = copy.deepcopy(model)
-    out = npc_step(model, siamese, torch.optim.SGD(model.parameters(), lr=1.0), _opt(siamese), batch,
+    out = method_step(model, siamese, torch.optim.SGD(model.parameters(), lr=1.0), _opt(siamese), batch,
                    grad_clip=0.0, reweight=False)
     assert (out["weights"] < 1).any()  # still computed and reported
     ref = copy.deepcopy(a0)
@@ -235,7 +265,7 @@ def test_first_order_step_matches_its_definition(variant):
     model, batch = _setup()
     a0 = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    out = npc_step(model, None, opt, None, batch, variant=variant, estimator="first_order", grad_clip=0.0)
+    out = method_step(model, None, opt, None, batch, variant=variant, estimator="first_order", grad_clip=0.0)
     ref = copy.deepcopy(a0)
     feats = {g: encode(ref, batch["images"][batch[f"{g}_img"]], batch["texts"][batch[f"{g}_txt"]])
              for g in ("pair", "bankI", "bankT")}
@@ -264,12 +294,12 @@ def test_fresh_siamese_state_starts_empty_every_step():
     siamese = copy.deepcopy(model)
     opt, sopt = _opt(model), _opt(siamese)
     for _ in range(2):
-        npc_step(model, siamese, opt, sopt, batch, siamese_state="fresh")
+        method_step(model, siamese, opt, sopt, batch, siamese_state="fresh")
     state = sopt.state[next(iter(siamese.parameters()))]
     assert int(state["step"]) == 1  # one step on an empty state: no momentum from earlier batches
     # and that step is the one a new optimizer takes from A's current parameters
     ref = copy.deepcopy(model)
-    out = npc_step(model, siamese, _opt(model), sopt, batch, siamese_state="fresh")
+    out = method_step(model, siamese, _opt(model), sopt, batch, siamese_state="fresh")
     ref_opt = _opt(ref)
     _per_sample(ref, batch, "pair").mean().backward()
     ref_opt.step()
@@ -280,8 +310,6 @@ def test_fresh_siamese_state_starts_empty_every_step():
 
 
 def test_clip_step_weights_are_the_written_out_weighted_loss():
-    from npc.steps import clip_step
-
     model, batch = _setup()
     a0 = copy.deepcopy(model)
     w = torch.tensor([1.0, 0.0, 0.5, 0.25, 1.0, 0.75])
@@ -302,7 +330,7 @@ def test_release_siamese_gradient_is_four_times_the_mean_pair_loss_gradient(impl
     model, batch = _setup()
     a0 = copy.deepcopy(model)
     siamese = copy.deepcopy(model)
-    npc_step(model, siamese, torch.optim.SGD(model.parameters(), lr=0.0), torch.optim.SGD(siamese.parameters(), lr=1.0),
+    method_step(model, siamese, torch.optim.SGD(model.parameters(), lr=0.0), torch.optim.SGD(siamese.parameters(), lr=1.0),
              batch, variant="release", impl=impl, grad_clip=0.0)
     ref = copy.deepcopy(a0)
     grads = torch.autograd.grad(_per_sample(ref, batch, "pair").mean(), list(ref.parameters()), allow_unused=True)
@@ -320,7 +348,7 @@ def test_release_logged_loss_carries_the_release_bank_term():
     model, batch = _setup()
     a0 = copy.deepcopy(model)
     siamese = copy.deepcopy(model)
-    out = npc_step(model, siamese, torch.optim.SGD(model.parameters(), lr=0.0), _opt(siamese), batch,
+    out = method_step(model, siamese, torch.optim.SGD(model.parameters(), lr=0.0), _opt(siamese), batch,
                    variant="release", grad_clip=0.0)
     with torch.no_grad():
         bank = _per_sample(a0, batch, "bankI").mean() + _per_sample(a0, batch, "bankT").mean()

@@ -140,7 +140,7 @@ def test_folder_of_images_and_csv_to_trained_and_evaluated_model(tmp_path, monke
 def test_npc_at_real_noise_reports_auc_and_bank_quality_as_not_measurable(tmp_path):
     files = make_images_and_csvs(tmp_path / "d")
     main_NPC.main(csv_flags(files, tmp_path / "logs", "--experiments", "r", "--noise_ratio", "0"))
-    npc = json.loads((tmp_path / "logs" / "r" / "metrics.jsonl").read_text().splitlines()[0])["npc"]
+    npc = json.loads((tmp_path / "logs" / "r" / "metrics.jsonl").read_text().splitlines()[0])["weights"]
     assert npc["weight_auc"] is None and "mean_weight_clean" not in npc
     bank = json.loads((tmp_path / "d" / "train.memory_bank" / "0_mbank_info.json").read_text())
     assert "not measurable" in bank["precision"] and "not measurable" in bank["recall"]
