@@ -7,10 +7,13 @@ import os
 import re
 import sys
 
-# data.DataError, memory_bank.BankFileError, noise.NoisySplitError and params.ConfigError are
-# ValueErrors; locks.LockedError and engine.NonFiniteLoss RuntimeErrors; FileNotFoundError,
-# PermissionError and a full disk OSErrors.
-USER_ERRORS = (ValueError, RuntimeError, OSError)
+# The project's own errors (npc.errors.UserError: data, bank, noise, flags, locks, a non-finite loss,
+# unavailable weights), a value the user gave (ValueError) and a file problem (OSError: missing,
+# no permission, a full disk). Any other exception (torch's shape and device errors are RuntimeErrors)
+# keeps its traceback.
+from npc.errors import UserError
+
+USER_ERRORS = (UserError, ValueError, OSError)
 
 
 def one_line(e: BaseException) -> str:
@@ -48,8 +51,8 @@ def cli(main, argv) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as e:
-        if os.environ.get("NPC_DEBUG"):
+    except Exception as e:
+        if os.environ.get("NPC_DEBUG") or not (isinstance(e, USER_ERRORS) or lost_peer(e)):
             raise
         message = f"error: {peer_message(e) if lost_peer(e) else one_line(e)}"
         print(message, file=sys.stderr)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from npc.datasets import DATASETS
 from npc.data import Split, image_loader
 from npc.distributed import DistInfo, gather_rows
+from npc.errors import UserError
 from npc.evaluation_metrics import fold_metrics, retrieval_metrics
 from npc.model import encode, model_dtype
 
@@ -66,7 +67,7 @@ def eval_precision(model, precision: str, device) -> Iterator[Tuple[torch.nn.Mod
         except RuntimeError as e:   # e.g. "... not implemented for 'Half'" from an op without a CPU fp16 kernel
             if "Half" not in str(e) or torch.device(device).type == "cuda":
                 raise
-            raise RuntimeError(f"--eval_precision fp16 on {device}: this torch lacks an fp16 operation the model "
+            raise UserError(f"--eval_precision fp16 on {device}: this torch lacks an fp16 operation the model "
                                f"needs ({e}); evaluate on a GPU or with --eval_precision fp32") from e
         return
     if dtype != torch.float32:

@@ -18,10 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Union
 
+from npc.errors import UserError
+
 PathLike = Union[str, os.PathLike]
 
 
-class LockedError(RuntimeError):
+class LockedError(UserError, RuntimeError):
     """Another live process holds the lock; the message names it."""
 
 

@@ -19,6 +19,8 @@ import open_clip
 import torch
 from open_clip.transformer import text_global_pool
 
+from npc.errors import UserError
+
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
 DEMO_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
@@ -41,7 +43,7 @@ VISION_ALIASES: Dict[str, str] = {
 _OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(UserError, RuntimeError):
     """Pretrained weights are neither cached nor downloadable from here."""
 
 

@@ -1,0 +1,15 @@
+"""The project's error type: a problem with the user's flags, files, data or disk, reported in one line.
+
+The scripts (:mod:`npc.cli`) print a :class:`UserError` as one line; any other exception, torch's
+shape and device errors included, keeps its traceback. Each subclass also derives from the built-in
+type callers have always caught (``ValueError`` or ``RuntimeError``).
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Something the user can fix; the message names the flag, file or line."""
+
+
+class ConfigError(UserError, ValueError):
+    """Flags that contradict each other or the run they continue; the message names them."""

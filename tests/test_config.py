@@ -1,0 +1,166 @@
+"""The house's rules, as tests: the run configuration is read-only after setup, npc/ has no import cycle,
+an estimator's options are declared once and reach the command line, the run's records and its resume."""
+import ast
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import main_CLIP
+from conftest import run_args
+from npc import estimators, methods
+from npc.config import RunConfig
+from npc.distributed import DistInfo
+from npc.method_flags import method_of
+from npc.params import ConfigError, parse_args
+from npc.step_state import StepState
+
+NPC_DIR = Path(__file__).resolve().parents[1] / "npc"
+
+
+def test_the_run_configuration_is_read_only_and_replace_derives_another():
+    cfg = parse_args(["--lr", "0.01"], "clip")
+    assert isinstance(cfg, RunConfig)
+    with pytest.raises(AttributeError, match="read-only"):
+        cfg.lr = 0.1
+    with pytest.raises(AttributeError, match="read-only"):
+        del cfg.lr
+    other = cfg.replace(lr=0.1)
+    assert other.lr == 0.1 and cfg.lr == 0.01 and isinstance(other, RunConfig)
+    with pytest.raises(AttributeError, match="no no_such_flag"):
+        cfg.replace(no_such_flag=1)
+    assert "_explicit" not in cfg.flags() and cfg.flags()["lr"] == 0.01
+
+
+def _npc_imports(path: Path):
+    """Every npc module ``path`` imports, at module level or inside functions."""
+    names = {p.stem for p in NPC_DIR.glob("*.py")} | {p.name for p in NPC_DIR.iterdir() if p.is_dir()}
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "npc":
+            parts = node.module.split(".")
+            out.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names if a.name in names])
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("npc."))
+    return out - {path.stem}
+
+
+def test_npc_has_no_import_cycle():
+    graph = {p.stem: _npc_imports(p) for p in NPC_DIR.glob("*.py") if p.stem != "__init__"}
+    seen, on_path = set(), []
+
+    def visit(v):
+        if v in on_path:
+            raise AssertionError(f"import cycle: {' -> '.join(on_path[on_path.index(v):] + [v])}")
+        if v in seen or v not in graph:
+            return
+        on_path.append(v)
+        for w in sorted(graph[v]):
+            visit(w)
+        on_path.pop()
+        seen.add(v)
+
+    for v in sorted(graph):
+        visit(v)
+    assert "steps" not in graph["estimators"] and "estimators" not in graph["steps"]
+
+
+def test_estimator_options_come_from_the_command_line_typed_and_checked():
+    cfg = parse_args(["--method", "small_loss", "--method_opt", "tau=0.3"], "clip")
+    assert cfg.method == "small_loss[tau=0.3]" and cfg.method_opt == ("ramp_epochs=2", "tau=0.3")
+    est = method_of(cfg).build_estimator()
+    assert (est.tau, est.ramp_epochs) == (0.3, 2)
+    # the registered method's own options name it
+    assert parse_args(["--method", "npc_release"], "npc").method_opt == ("grad_scale=4.0", "impl=efficient",
+                                                                          "state=persistent")
+    assert parse_args(["--method_opt", "state=fresh"], "npc").method == "npc_paper[state=fresh]"
+    with pytest.raises(ValueError, match="--method_opt taux: not an option of the small_loss estimator"):
+        parse_args(["--method", "small_loss", "--method_opt", "taux=0.3"], "clip")
+    with pytest.raises(ValueError, match="--method_opt tau=x: expected float"):
+        parse_args(["--method", "small_loss", "--method_opt", "tau=x"], "clip")
+    with pytest.raises(ValueError, match="--method_opt impl=fast: one of efficient, naive"):
+        parse_args(["--method_opt", "impl=fast"], "npc")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_args(["--method", "small_loss", "--method_opt", "tau"], "clip")
+    with pytest.raises(ValueError, match="has no weight estimator"):
+        parse_args(["--method_opt", "tau=0.3"], "clip")
+
+
+def _small_loss_state(losses: torch.Tensor) -> StepState:
+    return StepState(model=None, batch={}, info=DistInfo(), autocast=None, params=[], losses={"pair": losses})
+
+
+def test_small_loss_keeps_the_smallest_losses_by_its_written_out_rule():
+    est = methods.get_method("small_loss").build_estimator()   # tau 0.5, ramp over 2 epochs
+    losses = torch.tensor([3.0, 0.5, 2.0, 0.1, 5.0, 1.0, 4.0, 0.7])
+    n = len(losses)
+    for epoch, tau, ramp in ((0, 0.5, 2), (1, 0.5, 2), (2, 0.5, 2), (4, 0.5, 2), (1, 0.3, 4)):
+        est.tau, est.ramp_epochs = tau, ramp
+        est.on_epoch(epoch, 5)
+        rate = 1 - tau * min(epoch / ramp, 1)                 # Co-teaching's R(T)
+        kept = math.ceil(rate * n)
+        expected = torch.zeros(n)
+        expected[torch.argsort(losses)[:kept]] = n / kept      # the kept pairs' mean loss
+        w = est.weights(_small_loss_state(losses))
+        assert torch.equal(w, expected), (epoch, tau, ramp)
+        assert math.isclose(float((w * losses).mean()), float(losses.sort().values[:kept].mean()), rel_tol=1e-6)
+
+
+def test_options_and_method_are_recorded_and_checked_on_resume(demo_root, base_dir, tmp_path):
+    logs = tmp_path / "logs"
+    main_CLIP.main(run_args(demo_root, base_dir, logs, "--experiments", "sl", "--epochs", "2", "--stop_after", "1",
+                            "--method", "small_loss", "--method_opt", "tau=0.25", "--method_opt", "ramp_epochs=0"))
+    params = dict(line.split(": ", 1) for line in (logs / "sl" / "params.txt").read_text().splitlines())
+    name = "small_loss[ramp_epochs=0,tau=0.25]"
+    assert params["method"] == name and params["method_opt"] == "('ramp_epochs=0', 'tau=0.25')"
+    ckpt = torch.load(logs / "sl" / "checkpoints" / "latest.pt", weights_only=True)
+    assert ckpt["args"]["method_opt"] == ("ramp_epochs=0", "tau=0.25")
+    record = json.loads((logs / "sl" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "weights" in record and record["weights"]["frac_weight_below_1"] == pytest.approx(0.25, abs=0.05)
+    with pytest.raises(ConfigError, match=r"--method_opt .*tau=0.5.* \(the run has .*tau=0.25"):
+        main_CLIP.main(run_args(demo_root, base_dir, logs, "--experiments", "sl", "--resume", "latest",
+                                "--method", "small_loss", "--method_opt", "tau=0.5", "--method_opt", "ramp_epochs=0"))
+    main_CLIP.main(run_args(demo_root, base_dir, logs, "--experiments", "sl", "--resume", "latest"))
+    params = dict(line.split(": ", 1) for line in (logs / "sl" / "params.txt").read_text().splitlines())
+    assert params["method"] == name
+    assert len((logs / "sl" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_an_estimator_with_an_option_is_one_class_and_one_registry_line():
+    @estimators.register_estimator
+    class Confidence(estimators.WeightEstimator):
+        name = "toy_temperature"
+        options = (estimators.Option("temperature", float, 1.0, "softmax temperature"),)
+
+        def __init__(self, temperature: float = 1.0):
+            self.temperature = temperature
+
+        def weights(self, state):
+            pair = state.losses["pair"].detach()
+            return torch.softmax(-pair / self.temperature, 0) * len(pair)
+
+    methods.register_method(methods.Method("toy_t", "clip", "toy_temperature", "clip", summary="a toy"))
+    try:
+        cfg = parse_args(["--method", "toy_t", "--method_opt", "temperature=0.5"], "clip")
+        assert cfg.method == "toy_t[temperature=0.5]" and method_of(cfg).build_estimator().temperature == 0.5
+    finally:
+        del methods.METHODS["toy_t"], estimators.ESTIMATORS["toy_temperature"]
+
+
+def test_one_line_errors_are_the_projects_and_torchs_own_errors_keep_their_traceback(capsys):
+    from npc.cli import cli
+    from npc.data import DataError
+
+    def user_problem(argv):
+        raise DataError("train.csv, line 3: cannot read image a.jpg")
+
+    assert cli(user_problem, []) == 1
+    assert capsys.readouterr().err.strip() == "error: train.csv, line 3: cannot read image a.jpg"
+
+    def torch_problem(argv):
+        torch.zeros(2, 3) @ torch.zeros(2, 3)   # a shape error: a bug, not the user's
+
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        cli(torch_problem, [])
