@@ -1,4 +1,4 @@
-"""OSA's zero-shot noise estimator, as pure functions (for measurement; no training loop uses it).
+"""OSA's zero-shot noise estimator as pure functions: its shift, debiased score and weights (the ``osa`` method's).
 
 OSA: Hao Li, Jiayang Gu, Jingkuan Song, An Zhang, Lianli Gao, "One-step Noisy Label Mitigation",
 arXiv 2410.01944 (code: github.com/leolee99/OSA, ``main_clip.py``, read at commit d64645b).
