@@ -100,6 +100,18 @@ def test_the_readme_links_every_page_of_the_docs():
     assert pages - linked == set(), "README.md does not link these pages of docs/"
 
 
+def test_the_readme_layout_names_every_module_of_the_package():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    layout = FENCE.search(layout).group(0)
+    named = set(re.findall(r"npc/[\w/]+\.py|npc/\w+/", layout))
+    for sub in [p for p in named if p.endswith("/")]:   # "npc/synthetic/ ... scenes.py, words.py ..."
+        named |= {sub + f for f in re.findall(r"\b(\w+\.py)\b", layout) if (REPO / sub / f).is_file()}
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "npc").rglob("*.py")
+               if p.name != "__init__.py" and "__pycache__" not in p.parts}
+    assert modules - named == set(), "README.md's layout does not name these modules"
+
+
 def test_the_readme_links_its_published_numbers():
     readme = REPO / "README.md"
     assert "docs/published_results.md" in [t for _, t in LINK.findall(readme.read_text(encoding="utf-8"))]
