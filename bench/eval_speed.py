@@ -41,7 +41,7 @@ from npc.image_cache import ImageCache
 from npc.model import create_model
 
 from npc.reporting import environment
-from npc.synthetic import write_paper_size_jpegs
+from studylib.paper_images import write_paper_size_jpegs
 
 WORDS = ("a man woman dog cat red blue green small large sitting standing on in next to the table street "
          "grass water field plate of food with two three people riding bike horse holding umbrella near "

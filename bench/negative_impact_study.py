@@ -53,7 +53,7 @@ import torch
 
 from npc import data
 from npc import memory_bank as mb
-from npc.detection import mean_noise_rank
+from npc.detection import mean_noise_rank, weight_auc
 from npc.io import atomic_write_json
 from npc.reporting import REPO, environment, pyplot, save_figure, write_table
 from npc.losses import clip_loss_per_sample
@@ -65,12 +65,6 @@ from npc.steps import estimate
 RESULTS = REPO / "bench" / "results" / "estimator_study"
 ROOT = REPO / "dataset" / "demo"
 LR = 2e-4  # the benchmark's learning rate (bench/results/noisy_benchmark/lr_chosen.json)
-
-
-def auc(clean: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(clean, score))
 
 
 def npc_checkpoint(noise: str, logs: Path) -> Path:
@@ -219,7 +213,7 @@ def study_one(noise: str, which: str, args) -> list:
     for name, parts in scores.items():
         s = np.concatenate(parts)
         row = {"estimator": name, "noise_ratio": float(noise), "checkpoint": which, "n_pairs": int(len(s)),
-               "auc": auc(clean, s), **_mnr(s, clean)}
+               "auc": weight_auc(s, ~clean), **_mnr(s, clean)}
         if name in specs or name in ("first_order", "first_order_uncentred"):
             row.update(mean_w_clean=float(s[clean].mean()), mean_w_noisy=float(s[~clean].mean()),
                        seconds_per_step=timing[name] / len(batches) if name in timing else None)
@@ -229,7 +223,7 @@ def study_one(noise: str, which: str, args) -> list:
         for name, parts in oracle.items():
             o_score = np.concatenate(parts)
             rows.append({"estimator": name, "noise_ratio": float(noise), "checkpoint": which,
-                         "n_pairs": int(len(o_index)), "auc": auc(~mask[o_index], o_score),
+                         "n_pairs": int(len(o_index)), "auc": weight_auc(o_score, mask[o_index]),
                          **_mnr(o_score, ~mask[o_index])})
     return rows
 

@@ -162,6 +162,11 @@ def mean_std(values):
     return statistics.fmean(values), statistics.stdev(values)
 
 
+def mean_std_cell(values, digits: int = 1) -> str:
+    """A table cell "mean ± std" of the seeds' values (std 0 for one seed), or "–" when there are none."""
+    return "{0:.{2}f} ± {1:.{2}f}".format(*mean_std(values), digits) if values else "–"
+
+
 def render(records: list, out_md: Path, out_png: Path) -> str:
     noises = sorted({r["noise_ratio"] for r in records})
     methods = [m for m in METHODS if any(r["method"] == m for r in records)]
@@ -173,12 +178,8 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
             rs = [r for r in records if r["method"] == m and r["noise_ratio"] == noise]
             if not rs:
                 continue
-            cells = []
-            for k in (*RECALLS, "rsum"):
-                mu, sd = mean_std([r[k] for r in rs])
-                cells.append(f"{mu:.1f} ± {sd:.1f}")
-            aucs = [r["weight_auc"] for r in rs if r.get("weight_auc") is not None]
-            auc = "{:.3f} ± {:.3f}".format(*mean_std(aucs)) if aucs else "–"
+            cells = [mean_std_cell([r[k] for r in rs]) for k in (*RECALLS, "rsum")]
+            auc = mean_std_cell([r["weight_auc"] for r in rs if r.get("weight_auc") is not None], digits=3)
             secs = statistics.fmean(r["seconds"] for r in rs)
             lines.append(f"| {m} | {noise:.0%} | {len(rs)} | " + " | ".join(cells) + f" | {auc} | {secs:.0f} |")
     table = write_table(lines, out_md)

@@ -23,7 +23,7 @@ the release's caption-shuffle noise):
                256, and the first-order estimator. Also the fraction of A''s weight elements that
                its step changed at all (fp16 rounds small updates away).
 ``harshness``  how true a noisy caption is of the image it was moved to, from the generator's own
-               scenes (``npc/harshness.py``), against the clean captions.
+               scenes (``bench/studylib/harshness.py``), against the clean captions.
 
     python bench/regime_study.py --part harshness --noise 0.2,0.4,0.6
     python bench/regime_study.py --part detection --bases tiny-e6,tiny-e2,tiny-e15 --noise 0.4
@@ -258,9 +258,9 @@ _PARTLY: Dict[str, np.ndarray] = {}
 
 
 def noisy_partly_true(noise: str, split, noisy: np.ndarray) -> np.ndarray:
-    """Per pair: its caption has at least one mention true of its image (npc/harshness.py); cached."""
+    """Per pair: its caption has at least one mention true of its image (bench/studylib/harshness.py); cached."""
     if noise not in _PARTLY:
-        from npc.harshness import caption_truth
+        from studylib.harshness import caption_truth
         from npc import synthetic as syn
 
         info = json.loads((ROOT / "demo_info.json").read_text())
@@ -362,7 +362,7 @@ def npc_weights(name: str, noise: str, regime: str, n_pairs: int) -> dict:
 
 
 def harshness(noise: str) -> dict:
-    from npc.harshness import split_harshness
+    from studylib.harshness import split_harshness
     from npc import synthetic as syn
 
     split, mask = data.load_train_split(ROOT, "demo", 5, float(noise), log=lambda *_: None)
@@ -468,7 +468,7 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
     if harsh:
         lines += ["", "## Harshness of the noise (generator ground truth)", "",
                   "Mentions read from each training caption (objects with their attributes, background, "
-                  "directional relations; `npc/harshness.py`) checked against the scene of the image the "
+                  "directional relations; `bench/studylib/harshness.py`) checked against the scene of the image the "
                   "caption is paired with. Bindings: object mentions naming colour and shape. Colour / shape "
                   "words: named anywhere in the scene, whatever they are bound to.", "",
                   "| noise | pairs | captions | mentions true | all mentions true | none true | objects | bindings | "

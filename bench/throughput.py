@@ -44,12 +44,12 @@ import torch
 import torch.nn.functional as F
 
 from npc.train_utils import autocast_for, make_optimizer, resolve_device, resolve_precision
-from npc.synthetic import write_paper_size_jpegs
 from npc.model import compile_towers, create_model, encode_text_parts
 from npc import methods
 from npc.steps import train_step
 
 from npc.reporting import REPO, environment
+from studylib.paper_images import write_paper_size_jpegs
 
 
 KINDS = ["clip", "npc_naive", "npc", "npc_release", "npc_first_order", "text_open_clip", "text"]

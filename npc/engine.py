@@ -419,7 +419,7 @@ def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[
     if (~noisy).any():
         stats["mean_weight_clean"] = float(weights[~noisy].mean())
     if noisy.any() and (~noisy).any():
-        from sklearn.metrics import roc_auc_score
+        from npc.detection import weight_auc
 
-        stats["weight_auc"] = float(roc_auc_score(~noisy, weights))
+        stats["weight_auc"] = weight_auc(weights, noisy)
     return stats

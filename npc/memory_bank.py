@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from npc.data import BankIndex, Split, bank_dir_for
+from npc.detection import weight_auc
 from npc.distributed import DistInfo, barrier, broadcast_object
 from npc.errors import UserError
 from npc.io import atomic_save_npy, atomic_write_json, file_sha256, read_json
@@ -132,9 +133,7 @@ def bank_quality(p_clean: np.ndarray, clean_threshold: float, noise_mask: Option
         info["precision"] = hit / max(int(clean.sum()), 1)
         info["recall"] = hit / max(int(truly_clean.sum()), 1)
         if truly_clean.any() and (~truly_clean).any():
-            from sklearn.metrics import roc_auc_score
-
-            info["p_clean_auc"] = float(roc_auc_score(truly_clean, p_clean))
+            info["p_clean_auc"] = weight_auc(p_clean, ~truly_clean)
     return info
 
 

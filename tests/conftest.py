@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny generated demo dataset and a tiny base model, built once per session.
 
-Everything is CPU-only and offline: HF_HUB_OFFLINE is set before anything imports open_clip.
+Everything is CPU-only and offline: HF_HUB_OFFLINE is set before anything imports open_clip. What the
+test files share besides fixtures is in helpers.py.
 """
 import os
 from pathlib import Path
@@ -11,10 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
-torch.set_num_threads(2)
+from helpers import MODEL, TINY_SIZES, run_args  # noqa: F401  (run_args: some test files import it from here)
 
-TINY_SIZES = dict(n_pretrain=120, n_train=80, n_dev=16, n_test=20)
-MODEL = "npc-micro"
+torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +45,3 @@ def fresh_root(demo_root, tmp_path) -> Path:
     dst = tmp_path / "demo"
     shutil.copytree(demo_root, dst)
     return dst
-
-
-def run_args(root, base_dir, logs, *extra):
-    """Common flags for running the real entry points on the tiny dataset."""
-    return ["--dataset", "demo", "--dataset_root", str(root), "--pretrained_dir", str(base_dir),
-            "--vision_model", MODEL, "--logs_dir", str(logs), "--batch_size", "16", "--eval_batch_size", "64",
-            "--num_workers", "0", "--no_progress", "--warmup", "2", *extra]

@@ -12,13 +12,11 @@ import torch
 
 import main_CLIP
 import main_NPC
-from conftest import MODEL, run_args
+from helpers import CHILD_PYTHONPATH, KILL_SCRIPT, MODEL, REPO, _records, run_args
 from npc import data
 from npc import memory_bank as mb
 from npc.evaluation import encode_split
 from npc.model import create_model, load_checkpoint_weights, logit_scale
-from step_hooks import CHILD_PYTHONPATH
-from test_faults import KILL_SCRIPT, REPO, _records
 
 COMMON = ("--epochs", "3", "--noise_ratio", "0.4", "--method", "pclean_weight_bank_update")
 

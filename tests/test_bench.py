@@ -70,7 +70,7 @@ def test_eval_speed_reports_both_paths_with_the_same_metrics():
 def test_study_oracle_is_the_leave_one_out_difference_written_out():
     from bench.negative_impact_study import loo_oracle
     from npc.losses import clip_loss_per_sample
-    from test_npc import _per_sample, _setup
+    from helpers import _per_sample, _setup
 
     model, batch = _setup()
     own = loo_oracle(model, batch, {"sgd": ("sgd", 0.5, None)}, n_pairs=3)["sgd"]

@@ -1,4 +1,5 @@
-"""npc.detection against hand-computed cases (ROC-AUC, OSA Table 9's mean noise rank)."""
+"""npc.detection against hand-computed cases (ROC-AUC, OSA Table 9's mean noise rank); the bank's
+p(clean) AUC is the same ROC-AUC."""
 import math
 
 import numpy as np
@@ -14,6 +15,28 @@ def test_weight_auc_hand_cases():
     assert weight_auc([0.1, 0.9], [False, True]) == 0.0
     assert weight_auc([1.0, 1.0], [False, True]) == 0.5          # a tie counts one half
     assert math.isnan(weight_auc([1.0, 2.0], [False, False]))     # one class only
+
+
+def test_weight_auc_is_the_area_over_every_clean_noisy_pair():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 60).astype(np.float32)          # many ties
+    noisy = rng.random(60) < 0.4
+    clean_s, noisy_s = scores[~noisy][:, None], scores[noisy][None, :]
+    by_pairs = ((clean_s > noisy_s).sum() + 0.5 * (clean_s == noisy_s).sum()) / (clean_s.size * noisy_s.size)
+    assert weight_auc(scores, noisy) == pytest.approx(by_pairs)
+    assert weight_auc(-scores, noisy) == pytest.approx(1 - by_pairs)     # orientation: higher = clean
+    with pytest.raises(ValueError):
+        weight_auc([0.5, float("nan")], [False, True])
+
+
+def test_bank_quality_scores_p_clean_with_weight_auc():
+    from npc.memory_bank import bank_quality
+
+    p_clean = np.array([0.9, 0.2, 0.7, 0.75, 0.1, 0.8])   # one of the 9 clean-noisy pairs misordered
+    noisy = np.array([False, True, False, True, True, False])
+    info = bank_quality(p_clean, 0.5, noisy)
+    assert info["p_clean_auc"] == weight_auc(p_clean, noisy) == pytest.approx(8 / 9)
+    assert "p_clean_auc" not in bank_quality(p_clean, 0.5, np.zeros(6, dtype=bool))   # one class: not scored
 
 
 def test_mean_noise_rank_perfect_and_worst():

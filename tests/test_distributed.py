@@ -118,7 +118,7 @@ def _bank_files(root):
 def test_bank_built_by_two_processes_equals_one(demo_root, base_dir, tmp_path, pretrained):
     """Each rank encodes its share of the training set; rank 0 fits the GMM and writes: the files are the
     bytes one process writes. ``--pretrained none`` is seeded: two builds (processes) agree."""
-    from conftest import run_args
+    from helpers import run_args
 
     files = {}
     for world in (1, 2):
@@ -166,7 +166,7 @@ TORCHRUN_KILL = r"""
 import os, sys
 import torch
 torch.set_num_threads(1)
-from step_hooks import before_step, kill_self
+from helpers import before_step, kill_self
 
 at, victim = int(sys.argv[1]), int(sys.argv[2])
 if at and int(os.environ["RANK"]) == victim:
@@ -182,7 +182,7 @@ def _torchrun_command(script, *args):
     from pathlib import Path
     import sys
 
-    from step_hooks import CHILD_PYTHONPATH
+    from helpers import CHILD_PYTHONPATH
 
     env = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -200,7 +200,7 @@ def _torchrun(script, at, victim, argv):
 def test_torchrun_rank_killed_mid_epoch_then_resume_equals_uninterrupted(demo_root, base_dir, tmp_path):
     import json
 
-    from conftest import run_args
+    from helpers import run_args
 
     script = tmp_path / "kill.py"
     script.write_text(TORCHRUN_KILL)
@@ -238,7 +238,7 @@ def test_torchrun_rank_killed_mid_epoch_then_resume_equals_uninterrupted(demo_ro
 def test_torchrun_npc_run_builds_the_bank_one_process_builds(demo_root, base_dir, tmp_path):
     """main_NPC under torchrun: every rank encodes its share of the bank inside the run; the files are the
     bytes get_memorybank.py writes in one process."""
-    from conftest import run_args
+    from helpers import run_args
 
     roots = [tmp_path / "a" / "demo", tmp_path / "b" / "demo"]
     for root in roots:
@@ -264,7 +264,7 @@ import os, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from step_hooks import before_step
+from helpers import before_step
 
 flag = Path(sys.argv[1])
 
@@ -300,7 +300,7 @@ def test_torchrun_run_folder_lock_holds_across_ranks(demo_root, base_dir, tmp_pa
     import subprocess
 
     import main_CLIP
-    from conftest import run_args
+    from helpers import run_args
     from npc.cli import cli
     from npc.locks import file_lock
 
@@ -347,7 +347,7 @@ def test_torchrun_skip_unreadable_images_keeps_ranks_in_step(demo_root, base_dir
     import numpy as np
 
     import main_CLIP
-    from conftest import run_args
+    from helpers import run_args
     from npc import data
 
     root = tmp_path / "demo"
@@ -382,7 +382,7 @@ def test_torchrun_skip_unreadable_images_keeps_ranks_in_step(demo_root, base_dir
 
 
 def test_torchrun_resume_of_a_run_that_does_not_exist_leaves_no_folder(demo_root, base_dir, tmp_path):
-    from conftest import run_args
+    from helpers import run_args
 
     script, logs = tmp_path / "run.py", tmp_path / "logs"
     script.write_text(TORCHRUN_KILL)

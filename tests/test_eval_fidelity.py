@@ -7,7 +7,7 @@ import torch
 
 from npc import data
 import main_CLIP
-from conftest import MODEL, run_args
+from helpers import MODEL, run_args
 from npc.evaluation import _rounded, encode_split, eval_precision
 from npc.evaluation_metrics import retrieval_metrics
 from npc.model import create_model, load_checkpoint_weights

@@ -7,7 +7,7 @@ import pytest
 
 import main_CLIP
 import main_NPC
-from conftest import MODEL, run_args
+from helpers import MODEL, make_images_and_csvs, run_args
 
 
 def test_eval_takes_data_and_model_from_the_checkpoint_and_builds_nothing(fresh_root, base_dir, tmp_path):
@@ -107,8 +107,6 @@ def test_warmup_longer_than_the_run_warns(fresh_root, base_dir, tmp_path, capsys
 
 
 def test_real_data_defaults_on_a_small_csv_dataset_warn(tmp_path, capsys):
-    from test_own_data import make_images_and_csvs
-
     files = make_images_and_csvs(tmp_path / "d")
     main_CLIP.main(["--dataset", "csv", "--train_data", str(files["train"]), "--dev_data", str(files["dev"]),
                     "--test_data", str(files["test"]), "--vision_model", "npc-micro", "--pretrained", "none",

@@ -33,7 +33,7 @@ def test_cache_matches_pil_path_and_is_rebuilt_on_change(fresh_root, tmp_path):
 
 def test_training_with_cache_runs(fresh_root, base_dir, tmp_path):
     import main_NPC
-    from conftest import run_args
+    from helpers import run_args
 
     res = main_NPC.main(run_args(fresh_root, base_dir, tmp_path / "logs", "--epochs", "1", "--experiments", "c",
                                  "--image_cache", str(tmp_path / "cache")))

@@ -8,37 +8,8 @@ from PIL import Image
 import construct_noise
 import main_CLIP
 import main_NPC
+from helpers import COLORS, SHAPES, make_images_and_csvs
 from npc import data
-
-COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20),
-          "white": (240, 240, 240), "black": (10, 10, 10)}
-SHAPES = ("square", "stripe")
-
-
-def make_images_and_csvs(folder, n_train=24, n_dev=6, n_test=6, sep="\t"):
-    """Images of coloured shapes in folder/images (PNG and JPEG), and train/dev/test CSVs with 1 to 3
-    captions per image (rows of an image not adjacent)."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    kinds = [(c, s) for c in COLORS for s in SHAPES]
-    files = {}
-    k = 0
-    for split, n in (("train", n_train), ("dev", n_dev), ("test", n_test)):
-        rows = []
-        for i in range(n):
-            color, shape = kinds[k % len(kinds)]
-            k += 1
-            img = Image.new("RGB", (40, 40), (128, 128, 128))
-            box = (8, 8, 32, 32) if shape == "square" else (0, 16, 40, 24)
-            img.paste(COLORS[color], box)
-            name = f"images/{split}_{i}.{'png' if i % 2 else 'jpg'}"
-            img.save(folder / name)
-            caps = [f"a {color} {shape}", f"{shape} in {color}", f"the {color} {shape} on grey"][:1 + i % 3]
-            rows += [(name, c) for c in caps]
-        rows = rows[1::2] + rows[::2]  # an image's rows are not consecutive
-        path = folder / f"{split}.csv"
-        path.write_text(f"filepath{sep}title\n" + "".join(f"{a}{sep}{b}\n" for a, b in rows), encoding="utf-8")
-        files[split] = path
-    return files
 
 
 def csv_flags(files, logs, *extra):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 
-from npc.harshness import caption_truth, parse_caption, split_harshness, summarize
+from studylib.harshness import caption_truth, parse_caption, split_harshness, summarize
 from npc import synthetic as syn
 
 RED_CIRCLE = syn.SceneObject("circle", "red", "small", 0.2, 0.5, 0.1, 0.0, (220, 40, 40))

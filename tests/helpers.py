@@ -1,0 +1,160 @@
+"""What the test files share: the common flags of a run on the tiny dataset, a tiny model and batch,
+generated CSV data, reading a run's records, and the hooks and script of the tests' child processes.
+
+Fixtures live in conftest.py; everything else a test file needs from another lives here. Child
+processes import this module too (their ``PYTHONPATH`` is :data:`CHILD_PYTHONPATH`), so importing it
+must stay cheap: npc is imported inside the functions that need it.
+"""
+import json
+import os
+import signal
+from pathlib import Path
+
+import torch
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+# The PYTHONPATH of the tests' child processes: the repository, and this folder (for this module).
+CHILD_PYTHONPATH = os.pathsep.join([str(REPO), str(TESTS)])
+
+TINY_SIZES = dict(n_pretrain=120, n_train=80, n_dev=16, n_test=20)
+MODEL = "npc-micro"
+
+
+# ----------------------------------------------------------------------------- runs on the tiny dataset
+
+def run_args(root, base_dir, logs, *extra):
+    """Common flags for running the real entry points on the tiny dataset."""
+    return ["--dataset", "demo", "--dataset_root", str(root), "--pretrained_dir", str(base_dir),
+            "--vision_model", MODEL, "--logs_dir", str(logs), "--batch_size", "16", "--eval_batch_size", "64",
+            "--num_workers", "0", "--no_progress", "--warmup", "2", *extra]
+
+
+def _records(run_dir):
+    """metrics.jsonl without the timing, which differs between any two runs."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "pairs_per_s"} for line in lines]
+
+
+# ----------------------------------------------------------------------------- a tiny model and batch
+
+def _setup(seed=0, b=6, n_img=9, n_txt=12):
+    from npc.model import create_model
+
+    torch.manual_seed(seed)
+    model, _, _ = create_model("npc-micro", "none")
+    g = torch.Generator().manual_seed(seed)
+    batch = {
+        "images": torch.randn(n_img, 3, 32, 32, generator=g),
+        "texts": torch.randint(1, 400, (n_txt, 24), generator=g),
+        "pair_img": torch.tensor([0, 1, 2, 3, 4, 5]), "pair_txt": torch.tensor([0, 1, 2, 3, 4, 5]),
+        # bank entries: some are the pair itself, some shared between pairs, some new
+        "bankI_img": torch.tensor([0, 6, 2, 7, 6, 8]), "bankI_txt": torch.tensor([0, 6, 2, 7, 6, 8]),
+        "bankT_img": torch.tensor([1, 1, 7, 3, 8, 5]), "bankT_txt": torch.tensor([9, 1, 10, 3, 11, 5]),
+        "index": torch.arange(b),
+    }
+    return model, batch
+
+
+def _per_sample(model, batch, group):
+    from npc.losses import clip_loss_per_sample
+    from npc.model import encode, logit_scale
+
+    img, txt = encode(model, batch["images"][batch[f"{group}_img"]], batch["texts"][batch[f"{group}_txt"]])
+    return clip_loss_per_sample(img, txt, logit_scale(model))
+
+
+# ----------------------------------------------------------------------------- your own data: images and CSVs
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20),
+          "white": (240, 240, 240), "black": (10, 10, 10)}
+SHAPES = ("square", "stripe")
+
+
+def make_images_and_csvs(folder, n_train=24, n_dev=6, n_test=6, sep="\t"):
+    """Images of coloured shapes in folder/images (PNG and JPEG), and train/dev/test CSVs with 1 to 3
+    captions per image (rows of an image not adjacent)."""
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    kinds = [(c, s) for c in COLORS for s in SHAPES]
+    files = {}
+    k = 0
+    for split, n in (("train", n_train), ("dev", n_dev), ("test", n_test)):
+        rows = []
+        for i in range(n):
+            color, shape = kinds[k % len(kinds)]
+            k += 1
+            img = Image.new("RGB", (40, 40), (128, 128, 128))
+            box = (8, 8, 32, 32) if shape == "square" else (0, 16, 40, 24)
+            img.paste(COLORS[color], box)
+            name = f"images/{split}_{i}.{'png' if i % 2 else 'jpg'}"
+            img.save(folder / name)
+            caps = [f"a {color} {shape}", f"{shape} in {color}", f"the {color} {shape} on grey"][:1 + i % 3]
+            rows += [(name, c) for c in caps]
+        rows = rows[1::2] + rows[::2]  # an image's rows are not consecutive
+        path = folder / f"{split}.csv"
+        path.write_text(f"filepath{sep}title\n" + "".join(f"{a}{sep}{b}\n" for a, b in rows), encoding="utf-8")
+        files[split] = path
+    return files
+
+
+# ----------------------------------------------------------------------------- child processes
+
+def before_step(k: int, action) -> None:
+    """Call ``action()`` just before this process's ``k``-th optimizer step (counting from 1): a hook on
+    ``npc.steps.train_step``."""
+    from npc import steps
+
+    real_step, done = steps.train_step, [0]
+
+    def step(*a, **kw):
+        done[0] += 1
+        if done[0] == k:
+            action()
+        return real_step(*a, **kw)
+
+    steps.train_step = step
+
+
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# Runs main_CLIP.main in a subprocess that SIGKILLs itself at a chosen point: in the middle of an
+# epoch (after a number of optimizer steps), half-way through writing a checkpoint file, or at the
+# write of an epoch's best.pt (after its metrics and its complete epoch file, before latest.pt moves on).
+# Run as [python, -c, KILL_SCRIPT, mode, at, threads, *main_CLIP flags] with PYTHONPATH=CHILD_PYTHONPATH.
+KILL_SCRIPT = r"""
+import sys
+import torch
+torch.set_num_threads(int(sys.argv[3]))  # the test process's: float sums depend on the thread count
+import main_CLIP
+from npc import checkpoint
+from helpers import before_step, kill_self
+
+mode, at = sys.argv[1], int(sys.argv[2])
+if mode == "mid_epoch":
+    before_step(at + 1, kill_self)
+elif mode == "best_copy":
+    real_write = checkpoint.write_best
+
+    def write(ckpt, dst):
+        if dst.name == "best.pt" and ckpt["epoch"] == at:
+            kill_self()
+        return real_write(ckpt, dst)
+
+    checkpoint.write_best = write
+else:
+    real_save = torch.save
+
+    def save(obj, f, *a, **kw):
+        if isinstance(obj, dict) and obj.get("epoch") == at:
+            f.write(b"PK half a checkpoint")
+            f.flush()
+            kill_self()
+        return real_save(obj, f, *a, **kw)
+
+    torch.save = save
+main_CLIP.main(sys.argv[4:])
+"""
