@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from npc.csv_format import encoding_arg, separator_arg
 from npc.datasets import DATASETS
 
 DATASET_CHOICES = tuple(DATASETS)
@@ -53,7 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED_DIR = "pre-trained_models"  # the demo base's cache, under the repository
 DATASET_ROOTS = {name: spec.default_root for name, spec in DATASETS.items() if spec.default_root}
 NUM_ANNS = {name: spec.num_anns or None for name, spec in DATASETS.items()}  # csv: any number per image
-CSV_FLAGS = ("train_data", "dev_data", "test_data", "csv_img_key", "csv_caption_key", "csv_separator")
+CSV_FLAGS = ("train_data", "dev_data", "test_data", "csv_img_key", "csv_caption_key", "csv_separator", "csv_encoding")
 
 
 def _noise_ratio(text: str):
@@ -224,8 +225,12 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     g.add_argument("--test_data", type=str, default=None, help="CSV/TSV file of the test split (the final table)")
     g.add_argument("--csv_img_key", type=str, default="filepath", help="column of the image paths")
     g.add_argument("--csv_caption_key", type=str, default="title", help="column of the captions")
-    g.add_argument("--csv_separator", type=str, default="\t",
-                   help="column separator of the CSV files (default: tab; e.g. , for a comma CSV)")
+    g.add_argument("--csv_separator", type=separator_arg, default="\t",
+                   help="column separator of the CSV files: one character, or tab (also \\t), comma, semicolon, "
+                        "pipe, space (default: tab)")
+    g.add_argument("--csv_encoding", type=encoding_arg, default="utf-8",
+                   help="text encoding of the CSV files, e.g. cp1252 for a file saved by Excel on Windows (default: "
+                        "utf-8; a byte-order mark is skipped)")
 
     g = group("additions of this project")
     g.add_argument("--pretrained", type=str, default=None,
@@ -346,14 +351,14 @@ def build_parser(method: str) -> argparse.ArgumentParser:
     return p
 
 
-def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespace:
-    """Fill the ``None`` defaults that depend on the dataset and the method."""
+def resolve_defaults(args: argparse.Namespace, method: str, explicit: frozenset = frozenset()) -> argparse.Namespace:
+    """Fill the ``None`` defaults that depend on the dataset and the method (``explicit``: the flags given)."""
     table = DEMO_DEFAULTS if args.dataset == "demo" else REAL_DEFAULTS
     for key, value in table.items():
         if hasattr(args, key) and getattr(args, key) is None:
             setattr(args, key, value["npc" if method == "bank" else method] if isinstance(value, dict) else value)
     given = [f for f in ("train_data", "dev_data", "test_data") if getattr(args, f, None)]
-    if args.dataset == "csv":
+    if args.dataset == "csv" or (given and _dataset_from_checkpoint(args, explicit)):
         if args.dataset_root is not None:
             raise SystemExit("error: --dataset csv reads --train_data, --dev_data and --test_data; "
                              "--dataset_root is not used")
@@ -377,6 +382,19 @@ def resolve_defaults(args: argparse.Namespace, method: str) -> argparse.Namespac
     if getattr(args, "dev_length", 0) < 0:
         raise SystemExit(f"error: --dev_length must be >= 0, got {args.dev_length}")
     return args
+
+
+def _dataset_from_checkpoint(args: argparse.Namespace, explicit: frozenset) -> bool:
+    """``--eval --resume CKPT`` without --dataset: the checkpoint names the dataset (restore_eval_config), and
+    a CSV file given (``--test_data other.csv``) replaces its run's."""
+    return bool(getattr(args, "eval", False) and getattr(args, "resume", None)) and "dataset" not in explicit
+
+
+def refuse_csv_files_without_csv(args: argparse.Namespace, whose: str) -> None:
+    """CSV files given for a dataset that is not ``csv`` (the one ``whose`` run has) are an error naming the flag."""
+    given = [f for f in ("train_data", "dev_data", "test_data") if getattr(args, f, None)]
+    if given and args.dataset != "csv":
+        raise ConfigError(f"--{given[0]} is for --dataset csv ({whose} has --dataset {args.dataset})")
 
 
 def resolve_method(args: argparse.Namespace, script: str, explicit: frozenset) -> None:
@@ -456,7 +474,7 @@ def parse_args(argv: Optional[Sequence[str]], method: str) -> argparse.Namespace
     if method == "bank" and explicit - BANK_FLAGS:
         print(f"get_memorybank.py: ignoring {', '.join(flag_name(k) for k in sorted(explicit - BANK_FLAGS))} "
               f"(not used to build the bank; its GMM's seed is --bank_seed)", file=sys.stderr)
-    args = resolve_defaults(args, method)
+    args = resolve_defaults(args, method, explicit)
     if method in ("npc", "clip"):
         resolve_method(args, method, explicit)
     if getattr(args, "lr_schedule", "") is None:  # the reference code's effective schedule goes with its objective
@@ -497,6 +515,7 @@ def restore_eval_config(args: argparse.Namespace, saved: Dict) -> Dict[str, obje
             setattr(args, key, saved[key])
     if args.dataset != "csv" and not args.dataset_root:
         args.dataset_root = str(REPO_ROOT / DATASET_ROOTS[args.dataset])
+    refuse_csv_files_without_csv(args, "the checkpoint's run")
     return taken
 
 
