@@ -108,6 +108,8 @@ def changes(saved: Dict, now: Dict, flags: Dict[str, str]) -> list:
                        f"{a.get('images')} images then, {b.get('pairs')} / {b.get('images')} now"
                        + (" (same sizes, other content)" if (a.get("pairs"), a.get("images")) ==
                           (b.get("pairs"), b.get("images")) else ""))
+        elif str(a).startswith("sha256:") and not str(b).startswith("sha256:"):
+            out.append(f"{flag}: the run started from a weights file, and there is no such file now")
         else:
             out.append(f"{flag}: the initial weights changed since the run started ({_short(a)} then, "
                        f"{_short(b)} now)")

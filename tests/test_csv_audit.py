@@ -171,14 +171,24 @@ def test_resume_with_another_weights_file_under_the_same_path_is_refused_naming_
     run[run.index("--pretrained") + 1] = "weights.pt"  # relative: resolved in the folder a command runs from
     monkeypatch.chdir(here)
     main_CLIP.main(run + ["--stop_after", "1"])
+    resume = ["--experiments", "w", "--logs_dir", str(tmp_path / "logs"), "--resume", "latest", "--no_progress",
+              "--num_workers", "0"]
     monkeypatch.chdir(there)
-    assert cli(main_CLIP.main, ["--experiments", "w", "--logs_dir", str(tmp_path / "logs"), "--resume", "latest",
-                                "--no_progress", "--num_workers", "0"]) == 1
+    assert cli(main_CLIP.main, resume) == 1
     assert "--pretrained weights.pt: the initial weights changed since the run started" in one_error(capsys)
+    monkeypatch.chdir(tmp_path)
+    assert cli(main_CLIP.main, resume) == 1
+    assert "--pretrained weights.pt: the run started from a weights file, and there is no such file now" in \
+        one_error(capsys)
+    # a checkpoint of an earlier version records no fingerprints: it resumes, with a note
+    latest = tmp_path / "logs" / "w" / "checkpoints" / "latest.pt"
+    ckpt = torch.load(latest, weights_only=False)
+    del ckpt["fingerprints"]
+    torch.save(ckpt, latest)
     monkeypatch.chdir(here)
-    res = main_CLIP.main(["--experiments", "w", "--logs_dir", str(tmp_path / "logs"), "--resume", "latest",
-                          "--no_progress", "--num_workers", "0"])
-    assert res["results"]["test"]["images"] == 6
+    assert main_CLIP.main(resume)["results"]["test"]["images"] == 6
+    assert "records no fingerprints of its data and weights (an earlier version)" in \
+        (tmp_path / "logs" / "w" / "log.txt").read_text()
 
 
 def test_two_models_keep_their_banks_side_by_side_and_both_resume(tmp_path):
