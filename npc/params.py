@@ -279,8 +279,9 @@ def build_parser(method: str) -> argparse.ArgumentParser:
                         "only): 0 = none (default), K = the last K epoch<k>.pt, -1 = all")
     g.add_argument("--eval_splits", type=str, default="test", help="comma list of splits for the final table")
     g.add_argument("--skip_unreadable_images", action="store_true",
-                   help="training: leave out the pairs of images that cannot be decoded (counted and reported "
-                        "per epoch) instead of stopping with the file's name")
+                   help="leave out the pairs of images that cannot be decoded instead of stopping with the file's "
+                        "name: training images as batches meet them (counted per epoch), dev and test images before "
+                        "the first step (counted in one warning)")
     g.add_argument("--no_progress", action="store_true",
                    help="disable progress bars (they are off anyway when stderr is not a terminal)")
     g.add_argument("--pretrained_dir", type=str, default=PRETRAINED_DIR,
