@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from npc.cli import one_line
+from npc.csv_format import encoding_arg, separator_arg
 from npc.noise import DEFAULT_SEED, NOISE_MODES, ensure_noisy_split, noise_ratio_arg
 
 
@@ -47,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "is written beside it as <stem>.<r>_noise_train_caps.txt (docs/own_data.md)")
     p.add_argument("--csv_img_key", default="filepath", help="with --train_data: column of the image paths")
     p.add_argument("--csv_caption_key", default="title", help="with --train_data: column of the captions")
-    p.add_argument("--csv_separator", default="\t", help="with --train_data: column separator (tab)")
+    p.add_argument("--csv_separator", default="\t", type=separator_arg,
+                   help="with --train_data: column separator: one character, or tab (also \\t), comma, semicolon, "
+                        "pipe, space (default: tab)")
+    p.add_argument("--csv_encoding", default="utf-8", type=encoding_arg,
+                   help="with --train_data: text encoding of the file (default: utf-8)")
     p.add_argument("--noise_ratio", required=True, type=_noise_ratio,
                    help="fraction of noisy training data, in [0, 1) (e.g. 0.2); "
                         "0 means the clean captions")
@@ -79,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             split, _ = load_csv_train_split(args.train_data, noise_ratio=args.noise_ratio, noise_seed=args.seed,
                                             noise_mode=args.noise_mode, img_key=args.csv_img_key,
                                             caption_key=args.csv_caption_key, separator=args.csv_separator,
-                                            log=lambda *_: None)
+                                            encoding=args.csv_encoding, log=lambda *_: None)
             path = split.caps_file
             # the mask of a ratio > 0 is the noise this script made; at 0 the data is used as is
             path, mask = ensure_noisy_split(path.parent, args.noise_ratio, seed=args.seed, mode=args.noise_mode,

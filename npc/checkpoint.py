@@ -50,7 +50,7 @@ def save_checkpoint(path: Path, **kwargs) -> Dict:
 
 
 # What evaluation needs of a checkpoint: best.pt keeps these (no optimizer states, no RNG).
-WEIGHTS_KEYS = ("format", "epoch", "step", "name", "vision_model", "state_dict", "best", "args")
+WEIGHTS_KEYS = ("format", "epoch", "step", "name", "vision_model", "state_dict", "best", "args", "fingerprints")
 
 
 def write_best(ckpt: Dict, path: Path) -> None:

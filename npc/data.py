@@ -27,15 +27,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from npc.csv_format import DataError, read_rows, separator_name
 from npc.datasets import DATASETS, DatasetSpec
-from npc.errors import UserError
 from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
 
 log = logging.getLogger("npc")
-
-
-class DataError(UserError, ValueError):
-    """A problem with the files on disk; the message names the file."""
 
 
 # ----------------------------------------------------------------------------- naming per dataset
@@ -131,6 +127,18 @@ class Split:
         return Split(self.name, self.captions[:n_caps], self.image_ids[:n_images], self.image_paths[:n_images],
                      self.caption_image[:n_caps], self.num_anns, self.caps_file, lines, self.source_file)
 
+    def without_images(self, drop: Sequence[int]) -> "Split":
+        """The split without images ``drop`` (indices) and their captions, in the same order."""
+        keep = np.ones(self.num_images, dtype=bool)
+        keep[np.asarray(drop, dtype=np.int64)] = False
+        renumber = np.cumsum(keep) - 1
+        kept_caps = keep[self.caption_image]
+        lines = None if self.source_lines is None else self.source_lines[kept_caps]
+        return Split(self.name, [c for c, k in zip(self.captions, kept_caps) if k],
+                     [i for i, k in zip(self.image_ids, keep) if k], [q for q, k in zip(self.image_paths, keep) if k],
+                     renumber[self.caption_image[kept_caps]].astype(np.int64), self.num_anns, self.caps_file, lines,
+                     self.source_file)
+
     def subset_captions(self, n_captions: int) -> "Split":
         """The first images whose captions fit in ``n_captions`` (at least one image): ``--dev_length``."""
         ends = np.searchsorted(self.caption_image, np.arange(1, self.num_images + 1))
@@ -211,62 +219,52 @@ def load_train_split(root, dataset: str, num_anns: int, noise_ratio, *, noise_se
 CSV_SPLIT_FLAGS = {"train": "--train_data", "dev": "--dev_data", "test": "--test_data"}
 
 
-def _separator_name(sep: str) -> str:
-    return {"\t": "tab", ",": "comma", ";": "semicolon", " ": "space"}.get(sep, repr(sep))
-
-
 def read_csv_split(path, split: str, *, img_key: str = "filepath", caption_key: str = "title",
-                   separator: str = "\t", check_images: bool = True) -> Split:
+                   separator: str = "\t", encoding: str = "utf-8", check_images: bool = True) -> Split:
     """One split from a CSV/TSV file. Image paths are relative to the CSV's folder, or absolute.
 
-    Captions are grouped by image in the order images first appear (the row order within an image is
-    kept); a line break inside a quoted caption becomes a space. Every problem is one
-    :class:`DataError` naming the file and line: a missing column (with the columns found and the
-    separator), an empty caption, a missing or unreadable image, a split of fewer than 2 images.
+    Fields are read by the rule of :mod:`npc.csv_format` (open_clip's quoting; a quoted field may not span
+    lines; every row has the header's number of fields). Captions are grouped by image in the order images
+    first appear (the row order within an image is kept). Every problem is one :class:`DataError` naming
+    the file and line: a quote left open, a row with another number of fields than the header, bytes that
+    are not ``encoding``, a missing column (with the columns found and the separator), an empty caption, a
+    missing or unreadable image, a split of fewer than 2 images.
     """
-    import csv
-
     path = Path(path)
     flag = CSV_SPLIT_FLAGS.get(split, "--" + split)
     if not path.is_file():
         raise FileNotFoundError(f"{flag}: CSV file not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=separator)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}, line 1: the file is empty; expected a header row naming the columns")
-        for key, kflag in ((img_key, "--csv_img_key"), (caption_key, "--csv_caption_key")):
-            if key not in header:
-                raise DataError(f"{path}, line 1: no column {key!r} ({kflag}); the header has the column(s) "
-                                f"{', '.join(repr(h) for h in header)} when split by the separator "
-                                f"{_separator_name(separator)} (--csv_separator)")
-        ii, ci = header.index(img_key), header.index(caption_key)
-        images: Dict[str, int] = {}
-        ids, paths, first_line, groups = [], [], [], []
-        last = reader.line_num
-        for row in reader:
-            line, last = last + 1, reader.line_num
-            if not any(c.strip() for c in row):
-                continue  # a blank line
-            if len(row) <= max(ii, ci):
-                raise DataError(f"{path}, line {line}: {len(row)} field(s) where the header has {len(header)} "
-                                f"(separator {_separator_name(separator)}, --csv_separator)")
-            name, caption = row[ii].strip(), " ".join(row[ci].splitlines())
-            if not caption.strip():
-                raise DataError(f"{path}, line {line}: empty caption (column {caption_key!r})")
-            if not name:
-                raise DataError(f"{path}, line {line}: empty image path (column {img_key!r})")
-            image_path = Path(os.path.normpath(path.parent / name))  # an absolute name stays itself
-            key = str(image_path)
-            if key not in images:
-                if check_images:
-                    _check_csv_image(image_path, path, line)
-                images[key] = len(ids)
-                ids.append(name)
-                paths.append(image_path)
-                first_line.append(line)
-                groups.append([])
-            groups[images[key]].append((line, caption))
+    rows = read_rows(path, separator=separator, encoding=encoding)
+    header_line, header = rows[0]
+    for key, kflag in ((img_key, "--csv_img_key"), (caption_key, "--csv_caption_key")):
+        if key not in header:
+            raise DataError(f"{path}, line {header_line}: no column {key!r} ({kflag}); the header has the column(s) "
+                            f"{', '.join(repr(h) for h in header)} when split by the separator "
+                            f"{separator_name(separator)} (--csv_separator)")
+    ii, ci = header.index(img_key), header.index(caption_key)
+    images: Dict[str, int] = {}
+    ids, paths, first_line, groups = [], [], [], []
+    for line, row in rows[1:]:
+        if len(row) != len(header):
+            hint = (": a field that holds the separator must be in double quotes" if len(row) > len(header) else "")
+            raise DataError(f"{path}, line {line}: {len(row)} field(s) where the header has {len(header)} "
+                            f"(separator {separator_name(separator)}, --csv_separator){hint}")
+        name, caption = row[ii].strip(), row[ci]
+        if not caption.strip():
+            raise DataError(f"{path}, line {line}: empty caption (column {caption_key!r})")
+        if not name:
+            raise DataError(f"{path}, line {line}: empty image path (column {img_key!r})")
+        image_path = Path(os.path.normpath(path.parent / name))  # an absolute name stays itself
+        key = str(image_path)
+        if key not in images:
+            if check_images:
+                _check_csv_image(image_path, path, line)
+            images[key] = len(ids)
+            ids.append(name)
+            paths.append(image_path)
+            first_line.append(line)
+            groups.append([])
+        groups[images[key]].append((line, caption))
     if len(ids) < 2:
         raise DataError(f"{path}: the {split} split has {len(ids)} image(s); retrieval needs at least 2")
     captions = [c for g in groups for _, c in g]
@@ -297,7 +295,8 @@ def csv_files(args) -> Dict[str, Optional[str]]:
 
 
 def _csv_options(args) -> Dict[str, str]:
-    return dict(img_key=args.csv_img_key, caption_key=args.csv_caption_key, separator=args.csv_separator)
+    return dict(img_key=args.csv_img_key, caption_key=args.csv_caption_key, separator=args.csv_separator,
+                encoding=getattr(args, "csv_encoding", "utf-8"))
 
 
 def csv_file(args, split: str) -> Path:
@@ -309,12 +308,93 @@ def csv_file(args, split: str) -> Path:
 
 
 def load_split_for(args, split: str, **kw) -> Split:
-    """Split ``split`` of the dataset ``args`` names (a built-in one, or CSV files)."""
+    """Split ``split`` of the dataset ``args`` names (a built-in one, or CSV files).
+
+    With ``check_images`` (the default), every image of an evaluation split (dev, test) is decoded: an
+    unreadable one is an error naming it, or with ``--skip_unreadable_images`` left out with its captions
+    (:func:`readable_split`; the run's checks before training report how many)."""
+    check = kw.pop("check_images", True)
+    decode = check and split not in ("train", "pretrain")  # decoding finds missing images too
     if args.dataset == "csv":
-        return read_csv_split(csv_file(args, split), split, **_csv_options(args),
-                              check_images=kw.get("check_images", True))
-    check_root(args.dataset_root, args.dataset)
-    return load_split(args.dataset_root, args.dataset, split, args.num_anns, **kw)
+        out = read_csv_split(csv_file(args, split), split, **_csv_options(args), check_images=check and not decode)
+    else:
+        check_root(args.dataset_root, args.dataset)
+        out = load_split(args.dataset_root, args.dataset, split, args.num_anns, check_images=check and not decode, **kw)
+    if decode:
+        out = readable_split(out, skip=getattr(args, "skip_unreadable_images", False))[0]
+    return out
+
+
+_DECODED: Dict[tuple, Optional[str]] = {}
+
+
+def decode_error(path) -> Optional[str]:
+    """Why image ``path`` cannot be decoded in full, or None; once per process for a file of the same size
+    and modification time. JPEGs are decoded at a reduced scale (every byte is still read)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"image not found ({e.strerror})"
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DECODED:
+        try:
+            with Image.open(path) as img:
+                img.draft(None, (1, 1))
+                img.load()
+            _DECODED[key] = None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            _DECODED[key] = str(e) or type(e).__name__
+    return _DECODED[key]
+
+
+def readable_split(split: Split, skip: bool = False):
+    """``(split, dropped)``: ``split`` without the images that cannot be decoded (``skip``), and their indices;
+    without ``skip`` the first one is a :class:`DataError` naming the image, its file and line."""
+    bad = [(i, e) for i, e in ((i, decode_error(p)) for i, p in enumerate(split.image_paths)) if e is not None]
+    if not bad:
+        return split, []
+    i, why = bad[0]
+    if not skip:
+        raise DataError(f"cannot read image {split.image_paths[i]}: {why} ({split.describe_image(i)}); every image of "
+                        f"the evaluation splits is read before training starts: fix or remove it, or pass "
+                        f"--skip_unreadable_images to leave such images out")
+    if split.num_images - len(bad) < 2:
+        raise DataError(f"{split.source_file or split.caps_file}: the {split.name} split has "
+                        f"{split.num_images - len(bad)} readable image(s) ({len(bad)} unreadable); retrieval needs at "
+                        f"least 2")
+    return split.without_images([i for i, _ in bad]), [i for i, _ in bad]
+
+
+def shared_images(train: Split, other: Split) -> List[int]:
+    """Indices of ``other``'s images that are also images of ``train``: the same file, or a file of the same
+    bytes (hashed only where the sizes agree)."""
+    from npc.fingerprints import cached_file_sha256
+
+    def stat(p):
+        try:
+            return os.stat(p)
+        except OSError:
+            return None
+
+    files, by_size = set(), {}
+    for p in train.image_paths:
+        st = stat(p)
+        if st is not None:
+            files.add((st.st_dev, st.st_ino))
+            by_size.setdefault(st.st_size, []).append(p)
+    shared, hashes = [], {}
+    for i, p in enumerate(other.image_paths):
+        st = stat(p)
+        if st is None:
+            continue
+        if (st.st_dev, st.st_ino) in files:
+            shared.append(i)
+        elif st.st_size in by_size:
+            if st.st_size not in hashes:
+                hashes[st.st_size] = {cached_file_sha256(q) for q in by_size[st.st_size]}
+            if cached_file_sha256(p) in hashes[st.st_size]:
+                shared.append(i)
+    return shared
 
 
 def check_root(root, dataset: str) -> None:
@@ -345,12 +425,13 @@ def load_train_split_for(args, log=print, check_images: bool = True):
 
 
 def load_csv_train_split(source, *, noise_ratio, noise_seed: int, noise_mode: str, img_key: str = "filepath",
-                         caption_key: str = "title", separator: str = "\t", log=print, check_images: bool = True):
+                         caption_key: str = "title", separator: str = "\t", encoding: str = "utf-8", log=print,
+                         check_images: bool = True):
     """The training split of a CSV file with the noise of ``noise_ratio`` (built beside the file on first use)
     and its noise mask."""
     source = Path(source)
     split = read_csv_split(source, "train", img_key=img_key, caption_key=caption_key, separator=separator,
-                           check_images=check_images)
+                           encoding=encoding, check_images=check_images)
     k = split.uniform_num_anns
     if noise_mode == "image" and not k:
         raise DataError(f"{source}: --noise_mode image moves whole caption blocks between images and needs the same "
@@ -368,10 +449,13 @@ def load_csv_train_split(source, *, noise_ratio, noise_seed: int, noise_mode: st
 
 
 def bank_dir_for(args) -> Path:
-    """Where the memory bank of ``args``'s training split lives: the dataset's annotations/memory_bank, or
-    ``<train csv stem>.memory_bank/`` beside a CSV."""
+    """Where the memory bank of ``args``'s training split lives: the dataset's annotations/memory_bank, or beside
+    a CSV ``<train csv stem>.memory_bank/<model>_<weights>_<key>/``, one folder per model and initial weights
+    (by content: :func:`npc.fingerprints.bank_key`), so that runs of two models keep their banks side by side."""
     if getattr(args, "dataset", None) == "csv":
-        return csv_derived_path(csv_file(args, "train"), "memory_bank")
+        from npc.fingerprints import bank_key
+
+        return csv_derived_path(csv_file(args, "train"), "memory_bank") / bank_key(args)
     return memory_bank_dir(args.dataset_root)
 
 

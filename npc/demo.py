@@ -13,6 +13,7 @@ import json
 import time
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
 from tqdm import tqdm
 
@@ -86,6 +87,43 @@ def ensure_demo_base(root, vision_model: str, pretrained_dir: Path, *, device="c
                 return path
     log(f"demo base model: reusing {path}")
     return path
+
+
+def find_demo_base(dataset: str, root, pretrained_dir: Path, vision_model: str) -> Optional[Path]:
+    """The demo's base model that ``--pretrained demo-base`` names, if it is built, else None.
+
+    For the demo dataset: the base of its data at ``root``. For any other dataset (the demo's model on your
+    own data): the base of the repository's demo (dataset/demo) if built, else a base of this architecture
+    and generator version in ``pretrained_dir`` (the newest if several)."""
+    pretrained_dir = Path(pretrained_dir)
+    if dataset == "demo":
+        if not (Path(root) / "demo_info.json").is_file():
+            return None
+        path = demo_base_path(pretrained_dir, vision_model, root)
+        return path if path.is_file() else None
+    repo_demo = REPO_ROOT / DATASET_ROOTS["demo"]
+    if (repo_demo / "demo_info.json").is_file():
+        path = demo_base_path(pretrained_dir, vision_model, repo_demo)
+        if path.is_file():
+            return path
+    found = sorted(pretrained_dir.glob(f"demo-base_{open_clip_name(vision_model)}_data-v{DEMO_VERSION}-*.pt"),
+                   key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return found[-1] if found else None
+
+
+def ensure_demo_base_for(dataset: str, vision_model: str, pretrained_dir: Path, *, device="cpu", log=print,
+                         progress: bool = True) -> Path:
+    """``--pretrained demo-base`` on a dataset other than the demo: the base :func:`find_demo_base` finds, or,
+    if none is built, the repository demo's (its data generated first when missing)."""
+    found = find_demo_base(dataset, None, pretrained_dir, vision_model)
+    if found is not None:
+        log(f"demo base model: using {found} (pretrained on the demo's generated pretrain split)")
+        return found
+    root = REPO_ROOT / DATASET_ROOTS["demo"]
+    log(f"--pretrained demo-base: building the demo's base model once, from the demo's generated data ({root}; "
+        f"generated first if missing), into {pretrained_dir}")
+    ensure_demo_data(root, log=log, progress=progress)
+    return ensure_demo_base(root, vision_model, Path(pretrained_dir), device=device, log=log, progress=progress)
 
 
 def _pretrain_base(root, vision_model: str, path: Path, *, device, log, progress: bool, recipe: dict) -> None:

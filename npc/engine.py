@@ -295,7 +295,7 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
     epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
     ckpt = save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, epoch=epoch, step=t.step, best=t.best,
                            args=r.args, extra={**(t.estimator.state_dict() if t.estimator is not None else {}),
-                                               "bank_in_force": t.bank_in_force})
+                                               "bank_in_force": t.bank_in_force, "fingerprints": r.fingerprints})
     publish_epoch(ckpt, epoch_path, is_best, keep=r.args.keep_checkpoints)
 
 

@@ -8,8 +8,8 @@
    every caption, the clean pair whose caption is most similar (cosine, text-text). Top-1, no
    self-exclusion. Unlike the release, features are L2-normalized, so "cosine" holds.
 
-Files (``annotations/memory_bank/`` of the dataset, or ``<train csv stem>.memory_bank/`` beside a CSV training
-split, where training reads them):
+Files (``annotations/memory_bank/`` of the dataset, or ``<train csv stem>.memory_bank/<model>_<weights>_<key>/``
+beside a CSV training split, one folder per model and initial weights; where training reads them):
 ``<r>_mbank_img_idx.npy``: int64 (n_train_images,), image index -> clean sample index;
 ``<r>_mbank_txt_idx.npy``: int64 (n_train_captions,), sample index -> clean sample index;
 ``<r>_mbank_info.json``: how the bank was built and what it found;
@@ -301,12 +301,21 @@ BANK_INPUT_FLAGS = {"vision_model": "--vision_model", "pretrained": "--pretraine
 
 
 def bank_provenance(args, train_split, weights: Optional[Path] = None) -> Dict:
-    """What a memory bank is built from: the noisy split (by content), the model and the GMM's settings."""
+    """What a memory bank is built from: the noisy split (by content), the model, its initial weights (by
+    content: npc/fingerprints.py) and the GMM's settings."""
+    from npc.fingerprints import initial_weights_fingerprint
+
     return {"noisy_split": train_split.caps_file.name, "noisy_split_sha256": file_sha256(train_split.caps_file),
             "noise_ratio": str(args.noise_ratio), "noise_mode": args.noise_mode, "vision_model": args.vision_model,
-            "pretrained": str(args.pretrained), "weights": str(weights) if weights else None,
+            "pretrained": str(args.pretrained), "initial_weights": initial_weights_fingerprint(args),
+            "weights": str(weights) if weights else None,
             "clean_threshold": args.clean_threshold, "bank_batch_size": args.bank_batch_size,
             "bank_seed": args.bank_seed}
+
+
+def _same_initial_weights(key: str, built: Dict, wanted: Dict) -> bool:
+    """``--pretrained`` named by another path, whose file holds the weights the bank was built from."""
+    return key == "pretrained" and "initial_weights" in built and built["initial_weights"] == wanted["initial_weights"]
 
 
 def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
@@ -336,7 +345,11 @@ def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
         return None
     else:
         differ = [f"{flag} {wanted[k]} (the bank has {built.get(k)})" for k, flag in BANK_INPUT_FLAGS.items()
-                  if built.get(k) != wanted[k]]
+                  if built.get(k) != wanted[k] and not _same_initial_weights(k, built, wanted)]
+        if built.get("initial_weights", wanted["initial_weights"]) != wanted["initial_weights"]:
+            differ.append(f"--pretrained {wanted['pretrained']}: other initial weights than the bank was built from "
+                          f"(the content differs: {wanted['initial_weights'][:19]}, the bank has "
+                          f"{built['initial_weights'][:19]})")
         if differ:
             raise BankFileError(f"memory bank {name} was built with other settings than this run asks for: "
                                    f"{'; '.join(differ)}. Pass --rebuild_bank to rebuild it for this run (it "

@@ -177,7 +177,8 @@ def create_model(vision_model: str, pretrained: Optional[str] = "openai", *, pre
         pass
     elif pretrained == "demo-base":
         if demo_base_path is None:
-            raise ValueError("--pretrained demo-base is only available for the demo dataset")
+            raise ValueError("--pretrained demo-base: the demo's base model is not built (a run with --pretrained "
+                             "demo-base builds it)")
         weights_file = demo_base_path
     elif os.path.isfile(pretrained):
         weights_file = pretrained

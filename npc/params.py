@@ -17,6 +17,7 @@ import sys
 from typing import Dict, Optional, Sequence
 
 from npc.config import RunConfig
+from npc.csv_format import encoding_arg, separator_arg
 from npc.datasets import DATASETS
 from npc.errors import ConfigError  # noqa: F401  (where callers have always found it)
 from npc.noise import noise_ratio_arg
@@ -56,7 +57,7 @@ DEMO_DEFAULTS = dict(
 
 DATASET_ROOTS = {name: spec.default_root for name, spec in DATASETS.items() if spec.default_root}
 NUM_ANNS = {name: spec.num_anns or None for name, spec in DATASETS.items()}  # csv: any number per image
-CSV_FLAGS = ("train_data", "dev_data", "test_data", "csv_img_key", "csv_caption_key", "csv_separator")
+CSV_FLAGS = ("train_data", "dev_data", "test_data", "csv_img_key", "csv_caption_key", "csv_separator", "csv_encoding")
 
 
 def _int(text: str, minimum: int) -> int:
@@ -197,8 +198,12 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
     g.add_argument("--test_data", type=str, default=None, help="CSV/TSV file of the test split (the final table)")
     g.add_argument("--csv_img_key", type=str, default="filepath", help="column of the image paths")
     g.add_argument("--csv_caption_key", type=str, default="title", help="column of the captions")
-    g.add_argument("--csv_separator", type=str, default="\t",
-                   help="column separator of the CSV files (default: tab; e.g. , for a comma CSV)")
+    g.add_argument("--csv_separator", type=separator_arg, default="\t",
+                   help="column separator of the CSV files: one character, or tab (also \\t), comma, semicolon, "
+                        "pipe, space (default: tab)")
+    g.add_argument("--csv_encoding", type=encoding_arg, default="utf-8",
+                   help="text encoding of the CSV files, e.g. cp1252 for a file saved by Excel on Windows (default: "
+                        "utf-8; a byte-order mark is skipped)")
 
     g = group("additions of this project")
     g.add_argument("--pretrained", type=str, default=None,
@@ -247,8 +252,9 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
                         "only): 0 = none (default), K = the last K epoch<k>.pt, -1 = all")
     g.add_argument("--eval_splits", type=str, default="test", help="comma list of splits for the final table")
     g.add_argument("--skip_unreadable_images", action="store_true",
-                   help="training: leave out the pairs of images that cannot be decoded (counted and reported "
-                        "per epoch) instead of stopping with the file's name")
+                   help="leave out the pairs of images that cannot be decoded instead of stopping with the file's "
+                        "name: training images as batches meet them (counted per epoch), dev and test images before "
+                        "the first step (counted in one warning)")
     g.add_argument("--no_progress", action="store_true",
                    help="disable progress bars (they are off anyway when stderr is not a terminal)")
     g.add_argument("--pretrained_dir", type=str, default=PRETRAINED_DIR,
@@ -322,15 +328,16 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
     return p
 
 
-def resolve_defaults(values: Dict, method: str) -> Dict:
-    """``values`` (parsed flags) with the ``None`` defaults that depend on the dataset and the method filled."""
+def resolve_defaults(values: Dict, method: str, explicit: frozenset = frozenset()) -> Dict:
+    """``values`` (parsed flags) with the ``None`` defaults that depend on the dataset and the method filled
+    (``explicit``: the flags given on the command line)."""
     v = dict(values)
     table = DEMO_DEFAULTS if v["dataset"] == "demo" else REAL_DEFAULTS
     for key, value in table.items():
         if key in v and v[key] is None:
             v[key] = value["npc" if method == "bank" else method] if isinstance(value, dict) else value
     given = [f for f in ("train_data", "dev_data", "test_data") if v.get(f)]
-    if v["dataset"] == "csv":
+    if v["dataset"] == "csv" or (given and _dataset_from_checkpoint(v, explicit)):
         if v["dataset_root"] is not None:
             raise SystemExit("error: --dataset csv reads --train_data, --dev_data and --test_data; "
                              "--dataset_root is not used")
@@ -356,6 +363,19 @@ def resolve_defaults(values: Dict, method: str) -> Dict:
     return v
 
 
+def _dataset_from_checkpoint(values: Dict, explicit: frozenset) -> bool:
+    """``--eval --resume CKPT`` without --dataset: the checkpoint names the dataset (npc.resume_rules), and a
+    CSV file given (``--test_data other.csv``) replaces its run's."""
+    return bool(values.get("eval") and values.get("resume")) and "dataset" not in explicit
+
+
+def refuse_csv_files_without_csv(cfg, whose: str) -> None:
+    """CSV files given for a dataset that is not ``csv`` (the one ``whose`` run has) are an error naming the flag."""
+    given = [f for f in ("train_data", "dev_data", "test_data") if getattr(cfg, f, None)]
+    if given and cfg.dataset != "csv":
+        raise ConfigError(f"--{given[0]} is for --dataset csv ({whose} has --dataset {cfg.dataset})")
+
+
 def parse_args(argv: Optional[Sequence[str]], method: str) -> RunConfig:
     """The run configuration of a command line: flags parsed, defaults resolved, the method settled.
     Its ``_explicit`` holds the names of the flags given on the command line."""
@@ -366,7 +386,7 @@ def parse_args(argv: Optional[Sequence[str]], method: str) -> RunConfig:
     if method == "bank" and explicit - BANK_FLAGS:
         print(f"get_memorybank.py: ignoring {', '.join(flag_name(k) for k in sorted(explicit - BANK_FLAGS))} "
               f"(not used to build the bank; its GMM's seed is --bank_seed)", file=sys.stderr)
-    values = resolve_defaults(values, method)
+    values = resolve_defaults(values, method, explicit)
     if method in ("npc", "clip"):
         values.update(method_fields(resolve_method(values, method, explicit), method))
     if values.get("lr_schedule", "") is None:  # the reference code's effective schedule goes with its objective

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 from npc.errors import ConfigError
-from npc.params import CSV_FLAGS, DATASET_CHOICES, DATASET_ROOTS, flag_name
+from npc.params import CSV_FLAGS, DATASET_CHOICES, DATASET_ROOTS, flag_name, refuse_csv_files_without_csv
 from npc.paths import REPO_ROOT
 
 # Every saved flag defines the experiment unless it is listed in one of these two sets, so a new flag
@@ -55,6 +55,7 @@ def eval_changes(cfg, saved: Dict) -> Tuple[Dict[str, object], Dict[str, object]
     changes = dict(taken)
     if dataset != "csv" and not changes.get("dataset_root", cfg.dataset_root):
         changes["dataset_root"] = str(REPO_ROOT / DATASET_ROOTS[dataset])
+    refuse_csv_files_without_csv(cfg.replace(**changes), "the checkpoint's run")
     return changes, taken
 
 

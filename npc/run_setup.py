@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 
 from npc import data
@@ -25,11 +26,14 @@ from npc import memory_bank as mb
 from npc.config import RunConfig
 from npc.checkpoint import (CHECKPOINT_FORMAT, name_run, open_resume, reclaim_run_folder, resolve_resume)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
-from npc.demo import demo_base_path, ensure_demo_base, ensure_demo_data
+from npc.demo import ensure_demo_base, ensure_demo_base_for, ensure_demo_data
 from npc.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
+from npc.fingerprints import changes, data_fingerprints, demo_base_file, weights_fingerprint
 from npc.io import atomic_write_text
 from npc.locks import LockedError, file_lock
-from npc.model import RANDOM_INIT_SEED, create_model, load_checkpoint_weights, read_checkpoint
+from npc.model import DEMO_MODELS, RANDOM_INIT_SEED, create_model, load_checkpoint_weights, open_clip_name, read_checkpoint
+from npc.errors import ConfigError
+from npc.params import refuse_csv_files_without_csv
 from npc.paths import REPO_ROOT  # noqa: F401  (where callers have found it)
 from npc.resume_rules import eval_changes, resume_changes
 from npc.train_utils import (autocast_for, resolve_device, resolve_precision, seed_everything)
@@ -80,6 +84,7 @@ class Run:
     resume_path: Optional[Path] = None
     resume_ckpt: Optional[Dict] = None  # the checkpoint read once: config, weights and training state
     writer: Optional[object] = None  # TensorBoard, rank 0 of a training run only
+    fingerprints: Dict = field(default_factory=dict)  # the data and initial weights by content (checkpoints keep them)
     state: RunState = field(default_factory=RunState)
 
     def eval_tables(self, model, splits, preprocess, tokenizer) -> Dict[str, Dict[str, float]]:
@@ -111,7 +116,7 @@ def setup_run(args: RunConfig, stack: ExitStack) -> Run:
         args, eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append, info)
     resumed = bool(args.resume) and not args.eval
     if not resumed:  # a resumed run is checked once its flags are restored
-        notes += preflight(args, info)
+        notes += preflight(args, info) + data_checks(args)
     existed = bool(args.experiments) and (Path(args.logs) / args.experiments).exists()
     experiments, run_dir, ckpt_dir = name_run(args, info)
     args = args.replace(experiments=experiments)
@@ -127,7 +132,7 @@ def setup_run(args: RunConfig, stack: ExitStack) -> Run:
     if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
         args = args.replace(**resume_changes(args, resume_ckpt.get("args", {}), f"{resume_path}"))
     if resumed:
-        notes += preflight(args, info)
+        notes += preflight(args, info) + data_checks(args)
     if not args.resume and not args.eval and (run_dir / "params.txt").exists():
         reclaim_run_folder(run_dir, ckpt_dir, info)
         notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
@@ -192,6 +197,67 @@ def preflight(args, info: DistInfo) -> List[str]:
             f"{args.batch_size} x {args.epochs} epochs): the learning rate never reaches --lr {args.lr:g}"]
 
 
+def data_checks(args) -> List[str]:
+    """The checks of the data's content before anything is written: the demo's base is asked for with one of
+    the demo's models; every image of the evaluation splits (dev, test) decodes (or, with
+    --skip_unreadable_images, how many are left out); how many images of dev and test are training images too.
+    Returns warnings, one line each."""
+    if args.dataset == "demo" and not (Path(args.dataset_root) / "demo_info.json").is_file():
+        return []  # generated on first use
+    if args.pretrained == "demo-base" and args.dataset != "demo" and open_clip_name(args.vision_model) not in DEMO_MODELS:
+        raise ConfigError(f"--pretrained demo-base is the base of the demo's models ({', '.join(DEMO_MODELS)}); this "
+                          f"run has --vision_model {args.vision_model}: pass --vision_model npc-tiny (the demo's), or "
+                          f"other weights")
+    names = [s for s in args.eval_splits.split(",") if s] + ([] if args.eval else ["dev"])
+    notes, splits = [], {}
+    skip = getattr(args, "skip_unreadable_images", False)
+    for name in dict.fromkeys(names):
+        split = splits[name] = data.load_split_for(args, name, check_images=False)
+        kept, dropped = data.readable_split(split, skip=skip)
+        if dropped:
+            i = dropped[0]
+            notes.append(f"warning: the {name} split: left out {len(dropped)} unreadable image(s) and their "
+                         f"{len(split) - len(kept)} caption(s) (--skip_unreadable_images), e.g. "
+                         f"{split.image_paths[i]} ({split.describe_image(i)}): {data.decode_error(split.image_paths[i])}")
+    if args.eval or args.dataset != "csv":
+        return notes  # the built-in datasets' splits are disjoint
+    train = data.load_split_for(args, "train", check_images=False)
+    for name, split in splits.items():
+        shared = data.shared_images(train, split)
+        if shared:
+            flag = data.CSV_SPLIT_FLAGS.get(name, f"the {name} split")
+            notes.append(f"warning: {len(shared)} of the {split.num_images} images of {flag} {split.source_file} are "
+                         f"also training images (same file or same bytes), e.g. line "
+                         f"{split.source_lines[np.searchsorted(split.caption_image, shared[0])]}: its scores "
+                         f"measure memory of the training pairs, not retrieval of new ones")
+    return notes
+
+
+def check_fingerprints(r: "Run", pretrained: str, base_path: Optional[Path]) -> Dict:
+    """The run's data and initial weights by content (its checkpoints record them); a resumed run's must be
+    those its checkpoint recorded, or it is refused naming what changed (as a changed flag is)."""
+    args = r.args
+    if args.eval:
+        return {}
+    now = {**data_fingerprints(args), "pretrained": weights_fingerprint(pretrained, args.vision_model, base_path)}
+    own = isinstance(r.resume_ckpt, dict) and r.resume_ckpt.get("format") == CHECKPOINT_FORMAT
+    if not own:
+        return now
+    saved = r.resume_ckpt.get("fingerprints")
+    if not saved:
+        log.info(f"{r.resume_path} records no fingerprints of its data and weights (an earlier version): resuming "
+                 f"without checking that they are unchanged")
+        return now
+    where = f"--dataset_root {args.dataset_root}"
+    flags = {s: data.CSV_SPLIT_FLAGS.get(s, f"--{s}_data") if args.dataset == "csv" else where
+             for s in now if s != "pretrained"}
+    changed = changes(saved, now, {**flags, "pretrained": f"--pretrained {args.pretrained}"})
+    if changed:
+        raise ConfigError(f"resuming {r.resume_path}: {'; '.join(changed)}. A resumed run keeps the data and weights "
+                          f"it started with: restore them, or start a new run under another --experiments")
+    return now
+
+
 def _remove_if_setup_failed(run_dir: Path, state: RunState, exc_type, exc, tb) -> bool:
     """A run folder this invocation made is removed when the run fails before training starts (the error
     is printed on stderr): a failed setup leaves nothing behind."""
@@ -223,6 +289,7 @@ def open_eval_checkpoint(args: RunConfig, note: Callable[[str], None], info: Opt
         if taken:
             note(f"--eval: taken from the flags {path} was trained with: "
                  + ", ".join(f"--{k} {v}" for k, v in taken.items()) + " (flags given here override them)")
+    refuse_csv_files_without_csv(args, "this evaluation")
     if path is not None:
         args = args.replace(resume=str(path))
     if args.experiments and (run_of_latest is not None or (Path(args.logs) / args.experiments / "params.txt").exists()):
@@ -258,8 +325,9 @@ def build_model(r: Run):
     pretrained = eval_init_weights(args, r.resume_path, r.resume_ckpt)
     base_path = prepare_demo(args, r.progress, base=pretrained == "demo-base") if info.is_main else None
     barrier(info)
-    if args.dataset == "demo" and base_path is None and pretrained == "demo-base":
-        base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
+    if base_path is None and pretrained == "demo-base":
+        base_path = demo_base_file(args)
+    r.fingerprints = check_fingerprints(r, pretrained, base_path)
     # --eval holds the weights in fp32 (an fp16 checkpoint loads exactly) and encodes at --eval_precision.
     model, preprocess, tokenizer = create_model(args.vision_model, pretrained,
                                                 precision="fp32" if args.eval else r.precision,
@@ -288,9 +356,12 @@ def load_train_data(r: Run):
 
 def prepare_demo(args, progress: bool, base: bool = True) -> Optional[Path]:
     """Generate the demo data and (``base``: when the run starts from it) its base model when missing;
-    returns the base model's path."""
+    returns the base model's path. Another dataset with ``base``: the demo's base (built once if missing)."""
     if args.dataset != "demo":
-        return None
+        if not base:
+            return None
+        return ensure_demo_base_for(args.dataset, args.vision_model, Path(args.pretrained_dir), device=args.device,
+                                    log=log.info, progress=progress)
     ensure_demo_data(args.dataset_root, log=log.info, progress=progress)
     if not base:
         return None
@@ -316,8 +387,8 @@ def build_bank_only(args: RunConfig) -> Dict:
         base_path = (prepare_demo(args, progress and info.is_main, base=args.pretrained == "demo-base")
                      if info.is_main else None)
         barrier(info)
-        if args.dataset == "demo" and base_path is None:
-            base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
+        if base_path is None and args.pretrained == "demo-base":
+            base_path = demo_base_file(args)
         model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision,
                                                     device=device, context_length=args.context_length,
                                                     demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)

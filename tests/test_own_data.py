@@ -92,8 +92,9 @@ def test_folder_of_images_and_csv_to_trained_and_evaluated_model(tmp_path, monke
     assert "train.train_caps.txt" in derived
     if script is main_NPC:
         assert {"train.0.4_noise_train_caps.txt", "train.0.4_noise_train_caps_mask.npy"} <= derived
-        assert (tmp_path / "mydata" / "train.memory_bank" / "0.4_mbank_img_idx.npy").is_file()
-        bank = json.loads((tmp_path / "mydata" / "train.memory_bank" / "0.4_mbank_info.json").read_text())
+        bank_dir = tmp_path / "mydata" / "train.memory_bank" / "npc-micro_none_a6ea3c9b"  # model, weights, their key
+        assert (bank_dir / "0.4_mbank_img_idx.npy").is_file()
+        bank = json.loads((bank_dir / "0.4_mbank_info.json").read_text())
         assert isinstance(bank["precision"], float)
     else:
         record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
@@ -113,7 +114,8 @@ def test_npc_at_real_noise_reports_auc_and_bank_quality_as_not_measurable(tmp_pa
     main_NPC.main(csv_flags(files, tmp_path / "logs", "--experiments", "r", "--noise_ratio", "0"))
     npc = json.loads((tmp_path / "logs" / "r" / "metrics.jsonl").read_text().splitlines()[0])["weights"]
     assert npc["weight_auc"] is None and "mean_weight_clean" not in npc
-    bank = json.loads((tmp_path / "d" / "train.memory_bank" / "0_mbank_info.json").read_text())
+    [info] = (tmp_path / "d" / "train.memory_bank").glob("npc-micro_none_*/0_mbank_info.json")
+    bank = json.loads(info.read_text())
     assert "not measurable" in bank["precision"] and "not measurable" in bank["recall"]
     assert "AUC not measurable" in (tmp_path / "logs" / "r" / "log.txt").read_text()
 
@@ -124,7 +126,7 @@ def test_get_memorybank_builds_the_bank_beside_the_csv_and_training_reuses_it(tm
     files = make_images_and_csvs(tmp_path / "d")
     flags = csv_flags(files, tmp_path / "logs", "--noise_ratio", "0.4")
     get_memorybank.main(flags)
-    bank = tmp_path / "d" / "train.memory_bank"
+    [bank] = (tmp_path / "d" / "train.memory_bank").iterdir()
     info = json.loads((bank / "0.4_mbank_info.json").read_text())
     assert info["noisy_split"] == "train.0.4_noise_train_caps.txt" and info["bank_batch_size"] == 256
     main_NPC.main(flags + ["--experiments", "r"])

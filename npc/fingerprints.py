@@ -1,0 +1,121 @@
+"""What a run is made of, by content: fingerprints of its data splits and of its initial weights.
+
+A checkpoint records them (``fingerprints``), and resuming compares them with what the files hold now:
+data or weights that changed under the same flags are refused like a changed flag. They also key the
+memory bank of a CSV training split, so that two models keep their banks side by side.
+
+* A split's fingerprint covers what the run reads of it: every caption with the name of its image as
+  the split lists it (a CSV's path column; relative names do not depend on where the folder lies), in
+  the split's order, and the size in bytes of every image file. It does not hash the images' bytes:
+  a split of 100k images would be read in full at every start. An image replaced by another of the
+  very same size goes unnoticed.
+* The initial weights' fingerprint is the SHA-256 of the weights file (``--pretrained FILE``, or the
+  demo's base), ``none`` for a random initialisation (its seed is fixed), and the open_clip model and
+  tag for downloaded weights (open_clip's cache checks those itself).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from npc.io import file_sha256
+
+_HASHES: Dict[Tuple[str, int, int], str] = {}
+
+
+def cached_file_sha256(path) -> str:
+    """:func:`file_sha256`, once per process for a file of the same size and modification time."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = file_sha256(path)
+    return _HASHES[key]
+
+
+def split_fingerprint(split) -> Dict[str, object]:
+    """A split's fingerprint (see the module's text) with its size, for messages."""
+    h = hashlib.sha256()
+    for name, path in zip(split.image_ids, split.image_paths):
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = -1  # a missing image: counted as one (--skip_unreadable_images may leave it out)
+        h.update(f"{name}\x1f{size}\x1e".encode("utf-8", "surrogatepass"))
+    for image, caption in zip(split.caption_image.tolist(), split.captions):
+        h.update(f"{image}\x1f{caption}\x1e".encode("utf-8", "surrogatepass"))
+    return {"sha256": h.hexdigest(), "pairs": len(split.captions), "images": split.num_images}
+
+
+def data_fingerprints(args) -> Dict[str, Dict[str, object]]:
+    """The fingerprint of every split the run reads: train (its clean captions), dev and the evaluation splits."""
+    from npc import data
+
+    names = ["train", "dev", *[s for s in args.eval_splits.split(",") if s]]
+    return {s: split_fingerprint(data.load_split_for(args, s, check_images=False)) for s in dict.fromkeys(names)}
+
+
+def demo_base_file(args) -> Optional[Path]:
+    """The demo's base model a run with ``--pretrained demo-base`` starts from, or None when it is not built."""
+    from npc.demo import find_demo_base
+
+    return find_demo_base(args.dataset, getattr(args, "dataset_root", None), Path(args.pretrained_dir),
+                          args.vision_model)
+
+
+def weights_fingerprint(pretrained: Optional[str], vision_model: str, weights_file: Optional[Path] = None) -> str:
+    """The fingerprint of initial weights ``pretrained`` (``weights_file``: the demo base's file)."""
+    from npc.model import open_clip_name
+
+    if pretrained in (None, "", "none"):
+        return "none"
+    if pretrained == "demo-base":
+        return "sha256:" + cached_file_sha256(weights_file) if weights_file else "demo-base (not built)"
+    if os.path.isfile(pretrained):
+        return "sha256:" + cached_file_sha256(pretrained)
+    return f"open_clip:{open_clip_name(vision_model)}:{pretrained}"
+
+
+def initial_weights_fingerprint(args) -> str:
+    base = demo_base_file(args) if args.pretrained == "demo-base" else None
+    return weights_fingerprint(args.pretrained, args.vision_model, base)
+
+
+def bank_key(args) -> str:
+    """The folder of a CSV training split's memory bank, one per model and initial weights (by content):
+    ``<model>_<weights>_<8 hex digits>``, e.g. ``npc-tiny_demo-base_1f0c3a9e``."""
+    from npc.model import open_clip_name
+
+    model = open_clip_name(args.vision_model)
+    pretrained = str(args.pretrained)
+    label = Path(pretrained).stem if os.path.isfile(pretrained) else pretrained
+    label = re.sub(r"[^A-Za-z0-9.-]+", "-", label).strip("-.")[:40] or "weights"
+    digest = hashlib.sha256(f"{model}\n{initial_weights_fingerprint(args)}".encode()).hexdigest()[:8]
+    return f"{model}_{label}_{digest}"
+
+
+def changes(saved: Dict, now: Dict, flags: Dict[str, str]) -> list:
+    """What differs between a checkpoint's fingerprints ``saved`` and ``now``, one phrase each (keys of both only)."""
+    out = []
+    for key, flag in flags.items():
+        if key not in saved or key not in now or saved[key] == now[key]:
+            continue
+        a, b = saved[key], now[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.append(f"the {key} split ({flag}) changed since the run started: {a.get('pairs')} pairs / "
+                       f"{a.get('images')} images then, {b.get('pairs')} / {b.get('images')} now"
+                       + (" (same sizes, other content)" if (a.get("pairs"), a.get("images")) ==
+                          (b.get("pairs"), b.get("images")) else ""))
+        elif str(a).startswith("sha256:") and not str(b).startswith("sha256:"):
+            out.append(f"{flag}: the run started from a weights file, and there is no such file now")
+        else:
+            out.append(f"{flag}: the initial weights changed since the run started ({_short(a)} then, "
+                       f"{_short(b)} now)")
+    return out
+
+
+def _short(fingerprint) -> str:
+    text = str(fingerprint)
+    return text[:19] + "..." if text.startswith("sha256:") else text
