@@ -368,7 +368,7 @@ def readable_split(split: Split, skip: bool = False):
 def shared_images(train: Split, other: Split) -> List[int]:
     """Indices of ``other``'s images that are also images of ``train``: the same file, or a file of the same
     bytes (hashed only where the sizes agree)."""
-    from npc.fingerprints import cached_file_sha256
+    from npc.io import cached_file_sha256
 
     def stat(p):
         try:
@@ -446,17 +446,6 @@ def load_csv_train_split(source, *, noise_ratio, noise_seed: int, noise_mode: st
                                          num_anns=k or 1, log=log, prefix=f"{source.stem}.")
     split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
     return split, mask
-
-
-def bank_dir_for(args) -> Path:
-    """Where the memory bank of ``args``'s training split lives: the dataset's annotations/memory_bank, or beside
-    a CSV ``<train csv stem>.memory_bank/<model>_<weights>_<key>/``, one folder per model and initial weights
-    (by content: :func:`npc.fingerprints.bank_key`), so that runs of two models keep their banks side by side."""
-    if getattr(args, "dataset", None) == "csv":
-        from npc.fingerprints import bank_key
-
-        return csv_derived_path(csv_file(args, "train"), "memory_bank") / bank_key(args)
-    return memory_bank_dir(args.dataset_root)
 
 
 # ----------------------------------------------------------------------------- images and text

@@ -101,7 +101,7 @@ def find_demo_base(dataset: str, root, pretrained_dir: Path, vision_model: str) 
             return None
         path = demo_base_path(pretrained_dir, vision_model, root)
         return path if path.is_file() else None
-    repo_demo = REPO_ROOT / DATASET_ROOTS["demo"]
+    repo_demo = REPO_ROOT / DEMO_ROOT
     if (repo_demo / "demo_info.json").is_file():
         path = demo_base_path(pretrained_dir, vision_model, repo_demo)
         if path.is_file():
@@ -119,7 +119,7 @@ def ensure_demo_base_for(dataset: str, vision_model: str, pretrained_dir: Path, 
     if found is not None:
         log(f"demo base model: using {found} (pretrained on the demo's generated pretrain split)")
         return found
-    root = REPO_ROOT / DATASET_ROOTS["demo"]
+    root = REPO_ROOT / DEMO_ROOT
     log(f"--pretrained demo-base: building the demo's base model once, from the demo's generated data ({root}; "
         f"generated first if missing), into {pretrained_dir}")
     ensure_demo_data(root, log=log, progress=progress)

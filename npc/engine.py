@@ -109,7 +109,7 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
         bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
                               r.progress, info=info)
     if "p_clean" in needs:  # the CLIP baselines on the bank's GMM: p(clean) from the same build
-        p_clean = mb.load_pclean(data.bank_dir_for(args), args.noise_ratio, len(train_split),
+        p_clean = mb.load_pclean(mb.bank_dir_for(args), args.noise_ratio, len(train_split),
                                  args.noise_mode)
     if not method.uses_bank:
         bank = None  # plain CLIP batches: no bank pairs

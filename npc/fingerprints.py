@@ -19,21 +19,9 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
-from npc.io import file_sha256
-
-_HASHES: Dict[Tuple[str, int, int], str] = {}
-
-
-def cached_file_sha256(path) -> str:
-    """:func:`file_sha256`, once per process for a file of the same size and modification time."""
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        _HASHES[key] = file_sha256(path)
-    return _HASHES[key]
-
+from npc.io import cached_file_sha256
 
 def split_fingerprint(split) -> Dict[str, object]:
     """A split's fingerprint (see the module's text) with its size, for messages."""

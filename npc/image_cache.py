@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from npc.io import atomic_write_json
 from npc.locks import file_lock
+from npc.model import normalize_uint8  # noqa: F401  (the cache's pixels, normalized on the device)
 
 
 def pil_part(preprocess):
@@ -134,11 +135,3 @@ class ImageCache:
     def __call__(self, indices) -> torch.Tensor:
         idx = np.asarray(indices, dtype=np.int64)
         return torch.from_numpy(np.ascontiguousarray(self.array[idx]))
-
-
-def normalize_uint8(images: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Tensor:
-    """uint8 NHWC -> normalized float NCHW, on whatever device ``images`` is on."""
-    x = images.permute(0, 3, 1, 2).to(dtype).div_(255)
-    m = torch.tensor(mean, device=x.device, dtype=dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=dtype).view(1, -1, 1, 1)
-    return (x - m) / s

@@ -12,7 +12,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Dict, Iterator, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 _UMASK = os.umask(0)
@@ -102,3 +102,15 @@ def atomic_copy(src: PathLike, dst: PathLike) -> None:
 
     with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
         shutil.copyfileobj(fin, fout, length=16 << 20)
+
+
+_HASHES: Dict[Tuple[str, int, int], str] = {}
+
+
+def cached_file_sha256(path) -> str:
+    """:func:`file_sha256`, once per process for a file of the same size and modification time."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = file_sha256(path)
+    return _HASHES[key]

@@ -32,7 +32,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from npc.data import BankIndex, Split, bank_dir_for
+from npc.data import BankIndex, Split, csv_derived_path, csv_file, memory_bank_dir
 from npc.detection import weight_auc
 from npc.distributed import DistInfo, barrier, broadcast_object
 from npc.errors import UserError
@@ -47,6 +47,17 @@ log = logging.getLogger("npc")
 
 class BankFileError(UserError, ValueError):
     """A memory-bank file that cannot be used; the message names it."""
+
+
+def bank_dir_for(args) -> Path:
+    """Where the memory bank of ``args``'s training split lives: the dataset's annotations/memory_bank, or beside
+    a CSV ``<train csv stem>.memory_bank/<model>_<weights>_<key>/``, one folder per model and initial weights
+    (by content: :func:`npc.fingerprints.bank_key`), so that runs of two models keep their banks side by side."""
+    if getattr(args, "dataset", None) == "csv":
+        from npc.fingerprints import bank_key
+
+        return csv_derived_path(csv_file(args, "train"), "memory_bank") / bank_key(args)
+    return memory_bank_dir(args.dataset_root)
 
 
 def _bank_prefix(tag: str, noise_mode: str = "caption") -> str:

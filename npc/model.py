@@ -235,8 +235,6 @@ def encode(model, images: Optional[torch.Tensor] = None, texts: Optional[torch.T
     img = txt = None
     if images is not None:
         if images.dtype == torch.uint8:  # from the image cache: NHWC pixels, normalized here on the device
-            from npc.image_cache import normalize_uint8
-
             cfg = model.visual.preprocess_cfg
             images = normalize_uint8(images, cfg["mean"], cfg["std"])
         img = model.encode_image(images.to(model_dtype(model)), normalize=True)
@@ -315,3 +313,11 @@ def compile_towers(model, backend: str = "inductor") -> None:
 def logit_scale(model) -> torch.Tensor:
     # CLIP clamps the learned temperature at 100; keep that so the loss cannot blow up.
     return model.logit_scale.exp().clamp(max=100.0)
+
+
+def normalize_uint8(images: torch.Tensor, mean, std, dtype=torch.float32) -> torch.Tensor:
+    """uint8 NHWC -> normalized float NCHW, on whatever device ``images`` is on."""
+    x = images.permute(0, 3, 1, 2).to(dtype).div_(255)
+    m = torch.tensor(mean, device=x.device, dtype=dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=dtype).view(1, -1, 1, 1)
+    return (x - m) / s
