@@ -58,6 +58,7 @@ COLUMNS = {
     "caption": "the caption",
     "p_clean": "the memory bank's GMM p(clean), 0..1 (higher = more likely clean)",
     "flagged": "1 if p_clean <= --clean_threshold: outside the memory bank's clean set (gmm_filter leaves it out)",
+    "loss": "the pair's InfoNCE loss within its batch of --bank_batch_size consecutive pairs: the GMM's input",
     "cosine": "cosine of the image and caption features, -1..1 (DataComp's CLIP score)",
     "cosine_rank": "1 = the lowest cosine",
     "osa_score": "OSA's debiased score, logit_scale * cosine - shift (same order as the cosine)",
@@ -194,7 +195,12 @@ def report_json(d: ReportData) -> Dict:
         "columns": {k: v for k, v in COLUMNS.items() if k != "noisy" or d.noise_mask is not None},
         "runs": {name: {"path": str(pw.path), "method": pw.method, "kind": pw.kind, "epochs": pw.epochs.tolist()}
                  for name, pw in d.runs.items()},
+        "shown": {"suspicious": [int(j) for j in d.order[:d.top]],
+                  "trusted": [int(j) for j in d.order[::-1][:d.trusted]]},
     }
+    if d.candidates is not None:  # per suspicious pair shown: the captions that fit its image best
+        out["shown"]["candidates"] = [[[int(c), round(float(v), 6)] for c, v in zip(idx, sims)]
+                                      for idx, sims in zip(*d.candidates)]
     if d.noise_mask is None:
         out["ground_truth"] = None
         out["detectors"] = "not measurable: this split has no ground-truth noise mask (real noise)"
@@ -229,7 +235,7 @@ def write_pairs_csv(path: Path, d: ReportData) -> None:
     ranks = ranks_of(d.order)
     cos_rank = ranks_of(np.lexsort((np.arange(d.n), s.cosine)))
     runs = d.run_means()
-    header = ["rank", "line", "image", "caption", "p_clean", "flagged", "cosine", "cosine_rank", "osa_score",
+    header = ["rank", "line", "image", "caption", "p_clean", "flagged", "loss", "cosine", "cosine_rank", "osa_score",
               "osa_zero"] + (["noisy"] if d.noise_mask is not None else []) + [f"weight_{n}" for n in runs] + ["pair"]
     ci = d.split.caption_image
     with atomic_open(path, "w", encoding="utf-8", newline="") as f:
@@ -237,7 +243,8 @@ def write_pairs_csv(path: Path, d: ReportData) -> None:
         w.writerow(header)
         for j in d.order:
             row = [ranks[j], d.lines[j], d.images[ci[j]], d.split.captions[j], _fmt(s.p_clean[j]),
-                   int(s.p_clean[j] <= d.clean_threshold), _fmt(s.cosine[j]), cos_rank[j], _fmt(s.osa_score[j]),
+                   int(s.p_clean[j] <= d.clean_threshold), _fmt(s.losses[j]), _fmt(s.cosine[j]), cos_rank[j],
+                   _fmt(s.osa_score[j]),
                    int(s.osa_score[j] <= 0)]
             if d.noise_mask is not None:
                 row.append(int(d.noise_mask[j]))
