@@ -108,7 +108,7 @@ def part_scale(n: int, dim: int, seed: int = 0) -> dict:
     after = sum(times.values())
     return {"pairs": n, "feature_dim": dim, "timing": {k: round(v, 3) for k, v in times.items()},
             "after_encoding_s": round(after, 3), "after_encoding_s_per_1000_pairs": round(after / n * 1000, 4),
-            "p_clean_auc": summary["detectors"]["p_clean"]["auc"], "pairs_csv_mib": round(csv_mib, 1),
+            "flagged": summary["flagged"], "pairs_csv_mib": round(csv_mib, 1),
             "index_html_mib": round(html_mib, 2), "features_mib": round(2 * n * dim * 4 / 2 ** 20, 1),
             "baseline_rss_mib": round(baseline, 1), "peak_rss_mib": round(rss_mib(), 1)}
 

@@ -273,6 +273,18 @@ def test_an_exported_checkpoint_loads_in_open_clip_alone_with_the_projects_featu
     with torch.no_grad():
         assert not torch.allclose(base.encode_text(tokenizer(captions), normalize=True), txt, atol=1e-3)
 
+    # docs/own_data.md's retrieval example, as written, on this export and these images
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "own_data.md").read_text(encoding="utf-8")
+    example = re.search(r"## 6\. Use the model.*?```python\n(.*?)```", doc, re.S).group(1)
+    assert len([line for line in example.splitlines() if line.strip()]) <= 10
+    example = (example.replace('"ViT-B-32-quickgelu"', repr(MODEL)).replace('"mine.pt"', repr(result["file"]))
+               .replace('["mydata/images/0001.jpg", "mydata/images/0002.png"]', repr(paths[:2][::-1]))
+               .replace('["a red bicycle leaning on a wall", "two dogs running on a beach"]', repr(captions[:2])))
+    assert '"mydata/' not in example and '"mine.pt"' not in example and '"ViT-B' not in example
+    example = f"import open_clip\nopen_clip.add_model_config({result['config']!r})\n" + example
+    shown = subprocess.run([sys.executable, "-c", example], check=True, cwd=tmp_path, capture_output=True, text=True)
+    assert "tensor([[" in shown.stdout
+
     with pytest.raises(ValueError, match=r"is a checkpoint of npc-micro .*not of --vision_model npc-tiny"):
         export_model.main([str(best), "--out", str(tmp_path / "x.pt"), "--vision_model", "npc-tiny"])
     bare = tmp_path / "bare.pt"
