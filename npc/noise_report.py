@@ -145,7 +145,8 @@ def best_captions(queries: torch.Tensor, txt: torch.Tensor, k: int, chunk: int =
 
 def detector_metrics(scores: Dict[str, np.ndarray], noise_mask: np.ndarray) -> Dict[str, Dict]:
     """ROC-AUC (clean positive) and OSA's mean noise rank of each score against the ground truth.
-    Pairs without a score (NaN: a run's pairs it never drew) are left out of that score's numbers."""
+    Pairs without a score (NaN: a run's pairs it never drew) are left out of that score's numbers; a
+    number that does not exist (no noisy pair, or no clean one) is None."""
     from npc.detection import mean_noise_rank, weight_auc
 
     out = {}
@@ -153,8 +154,13 @@ def detector_metrics(scores: Dict[str, np.ndarray], noise_mask: np.ndarray) -> D
         s = np.asarray(s, dtype=np.float64)
         ok = np.isfinite(s)
         m = np.asarray(noise_mask, dtype=bool)[ok]
-        out[name] = {"auc": weight_auc(s[ok], m), **mean_noise_rank(s[ok], m), "n_scored": int(ok.sum())}
+        metrics = {"auc": weight_auc(s[ok], m), **mean_noise_rank(s[ok], m), "n_scored": int(ok.sum())}
+        out[name] = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
     return out
+
+
+def _num(v, spec: str) -> str:
+    return "&ndash;" if v is None else format(v, spec)
 
 
 # ----------------------------------------------------------------------------- what a report shows
@@ -453,9 +459,10 @@ def render_html(d: ReportData, summary: Dict) -> str:
     det = ""
     if isinstance(summary.get("detectors"), dict):
         rows = "".join(
-            f'<tr><td>{e(DETECTORS.get(name, name))}</td><td class="num">{m["auc"]:.3f}</td>'
-            f'<td class="num">{m["mean_noise_rank"]:.1f}</td><td class="num">{m["mean_noise_rank_optimal"]:.1f}'
-            f'</td><td class="num">{m["mean_noise_rank_random"]:.1f}</td><td class="num">{m["n"]}</td></tr>'
+            f'<tr><td>{e(DETECTORS.get(name, name))}</td><td class="num">{_num(m["auc"], ".3f")}</td>'
+            f'<td class="num">{_num(m["mean_noise_rank"], ".1f")}</td><td class="num">'
+            f'{_num(m["mean_noise_rank_optimal"], ".1f")}</td><td class="num">{_num(m["mean_noise_rank_random"], ".1f")}'
+            f'</td><td class="num">{m["n"]}</td></tr>'
             for name, m in summary["detectors"].items())
         gt = summary["ground_truth"]
         det = (f"<h2>How well each detector finds the noise (ground truth: {gt['noisy']} noisy pairs)</h2>"
@@ -631,6 +638,7 @@ def run(args, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "")
         load_checkpoint_weights(model, ckpt_path, ckpt=ckpt)
     model.eval()
     split, mask = data.load_train_split_for(args, log=log.info)
+    mask = None if mask is None else np.asarray(mask, dtype=bool)
     runs = load_runs(args.run or [], split)
     weights = str(ckpt_path) if ckpt_path is not None else str(args.pretrained)
     log.info(f"noise report: {len(split)} pairs / {split.num_images} images, model {args.vision_model} ({weights}), "
@@ -682,7 +690,8 @@ def run(args, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "")
     msg = f"noise report: wrote {args.out} (index.html, pairs.csv, report.json) in {tm['total_s']:.1f} s, " \
           f"{tm['s_per_1000_pairs']:.2f} s per 1,000 pairs; {summary['flagged']} pairs flagged"
     if isinstance(summary.get("detectors"), dict):
-        msg += "; ROC-AUC " + ", ".join(f"{k} {v['auc']:.3f}" for k, v in summary["detectors"].items())
+        msg += "; ROC-AUC " + ", ".join(f"{k} {_num(v['auc'], '.3f')}".replace("&ndash;", "-")
+                                        for k, v in summary["detectors"].items())
     log.info(msg)
     sys.stdout.flush()
     return summary
