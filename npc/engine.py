@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from npc import data, steps
+from npc import data, pair_weights, steps
 from npc import memory_bank as mb
 from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, publish_epoch,
                             save_checkpoint, wait_past_event_files)
@@ -189,6 +189,9 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
                 for name, sel in (("clean", ~noisy), ("noisy", noisy)):
                     if sel.any():
                         r.writer.add_histogram(f"weights/{name}", res.weights[sel], t.step)
+        if info.is_main:  # what the method did to each pair (npc/pair_weights.py), before the checkpoint
+            pair_weights.record_epoch(r.run_dir, epoch + 1, t.dataset.split, t.method.name, t.sampler,
+                                      res.weights, res.indices)
         if info.is_main:
             end_of_epoch(r, t, epoch + 1, record, evaluate_dev(t.model), res)
         barrier(info)

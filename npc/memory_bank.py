@@ -91,8 +91,9 @@ def per_sample_losses(img_feats: torch.Tensor, txt_feats: torch.Tensor, caption_
     return torch.cat(out).numpy().astype(np.float64)
 
 
-def clean_probability(losses: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Posterior of the low-loss component of a 2-component GMM (the release's GMM settings)."""
+def fit_loss_gmm(losses: np.ndarray, seed: int = 0):
+    """The release's 2-component GMM on the min-max scaled ``losses``: ``(scaled losses, fitted
+    sklearn GaussianMixture, index of its clean (lower-mean) component)``."""
     from sklearn.mixture import GaussianMixture
 
     x = np.asarray(losses, dtype=np.float64)
@@ -100,7 +101,12 @@ def clean_probability(losses: np.ndarray, seed: int = 0) -> np.ndarray:
     x = (x - x.min()) / (span if span > 0 else 1.0)  # reg_covar 5e-4 is meant for losses in [0, 1]
     gmm = GaussianMixture(n_components=2, max_iter=100, tol=1e-2, reg_covar=5e-4, random_state=seed)
     gmm.fit(x[:, None])
-    clean_component = int(np.argmin(gmm.means_.ravel()))
+    return x, gmm, int(np.argmin(gmm.means_.ravel()))
+
+
+def clean_probability(losses: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Posterior of the low-loss component of a 2-component GMM (the release's GMM settings)."""
+    x, gmm, clean_component = fit_loss_gmm(losses, seed)
     return gmm.predict_proba(x[:, None])[:, clean_component]
 
 

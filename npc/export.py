@@ -1,0 +1,101 @@
+"""A model to take away: a checkpoint's weights as a file that open_clip loads by itself.
+
+:func:`export_open_clip` writes ``{"state_dict": ..., "model_name": ..., ...}``: every parameter in
+fp32 under open_clip's (= OpenAI CLIP's) names, the layout of open_clip's own training checkpoints,
+which ``open_clip.create_model_and_transforms(model_name, pretrained=FILE)`` loads as it is. The other
+entries say what the file holds (the open_clip model name and config, the context length, the source).
+
+open_clip knows the real architectures by name (``ViT-B/32`` of this project is open_clip's
+``ViT-B-32-quickgelu``: OpenAI's weights use QuickGELU). The demo's tiny configs (``npc-tiny``,
+``npc-micro``) are this project's: their config file is written beside the export as
+``<model_name>.json``, which ``open_clip.add_model_config(path)`` registers under that name.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+EXPORT_FORMAT = "npc-export/1"
+
+
+def checkpoint_model(ckpt) -> Optional[str]:
+    """The ``--vision_model`` a checkpoint of this project (or the demo's base) records, else None."""
+    if not isinstance(ckpt, dict):
+        return None
+    return ckpt.get("vision_model") or (ckpt.get("args") or {}).get("vision_model")
+
+
+def export_open_clip(checkpoint, out, vision_model: Optional[str] = None) -> Dict[str, str]:
+    """Write ``checkpoint``'s weights to ``out`` for open_clip; returns ``model_name``, ``file`` and, for a
+    demo config, ``config`` (the config file to register). ``vision_model``: the architecture, needed for a
+    file that does not record it (a bare state dict, the release's); one that contradicts the checkpoint is
+    refused by name."""
+    from npc.io import atomic_torch_save, atomic_write_text
+    from npc.model import CONFIG_DIR, DEMO_MODELS, create_model, load_checkpoint_weights, open_clip_name, read_checkpoint
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    ckpt = read_checkpoint(checkpoint)
+    trained = checkpoint_model(ckpt)
+    if vision_model and trained and open_clip_name(vision_model) != open_clip_name(trained):
+        raise ValueError(f"{checkpoint} is a checkpoint of {trained} (--vision_model {trained}), not of "
+                         f"--vision_model {vision_model}")
+    vision_model = vision_model or trained
+    if not vision_model:
+        raise ValueError(f"{checkpoint} does not record its model: pass --vision_model (e.g. ViT-B/32)")
+    saved = (ckpt.get("args") or {}) if isinstance(ckpt, dict) else {}
+    context_length = saved.get("context_length")
+    model, _, _ = create_model(vision_model, "none", precision="fp32", context_length=context_length)
+    load_checkpoint_weights(model, checkpoint, ckpt=ckpt)  # strict: a file of another model is refused, named
+    name = open_clip_name(vision_model)
+    state = {k: (v.float() if v.is_floating_point() else v).detach().clone().contiguous()
+             for k, v in model.state_dict().items()}
+    result = {"model_name": name, "file": str(out)}
+    default_length = ((open_clip_config(name) or {}).get("text_cfg") or {}).get("context_length")
+    if context_length and name not in DEMO_MODELS and int(context_length) != default_length:
+        result["context_length"] = int(context_length)  # open_clip must be told: force_context_length
+    cfg = None
+    if name in DEMO_MODELS:
+        cfg = json.loads((CONFIG_DIR / f"{name}.json").read_text(encoding="utf-8"))
+        if context_length:
+            cfg["text_cfg"]["context_length"] = int(context_length)
+        config_path = out.parent / f"{name}.json"
+        atomic_write_text(config_path, json.dumps(cfg, indent=4) + "\n")
+        result["config"] = str(config_path)
+    atomic_torch_save({"format": EXPORT_FORMAT, "model_name": name, "model_cfg": cfg,
+                       "context_length": int(model.context_length), "vision_model": vision_model,
+                       "source": checkpoint.name, "epoch": ckpt.get("epoch") if isinstance(ckpt, dict) else None,
+                       "state_dict": state}, out)
+    return result
+
+
+def usage(result: Dict[str, str]) -> str:
+    """The Python lines that load an export with open_clip alone."""
+    lines = ["import open_clip"]
+    if "config" in result:
+        lines.append(f"open_clip.add_model_config({result['config']!r})  # this project's demo config")
+    force = f", force_context_length={result['context_length']}" if "context_length" in result else ""
+    lines.append(f"model, _, preprocess = open_clip.create_model_and_transforms({result['model_name']!r}, "
+                 f"pretrained={result['file']!r}{force})")
+    force = f", context_length={result['context_length']}" if "context_length" in result else ""
+    lines.append(f"tokenizer = open_clip.get_tokenizer({result['model_name']!r}{force})")
+    return "\n".join(lines)
+
+
+def open_clip_model(result: Dict[str, str], device="cpu"):
+    """Load an export the way a user would, through open_clip only (for tests and examples)."""
+    import open_clip
+
+    if "config" in result:
+        open_clip.add_model_config(result["config"])
+    length = result.get("context_length")
+    model, _, preprocess = open_clip.create_model_and_transforms(result["model_name"], pretrained=result["file"],
+                                                                 device=device, force_context_length=length)
+    return model.eval(), preprocess, open_clip.get_tokenizer(result["model_name"], context_length=length)
+
+
+def open_clip_config(name: str) -> Optional[Dict]:
+    import open_clip
+
+    return open_clip.get_model_config(name)
+
