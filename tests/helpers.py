@@ -158,3 +158,35 @@ else:
     torch.save = save
 main_CLIP.main(sys.argv[4:])
 """
+
+
+# ----------------------------------------------------------------------------- a method's step through the registry
+
+def method_step(model, siamese, opt, sopt, batch, *, variant="paper", impl="efficient", info=None, autocast=None,
+                grad_clip=10.0, reweight=True, estimator="siamese", siamese_state="persistent"):
+    """One step of the NPC method these parts name, built through the registry as --method and its flags
+    build it; the siamese estimator steps the given copy with the given optimizer."""
+    from npc import methods
+    from npc.steps import train_step
+
+    base = methods.get_method("npc_release" if variant == "release" else "npc_paper")
+    options = {"impl": impl, "state": siamese_state} if estimator == "siamese" else None
+    m = methods.compose(base, estimator=estimator, reweight=reweight, options=options)
+    est = m.build_estimator()
+    if siamese is not None:
+        est.attach_siamese(siamese, sopt)
+    return train_step(model, opt, batch, est, m.objective, info=info, autocast=autocast, grad_clip=grad_clip,
+                      reweight=m.reweight)
+
+
+def clip_step(model, opt, batch, *, info=None, autocast=None, grad_clip=10.0, weights=None):
+    """One step of --method clip (with ``weights``: the CLIP objective with those per-pair weights)."""
+    from npc.estimators import WeightEstimator
+    from npc.steps import train_step
+
+    class FixedWeights(WeightEstimator):
+        def weights(self, state):
+            return weights
+
+    return train_step(model, opt, batch, None if weights is None else FixedWeights(), "clip", info=info,
+                      autocast=autocast, grad_clip=grad_clip)

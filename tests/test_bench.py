@@ -12,7 +12,7 @@ from bench import throughput
 
 from npc.model import create_model
 from npc.negative_impact import phase_timings
-from test_npc import clip_step, method_step
+from helpers import clip_step, method_step
 
 
 def test_throughput_json_has_the_documented_fields():

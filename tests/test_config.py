@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import main_CLIP
-from conftest import run_args
+from helpers import run_args
 from npc import estimators, methods
 from npc.config import RunConfig
 from npc.distributed import DistInfo

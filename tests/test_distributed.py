@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from npc.distributed import DistInfo
 from npc.model import create_model
-from test_npc import clip_step, method_step
+from helpers import clip_step, method_step
 
 B = 8
 

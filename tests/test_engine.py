@@ -8,7 +8,7 @@ import torch
 import get_memorybank
 import main_CLIP
 import main_NPC
-from conftest import run_args
+from helpers import run_args
 
 
 def _weights(path):

@@ -21,25 +21,18 @@ from npc import data
 import get_memorybank
 import main_CLIP
 import main_NPC
-from conftest import MODEL, run_args
+from helpers import MODEL, run_args
 from npc import checkpoint, engine
 from npc import memory_bank as mb
 from npc.cli import cli
 from npc.locks import file_lock
 from npc.params import ConfigError, parse_args
-from step_hooks import CHILD_PYTHONPATH
+from helpers import CHILD_PYTHONPATH, KILL_SCRIPT, REPO, _records
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-
-def _records(run_dir):
-    """metrics.jsonl without the timing, which differs between any two runs."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "pairs_per_s"} for line in lines]
 
 
 def _scalar_steps(run_dir, tag):
@@ -60,42 +53,6 @@ def root(demo_root, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- real interruptions
 
-# Runs main_CLIP.main in a subprocess that SIGKILLs itself at a chosen point: in the middle of an
-# epoch (after a number of optimizer steps), half-way through writing a checkpoint file, or at the
-# write of an epoch's best.pt (after its metrics and its complete epoch file, before latest.pt moves on).
-KILL_SCRIPT = r"""
-import sys
-import torch
-torch.set_num_threads(int(sys.argv[3]))  # the test process's: float sums depend on the thread count
-import main_CLIP
-from npc import checkpoint
-from step_hooks import before_step, kill_self
-
-mode, at = sys.argv[1], int(sys.argv[2])
-if mode == "mid_epoch":
-    before_step(at + 1, kill_self)
-elif mode == "best_copy":
-    real_write = checkpoint.write_best
-
-    def write(ckpt, dst):
-        if dst.name == "best.pt" and ckpt["epoch"] == at:
-            kill_self()
-        return real_write(ckpt, dst)
-
-    checkpoint.write_best = write
-else:
-    real_save = torch.save
-
-    def save(obj, f, *a, **kw):
-        if isinstance(obj, dict) and obj.get("epoch") == at:
-            f.write(b"PK half a checkpoint")
-            f.flush()
-            kill_self()
-        return real_save(obj, f, *a, **kw)
-
-    torch.save = save
-main_CLIP.main(sys.argv[4:])
-"""
 
 COMMON = ("--epochs", "2", "--noise_ratio", "0.2", "--display", "5")
 

@@ -9,12 +9,12 @@ import torch
 
 import main_CLIP
 import main_NPC
-from conftest import run_args
+from helpers import run_args
 from npc import estimators, methods
 from npc.method_flags import method_of
 from npc.params import parse_args
 from npc.steps import train_step
-from test_npc import _per_sample, _setup
+from helpers import _per_sample, _setup
 
 
 def _sgd_step_equals(model, a0, batch, weights, bank: bool = False):
@@ -214,7 +214,7 @@ def test_osa_run_resumes_to_the_same_weights(fresh_root, base_dir, tmp_path):
 @pytest.mark.parametrize("name", ["npc_paper", "npc_release", "npc_first_order"])
 def test_estimate_reads_the_weights_a_step_would_use_without_training(name):
     from npc.steps import estimate
-    from test_npc import method_step
+    from helpers import method_step
 
     model, batch = _setup()
     a0 = copy.deepcopy(model)

@@ -17,7 +17,7 @@ import find_noisy_pairs
 import get_memorybank
 import main_CLIP
 import main_NPC
-from conftest import MODEL, run_args
+from helpers import MODEL, run_args
 from npc.cli import cli
 from npc.pair_weights import load_pair_weights
 from test_own_data import csv_flags, make_images_and_csvs

@@ -8,9 +8,7 @@ from npc.losses import clip_loss_per_sample
 from npc.model import compile_towers, create_model, encode, logit_scale
 from npc.distributed import DistInfo
 from npc.negative_impact import encode_groups, npc_weights
-from npc import methods
-from npc.estimators import WeightEstimator
-from npc.steps import train_step
+from helpers import _per_sample, _setup, clip_step, method_step
 
 
 def test_weights_hand_computed():
@@ -26,59 +24,8 @@ def test_weights_hand_computed():
     assert (w <= 1).all()
 
 
-def _setup(seed=0, b=6, n_img=9, n_txt=12):
-    torch.manual_seed(seed)
-    model, _, _ = create_model("npc-micro", "none")
-    g = torch.Generator().manual_seed(seed)
-    batch = {
-        "images": torch.randn(n_img, 3, 32, 32, generator=g),
-        "texts": torch.randint(1, 400, (n_txt, 24), generator=g),
-        "pair_img": torch.tensor([0, 1, 2, 3, 4, 5]), "pair_txt": torch.tensor([0, 1, 2, 3, 4, 5]),
-        # bank entries: some are the pair itself, some shared between pairs, some new
-        "bankI_img": torch.tensor([0, 6, 2, 7, 6, 8]), "bankI_txt": torch.tensor([0, 6, 2, 7, 6, 8]),
-        "bankT_img": torch.tensor([1, 1, 7, 3, 8, 5]), "bankT_txt": torch.tensor([9, 1, 10, 3, 11, 5]),
-        "index": torch.arange(b),
-    }
-    return model, batch
-
-
-def method_step(model, siamese, opt, sopt, batch, *, variant="paper", impl="efficient", info=None, autocast=None,
-                grad_clip=10.0, reweight=True, estimator="siamese", siamese_state="persistent"):
-    """One step of the NPC method these parts name, built through the registry as --method and its flags
-    build it; the siamese estimator steps the given copy with the given optimizer."""
-    base = methods.get_method("npc_release" if variant == "release" else "npc_paper")
-    options = {"impl": impl, "state": siamese_state} if estimator == "siamese" else None
-    m = methods.compose(base, estimator=estimator, reweight=reweight, options=options)
-    est = m.build_estimator()
-    if siamese is not None:
-        est.attach_siamese(siamese, sopt)
-    return train_step(model, opt, batch, est, m.objective, info=info, autocast=autocast, grad_clip=grad_clip,
-                      reweight=m.reweight)
-
-
-class FixedWeights(WeightEstimator):
-    """Weights given for every step (a test's)."""
-
-    def __init__(self, weights):
-        self.given = weights
-
-    def weights(self, state):
-        return self.given
-
-
-def clip_step(model, opt, batch, *, info=None, autocast=None, grad_clip=10.0, weights=None):
-    """One step of --method clip (with ``weights``: the CLIP objective with those per-pair weights)."""
-    return train_step(model, opt, batch, None if weights is None else FixedWeights(weights), "clip", info=info,
-                      autocast=autocast, grad_clip=grad_clip)
-
-
 def _opt(model, lr=1e-3):
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)
-
-
-def _per_sample(model, batch, group):
-    img, txt = encode(model, batch["images"][batch[f"{group}_img"]], batch["texts"][batch[f"{group}_txt"]])
-    return clip_loss_per_sample(img, txt, logit_scale(model))
 
 
 def _run(variant, impl, seed=0, siamese_eps=1e-6, compile_backend=None):
