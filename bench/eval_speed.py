@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from npc import data
+from npc import loaders
 from npc.evaluation import EVAL_PRECISIONS, encode_split, eval_precision
 from npc.train_utils import resolve_device
 from npc.evaluation_metrics import retrieval_metrics
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
                                                                     os.cpu_count() or 1), torch.device("cpu"))
         result["jpeg_kib"] = round(sum(q.stat().st_size for q in split.image_paths) / args.images / 1024, 1)
         for w in workers:  # loading alone, JPEG path
-            loader = data.image_loader(split, preprocess, args.batch, w)
+            loader = loaders.image_loader(split, preprocess, args.batch, w)
             result[f"load_jpeg_images_per_s_{w}w"] = images_per_s(loader, args.images)
 
         cache, result["cache_build_s"] = timed(

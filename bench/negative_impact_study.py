@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from npc import data
+from npc import loaders
 from npc import memory_bank as mb
 from npc.detection import mean_noise_rank, weight_auc
 from npc.io import atomic_write_json
@@ -159,8 +160,8 @@ def study_one(noise: str, which: str, args) -> list:
     bank_dir = data.memory_bank_dir(ROOT)
     bank = mb.load_bank(bank_dir, noise, split)
     p_clean = mb.load_pclean(bank_dir, noise, len(split))
-    ds = data.PairBatches(split, preprocess, tokenizer, bank)
-    sampler = data.EpochBatchSampler(len(split), 128, seed=0)
+    ds = loaders.PairBatches(split, preprocess, tokenizer, bank)
+    sampler = loaders.EpochBatchSampler(len(split), 128, seed=0)
     batches = [b for b, _ in zip(sampler, range(args.batches))]
     model.train()
 

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from npc import data
+from npc import loaders
 from npc import memory_bank as mb
 from npc import osa
 from npc.detection import mean_noise_rank, weight_auc
@@ -247,7 +248,7 @@ def osa_train_weights(f: dict, shift: float, batch: int = 128) -> np.ndarray:
     split = f["split"]
     ci = torch.as_tensor(split.caption_image)
     w = np.full(len(split), np.nan)
-    for idx in data.EpochBatchSampler(len(split), batch, seed=0):
+    for idx in loaders.EpochBatchSampler(len(split), batch, seed=0):
         idx = torch.as_tensor(idx)
         logits = f["scale"] * f["img"][ci[idx]] @ f["txt"][idx].t()
         w[idx.numpy()] = osa.osa_weight_function(logits, shift).numpy()
@@ -312,8 +313,8 @@ def npc_weights(name: str, noise: str, regime: str, n_pairs: int) -> dict:
     torch.manual_seed(0)
     model, preprocess, tokenizer = load_base(name, precision=r["precision"])
     model.train()
-    ds = data.PairBatches(f["split"], preprocess, tokenizer, f["bank"])
-    sampler = data.EpochBatchSampler(len(f["split"]), r["batch"], seed=0)
+    ds = loaders.PairBatches(f["split"], preprocess, tokenizer, f["bank"])
+    sampler = loaders.EpochBatchSampler(len(f["split"]), r["batch"], seed=0)
     batches = [b for b, _ in zip(sampler, range(max(1, n_pairs // r["batch"])))]
     siamese = copy.deepcopy(model)
     # A''s optimizer as main_NPC.py makes it (AdamW 0.9/0.98, eps 1e-6, wd 0.2; the plain one on fp16 weights).

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from npc.train_utils import autocast_for, make_optimizer, resolve_device, resolve_precision
 from npc.model import compile_towers, create_model, encode_text_parts
-from npc import methods
+from npc import loaders, methods
 from npc.steps import train_step
 
 from npc.reporting import REPO, environment
@@ -90,12 +90,13 @@ def demo_bank_batch(b: int, image_size: int, tokenizer, device, seed: int = 0):
     stops at the longest one); the pixels are random at the model's input size.
     """
     from npc import data
+    from npc import loaders
     from npc import memory_bank as mb
 
     root = REPO / "dataset" / "demo"
     split, _ = data.load_train_split(root, "demo", 5, 0.4, log=lambda *_: None, check_images=False)
     bank = mb.load_bank(data.memory_bank_dir(root), 0.4, split)
-    ds = data.PairBatches(split, None, tokenizer, bank,
+    ds = loaders.PairBatches(split, None, tokenizer, bank,
                           image_source=lambda idx: torch.zeros(len(idx), 3, image_size, image_size))
     rng = np.random.default_rng(seed)
     batch = ds[rng.choice(len(split), b, replace=False).tolist()]
@@ -223,7 +224,7 @@ def time_loading(args) -> dict:
         bank = mb.load_bank(bank_dir, 0.4, split)
     else:  # a stand-in bank with the typical share of self entries
         rng = np.random.default_rng(0)
-        bank = data.BankIndex(rng.integers(0, len(split), split.num_images), rng.integers(0, len(split), len(split)))
+        bank = loaders.BankIndex(rng.integers(0, len(split), split.num_images), rng.integers(0, len(split), len(split)))
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache = ImageCache(tmp, "train", split.image_paths, preprocess, num_workers=0, progress=False,
@@ -232,7 +233,7 @@ def time_loading(args) -> dict:
         rng = np.random.default_rng(1)
         batches = [rng.choice(len(split), args.batch, replace=False).tolist() for _ in range(args.load_batches)]
         for name, src in sources.items():
-            ds = data.PairBatches(split, preprocess, tokenizer, bank, image_source=src)
+            ds = loaders.PairBatches(split, preprocess, tokenizer, bank, image_source=src)
             ds[batches[0]]
             t0 = time.perf_counter()
             n_images = 0
@@ -254,7 +255,6 @@ def time_loading_paper_size(args) -> dict:
     """
     import open_clip
 
-    from npc import data
     from npc.image_cache import ImageCache
 
     preprocess = open_clip.image_transform(224, is_train=False)
@@ -265,7 +265,7 @@ def time_loading_paper_size(args) -> dict:
         out["paper_size_jpeg_kib"] = round(sum(p.stat().st_size for p in paths) / len(paths) / 1024, 1)
         t0 = time.perf_counter()
         for p in paths:
-            data.load_image(p, preprocess)
+            loaders.load_image(p, preprocess)
         out["load_pil_224_images_per_s_1proc"] = len(paths) / (time.perf_counter() - t0)
         cache = ImageCache(Path(tmp) / "cache", "paper_size", paths, preprocess, num_workers=0, progress=False,
                            log=lambda *_: None)

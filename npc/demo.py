@@ -18,6 +18,7 @@ from typing import Optional
 from tqdm import tqdm
 
 from npc import data
+from npc import loaders
 from npc.datasets import DATASETS
 from npc.paths import REPO_ROOT
 from npc.io import atomic_torch_save, read_json
@@ -134,8 +135,8 @@ def _pretrain_base(root, vision_model: str, path: Path, *, device, log, progress
     seed_everything(recipe["seed"])
     model, preprocess, tokenizer = create_model(vision_model, "none", device=device)
     split = data.load_split(root, "demo", "pretrain")
-    sampler = data.EpochBatchSampler(len(split), recipe["batch_size"], recipe["seed"])
-    loader = data.train_loader(data.PairBatches(split, preprocess, tokenizer), sampler, num_workers=2)
+    sampler = loaders.EpochBatchSampler(len(split), recipe["batch_size"], recipe["seed"])
+    loader = loaders.train_loader(loaders.PairBatches(split, preprocess, tokenizer), sampler, num_workers=2)
     opt = make_optimizer(model, recipe["lr"], 0.9, 0.98, 1e-6, recipe["weight_decay"])
     lr_fn = partial(lr_at, base_lr=recipe["lr"], warmup=recipe["warmup"], total_steps=len(sampler) * recipe["epochs"],
                     epochs=recipe["epochs"])

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from npc import data, pair_weights, steps
+from npc import loaders
 from npc import memory_bank as mb
 from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, publish_epoch,
                             save_checkpoint, wait_past_event_files)
@@ -55,11 +56,11 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     estimator: Optional[WeightEstimator]
     step_fn: Callable                       # batch -> the step's outputs (the method's train_step)
-    sampler: data.EpochBatchSampler
+    sampler: loaders.EpochBatchSampler
     loader: torch.utils.data.DataLoader
     lr_fn: Callable
     noise_mask: np.ndarray
-    dataset: data.PairBatches
+    dataset: loaders.PairBatches
     bank_in_force: Optional[str] = None   # --bank_update: the run's latest bank (a folder of the run), else None
     start_epoch: int = 0
     step: int = 0
@@ -146,13 +147,13 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
         barrier(info)
         if image_source is None:
             image_source = open_cache(log=lambda *_: None)
-    dataset = data.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source,
+    dataset = loaders.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source,
                                skip_unreadable=args.skip_unreadable_images)
-    sampler = data.EpochBatchSampler(len(train_split) if subset is None else len(subset),
+    sampler = loaders.EpochBatchSampler(len(train_split) if subset is None else len(subset),
                                      args.batch_size, args.seed, info.rank, info.world_size, indices=subset)
     lr_fn = partial(lr_at, base_lr=args.lr, warmup=args.warmup, total_steps=len(sampler) * args.epochs,
                     epochs=args.epochs, schedule=args.lr_schedule)
-    loader = data.train_loader(dataset, sampler, args.num_workers, persistent=not method.bank_update)
+    loader = loaders.train_loader(dataset, sampler, args.num_workers, persistent=not method.bank_update)
     trainer = Trainer(method=method, model=model, optimizer=optimizer, estimator=estimator, step_fn=step_fn,
                       sampler=sampler, loader=loader, lr_fn=lr_fn, noise_mask=noise_mask, dataset=dataset)
     restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main, resume_path=r.resume_path,

@@ -16,7 +16,8 @@ from open_clip.model import convert_weights_to_lp
 from tqdm import tqdm
 
 from npc.datasets import DATASETS
-from npc.data import Split, image_loader
+from npc.data import Split
+from npc.loaders import image_loader
 from npc.distributed import DistInfo, gather_rows
 from npc.errors import UserError
 from npc.evaluation_metrics import fold_metrics, retrieval_metrics

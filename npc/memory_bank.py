@@ -32,7 +32,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from npc.data import BankIndex, Split, csv_derived_path, csv_file, memory_bank_dir
+from npc.data import Split, csv_derived_path, csv_file, memory_bank_dir
+from npc.loaders import BankIndex
 from npc.detection import weight_auc
 from npc.distributed import DistInfo, barrier, broadcast_object
 from npc.errors import UserError

@@ -64,8 +64,8 @@ def epoch_row(n_pairs: int, weights: Optional[np.ndarray] = None, indices: Optio
 
 
 def drawn_pairs(sampler) -> np.ndarray:
-    """Every pair an :class:`npc.data.EpochBatchSampler` draws in its current epoch, over all ranks."""
-    from npc.data import EpochBatchSampler
+    """Every pair an :class:`npc.loaders.EpochBatchSampler` draws in its current epoch, over all ranks."""
+    from npc.loaders import EpochBatchSampler
 
     whole = EpochBatchSampler(sampler.n, sampler.global_batch, sampler.seed, 0, 1, drop_last=sampler.drop_last,
                               shuffle=sampler.shuffle, indices=sampler.indices)

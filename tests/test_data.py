@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 from npc import data
+from npc import loaders
 
 
 def _write(path, lines):
@@ -91,7 +92,7 @@ def test_unreadable_image_names_the_file(tmp_path):
     bad.write_bytes(b"not a jpeg")
     split = data.load_split(tmp_path, "coco", "test")
     with pytest.raises(data.DataError, match="cannot read image .*COCO_2014_000000000001.jpg"):
-        data.load_image(split.image_paths[0], lambda im: im)
+        loaders.load_image(split.image_paths[0], lambda im: im)
 
 
 def test_unknown_dataset():
@@ -111,8 +112,8 @@ def test_pair_batches_dedup_and_positions(tmp_path):
     pre = lambda im: torch.tensor(np.asarray(im, dtype=np.float32)[0, 0] / 40)  # noqa: E731
     for k, p in enumerate(split.image_paths):
         Image.new("RGB", (4, 4), (k * 40, 0, 0)).save(p, format="PNG")  # lossless, despite the .jpg name
-    bank = data.BankIndex(image_bank=np.array([5, 5, 0, 19]), text_bank=np.arange(20)[::-1].copy())
-    ds = data.PairBatches(split, pre, _identity_tokenizer, bank)
+    bank = loaders.BankIndex(image_bank=np.array([5, 5, 0, 19]), text_bank=np.arange(20)[::-1].copy())
+    ds = loaders.PairBatches(split, pre, _identity_tokenizer, bank)
     b = ds[[0, 1, 6, 12]]
     assert len(b["images"]) == len(torch.unique(b["images"][:, 0]))  # each image once
     for group in ("pair", "bankI", "bankT"):
@@ -126,12 +127,12 @@ def test_pair_batches_dedup_and_positions(tmp_path):
 
 
 def test_sampler_shards_are_the_single_process_batch():
-    single = list(data.EpochBatchSampler(103, 8, seed=5))
-    shards = [list(data.EpochBatchSampler(103, 8, seed=5, rank=r, world_size=2)) for r in range(2)]
+    single = list(loaders.EpochBatchSampler(103, 8, seed=5))
+    shards = [list(loaders.EpochBatchSampler(103, 8, seed=5, rank=r, world_size=2)) for r in range(2)]
     assert len(single) == 12
     for k, batch in enumerate(single):
         assert shards[0][k] + shards[1][k] == batch
-    s = data.EpochBatchSampler(103, 8, seed=5)
+    s = loaders.EpochBatchSampler(103, 8, seed=5)
     s.set_epoch(1)
     assert list(s) != single
 

@@ -349,6 +349,7 @@ def test_torchrun_skip_unreadable_images_keeps_ranks_in_step(demo_root, base_dir
     import main_CLIP
     from helpers import run_args
     from npc import data
+    from npc import loaders
 
     root = tmp_path / "demo"
     shutil.copytree(demo_root, root)
@@ -357,7 +358,7 @@ def test_torchrun_skip_unreadable_images_keeps_ranks_in_step(demo_root, base_dir
     split.image_paths[bad].write_bytes(b"not a JPEG")
     # the test's premise: in some step of the epoch the image's pairs are not split evenly over the ranks
     pairs = np.flatnonzero(split.caption_image == bad)
-    shares = [[np.isin(b, pairs).sum() for b in data.EpochBatchSampler(len(split), 32, 0, r, 2)] for r in (0, 1)]
+    shares = [[np.isin(b, pairs).sum() for b in loaders.EpochBatchSampler(len(split), 32, 0, r, 2)] for r in (0, 1)]
     assert any(a != b for a, b in zip(*shares)), shares
 
     flags = ("--epochs", "1", "--batch_size", "32", "--eval_splits", "dev", "--seed", "0", "--skip_unreadable_images")

@@ -18,6 +18,7 @@ import torch
 
 import construct_noise
 from npc import data
+from npc import loaders
 import get_memorybank
 import main_CLIP
 import main_NPC
@@ -309,7 +310,7 @@ def test_bank_provenance_rebuilds_or_refuses(root, base_dir, tmp_path, capsys):
 def test_bank_file_cut_short_or_not_npy_says_rebuild(root, tmp_path):
     split = data.load_split(root, "demo", "train")
     bank_dir = tmp_path / "bank"
-    bank = data.BankIndex(np.arange(split.num_images), np.arange(len(split)))
+    bank = loaders.BankIndex(np.arange(split.num_images), np.arange(len(split)))
     img, txt = mb.save_bank(bank, bank_dir, 0.4, "caption", {})
     np.testing.assert_array_equal(mb.load_bank(bank_dir, 0.4, split).text_bank, bank.text_bank)
     txt.write_bytes(txt.read_bytes()[:200])

@@ -4,6 +4,7 @@ import os
 import torch
 
 from npc import data
+from npc import loaders
 from npc.image_cache import ImageCache, normalize_uint8
 from npc.model import create_model
 
@@ -16,7 +17,7 @@ def test_cache_matches_pil_path_and_is_rebuilt_on_change(fresh_root, tmp_path):
                        log=messages.append)
     assert "building" in messages[-1] and len(cache) == split.num_images
     idx = [3, 0, 7]
-    pil = torch.stack([data.load_image(split.image_paths[i], preprocess) for i in idx])
+    pil = torch.stack([loaders.load_image(split.image_paths[i], preprocess) for i in idx])
     cached = normalize_uint8(cache(idx), *(preprocess.transforms[-1].mean, preprocess.transforms[-1].std))
     # uint8 storage rounds the resized pixels: at most half a grey level, i.e. 0.5/255/std after normalizing
     assert (cached - pil).abs().max() <= 0.5 / 255 / 0.26 + 1e-6

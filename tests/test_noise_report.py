@@ -211,7 +211,7 @@ def test_bad_input_is_one_line_and_leaves_no_report(tmp_path, base_dir, fresh_ro
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
 
     # a failure while writing leaves neither the report nor its temporary folder; an earlier report stays whole
-    from npc import noise_report
+    from npc import report_page
 
     find_noisy_pairs.main(report_flags(fresh_root, base_dir, out, "--resume", str(best), "--top", "3"))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -220,7 +220,7 @@ def test_bad_input_is_one_line_and_leaves_no_report(tmp_path, base_dir, fresh_ro
         path.write_text("half")
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(noise_report, "write_pairs_csv", broken)
+    monkeypatch.setattr(report_page, "write_pairs_csv", broken)
     assert cli(find_noisy_pairs.main, report_flags(fresh_root, base_dir, out, "--resume", str(best))) == 1
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report")] == []
@@ -246,6 +246,7 @@ torch.save({"img": img, "txt": txt, "npc_imported": "npc" in sys.modules}, out)
 
 def test_an_exported_checkpoint_loads_in_open_clip_alone_with_the_projects_features(fresh_root, base_dir, tmp_path):
     from npc import data
+    from npc import loaders
     from npc.model import create_model, encode, load_checkpoint_weights
 
     logs = tmp_path / "logs"
@@ -266,7 +267,7 @@ def test_an_exported_checkpoint_loads_in_open_clip_alone_with_the_projects_featu
     load_checkpoint_weights(model, best)
     model.eval()
     with torch.no_grad():
-        img, txt = encode(model, torch.stack([data.load_image(p, preprocess) for p in paths]), tokenizer(captions))
+        img, txt = encode(model, torch.stack([loaders.load_image(p, preprocess) for p in paths]), tokenizer(captions))
     torch.testing.assert_close(theirs["img"], img, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(theirs["txt"], txt, rtol=1e-5, atol=1e-6)
     base = create_model(MODEL, "none", init_seed=0)[0].eval()
