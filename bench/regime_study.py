@@ -322,7 +322,8 @@ def npc_weights(name: str, noise: str, regime: str, n_pairs: int) -> dict:
     if r["estimator"] == "first_order":
         estimator = methods.get_method("npc_first_order").build_estimator()
     else:  # the siamese estimator as --method npc_<variant> [--siamese_state fresh] builds it
-        method = methods.compose(methods.get_method(f"npc_{r['variant']}"), state=r.get("state"))
+        state = {"state": r["state"]} if r.get("state") else None
+        method = methods.compose(methods.get_method(f"npc_{r['variant']}"), options=state)
         estimator = method.build_estimator()
         estimator.attach_siamese(siamese, siamese_opt)
     ws, idxs, ratios, changed, total, changed16, total16 = [], [], [], 0, 0, 0, 0
