@@ -23,6 +23,10 @@ from npc.errors import UserError
 from npc.evaluation_metrics import fold_metrics, retrieval_metrics
 from npc.model import encode, model_dtype
 
+class NoFP16Kernel(UserError, RuntimeError):
+    """This torch has no CPU fp16 kernel for an operation the model needs; the message names the flag."""
+
+
 #: ``--eval_precision`` values: how features are computed for evaluation.
 EVAL_PRECISIONS = ("fp32", "fp16", "amp_bf16")
 
@@ -68,7 +72,7 @@ def eval_precision(model, precision: str, device) -> Iterator[Tuple[torch.nn.Mod
         except RuntimeError as e:   # e.g. "... not implemented for 'Half'" from an op without a CPU fp16 kernel
             if "Half" not in str(e) or torch.device(device).type == "cuda":
                 raise
-            raise UserError(f"--eval_precision fp16 on {device}: this torch lacks an fp16 operation the model "
+            raise NoFP16Kernel(f"--eval_precision fp16 on {device}: this torch lacks an fp16 operation the model "
                                f"needs ({e}); evaluate on a GPU or with --eval_precision fp32") from e
         return
     if dtype != torch.float32:

@@ -173,7 +173,7 @@ def method_step(model, siamese, opt, sopt, batch, *, variant="paper", impl="effi
     options = {"impl": impl, "state": siamese_state} if estimator == "siamese" else None
     m = methods.compose(base, estimator=estimator, reweight=reweight, options=options)
     est = m.build_estimator()
-    if siamese is not None:
+    if hasattr(est, "attach_siamese"):  # the siamese estimator; the first-order one has no copy
         est.attach_siamese(siamese, sopt)
     return train_step(model, opt, batch, est, m.objective, info=info, autocast=autocast, grad_clip=grad_clip,
                       reweight=m.reweight)

@@ -86,7 +86,7 @@ def test_every_method_writes_its_per_pair_weights_and_their_mean_is_the_logged_m
             assert np.sum(row == 1) == drawn and np.isnan(row[kept]).sum() == kept.sum() - drawn
     else:
         assert pw.kind == "estimator" and np.isfinite(row).all()
-        assert np.nanmean(row) == pytest.approx(record["npc"]["mean_weight"], rel=1e-5)
+        assert np.nanmean(row) == pytest.approx(record["weights"]["mean_weight"], rel=1e-5)
     if method == "pclean_weight":  # its weights are the bank's p(clean), looked up per pair
         p_clean = np.load(fresh_root / "annotations" / "memory_bank" / "0.4_mbank_pclean.npy")
         np.testing.assert_allclose(row, p_clean, rtol=1e-6)
@@ -100,7 +100,7 @@ def test_a_resumed_run_keeps_one_row_per_epoch(fresh_root, base_dir, tmp_path):
     main_CLIP.main(flags + ["--resume", "latest"])
     pw = load_pair_weights(logs / "r")
     assert pw.epochs.tolist() == [1, 2] and np.array_equal(pw.weights[0], first)
-    means = [json.loads(line)["npc"]["mean_weight"] for line in (logs / "r" / "metrics.jsonl").read_text().splitlines()]
+    means = [json.loads(line)["weights"]["mean_weight"] for line in (logs / "r" / "metrics.jsonl").read_text().splitlines()]
     assert np.nanmean(pw.weights, axis=1) == pytest.approx(means, rel=1e-5)
 
 
