@@ -1,0 +1,60 @@
+"""Rerun recorded benchmark runs by their method's name and compare with the record, bit for bit.
+
+    python bench/spot_check.py clip:0.4:0 pclean_weight:0.4:0 npc_paper:0.4:0 --out spot_check.json
+
+Each ``METHOD:NOISE:SEED`` is looked up in ``bench/results/noisy_benchmark/noisy_benchmark.json`` and run
+again through the benchmark's own runner (``run_one``: the real entry point, ``--method METHOD``, the
+recorded epochs and learning rate) with the thread count the record was measured with (its ``device``
+field; records without one were run with 2 threads), so that float sums happen in the same order. The
+record written beside the benchmark's says, per run, the recorded and the new test rsum and whether every
+recall is equal.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+from noisy_benchmark import RECALLS, RESULTS, load, run_one
+
+from npc.io import atomic_write_json
+from npc.reporting import REPO, environment
+
+
+def threads_of(record: dict) -> int:
+    m = re.search(r"\((\d+) threads", record.get("device") or "")
+    return int(m.group(1)) if m else 2
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", metavar="METHOD:NOISE:SEED")
+    p.add_argument("--out", default="spot_check.json", help="file name under bench/results/noisy_benchmark/")
+    a = p.parse_args(argv)
+    records = load(RESULTS / "noisy_benchmark.json")
+    rows = []
+    for spec in a.runs:
+        method, noise, seed = spec.split(":")
+        rec = next((r for r in records if r["method"] == method and r["noise_ratio"] == float(noise)
+                    and r["seed"] == int(seed)), None)
+        if rec is None:
+            raise SystemExit(f"{spec}: no such record in {RESULTS / 'noisy_benchmark.json'}")
+        threads = threads_of(rec)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # the runner's subprocess inherits it
+        new = run_one(method, noise, int(seed), epochs=rec["epochs"], lr=rec.get("lr"), logs=REPO / "bench" / "runs",
+                      tag="spot")
+        equal = all(new[k] == rec[k] for k in (*RECALLS, "rsum"))
+        rows.append({"method": method, "noise_ratio": float(noise), "seed": int(seed), "threads": threads,
+                     "recorded_rsum": rec["rsum"], "rsum": new["rsum"], "every_recall_equal": equal,
+                     "recorded_commit": rec["git_commit"], "command": new["command"], "seconds": new["seconds"]})
+        print(f"{spec}: recorded {rec['rsum']:.2f}, now {new['rsum']:.2f} ({'equal' if equal else 'DIFFERENT'})",
+              flush=True)
+    env = environment(__file__, argv, "cpu")
+    atomic_write_json(RESULTS / a.out, {**{k: env[k] for k in ("git_commit", "command", "torch", "open_clip",
+                                                                  "python")}, "rows": rows})
+    return 0 if all(r["every_recall_equal"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
