@@ -367,11 +367,11 @@ class SmallLoss(WeightEstimator):
         from npc.distributed import gather_no_grad, row_offset
 
         loss = s.losses["pair"].detach().float()
-        everyone = gather_no_grad(loss, s.info) if s.info.enabled else loss
+        everyone = gather_no_grad(loss, s.info)
         n = everyone.shape[0]
         kept = max(1, math.ceil(self.keep * n - 1e-9))
         order = torch.argsort(everyone, stable=True)
         w = torch.zeros(n, device=loss.device)
         w[order[:kept]] = n / kept
-        start = row_offset(loss, s.info) if s.info.enabled else 0
+        start = row_offset(loss, s.info)
         return w[start:start + loss.shape[0]]

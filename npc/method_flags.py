@@ -45,13 +45,14 @@ def resolve_method(values: Mapping, script: str, explicit: frozenset):
         m = M.compose(M.get_method(name), options=options, bank_update=values.get("bank_update"))
     else:
         base = M.get_method(values["method"])
-        for flag, option in _LEGACY_OPTIONS.items():
-            if flag in given:
-                options.setdefault(option, given[flag])
         estimator = given.get("npc_estimator")
-        if "npc_variant" in given and (estimator or base.estimator) == "siamese":
-            # --npc_variant release names the release's composition, its siamese gradient scale included
-            options.setdefault("grad_scale", 4.0 if given["npc_variant"] == "release" else 1.0)
+        if (estimator or base.estimator) == "siamese":  # the siamese estimator's options, as earlier flags set them
+            for flag, option in _LEGACY_OPTIONS.items():
+                if flag in given:
+                    options.setdefault(option, given[flag])
+            if "npc_variant" in given:
+                # --npc_variant release names the release's composition, its siamese gradient scale included
+                options.setdefault("grad_scale", 4.0 if given["npc_variant"] == "release" else 1.0)
         weights = given.get("npc_weights")
         m = M.compose(base, objective=given.get("npc_variant"), estimator=estimator,
                       reweight=None if weights is None else weights == "on", options=options,
@@ -95,20 +96,12 @@ def method_of(cfg):
 
 def saved_method_fields(saved: Dict) -> Dict:
     """The method fields of a run saved by an earlier version: its ``method`` was the script (npc or clip), or
-    it recorded no ``method_opt`` (the options were its NPC flags)."""
+    it recorded no ``method_opt`` (the options were its NPC flags). Read as a command line giving those flags."""
     from npc import methods as M
 
-    if saved.get("method") == "clip":
-        prior = saved.get("clean_prior", "none")
-        return method_fields(M.get_method(prior if prior in ("gmm_filter", "pclean_weight") else "clip"), "clip")
-    base = M.get_method("npc_paper" if saved.get("method") == "npc" else M.base_name(saved["method"]))
-    if base.script == "clip":
-        return method_fields(M.compose(base, bank_update=saved.get("bank_update", 0)), "clip")
-    estimator = saved.get("npc_estimator", base.estimator)
-    options = {"impl": saved.get("npc_impl", "efficient"), "state": saved.get("siamese_state", "persistent"),
-               "grad_scale": 4.0 if saved.get("npc_variant", base.objective) == "release" else 1.0} \
-        if estimator == "siamese" else {}
-    m = M.compose(base, objective=saved.get("npc_variant", base.objective), estimator=estimator,
-                  reweight=saved.get("npc_weights", "on") == "on", options=options,
-                  bank_update=saved.get("bank_update", base.bank_update))
-    return method_fields(m, "npc")
+    by_script = saved.get("method") in ("npc", "clip")
+    script = saved["method"] if by_script else M.get_method(M.base_name(saved["method"])).script
+    values = {**saved, "method": M.DEFAULT_METHOD[script] if by_script else M.base_name(saved["method"])}
+    flags = ("npc_variant", "npc_estimator", "npc_weights", "clean_prior", *_LEGACY_OPTIONS)
+    explicit = frozenset(k for k in flags if k in saved) | (frozenset() if by_script else {"method"})
+    return method_fields(resolve_method(values, script, explicit), script)

@@ -164,3 +164,17 @@ def test_one_line_errors_are_the_projects_and_torchs_own_errors_keep_their_trace
 
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         cli(torch_problem, [])
+
+
+def test_the_flags_of_earlier_versions_set_the_siamese_options_only_for_the_siamese_estimator():
+    from npc.method_flags import saved_method_fields
+
+    # a first-order run records --npc_impl / --siamese_state too (its checkpoint's flags, or a command line)
+    assert parse_args(["--npc_estimator", "first_order", "--npc_impl", "naive"], "npc").method == "npc_first_order"
+    saved = {"method": "npc_first_order", "npc_variant": "paper", "npc_impl": "efficient",
+             "siamese_state": "persistent", "npc_weights": "on", "npc_estimator": "first_order"}
+    assert saved_method_fields(saved)["method"] == "npc_first_order"
+    old = {"method": "npc", "npc_variant": "release", "npc_impl": "efficient", "siamese_state": "fresh",
+           "npc_weights": "on", "npc_estimator": "siamese"}
+    assert saved_method_fields(old)["method_opt"] == ("grad_scale=4.0", "impl=efficient", "state=fresh")
+    assert saved_method_fields({"method": "clip", "clean_prior": "pclean_weight"})["method"] == "pclean_weight"
