@@ -212,9 +212,12 @@ def run_reference(check: str, ref_dir: Path, inputs: Dict, precision: str, perm,
     batches = [permuted(b, perm) for b in inputs["batches"]]
     B, steps = len(batches[0]["index"]), len(batches)
 
+    models: List = []   # the models their main() loads: the trained one first (then the siamese / estimator copy)
+
     def load(name, device="cpu", jit=False):
         model = build_model({k: v.clone() for k, v in inputs["state_dict"].items()})  # their fp16 conversion
-        return (model.float() if precision == "fp32" else model), None
+        models.append(model.float() if precision == "fp32" else model)
+        return models[-1], None
 
     module.clip.clip.load = load
     loader = [release_batch(b) if check == "npc_release" else release_batch(b)[:3] for b in batches]
@@ -238,55 +241,36 @@ def run_reference(check: str, ref_dir: Path, inputs: Dict, precision: str, perm,
             return seen[-1]
 
         module.weight_function = weight_function
+    records: List[Dict] = []
+    observer = _Observer(B)
+
+    def install_hooks(main_opt, siamese_opt=None):
+        """Copies of parameters and moments after every step of each optimizer their main() built."""
+        model, siamese = models[0], models[1] if siamese_opt is not None else None
+        if siamese is not None:
+            siamese_opt.register_step_post_hook(
+                lambda opt, a, k: records.append({"siamese": _snapshot(siamese.named_parameters(), opt)}))
+        else:
+            main_opt.register_step_pre_hook(lambda opt, a, k: records.append({}))
+        main_opt.register_step_post_hook(lambda opt, a, k: records[-1].update(
+            model=_snapshot(model.named_parameters(), opt), lr=float(opt.param_groups[0]["lr"])))
+
     optimizers = []
 
     class AdamW(torch.optim.AdamW):  # records each optimizer their main() builds; computes nothing else
         def __init__(self, params, *a, **k):
-            params = list(params)
-            super().__init__(params, *a, **k)
+            super().__init__(list(params), *a, **k)
             optimizers.append(self)
+            if len(optimizers) == (2 if check == "npc_release" else 1):  # the model's, then the siamese's
+                install_hooks(*optimizers)
 
     torch.optim.AdamW = AdamW
     module.optim.AdamW = AdamW
-    records: List[Dict] = []
-    models: List = []
-    original_load = module.clip.clip.load
-
-    def load_and_keep(*a, **k):
-        out = original_load(*a, **k)
-        models.append(out[0])
-        return out
-
-    module.clip.clip.load = load_and_keep
     # Their flags, parsed by their own parser. The lr is the fp32/fp16 check's; warmup 0 and their
     # samples-counted cosine keep it within 1e-3 of constant over the few steps run here.
     sys.argv = [f"{CHECKS[check][1]}.py", "--batch_size", str(B), "--epochs", "1", "--lr", str(LR[precision]),
                 "--warmup", "0", "--checkpoint_path", str(workdir), "--experiments", "run", "--dataset", "coco",
                 "--display", "1000000", "--seed", str(inputs["seed"])]
-    observer = _Observer(B)
-
-    def hooks():
-        main_opt = optimizers[0]
-        model = models[0]
-        siamese = models[1] if check == "npc_release" else None
-        if siamese is not None:
-            optimizers[1].register_step_post_hook(
-                lambda opt, a, k: records.append({"siamese": _snapshot(siamese.named_parameters(), opt)}))
-        main_opt.register_step_pre_hook(lambda opt, a, k: (records.append({}) if siamese is None else None))
-        main_opt.register_step_post_hook(lambda opt, a, k: records[-1].update(
-            model=_snapshot(model.named_parameters(), opt), lr=float(opt.param_groups[0]["lr"])))
-
-    installed = []
-    real_init = AdamW.__init__
-
-    def init_and_hook(self, *a, **k):
-        real_init(self, *a, **k)
-        need = 2 if check == "npc_release" else 1
-        if len(optimizers) == need and not installed:
-            installed.append(True)
-            hooks()
-
-    AdamW.__init__ = init_and_hook
     with observer:
         module.main()
     out = {"records": records, "backward": observer.backward, "note": note,
