@@ -16,10 +16,10 @@ from npc.params import parse_args
 
 
 def main(argv=None):
-    args = parse_args(argv, "bank")  # before importing torch: --help and flag errors answer at once
+    cfg = parse_args(argv, "bank")  # before importing torch: --help and flag errors answer at once
     from npc.run_setup import build_bank_only
 
-    return build_bank_only(args)
+    return build_bank_only(cfg)
 
 
 if __name__ == "__main__":

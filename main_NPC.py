@@ -10,10 +10,10 @@ from npc.params import parse_args
 
 
 def main(argv=None):
-    args = parse_args(argv, "npc")  # before importing torch: --help and flag errors answer at once
+    cfg = parse_args(argv, "npc")  # before importing torch: --help and flag errors answer at once
     from npc.engine import run
 
-    return run(args)
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
+from npc.config import RunPaths
 from npc.distributed import DistInfo, barrier
 from npc.io import atomic_copy, atomic_torch_save
 from npc.model import read_checkpoint
@@ -26,20 +27,13 @@ CHECKPOINT_FORMAT = "npc-reimpl/1"
 log = logging.getLogger("npc")
 
 
-def checkpoint_dict(*, model, optimizer, epoch: int, step: int, best: Dict, args,
-                    extra: Optional[Dict] = None) -> Dict:
-    """Weights, optimizer, epoch, step, best, RNG and the run's flags; ``extra``: the estimator's state."""
-    return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "name": args.name,
-            "vision_model": args.vision_model, "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "best": best, "rng": rng_state(),
-            "args": {k: v for k, v in args.flags().items() if _plain(v)},
-            **(extra or {})}
-
-
-def _plain(value) -> bool:
-    """A flag value a checkpoint keeps: a scalar, or a tuple of scalars (``--method_opt``'s)."""
-    scalar = (str, int, float, bool, type(None))
-    return isinstance(value, scalar) or (isinstance(value, tuple) and all(isinstance(x, scalar) for x in value))
+def checkpoint_dict(*, model, optimizer, epoch: int, step: int, best: Dict, config: Dict, name: str,
+                    vision_model: str, extra: Optional[Dict] = None) -> Dict:
+    """Weights, optimizer, epoch, step, best, RNG and the run's configuration (``config``: its sections as
+    plain values, :meth:`npc.config.RunConfig.sections`); ``extra``: the estimator's state."""
+    return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "name": name, "vision_model": vision_model,
+            "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best, "rng": rng_state(),
+            "config": config, **(extra or {})}
 
 
 def save_checkpoint(path: Path, **kwargs) -> Dict:
@@ -50,7 +44,8 @@ def save_checkpoint(path: Path, **kwargs) -> Dict:
 
 
 # What evaluation needs of a checkpoint: best.pt keeps these (no optimizer states, no RNG).
-WEIGHTS_KEYS = ("format", "epoch", "step", "name", "vision_model", "state_dict", "best", "args", "fingerprints")
+WEIGHTS_KEYS = ("format", "epoch", "step", "name", "vision_model", "state_dict", "best", "config", "args",
+                "fingerprints")
 
 
 def write_best(ckpt: Dict, path: Path) -> None:
@@ -137,24 +132,23 @@ def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[Path]:
     return path
 
 
-def name_run(args, info: DistInfo):
-    """The run's name, folder and checkpoint folder (a new run without --experiments gets a timestamped name)."""
-    experiments = args.experiments
+def name_run(paths: RunPaths, default_name: str, info: DistInfo):
+    """The run's name, folder and checkpoint folder (a new run without --experiments gets ``default_name`` and a
+    timestamp)."""
+    experiments = paths.experiments
     if not experiments:
-        if args.resume == "latest":
+        if paths.resume == "latest":
             raise SystemExit("error: --resume latest needs --experiments NAME (the run to continue)")
-        stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
-        experiments = (f"eval_{args.dataset}_{stamp}" if args.eval else
-                       f"{args.method}_{args.dataset}_noise{args.noise_ratio}_{stamp}")
+        experiments = f"{default_name}_{time.strftime('%Y_%m_%d-%H_%M_%S')}"
         if info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
             import torch.distributed as dist
 
             name = [experiments]
             dist.broadcast_object_list(name, src=0)
             experiments = name[0]
-    run_dir = Path(args.logs) / experiments
-    ckpt_dir = Path(args.checkpoint_path) if args.checkpoint_path else run_dir / "checkpoints"
-    if args.resume == "latest" and not args.eval and not run_dir.exists() and latest_checkpoint(ckpt_dir) is None:
+    run_dir = Path(paths.logs) / experiments
+    ckpt_dir = Path(paths.checkpoint_path) if paths.checkpoint_path else run_dir / "checkpoints"
+    if paths.resume == "latest" and not paths.eval and not run_dir.exists() and latest_checkpoint(ckpt_dir) is None:
         raise no_run_to_continue(run_dir, ckpt_dir)  # before any folder is made (every rank sees the same)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -167,15 +161,15 @@ def no_run_to_continue(run_dir: Path, ckpt_dir: Path) -> FileNotFoundError:
                              f"check --experiments")
 
 
-def open_resume(args, run_dir: Path, ckpt_dir: Path, note: Callable[[str], None]):
+def open_resume(paths: RunPaths, run_dir: Path, ckpt_dir: Path, note: Callable[[str], None]):
     """``--resume`` as the run takes it (None when there is nothing to resume after all), and the checkpoint
     to resume (path and content), or (None, None).
 
     ``--resume latest`` on a run that died before its first checkpoint starts it again (a run folder
     must never get stuck); on a name that holds no run at all it is an error (a typo).
     """
-    resume = args.resume
-    if resume == "latest" and not args.eval and latest_checkpoint(ckpt_dir) is None:
+    resume = paths.resume
+    if resume == "latest" and not paths.eval and latest_checkpoint(ckpt_dir) is None:
         if not (run_dir / "params.txt").exists():
             raise no_run_to_continue(run_dir, ckpt_dir)
         note(f"--resume latest: {run_dir} has no checkpoint yet (its run ended before the first one): "

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from npc.csv_format import DataError, read_rows, separator_name
 from npc.datasets import DATASETS, DatasetSpec
-from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
+from npc.noise import ensure_noisy_split, read_caption_lines
 
 log = logging.getLogger("npc")
 
@@ -86,6 +86,7 @@ class Split:
     caps_file: Path = field(default=None)
     source_lines: Optional[np.ndarray] = None  # CSV splits: the file line (1-based) of every caption
     source_file: Optional[Path] = None          # CSV splits: the CSV file
+    pair_keys: Optional[List[str]] = None       # each pair's own key in its source (a file line, a sentence id)
 
     @property
     def num_images(self) -> int:
@@ -119,8 +120,9 @@ class Split:
         n_images = min(n_images, self.num_images)
         n_caps = int(np.searchsorted(self.caption_image, n_images))
         lines = None if self.source_lines is None else self.source_lines[:n_caps]
+        keys = None if self.pair_keys is None else self.pair_keys[:n_caps]
         return Split(self.name, self.captions[:n_caps], self.image_ids[:n_images], self.image_paths[:n_images],
-                     self.caption_image[:n_caps], self.num_anns, self.caps_file, lines, self.source_file)
+                     self.caption_image[:n_caps], self.num_anns, self.caps_file, lines, self.source_file, keys)
 
     def without_images(self, drop: Sequence[int]) -> "Split":
         """The split without images ``drop`` (indices) and their captions, in the same order."""
@@ -129,10 +131,11 @@ class Split:
         renumber = np.cumsum(keep) - 1
         kept_caps = keep[self.caption_image]
         lines = None if self.source_lines is None else self.source_lines[kept_caps]
+        keys = None if self.pair_keys is None else [q for q, k in zip(self.pair_keys, kept_caps) if k]
         return Split(self.name, [c for c, k in zip(self.captions, kept_caps) if k],
                      [i for i, k in zip(self.image_ids, keep) if k], [q for q, k in zip(self.image_paths, keep) if k],
                      renumber[self.caption_image[kept_caps]].astype(np.int64), self.num_anns, self.caps_file, lines,
-                     self.source_file)
+                     self.source_file, keys)
 
     def subset_captions(self, n_captions: int) -> "Split":
         """The first images whose captions fit in ``n_captions`` (at least one image): ``--dev_length``."""
@@ -284,42 +287,6 @@ def csv_derived_path(csv_path, name: str) -> Path:
     return csv_path.with_name(f"{csv_path.stem}.{name}")
 
 
-def csv_files(args) -> Dict[str, Optional[str]]:
-    return {"train": getattr(args, "train_data", None), "dev": getattr(args, "dev_data", None),
-            "test": getattr(args, "test_data", None)}
-
-
-def _csv_options(args) -> Dict[str, str]:
-    return dict(img_key=args.csv_img_key, caption_key=args.csv_caption_key, separator=args.csv_separator,
-                encoding=getattr(args, "csv_encoding", "utf-8"))
-
-
-def csv_file(args, split: str) -> Path:
-    f = csv_files(args).get(split)
-    if not f:
-        raise DataError(f"--dataset csv: the {split} split needs {CSV_SPLIT_FLAGS.get(split, '--' + split + '_data')} "
-                        f"FILE.csv")
-    return Path(f)
-
-
-def load_split_for(args, split: str, **kw) -> Split:
-    """Split ``split`` of the dataset ``args`` names (a built-in one, or CSV files).
-
-    With ``check_images`` (the default), every image of an evaluation split (dev, test) is decoded: an
-    unreadable one is an error naming it, or with ``--skip_unreadable_images`` left out with its captions
-    (:func:`readable_split`; the run's checks before training report how many)."""
-    check = kw.pop("check_images", True)
-    decode = check and split not in ("train", "pretrain")  # decoding finds missing images too
-    if args.dataset == "csv":
-        out = read_csv_split(csv_file(args, split), split, **_csv_options(args), check_images=check and not decode)
-    else:
-        check_root(args.dataset_root, args.dataset)
-        out = load_split(args.dataset_root, args.dataset, split, args.num_anns, check_images=check and not decode, **kw)
-    if decode:
-        out = readable_split(out, skip=getattr(args, "skip_unreadable_images", False))[0]
-    return out
-
-
 _DECODED: Dict[tuple, Optional[str]] = {}
 
 
@@ -390,54 +357,3 @@ def shared_images(train: Split, other: Split) -> List[int]:
             if cached_file_sha256(p) in hashes[st.st_size]:
                 shared.append(i)
     return shared
-
-
-def check_root(root, dataset: str) -> None:
-    if not Path(root).is_dir():
-        raise DataError(f"--dataset_root {root}: no such folder (the {dataset} dataset's images/ and annotations/ "
-                        f"are expected there)")
-
-
-def ground_truth_known(args) -> bool:
-    """Whether the training split's noise mask is the truth: noise this project made, or the generated
-    demo's clean data. At ``--noise_ratio 0`` on real data the noise is the data's own: not measurable."""
-    return args.dataset == "demo" or float(args.noise_ratio) > 0
-
-
-def load_train_split_for(args, log=print, check_images: bool = True):
-    """The (noisy) training split of the configured dataset and its noise mask (None when the noise is not
-    known: real noise)."""
-    if args.dataset != "csv":
-        check_root(args.dataset_root, args.dataset)
-        split, mask = load_train_split(args.dataset_root, args.dataset, args.num_anns, args.noise_ratio,
-                                       noise_seed=args.noise_seed, noise_mode=args.noise_mode, log=log,
-                                       check_images=check_images)
-        return split, mask if ground_truth_known(args) else None
-    split, mask = load_csv_train_split(csv_file(args, "train"), noise_ratio=args.noise_ratio, noise_seed=args.noise_seed,
-                                       noise_mode=args.noise_mode, **_csv_options(args), log=log,
-                                       check_images=check_images)
-    return split, mask if ground_truth_known(args) else None
-
-
-def load_csv_train_split(source, *, noise_ratio, noise_seed: int, noise_mode: str, img_key: str = "filepath",
-                         caption_key: str = "title", separator: str = "\t", encoding: str = "utf-8", log=print,
-                         check_images: bool = True):
-    """The training split of a CSV file with the noise of ``noise_ratio`` (built beside the file on first use)
-    and its noise mask."""
-    source = Path(source)
-    split = read_csv_split(source, "train", img_key=img_key, caption_key=caption_key, separator=separator,
-                           encoding=encoding, check_images=check_images)
-    k = split.uniform_num_anns
-    if noise_mode == "image" and not k:
-        raise DataError(f"{source}: --noise_mode image moves whole caption blocks between images and needs the same "
-                        f"number of captions for every image; this file has from "
-                        f"{np.bincount(split.caption_image).min()} to {split.num_anns}")
-    clean = csv_derived_path(source, TRAIN_CAPS)  # the captions in split order, which the noise protocol shuffles
-    if not clean.is_file() or read_caption_lines(clean) != split.captions:
-        from npc.io import atomic_write_lines
-
-        atomic_write_lines(clean, split.captions)
-    caps_path, mask = ensure_noisy_split(source.parent, noise_ratio, seed=noise_seed, mode=noise_mode,
-                                         num_anns=k or 1, log=log, prefix=f"{source.stem}.")
-    split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
-    return split, mask

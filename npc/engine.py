@@ -1,9 +1,9 @@
 """The run, top-down: :func:`run` -> :func:`fit` -> :func:`train_one_epoch` -> :func:`final_evaluation`.
 
-``run(args)`` is what ``main_NPC.py`` / ``main_CLIP.py`` call. Setting a run up (processes, folder,
+``run(cfg)`` is what ``main_NPC.py`` / ``main_CLIP.py`` call. Setting a run up (processes, folder,
 resumed configuration, model and data) is :mod:`npc.run_setup`; checkpoints and run folders are
 :mod:`npc.checkpoint`; the memory bank is :mod:`npc.memory_bank`; one training step of a method is
-:func:`npc.steps.train_step`. No argparse in here: the parsed ``args`` and plain values.
+:func:`npc.steps.train_step`. No argparse in here: the run's configuration (:mod:`npc.config`) and plain values.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from npc import data, loaders, pair_weights, steps
+from npc import loaders, pair_weights, steps
 from npc import memory_bank as mb
 from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, publish_epoch,
                             save_checkpoint, wait_past_event_files)
@@ -32,11 +32,12 @@ from npc.errors import UserError
 from npc.estimators import RunInputs, WeightEstimator
 from npc.evaluation import mean_r1, primary_row, results_by_split
 from npc.evaluation_metrics import format_metrics_table
+from npc.config import RunConfig
 from npc.io import atomic_write_json, atomic_write_lines
 from npc.methods import Method
 from npc.model import compile_towers, load_checkpoint_weights
-from npc.method_flags import method_of
-from npc.run_setup import Run, build_model, load_train_data, setup_run
+from npc.run_setup import Run, bank_inputs, build_model, load_train_data, setup_run
+from npc.sources import source_for
 from npc.train_utils import lr_at, make_optimizer, set_lr, set_rng_state, to_device
 
 log = logging.getLogger("npc")
@@ -70,26 +71,26 @@ class Trainer:
         return [self.optimizer, *(self.estimator.optimizers if self.estimator is not None else [])]
 
 
-def run(args) -> Dict:
-    """Train (or only evaluate) as configured by ``args``; returns the final result dict."""
+def run(cfg: RunConfig) -> Dict:
+    """Train (or only evaluate) as configured by ``cfg``; returns the final result dict."""
     with ExitStack() as stack:
-        r = setup_run(args, stack)
-        args = r.args  # the run's final configuration (device, name, a resumed run's flags)
+        r = setup_run(cfg, stack)
+        cfg = r.cfg  # the run's final configuration (device, name, a resumed run's flags)
         model, preprocess, tokenizer = build_model(r)
-        test_splits = [data.load_split_for(args, s) for s in args.eval_splits.split(",") if s]
-        if args.eval:
+        test_splits = [source_for(cfg.data).load_split(s) for s in cfg.data.eval_split_names]
+        if cfg.run.eval:
             r.load_resumed_weights(model)
             rows = r.eval_tables(model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
-            return _report(rows, r.run_dir, args, r.info, title=f"evaluation of {r.resume_path or args.pretrained}",
+            return _report(rows, r.run_dir, cfg, r.info, title=f"evaluation of {r.resume_path or cfg.model.pretrained}",
                            splits=test_splits)
         train_split, noise_mask, dev = load_train_data(r)
         trainer = build_trainer(r, model, preprocess, tokenizer, train_split, noise_mask)
         open_logs(r, trainer, stack)
         r.state.started = True  # from here on a failure keeps the run's folder (its logs, its checkpoints)
         end_epoch = fit(r, trainer, lambda m: r.eval_tables(m, [dev], preprocess, tokenizer))
-        if end_epoch < args.epochs:
+        if end_epoch < cfg.optim.epochs:
             log.info(f"stopped after epoch {end_epoch} (--stop_after); continue with "
-                     f"--experiments {args.experiments} --resume latest")
+                     f"--experiments {cfg.run.experiments} --resume latest")
             return {"stopped_after": end_epoch}
         return final_evaluation(r, trainer, test_splits, preprocess, tokenizer)
 
@@ -98,65 +99,65 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     """What the method needs (memory bank, p(clean), its training subset) from the initial weights,
     the resumed weights, the method's estimator and step, the optimizer, the loader and lr schedule,
     and the resumed training state."""
-    args, info = r.args, r.info
-    method = method_of(args)
+    cfg, info = r.cfg, r.info
+    method = cfg.method.method()
     needs = method.needs
     if "noise_mask" in needs and noise_mask is None:
         raise ValueError(f"--method {method.name} needs the ground-truth noise mask of a split this project made "
                          f"(benchmark only)")
     bank = p_clean = subset = None
     if "bank" in needs:  # every rank encodes its share when the bank is built
-        bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
+        bank = mb.ensure_bank(bank_inputs(cfg), model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
                               r.progress, info=info)
     if "p_clean" in needs:  # the CLIP baselines on the bank's GMM: p(clean) from the same build
-        p_clean = mb.load_pclean(mb.bank_dir_for(args), args.noise_ratio, len(train_split),
-                                 args.noise_mode)
+        p_clean = mb.load_pclean(mb.bank_dir_for(cfg.data, cfg.model), cfg.data.noise_ratio, len(train_split),
+                                 cfg.data.noise_mode)
     if not method.uses_bank:
         bank = None  # plain CLIP batches: no bank pairs
     if method.subset == "gmm_clean":
-        subset = np.nonzero(p_clean > args.clean_threshold)[0]
-        log.info(f"--method {method.name}: training on the {len(subset)} pairs with p(clean) > {args.clean_threshold}")
+        subset = np.nonzero(p_clean > cfg.bank.clean_threshold)[0]
+        log.info(f"--method {method.name}: training on the {len(subset)} pairs with p(clean) > {cfg.bank.clean_threshold}")
     elif method.subset == "oracle_clean":
         subset = np.nonzero(~noise_mask)[0]
         log.info(f"--method {method.name} (benchmark only): training on the {len(subset)} truly clean pairs")
     estimator = method.build_estimator()
-    make_opt = partial(make_optimizer, lr=args.lr, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
-                       weight_decay=args.weight_decay)
+    make_opt = partial(make_optimizer, lr=cfg.optim.lr, beta1=cfg.optim.beta1, beta2=cfg.optim.beta2, eps=cfg.optim.eps,
+                       weight_decay=cfg.optim.weight_decay)
     if estimator is not None:  # from the initial weights (OSA's frozen copy is the initial model)
-        estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=info, batch_size=args.batch_size,
-                                 seed=args.seed, p_clean=p_clean, noise_mask=noise_mask, epochs=args.epochs))
+        estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=info, batch_size=cfg.optim.batch_size,
+                                 seed=cfg.optim.seed, p_clean=p_clean, noise_mask=noise_mask, epochs=cfg.optim.epochs))
     r.load_resumed_weights(model)
     optimizer = make_opt(model)
-    if args.torchcompile:
+    if cfg.model.torchcompile:
         for m in (model, getattr(estimator, "siamese", None)):
             if m is not None:
                 compile_towers(m)
         log.info("torch.compile: image and text transformers (the first steps compile)")
     step_fn = partial(steps.train_step, model, optimizer, estimator=estimator, objective=method.objective,
-                      info=info, autocast=r.autocast, grad_clip=args.grad_clip, reweight=method.reweight)
+                      info=info, autocast=r.autocast, grad_clip=cfg.optim.grad_clip, reweight=method.reweight)
 
     image_source = None
-    if args.image_cache:
+    if cfg.data.image_cache:
         from npc.image_cache import ImageCache
 
-        open_cache = partial(ImageCache, args.image_cache, f"{args.dataset}_train", train_split.image_paths,
+        open_cache = partial(ImageCache, cfg.data.image_cache, f"{cfg.data.dataset}_train", train_split.image_paths,
                              preprocess)
         if info.is_main:  # rank 0 builds (or validates) the cache; the others open it afterwards
-            image_source = open_cache(num_workers=args.num_workers, progress=r.progress, log=log.info)
+            image_source = open_cache(num_workers=cfg.data.num_workers, progress=r.progress, log=log.info)
         barrier(info)
         if image_source is None:
             image_source = open_cache(log=lambda *_: None)
     dataset = loaders.PairBatches(train_split, preprocess, tokenizer, bank, image_source=image_source,
-                               skip_unreadable=args.skip_unreadable_images)
+                               skip_unreadable=cfg.data.skip_unreadable_images)
     sampler = loaders.EpochBatchSampler(len(train_split) if subset is None else len(subset),
-                                     args.batch_size, args.seed, info.rank, info.world_size, indices=subset)
-    lr_fn = partial(lr_at, base_lr=args.lr, warmup=args.warmup, total_steps=len(sampler) * args.epochs,
-                    epochs=args.epochs, schedule=args.lr_schedule)
-    loader = loaders.train_loader(dataset, sampler, args.num_workers, persistent=not method.bank_update)
+                                     cfg.optim.batch_size, cfg.optim.seed, info.rank, info.world_size, indices=subset)
+    lr_fn = partial(lr_at, base_lr=cfg.optim.lr, warmup=cfg.optim.warmup, total_steps=len(sampler) * cfg.optim.epochs,
+                    epochs=cfg.optim.epochs, schedule=cfg.optim.lr_schedule)
+    loader = loaders.train_loader(dataset, sampler, cfg.data.num_workers, persistent=not method.bank_update)
     trainer = Trainer(method=method, model=model, optimizer=optimizer, estimator=estimator, step_fn=step_fn,
                       sampler=sampler, loader=loader, lr_fn=lr_fn, noise_mask=noise_mask, dataset=dataset)
     restore_training_state(trainer, r.resume_ckpt, r.ckpt_dir, info.is_main, resume_path=r.resume_path,
-                           keep=args.keep_checkpoints)
+                           keep=cfg.run.keep_checkpoints)
     r.resume_ckpt = None  # optimizer states can be large: not kept for the whole run
     if trainer.bank_in_force:  # the bank a resumed --bank_update run had rebuilt
         use_bank(r, trainer, trainer.bank_in_force)
@@ -165,18 +166,18 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
 
 def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
     """Train from ``t.start_epoch`` to ``--epochs`` (or ``--stop_after`` epochs); returns the last epoch."""
-    args, info = r.args, r.info
-    end_epoch = args.epochs if not args.stop_after else min(args.epochs, t.start_epoch + args.stop_after)
+    cfg, info = r.cfg, r.info
+    end_epoch = cfg.optim.epochs if not cfg.run.stop_after else min(cfg.optim.epochs, t.start_epoch + cfg.run.stop_after)
     for epoch in range(t.start_epoch, end_epoch):
         t.sampler.set_epoch(epoch)
         if t.estimator is not None:
-            t.estimator.on_epoch(epoch, args.epochs)
+            t.estimator.on_epoch(epoch, cfg.optim.epochs)
         res = train_one_epoch(t.step_fn, t.loader, model=t.model, optimizers=t.optimizers, epoch=epoch,
-                              start_step=t.step, lr_fn=t.lr_fn, device=r.device, info=info, display=args.display,
+                              start_step=t.step, lr_fn=t.lr_fn, device=r.device, info=info, display=cfg.run.display,
                               writer=r.writer, progress=r.progress)
         t.step += res.steps
         record = {"epoch": epoch + 1, "step": t.step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}
-        if t.method.bank_update and (epoch + 1) % t.method.bank_update == 0 and epoch + 1 < args.epochs:
+        if t.method.bank_update and (epoch + 1) % t.method.bank_update == 0 and epoch + 1 < cfg.optim.epochs:
             record["bank"] = update_bank(r, t, epoch + 1)
         if res.skipped_images:
             record["skipped_images"] = res.skipped_images
@@ -284,7 +285,7 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
-    msg = (f"epoch {epoch}/{r.args.epochs}: train loss {res.loss:.4f}, {res.pairs_per_s:.0f} pairs/s; "
+    msg = (f"epoch {epoch}/{r.cfg.optim.epochs}: train loss {res.loss:.4f}, {res.pairs_per_s:.0f} pairs/s; "
            f"dev rsum {dev_metrics['rsum']:.1f} (mean R@1 {record['dev_mean_r1']:.1f})" + (" *best*" if is_best else ""))
     if "weights" in record:
         s = record["weights"]
@@ -297,36 +298,38 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
     log.info(msg)
     epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
     ckpt = save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, epoch=epoch, step=t.step, best=t.best,
-                           args=r.args, extra={**(t.estimator.state_dict() if t.estimator is not None else {}),
+                           config=r.cfg.sections(), name=r.cfg.model.name, vision_model=r.cfg.model.vision_model,
+                           extra={**(t.estimator.state_dict() if t.estimator is not None else {}),
                                                "bank_in_force": t.bank_in_force, "fingerprints": r.fingerprints})
-    publish_epoch(ckpt, epoch_path, is_best, keep=r.args.keep_checkpoints)
+    publish_epoch(ckpt, epoch_path, is_best, keep=r.cfg.run.keep_checkpoints)
 
 
 def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> Dict:
     """The best dev checkpoint on the evaluation splits; writes results.json."""
-    args, best = r.args, t.best
+    cfg, best = r.cfg, t.best
     if r.info.is_main and (r.ckpt_dir / "best.pt").is_file():
         load_checkpoint_weights(t.model, r.ckpt_dir / "best.pt")
         log.info(f"evaluating the best checkpoint (epoch {best['epoch']}, dev rsum {best['rsum']:.1f})")
     rows = r.eval_tables(t.model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
-    return _report(rows, r.run_dir, args, r.info, title=f"{args.name} after {args.epochs} epochs (best dev epoch "
+    return _report(rows, r.run_dir, cfg, r.info, title=f"{cfg.model.name} after {cfg.optim.epochs} epochs (best dev epoch "
                                                          f"{best['epoch']})", extra={"best_dev": best},
                    splits=test_splits)
 
 
-def _report(rows, run_dir: Path, args, info: DistInfo, title: str, extra: Optional[Dict] = None,
+def _report(rows, run_dir: Path, cfg, info: DistInfo, title: str, extra: Optional[Dict] = None,
             splits=()) -> Dict:
     """Print the table of ``rows``; write results.json (eval_results.json) keyed by split name."""
     if not info.is_main:
         return {}
     table = format_metrics_table(rows)
-    log.info(f"{title} (encoded in {args.eval_precision}, --ties {args.ties}; ties: queries whose ground truth "
-             f"scores exactly as a wrong candidate)\n{table}")
-    result = {"experiments": args.experiments, "dataset": args.dataset, "noise_ratio": str(args.noise_ratio),
-              "method": args.method, "eval_precision": args.eval_precision, "ties": args.ties,
+    e = cfg.evaluation
+    log.info(f"{title} (encoded in {e.eval_precision}, --ties {e.ties}, --eval_batch_size {e.eval_batch_size}; ties: "
+             f"queries whose ground truth scores exactly as a wrong candidate)\n{table}")
+    result = {"experiments": cfg.run.experiments, "dataset": cfg.data.dataset, "noise_ratio": str(cfg.data.noise_ratio),
+              "method": cfg.method.name, "eval_precision": cfg.evaluation.eval_precision, "ties": cfg.evaluation.ties,
               "results": results_by_split(rows, splits),
               **(extra or {})}
-    name = "eval_results.json" if args.eval else "results.json"
+    name = "eval_results.json" if cfg.run.eval else "results.json"
     atomic_write_json(run_dir / name, result)
     log.info(f"wrote {run_dir / name}")
     return result
@@ -382,15 +385,15 @@ def update_bank(r: Run, t: Trainer, epoch: int) -> Dict:
     (``banks/epoch<k>/``), with the provenance record of any bank; returns its quality."""
     from npc.detection import weight_auc
 
-    args, split = r.args, t.dataset.split
+    cfg, split = r.cfg, t.dataset.split
     folder = f"banks/epoch{epoch}"
-    provenance = mb.bank_provenance(args, split, weights=f"{args.experiments} after epoch {epoch}")
-    mb.build_bank(args, t.model, split, t.noise_mask, t.dataset.preprocess, t.dataset.tokenizer, r.device, r.autocast,
-                  r.progress, provenance, info=r.info, bank_dir=r.run_dir / folder,
+    provenance = mb.bank_provenance(bank_inputs(cfg), split, weights=f"{cfg.run.experiments} after epoch {epoch}")
+    mb.build_bank(bank_inputs(cfg), t.model, split, t.noise_mask, t.dataset.preprocess, t.dataset.tokenizer, r.device,
+                  r.autocast, r.progress, provenance, info=r.info, bank_dir=r.run_dir / folder,
                   model_name=f"the model after epoch {epoch}")  # every rank encodes its share, rank 0 writes
     barrier(r.info)
     p_clean = use_bank(r, t, folder)
-    built = mb.read_json(mb.bank_paths(r.run_dir / folder, args.noise_ratio, args.noise_mode)[2]) or {}
+    built = mb.read_json(mb.bank_paths(r.run_dir / folder, cfg.data.noise_ratio, cfg.data.noise_mode)[2]) or {}
     quality = {k: built[k] for k in ("clean_fraction", "precision", "recall") if k in built}
     if t.noise_mask is not None and 0 < t.noise_mask.sum() < len(t.noise_mask):
         quality["p_clean_auc"] = weight_auc(p_clean, t.noise_mask)
@@ -399,11 +402,11 @@ def update_bank(r: Run, t: Trainer, epoch: int) -> Dict:
 
 def use_bank(r: Run, t: Trainer, folder: str) -> np.ndarray:
     """Train on the bank in the run's ``folder`` from now on; returns its p(clean)."""
-    args, split = r.args, t.dataset.split
+    cfg, split = r.cfg, t.dataset.split
     bank_dir = r.run_dir / folder
     if t.method.uses_bank:
-        t.dataset.bank = mb.load_bank(bank_dir, args.noise_ratio, split, args.noise_mode)
-    p_clean = mb.load_pclean(bank_dir, args.noise_ratio, len(split), args.noise_mode)
+        t.dataset.bank = mb.load_bank(bank_dir, cfg.data.noise_ratio, split, cfg.data.noise_mode)
+    p_clean = mb.load_pclean(bank_dir, cfg.data.noise_ratio, len(split), cfg.data.noise_mode)
     if t.estimator is not None:
         t.estimator.bank_changed(p_clean)
     t.bank_in_force = folder

@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Dict, Optional
 
+from npc.config import flags_of_saved
+
 EXPORT_FORMAT = "npc-export/1"
 
 
@@ -23,7 +25,7 @@ def checkpoint_model(ckpt) -> Optional[str]:
     """The ``--vision_model`` a checkpoint of this project (or the demo's base) records, else None."""
     if not isinstance(ckpt, dict):
         return None
-    return ckpt.get("vision_model") or (ckpt.get("args") or {}).get("vision_model")
+    return ckpt.get("vision_model") or flags_of_saved(ckpt).get("vision_model")
 
 
 def export_open_clip(checkpoint, out, vision_model: Optional[str] = None) -> Dict[str, str]:
@@ -43,7 +45,7 @@ def export_open_clip(checkpoint, out, vision_model: Optional[str] = None) -> Dic
     vision_model = vision_model or trained
     if not vision_model:
         raise ValueError(f"{checkpoint} does not record its model: pass --vision_model (e.g. ViT-B/32)")
-    saved = (ckpt.get("args") or {}) if isinstance(ckpt, dict) else {}
+    saved = flags_of_saved(ckpt) if isinstance(ckpt, dict) else {}
     context_length = saved.get("context_length")
     model, _, _ = create_model(vision_model, "none", precision="fp32", context_length=context_length)
     load_checkpoint_weights(model, checkpoint, ckpt=ckpt)  # strict: a file of another model is refused, named

@@ -37,20 +37,21 @@ def split_fingerprint(split) -> Dict[str, object]:
     return {"sha256": h.hexdigest(), "pairs": len(split.captions), "images": split.num_images}
 
 
-def data_fingerprints(args) -> Dict[str, Dict[str, object]]:
-    """The fingerprint of every split the run reads: train (its clean captions), dev and the evaluation splits."""
-    from npc import data
+def data_fingerprints(data) -> Dict[str, Dict[str, object]]:
+    """The fingerprint of every split the run (:class:`npc.config.DataConfig` ``data``) reads: train (its clean
+    captions), dev and the evaluation splits."""
+    from npc.sources import source_for
 
-    names = ["train", "dev", *[s for s in args.eval_splits.split(",") if s]]
-    return {s: split_fingerprint(data.load_split_for(args, s, check_images=False)) for s in dict.fromkeys(names)}
+    source = source_for(data)
+    names = ["train", "dev", *data.eval_split_names]
+    return {s: split_fingerprint(source.load_split(s, check_images=False)) for s in dict.fromkeys(names)}
 
 
-def demo_base_file(args) -> Optional[Path]:
+def demo_base_file(data, model) -> Optional[Path]:
     """The demo's base model a run with ``--pretrained demo-base`` starts from, or None when it is not built."""
     from npc.demo import find_demo_base
 
-    return find_demo_base(args.dataset, getattr(args, "dataset_root", None), Path(args.pretrained_dir),
-                          args.vision_model)
+    return find_demo_base(data.dataset, data.dataset_root, Path(model.pretrained_dir), model.vision_model)
 
 
 def weights_fingerprint(pretrained: Optional[str], vision_model: str, weights_file: Optional[Path] = None) -> str:
@@ -66,22 +67,23 @@ def weights_fingerprint(pretrained: Optional[str], vision_model: str, weights_fi
     return f"open_clip:{open_clip_name(vision_model)}:{pretrained}"
 
 
-def initial_weights_fingerprint(args) -> str:
-    base = demo_base_file(args) if args.pretrained == "demo-base" else None
-    return weights_fingerprint(args.pretrained, args.vision_model, base)
+def initial_weights_fingerprint(data, model) -> str:
+    """The fingerprint of a run's initial weights (:class:`npc.config.ModelConfig` ``model``)."""
+    base = demo_base_file(data, model) if model.pretrained == "demo-base" else None
+    return weights_fingerprint(model.pretrained, model.vision_model, base)
 
 
-def bank_key(args) -> str:
+def bank_key(data, model) -> str:
     """The folder of a CSV training split's memory bank, one per model and initial weights (by content):
     ``<model>_<weights>_<8 hex digits>``, e.g. ``npc-tiny_demo-base_1f0c3a9e``."""
     from npc.model import open_clip_name
 
-    model = open_clip_name(args.vision_model)
-    pretrained = str(args.pretrained)
+    name = open_clip_name(model.vision_model)
+    pretrained = str(model.pretrained)
     label = Path(pretrained).stem if os.path.isfile(pretrained) else pretrained
     label = re.sub(r"[^A-Za-z0-9.-]+", "-", label).strip("-.")[:40] or "weights"
-    digest = hashlib.sha256(f"{model}\n{initial_weights_fingerprint(args)}".encode()).hexdigest()[:8]
-    return f"{model}_{label}_{digest}"
+    digest = hashlib.sha256(f"{name}\n{initial_weights_fingerprint(data, model)}".encode()).hexdigest()[:8]
+    return f"{name}_{label}_{digest}"
 
 
 def changes(saved: Dict, now: Dict, flags: Dict[str, str]) -> list:

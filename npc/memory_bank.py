@@ -26,14 +26,16 @@ import logging
 import pickle
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from npc.data import Split, csv_derived_path, csv_file, memory_bank_dir
+from npc.data import Split
 from npc.loaders import BankIndex
+from npc.config import BankConfig, DataConfig, ModelConfig
 from npc.detection import weight_auc
 from npc.distributed import DistInfo, barrier, broadcast_object
 from npc.errors import UserError
@@ -50,15 +52,26 @@ class BankFileError(UserError, ValueError):
     """A memory-bank file that cannot be used; the message names it."""
 
 
-def bank_dir_for(args) -> Path:
-    """Where the memory bank of ``args``'s training split lives: the dataset's annotations/memory_bank, or beside
-    a CSV ``<train csv stem>.memory_bank/<model>_<weights>_<key>/``, one folder per model and initial weights
-    (by content: :func:`npc.fingerprints.bank_key`), so that runs of two models keep their banks side by side."""
-    if getattr(args, "dataset", None) == "csv":
-        from npc.fingerprints import bank_key
+@dataclass(frozen=True)
+class BankInputs:
+    """What a memory bank is built from besides the model: the data, the model's configuration (its initial
+    weights key the bank), the GMM's settings and the batch of encoding."""
 
-        return csv_derived_path(csv_file(args, "train"), "memory_bank") / bank_key(args)
-    return memory_bank_dir(args.dataset_root)
+    data: DataConfig
+    model: ModelConfig
+    bank: BankConfig
+    encode_batch_size: int
+    num_workers: int = 0
+
+
+def bank_dir_for(data: DataConfig, model: ModelConfig) -> Path:
+    """Where the memory bank of the training split lives, as its data source says: the release's
+    annotations/memory_bank, or beside a CSV ``<train csv stem>.memory_bank/<model>_<weights>_<key>/``, one
+    folder per model and initial weights (by content: :func:`npc.fingerprints.bank_key`)."""
+    from npc.fingerprints import bank_key
+    from npc.sources import source_for
+
+    return source_for(data).bank_dir(lambda: bank_key(data, model))
 
 
 def _bank_prefix(tag: str, noise_mode: str = "caption") -> str:
@@ -318,17 +331,17 @@ BANK_INPUT_FLAGS = {"vision_model": "--vision_model", "pretrained": "--pretraine
                     "bank_seed": "--bank_seed"}
 
 
-def bank_provenance(args, train_split, weights: Optional[Path] = None) -> Dict:
+def bank_provenance(inputs: BankInputs, train_split, weights: Optional[Path] = None) -> Dict:
     """What a memory bank is built from: the noisy split (by content), the model, its initial weights (by
     content: npc/fingerprints.py) and the GMM's settings."""
     from npc.fingerprints import initial_weights_fingerprint
 
+    d, m, b = inputs.data, inputs.model, inputs.bank
     return {"noisy_split": train_split.caps_file.name, "noisy_split_sha256": file_sha256(train_split.caps_file),
-            "noise_ratio": str(args.noise_ratio), "noise_mode": args.noise_mode, "vision_model": args.vision_model,
-            "pretrained": str(args.pretrained), "initial_weights": initial_weights_fingerprint(args),
+            "noise_ratio": str(d.noise_ratio), "noise_mode": d.noise_mode, "vision_model": m.vision_model,
+            "pretrained": str(m.pretrained), "initial_weights": initial_weights_fingerprint(d, m),
             "weights": str(weights) if weights else None,
-            "clean_threshold": args.clean_threshold, "bank_batch_size": args.bank_batch_size,
-            "bank_seed": args.bank_seed}
+            "clean_threshold": b.clean_threshold, "bank_batch_size": b.bank_batch_size, "bank_seed": b.bank_seed}
 
 
 def _same_initial_weights(key: str, built: Dict, wanted: Dict) -> bool:
@@ -336,14 +349,15 @@ def _same_initial_weights(key: str, built: Dict, wanted: Dict) -> bool:
     return key == "pretrained" and "initial_weights" in built and built["initial_weights"] == wanted["initial_weights"]
 
 
-def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
+def reusable_bank(inputs: BankInputs, train_split, wanted: Dict) -> Optional[BankIndex]:
     """The existing bank if it was built from ``wanted``; None if missing or built from another noisy split.
 
     A bank built with other settings (model, weights, threshold, batch, seed) is refused naming the
     flag; one without a record of its inputs (the release's, or older versions') is reused with a warning.
     """
-    bank_dir = bank_dir_for(args)
-    img_path, _, info_path = bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
+    d = inputs.data
+    bank_dir = bank_dir_for(d, inputs.model)
+    img_path, _, info_path = bank_paths(bank_dir, d.noise_ratio, d.noise_mode)
     if not img_path.is_file():
         return None
     name = f"{img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}"
@@ -357,7 +371,7 @@ def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
         log.info(f"memory bank: {name} was built for another version of {wanted['noisy_split']} (it was rebuilt "
                  f"since): rebuilding the bank")
         return None
-    elif not bank_files_match(bank_dir, args.noise_ratio, args.noise_mode, built):
+    elif not bank_files_match(bank_dir, d.noise_ratio, d.noise_mode, built):
         log.info(f"memory bank: the files of {name} are not the ones {info_path.name} describes (an interrupted "
                  f"build?): rebuilding the bank")
         return None
@@ -373,11 +387,10 @@ def reusable_bank(args, train_split, wanted: Dict) -> Optional[BankIndex]:
                                    f"{'; '.join(differ)}. Pass --rebuild_bank to rebuild it for this run (it "
                                    f"replaces the files), or use the bank's settings")
     log.info(f"memory bank: reusing {name}")
-    return load_bank(bank_dir, args.noise_ratio, train_split, args.noise_mode,
-                        trust_pickle=getattr(args, "trust_pickle", False))
+    return load_bank(bank_dir, d.noise_ratio, train_split, d.noise_mode, trust_pickle=inputs.bank.trust_pickle)
 
 
-def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
+def ensure_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
                 weights: Optional[Path] = None, info: Optional[DistInfo] = None) -> BankIndex:
     """The memory bank of this noisy split: reused if built from the same inputs, else built (under a lock).
 
@@ -386,19 +399,20 @@ def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, dev
     GMM and writes the files (the same bytes as one process writes), and the other ranks read them.
     """
     info = info or DistInfo()
-    wanted = bank_provenance(args, train_split, weights)
-    rebuild = getattr(args, "rebuild_bank", False)
-    bank_dir = bank_dir_for(args)
-    img_path, _, _ = bank_paths(bank_dir, args.noise_ratio, args.noise_mode)
+    d = inputs.data
+    wanted = bank_provenance(inputs, train_split, weights)
+    rebuild = inputs.bank.rebuild_bank
+    bank_dir = bank_dir_for(d, inputs.model)
+    img_path, _, _ = bank_paths(bank_dir, d.noise_ratio, d.noise_mode)
     with ExitStack() as stack:
         bank, decision = None, "build"
         if info.is_main:
             try:
-                bank = None if rebuild else reusable_bank(args, train_split, wanted)
+                bank = None if rebuild else reusable_bank(inputs, train_split, wanted)
                 if bank is None:
                     stack.enter_context(file_lock(bank_dir / f".{img_path.name}.lock",
                                                   f"the memory bank {img_path.parent}", wait=True, log=log.info))
-                    bank = None if rebuild else reusable_bank(args, train_split, wanted)  # built while we waited?
+                    bank = None if rebuild else reusable_bank(inputs, train_split, wanted)  # built while we waited?
                 decision = "reuse" if bank is not None else "build"
             except BaseException as e:
                 broadcast_object(f"error: {type(e).__name__}: {e}", info)  # the other ranks stop too
@@ -407,16 +421,15 @@ def ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, dev
         if decision.startswith("error"):
             raise UserError(f"rank {info.rank}: rank 0 could not prepare the memory bank ({decision[7:]})")
         if decision == "build":
-            bank = build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
+            bank = build_bank(inputs, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
                               progress, wanted, info=info)
         barrier(info)  # rank 0 has written the files
     if bank is None:
-        bank = load_bank(bank_dir, args.noise_ratio, train_split, args.noise_mode,
-                         trust_pickle=getattr(args, "trust_pickle", False))
+        bank = load_bank(bank_dir, d.noise_ratio, train_split, d.noise_mode, trust_pickle=inputs.bank.trust_pickle)
     return bank
 
 
-def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
+def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
                provenance: Dict, info: Optional[DistInfo] = None, bank_dir: Optional[Path] = None,
                model_name: str = "the initial model") -> Optional[BankIndex]:
     """Encode the training set with ``model`` (each rank of ``info`` its share), then on rank 0: the GMM,
@@ -429,19 +442,20 @@ def build_bank(args, model, train_split, noise_mask, preprocess, tokenizer, devi
     from npc.model import logit_scale
 
     t0 = time.perf_counter()
-    img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=args.eval_batch_size, device=device,
-                            autocast=autocast, num_workers=args.num_workers, progress=progress and info.is_main,
-                            desc="bank", info=info, report=log.info)
+    d, b = inputs.data, inputs.bank
+    img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=inputs.encode_batch_size,
+                            device=device, autocast=autocast, num_workers=inputs.num_workers,
+                            progress=progress and info.is_main, desc="bank", info=info, report=log.info)
     encoded = time.perf_counter() - t0
     if not info.is_main:
         return None
     bank, summary, p_clean = build_memory_bank(img, txt, train_split, logit_scale(model).item(),
-                                               batch_size=args.bank_batch_size, clean_threshold=args.clean_threshold,
-                                               noise_mask=noise_mask, seed=args.bank_seed)
+                                               batch_size=b.bank_batch_size, clean_threshold=b.clean_threshold,
+                                               noise_mask=noise_mask, seed=b.bank_seed)
     summary.update(provenance)
-    paths = save_bank(bank, bank_dir_for(args) if bank_dir is None else bank_dir, args.noise_ratio,
-                      args.noise_mode, summary, p_clean=p_clean)
-    msg = f"memory bank: {summary['n_clean']} of {summary['n_pairs']} pairs clean (p>{args.clean_threshold})"
+    paths = save_bank(bank, bank_dir_for(d, inputs.model) if bank_dir is None else bank_dir, d.noise_ratio,
+                      d.noise_mode, summary, p_clean=p_clean)
+    msg = f"memory bank: {summary['n_clean']} of {summary['n_pairs']} pairs clean (p>{b.clean_threshold})"
     if isinstance(summary.get("precision"), str):
         msg += f", precision and recall {summary['precision']}"
     elif "precision" in summary:

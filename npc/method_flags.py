@@ -1,9 +1,9 @@
 """How a command line names its method: ``--method NAME``, ``--method_opt KEY=VALUE`` for the
 estimator's options, and the flags of the reference release and earlier versions that override the
 method's parts (``--npc_variant``, ``--npc_estimator``, ``--npc_weights``, ``--npc_impl``,
-``--siamese_state``, ``--clean_prior``). The resolved method is spelled out in the run configuration
-(its name, every option as ``key=value``, and those flags), so params.txt, checkpoints and resumes
-record it; :func:`method_of` reads it back.
+``--siamese_state``, ``--clean_prior``). The resolved method is the configuration's method section
+(:class:`npc.config.MethodConfig`: its name and typed parts); those flags exist only here, at the edge,
+and in the flags of checkpoints written by earlier versions (:func:`saved_method_fields`).
 """
 from __future__ import annotations
 
@@ -70,33 +70,27 @@ def check_bank_update(m) -> None:
                           f"during the run is not supported")
 
 
-def method_fields(m, script: str) -> Dict:
-    """The configuration's fields that spell out method ``m`` (recorded with the run)."""
-    fields = {"method": m.name, "bank_update": m.bank_update, "method_opt": options_text(m.option_values())}
-    if script == "clip":
-        fields["clean_prior"] = m.name if m.name in ("gmm_filter", "pclean_weight") else "none"
-    elif script == "npc":
-        values = m.option_values()
-        fields.update(npc_variant=m.objective, npc_weights="on" if m.reweight else "off", npc_estimator=m.estimator,
-                      npc_impl=values.get("impl", "efficient"), siamese_state=values.get("state", "persistent"))
-    return fields
-
-
-def method_of(cfg):
-    """The method a resolved configuration runs (a registered one, or one composed from its parts)."""
+def method_from_flags(name: str, method_opt, bank_update):
+    """The method section of a method's flat flags: its name (registered, or composed as
+    ``base[part=value,...]``), every option as ``key=value`` and its bank update."""
     from npc import methods as M
+    from npc.config import MethodConfig
 
-    base = M.get_method(M.base_name(cfg.method))
-    options = parse_method_opts(getattr(cfg, "method_opt", ()) or ())
-    if base.script == "clip":
-        return M.compose(base, options=options, bank_update=cfg.bank_update)
-    return M.compose(base, objective=cfg.npc_variant, estimator=cfg.npc_estimator, reweight=cfg.npc_weights == "on",
-                     options=options, bank_update=cfg.bank_update)
+    base = M.get_method(M.base_name(name))
+    parts = dict(item.split("=", 1) for item in name[len(base.name) + 1:-1].split(",") if "=" in item) \
+        if "[" in name else {}
+    reweight = parts.get("reweight")
+    m = M.compose(base, objective=parts.get("objective"), estimator=parts.get("estimator"),
+                  reweight=None if reweight is None else reweight == "True", options=parse_method_opts(method_opt),
+                  bank_update=bank_update)
+    check_bank_update(m)
+    return MethodConfig.of(m)
 
 
 def saved_method_fields(saved: Dict) -> Dict:
-    """The method fields of a run saved by an earlier version: its ``method`` was the script (npc or clip), or
-    it recorded no ``method_opt`` (the options were its NPC flags). Read as a command line giving those flags."""
+    """The method of a run saved by an earlier version, as this version's flat method flags: its ``method`` was
+    the script (npc or clip), or it recorded no ``method_opt`` (the options were its NPC flags). Read as a
+    command line giving those flags."""
     from npc import methods as M
 
     by_script = saved.get("method") in ("npc", "clip")
@@ -104,4 +98,5 @@ def saved_method_fields(saved: Dict) -> Dict:
     values = {**saved, "method": M.DEFAULT_METHOD[script] if by_script else M.base_name(saved["method"])}
     flags = ("npc_variant", "npc_estimator", "npc_weights", "clean_prior", *_LEGACY_OPTIONS)
     explicit = frozenset(k for k in flags if k in saved) | (frozenset() if by_script else {"method"})
-    return method_fields(resolve_method(values, script, explicit), script)
+    m = resolve_method(values, script, explicit)
+    return {"method": m.name, "method_opt": options_text(m.option_values()), "bank_update": m.bank_update}

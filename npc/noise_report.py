@@ -109,9 +109,9 @@ def versions() -> Dict[str, str]:
     return {"torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()}
 
 
-def user_images(split, dataset: str, dataset_root) -> List[str]:
-    """Each image as the user names it: the CSV's text, or the path relative to the dataset folder."""
-    if dataset == "csv":
+def user_images(split, dataset_root) -> List[str]:
+    """Each image as the user names it: the path relative to the dataset folder, or as its split lists it."""
+    if dataset_root is None:
         return [str(i) for i in split.image_ids]
     root = Path(dataset_root).resolve()
     out = []
@@ -121,19 +121,12 @@ def user_images(split, dataset: str, dataset_root) -> List[str]:
     return out
 
 
-def clean_captions_of(args, split) -> Optional[List[str]]:
+def clean_captions_of(source, split) -> Optional[List[str]]:
     """The training captions before the noise (the same pairs in the same order), for a split this project
-    made noisy; None when there is no noise of this project's."""
-    from npc import data
-
-    if float(args.noise_ratio) == 0:
+    made noisy (``source``: its data source); None when there is no noise of this project's."""
+    if float(source.data.noise_ratio) == 0:
         return None
-    if args.dataset == "csv":
-        clean = data.read_csv_split(data.csv_file(args, "train"), "train", img_key=args.csv_img_key,
-                                    caption_key=args.csv_caption_key, separator=args.csv_separator,
-                                    check_images=False).captions
-    else:
-        clean = data.load_split(args.dataset_root, args.dataset, "train", args.num_anns, check_images=False).captions
+    clean = source.load_split("train", check_images=False).captions
     return clean if len(clean) == len(split.captions) else None
 
 
@@ -157,78 +150,79 @@ def load_runs(run_dirs: Sequence[str], split) -> Dict[str, object]:
     return runs
 
 
-def run(args, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") -> Dict:
-    """``find_noisy_pairs.py``: score every training pair of ``args``'s dataset with ``args``'s model
-    (``ckpt_path``/``ckpt``: the checkpoint to load, already read) and write the report folder.
-    ``args`` is read, never changed."""
-    from npc import data
+def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") -> Dict:
+    """``find_noisy_pairs.py``: score every training pair of the dataset of ``cfg`` (its configuration, built by
+    :func:`npc.params.parse_args` for the report) with its model (``ckpt_path``/``ckpt``: the checkpoint to load,
+    already read) and write the report folder."""
     from npc.demo import demo_base_path
     from npc.distributed import DistInfo
     from npc.evaluation import encode_split
     from npc.model import RANDOM_INIT_SEED, create_model, load_checkpoint_weights, logit_scale
     from npc.osa import random_shift
     from npc.run_setup import prepare_demo, setup_logging, show_progress
+    from npc.sources import source_for
     from npc.train_utils import autocast_for, resolve_device, resolve_precision
 
+    rep, source = cfg.report, source_for(cfg.data)
     setup_logging(None, DistInfo())
-    check_out_folder(args.out)  # before anything is computed
+    check_out_folder(rep.out)  # before anything is computed
     t_start = time.perf_counter()
-    progress = show_progress(args)
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device, args.dataset)
-    pretrained = args.pretrained
+    progress = show_progress(cfg.run)
+    device = resolve_device(cfg.run.device)
+    precision = resolve_precision(cfg.optim.precision, device, cfg.data.dataset)
+    pretrained = cfg.model.pretrained
     if ckpt_path is not None and (pretrained == "demo-base" or os.path.isfile(str(pretrained))):
         pretrained = "none"  # every weight comes from the checkpoint
-    base_path = prepare_demo(args, progress, base=pretrained == "demo-base")
-    if args.dataset == "demo" and base_path is None and pretrained == "demo-base":
-        base_path = demo_base_path(Path(args.pretrained_dir), args.vision_model, args.dataset_root)
-    model, preprocess, tokenizer = create_model(args.vision_model, pretrained, precision=precision, device=device,
-                                                context_length=args.context_length, demo_base_path=base_path,
+    base_path = prepare_demo(cfg.data, cfg.model, cfg.run.device, progress, base=pretrained == "demo-base")
+    if cfg.data.dataset == "demo" and base_path is None and pretrained == "demo-base":
+        base_path = demo_base_path(Path(cfg.model.pretrained_dir), cfg.model.vision_model, cfg.data.dataset_root)
+    model, preprocess, tokenizer = create_model(cfg.model.vision_model, pretrained, precision=precision, device=device,
+                                                context_length=cfg.model.context_length, demo_base_path=base_path,
                                                 init_seed=RANDOM_INIT_SEED)
     if ckpt_path is not None:
         load_checkpoint_weights(model, ckpt_path, ckpt=ckpt)
     model.eval()
-    split, mask = data.load_train_split_for(args, log=log.info)
+    split, mask = source.load_train(log=log.info)
     mask = None if mask is None else np.asarray(mask, dtype=bool)
-    runs = load_runs(args.run or [], split)
-    weights = str(ckpt_path) if ckpt_path is not None else str(args.pretrained)
-    log.info(f"noise report: {len(split)} pairs / {split.num_images} images, model {args.vision_model} ({weights}), "
+    runs = load_runs(rep.runs or [], split)
+    weights = str(ckpt_path) if ckpt_path is not None else str(cfg.model.pretrained)
+    log.info(f"noise report: {len(split)} pairs / {split.num_images} images, model {cfg.model.vision_model} ({weights}), "
              f"device {device}, {precision}")
     t_setup = time.perf_counter()
-    img, txt = encode_split(model, split, preprocess, tokenizer, batch_size=args.eval_batch_size, device=device,
-                            autocast=autocast_for(precision, device), num_workers=args.num_workers,
+    img, txt = encode_split(model, split, preprocess, tokenizer, batch_size=cfg.evaluation.eval_batch_size, device=device,
+                            autocast=autocast_for(precision, device), num_workers=cfg.data.num_workers,
                             progress=progress, desc="report", report=log.info)
     t_encode = time.perf_counter()
-    gen = torch.Generator().manual_seed(args.seed)
-    shift = random_shift(model, max(1, args.batch_size), generator=gen, device=device)
+    gen = torch.Generator().manual_seed(cfg.optim.seed)
+    shift = random_shift(model, max(1, cfg.optim.batch_size), generator=gen, device=device)
     scores = score_pairs(img, txt, split.caption_image, scale=logit_scale(model).item(),
-                         bank_batch_size=args.bank_batch_size, bank_seed=args.bank_seed, osa_shift=shift)
+                         bank_batch_size=cfg.bank.bank_batch_size, bank_seed=cfg.bank.bank_seed, osa_shift=shift)
     order = suspicion_order(scores.p_clean, scores.cosine)
     t_score = time.perf_counter()
-    top = order[:args.top]
+    top = order[:rep.top]
     candidates = best_captions(img[torch.as_tensor(split.caption_image[top], device=img.device)], txt,
-                               args.candidates) if args.candidates > 0 and len(top) else None
+                               rep.candidates) if rep.candidates > 0 and len(top) else None
     t_cand = time.perf_counter()
     log.info(f"noise report: scored {len(split)} pairs (encoding {t_encode - t_setup:.1f} s, scores "
              f"{t_score - t_encode:.1f} s, candidate captions {t_cand - t_score:.1f} s)")
     lines = (split.source_lines if split.source_lines is not None else np.arange(1, len(split) + 1))
     meta = {
-        "dataset": {"name": args.dataset, "noise_ratio": str(args.noise_ratio), "noise_mode": args.noise_mode,
-                    "train": str(data.csv_file(args, "train")) if args.dataset == "csv" else str(args.dataset_root),
+        "dataset": {"name": cfg.data.dataset, "noise_ratio": str(cfg.data.noise_ratio), "noise_mode": cfg.data.noise_mode,
+                    "train": source.describe(), "format": source.format,
                     "captions_file": str(split.caps_file)},
-        "model": {"vision_model": args.vision_model, "weights": weights, "precision": precision},
-        "settings": {"bank_batch_size": args.bank_batch_size, "bank_seed": args.bank_seed,
-                     "eval_batch_size": args.eval_batch_size, "osa_batch_size": args.batch_size,
-                     "osa_seed": args.seed, "top": args.top, "candidates": args.candidates},
+        "model": {"vision_model": cfg.model.vision_model, "weights": weights, "precision": precision},
+        "settings": {"bank_batch_size": cfg.bank.bank_batch_size, "bank_seed": cfg.bank.bank_seed,
+                     "eval_batch_size": cfg.evaluation.eval_batch_size, "osa_batch_size": cfg.optim.batch_size,
+                     "osa_seed": cfg.optim.seed, "top": rep.top, "candidates": rep.candidates},
         "timing": {"device": str(device), "threads": torch.get_num_threads(),
                    "setup_s": round(t_setup - t_start, 3), "encode_s": round(t_encode - t_setup, 3),
                    "score_s": round(t_score - t_encode, 3), "candidates_s": round(t_cand - t_score, 3)},
         "command": command, "versions": versions(),
     }
-    d = ReportData(split=split, scores=scores, clean_threshold=args.clean_threshold, order=order,
-                   lines=np.asarray(lines), images=user_images(split, args.dataset, args.dataset_root),
-                   noise_mask=mask, clean_captions=clean_captions_of(args, split) if mask is not None else None,
-                   runs=runs, candidates=candidates, top=args.top, trusted=args.trusted, meta=meta)
+    d = ReportData(split=split, scores=scores, clean_threshold=cfg.bank.clean_threshold, order=order,
+                   lines=np.asarray(lines), images=user_images(split, cfg.data.dataset_root),
+                   noise_mask=mask, clean_captions=clean_captions_of(source, split) if mask is not None else None,
+                   runs=runs, candidates=candidates, top=rep.top, trusted=rep.trusted, meta=meta)
 
     def finish(summary: Dict) -> None:
         tm = summary["timing"]
@@ -236,9 +230,9 @@ def run(args, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "")
         tm["s_per_1000_pairs"] = round(scaled / max(len(split), 1) * 1000, 3)
         tm["total_s"] = round(time.perf_counter() - t_start, 3)
 
-    summary = write_report(args.out, d, finish)
+    summary = write_report(rep.out, d, finish)
     tm = summary["timing"]
-    msg = f"noise report: wrote {args.out} (index.html, pairs.csv, report.json) in {tm['total_s']:.1f} s, " \
+    msg = f"noise report: wrote {rep.out} (index.html, pairs.csv, report.json) in {tm['total_s']:.1f} s, " \
           f"{tm['s_per_1000_pairs']:.2f} s per 1,000 pairs; {summary['flagged']} pairs flagged"
     if isinstance(summary.get("detectors"), dict):
         msg += "; ROC-AUC " + ", ".join(f"{k} {_num(v['auc'], '.3f')}".replace("&ndash;", "-")

@@ -16,12 +16,13 @@ import os
 import sys
 from typing import Dict, Optional, Sequence
 
-from npc.config import RunConfig
+from npc.config import DataConfig, MethodConfig, RunConfig
 from npc.csv_format import encoding_arg, separator_arg
 from npc.datasets import DATASETS
 from npc.errors import ConfigError  # noqa: F401  (where callers have always found it)
 from npc.noise import noise_ratio_arg
 from npc.paths import PRETRAINED_DIR, REPO_ROOT
+from npc.sources import FORMAT_CHOICES
 
 DATASET_CHOICES = tuple(DATASETS)
 
@@ -92,12 +93,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+# The report's own flags (find_noisy_pairs.py), besides the bank's.
+REPORT_FLAGS = frozenset({"out", "top", "candidates", "trusted", "runs", "batch_size", "seed"})
 # The flags get_memorybank.py uses (its --help lists only these).
 BANK_FLAGS = frozenset({
     "experiments", "dataset_root", "num_anns", "dataset", "noise_ratio", "eval_batch_size",
     "num_workers", "context_length", "resume", "vision_model", "pretrained", "precision", "device", "logs",
     "noise_mode", "noise_seed", "no_progress", "pretrained_dir", "clean_threshold", "bank_seed", "bank_batch_size",
-    *CSV_FLAGS,
+    "data_format", *CSV_FLAGS,
 })
 
 
@@ -135,13 +138,18 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentParser:
-    """``method`` is ``"npc"``, ``"clip"`` or ``"bank"`` (get_memorybank.py: the flags it uses).
-    ``given_only``: no defaults, so that parsing yields the flags given on the command line only."""
+    """``method`` is ``"npc"``, ``"clip"``, ``"bank"`` (get_memorybank.py: the flags it uses) or ``"report"``
+    (find_noisy_pairs.py: the bank's flags and the report's own). ``given_only``: no defaults, so that parsing
+    yields the flags given on the command line only."""
     title = {"npc": "NPC: negative pre-aware fine-tuning of CLIP under noisy correspondence",
              "clip": "Plain CLIP fine-tuning (symmetric InfoNCE), the baseline of NPC",
-             "bank": "(Re)build the NPC memory bank of clean pairs of a dataset and noise ratio"}[method]
-    p = argparse.ArgumentParser(description=title, formatter_class=_HelpFormatter)
-    keep = BANK_FLAGS if method == "bank" else None
+             "bank": "(Re)build the NPC memory bank of clean pairs of a dataset and noise ratio",
+             "report": "Score every training pair of a dataset for mismatch (the memory bank's GMM p(clean), the "
+                       "pair's cosine, OSA's debiased score) and write a report folder: index.html, pairs.csv, "
+                       "report.json. OSA's shift is drawn from --batch_size random inputs (default: the dataset's "
+                       "default batch) seeded by --seed, as a --method osa run draws them"}[method]
+    p = argparse.ArgumentParser(description=title, formatter_class=_HelpFormatter, allow_abbrev=False)
+    keep = {"bank": BANK_FLAGS, "report": BANK_FLAGS | REPORT_FLAGS}.get(method)
 
     def group(name):
         return _OnlyFlags(p.add_argument_group(name), keep, given_only)
@@ -161,6 +169,10 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
     g.add_argument("--batch_size", type=_positive_int, default=None, help="training pairs per step (global)")
     g.add_argument("--dataset", type=str, default="demo", choices=DATASET_CHOICES,
                    help="; ".join(f"{n} = {d.description}" for n, d in DATASETS.items()))
+    g.add_argument("--data_format", type=str, default="auto", choices=("auto", *FORMAT_CHOICES),
+                   help="the on-disk format of --dataset_root: release = the reference release's annotations/scan_split/ "
+                        "files; karpathy = Karpathy's dataset_coco.json / dataset_flickr30k.json with the images where "
+                        "it says (coco, f30k); auto = whichever is there (docs/data.md)")
     g.add_argument("--noise_ratio", type=noise_ratio_arg, default=None,
                    help="fraction of training captions shuffled, in [0, 1) (default: 0 real, 0.4 demo)")
     g.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default 5)")
@@ -282,7 +294,7 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
                        help="rebuild the memory bank (GMM p(clean) and clean neighbours) from the current model "
                             "every N epochs, into the run's folder; 0 = the bank of the initial model throughout "
                             "(the paper). Default: the method's (1 for the *_bank_update methods, else 0)")
-    if method in ("npc", "bank"):
+    if method in ("npc", "bank", "report"):
         g = group("NPC (overrides of the method's parts; the reference release's and earlier versions' flags)")
         g.add_argument("--npc_variant", type=str, default="paper", choices=("paper", "release"),
                        help="paper = per-sample weights and a memory-bank loss that trains the model "
@@ -325,6 +337,17 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
                    help="load memory-bank files with arbitrary pickles (only for files you trust; the "
                         "release's dict files load without it through a restricted loader)")
     g.add_argument("--rebuild_bank", action="store_true", help="rebuild the memory bank even if its files exist")
+    if method == "report":
+        g = group("the report")
+        g.add_argument("--out", type=str, default="noise_report",
+                       help="the report folder; an earlier report there is replaced, any other folder is refused")
+        g.add_argument("--top", type=_non_negative_int, default=50, help="the most suspicious pairs shown in index.html")
+        g.add_argument("--candidates", type=_non_negative_int, default=5,
+                       help="for each pair shown, the k captions of the whole training set that fit its image best")
+        g.add_argument("--trusted", type=_non_negative_int, default=8, help="the most trusted pairs shown for contrast")
+        g.add_argument("--run", dest="runs", type=str, action="append", default=None, metavar="DIR",
+                       help="a training run's folder (repeatable): a column with the weight its method gave each "
+                            "pair (its pair_weights.npz), and its detection numbers")
     return p
 
 
@@ -335,7 +358,7 @@ def resolve_defaults(values: Dict, method: str, explicit: frozenset = frozenset(
     table = DEMO_DEFAULTS if v["dataset"] == "demo" else REAL_DEFAULTS
     for key, value in table.items():
         if key in v and v[key] is None:
-            v[key] = value["npc" if method == "bank" else method] if isinstance(value, dict) else value
+            v[key] = value["npc" if method in ("bank", "report") else method] if isinstance(value, dict) else value
     given = [f for f in ("train_data", "dev_data", "test_data") if v.get(f)]
     if v["dataset"] == "csv" or (given and _dataset_from_checkpoint(v, explicit)):
         if v["dataset_root"] is not None:
@@ -369,30 +392,46 @@ def _dataset_from_checkpoint(values: Dict, explicit: frozenset) -> bool:
     return bool(values.get("eval") and values.get("resume")) and "dataset" not in explicit
 
 
-def refuse_csv_files_without_csv(cfg, whose: str) -> None:
+def refuse_csv_files_without_csv(data: DataConfig, whose: str) -> None:
     """CSV files given for a dataset that is not ``csv`` (the one ``whose`` run has) are an error naming the flag."""
-    given = [f for f in ("train_data", "dev_data", "test_data") if getattr(cfg, f, None)]
-    if given and cfg.dataset != "csv":
-        raise ConfigError(f"--{given[0]} is for --dataset csv ({whose} has --dataset {cfg.dataset})")
+    given = [f for f, v in data.split_files().items() if v]
+    if given and data.dataset != "csv":
+        raise ConfigError(f"--{given[0]}_data is for --dataset csv ({whose} has --dataset {data.dataset})")
+
+
+# Flags of the reference release and earlier versions that name parts of the method: the configuration
+# holds the method they resolve to (npc.method_flags), not them.
+LEGACY_METHOD_FLAGS = ("npc_variant", "npc_impl", "npc_weights", "npc_estimator", "siamese_state", "clean_prior")
 
 
 def parse_args(argv: Optional[Sequence[str]], method: str) -> RunConfig:
     """The run configuration of a command line: flags parsed, defaults resolved, the method settled.
-    Its ``_explicit`` holds the names of the flags given on the command line."""
-    from npc.method_flags import method_fields, resolve_method
+    Its ``explicit`` holds the names of the flags given on the command line (a flag that names part of the
+    method counts as ``method``)."""
+    from npc.method_flags import resolve_method
 
     values = vars(build_parser(method).parse_args(argv))
     explicit = frozenset(vars(build_parser(method, given_only=True).parse_args(argv)))
     if method == "bank" and explicit - BANK_FLAGS:
         print(f"get_memorybank.py: ignoring {', '.join(flag_name(k) for k in sorted(explicit - BANK_FLAGS))} "
               f"(not used to build the bank; its GMM's seed is --bank_seed)", file=sys.stderr)
+    if method == "report" and explicit - BANK_FLAGS - REPORT_FLAGS:
+        ignored = sorted(explicit - BANK_FLAGS - REPORT_FLAGS)
+        print(f"find_noisy_pairs.py: ignoring {', '.join(flag_name(k) for k in ignored)} (training flags; the report "
+              f"uses the dataset, model and memory-bank flags)", file=sys.stderr)
     values = resolve_defaults(values, method, explicit)
+    section = None
     if method in ("npc", "clip"):
-        values.update(method_fields(resolve_method(values, method, explicit), method))
+        section = MethodConfig.of(resolve_method(values, method, explicit))
     if values.get("lr_schedule", "") is None:  # the reference code's effective schedule goes with its objective
-        reference = values.get("npc_variant") == "release" or (method == "clip" and values["dataset"] != "demo")
+        reference = (section is not None and section.objective == "release") or (method == "clip"
+                                                                                   and values["dataset"] != "demo")
         values["lr_schedule"] = "staircase" if reference else "cosine"
-    return RunConfig(**values, _explicit=explicit)
+    if explicit & {*LEGACY_METHOD_FLAGS, "method_opt", "bank_update"}:
+        explicit |= {"method"}
+    flags = {k: v for k, v in values.items() if k not in (*LEGACY_METHOD_FLAGS, "method", "method_opt", "bank_update")}
+    flags.pop("script")
+    return RunConfig.from_flags(flags, method, section, explicit)
 
 
 def flag_name(key: str) -> str:

@@ -3,7 +3,8 @@
 ``--resume`` (latest, or a checkpoint of this project) takes the flags that define the experiment
 from the run's checkpoint; one given on the command line with another value is refused by name.
 ``--eval --resume CKPT`` takes the dataset and the model the checkpoint was trained with, unless
-given. Both return the changes to make to the configuration (:meth:`npc.config.RunConfig.replace`).
+given. Both return the changes to make to the configuration's flags (:meth:`npc.config.RunConfig.replace_flags`);
+both belong to building the configuration, so they take the whole of it.
 """
 from __future__ import annotations
 
@@ -28,8 +29,12 @@ RESUME_MAY_CHANGE = frozenset({
 
 # ``--eval --resume CKPT`` takes what the checkpoint was trained with from its saved flags, unless given:
 # the data (only when --dataset is not given or is the run's) and the model.
-EVAL_DATA_FLAGS = ("dataset_root", "num_anns") + CSV_FLAGS
-EVAL_MODEL_FLAGS = ("vision_model", "context_length", "pretrained", "name", "method", "noise_ratio", "noise_mode")
+EVAL_DATA_FLAGS = ("dataset_root", "data_format", "num_anns") + CSV_FLAGS
+EVAL_MODEL_FLAGS = ("vision_model", "context_length", "pretrained", "name", "method", "method_opt", "bank_update",
+                    "noise_ratio", "noise_mode")
+# ... and how the run evaluated, so that its printed table is reproduced: the batch of encoding (with
+# repeated captions, float noise between encoding batches decides ties), the precision and the tie rule.
+EVAL_SETTINGS_FLAGS = ("eval_batch_size", "eval_precision", "ties")
 
 
 def _same_script(a: str, b: str) -> bool:
@@ -43,19 +48,23 @@ def eval_changes(cfg, saved: Dict) -> Tuple[Dict[str, object], Dict[str, object]
     """The evaluation's dataset and model from a checkpoint's saved flags: (the changes to ``cfg``, what was
     taken from the checkpoint). Flags given on the command line win; another --dataset takes none of the
     run's data flags."""
-    explicit = getattr(cfg, "_explicit", frozenset())
+    from npc.method_flags import saved_method_fields
+
+    explicit, now = cfg.explicit, cfg.flat()
+    if saved.get("method") in ("npc", "clip") or ("method" in saved and "method_opt" not in saved):
+        saved = {**saved, **saved_method_fields(saved)}  # saved by an earlier version
     taken = {}
     if "dataset" not in explicit and saved.get("dataset") in DATASET_CHOICES:
         taken["dataset"] = saved["dataset"]
-    dataset = taken.get("dataset", cfg.dataset)
-    keys = (EVAL_DATA_FLAGS if dataset == saved.get("dataset") else ()) + EVAL_MODEL_FLAGS
+    dataset = taken.get("dataset", cfg.data.dataset)
+    keys = (EVAL_DATA_FLAGS if dataset == saved.get("dataset") else ()) + EVAL_MODEL_FLAGS + EVAL_SETTINGS_FLAGS
     for key in keys:
-        if key in saved and key not in explicit and hasattr(cfg, key):
-            taken[key] = saved[key]
+        if key in saved and key not in explicit and key in now and saved[key] != now[key]:
+            taken[key] = tuple(saved[key]) if isinstance(saved[key], list) else saved[key]
     changes = dict(taken)
-    if dataset != "csv" and not changes.get("dataset_root", cfg.dataset_root):
+    if dataset in DATASET_ROOTS and not changes.get("dataset_root", cfg.data.dataset_root):
         changes["dataset_root"] = str(REPO_ROOT / DATASET_ROOTS[dataset])
-    refuse_csv_files_without_csv(cfg.replace(**changes), "the checkpoint's run")
+    refuse_csv_files_without_csv(cfg.replace_flags(**changes).data, "the checkpoint's run")
     return changes, taken
 
 
@@ -68,14 +77,14 @@ def resume_changes(cfg, saved: Dict, source: str) -> Dict[str, object]:
     """
     from npc.method_flags import saved_method_fields
 
-    explicit = getattr(cfg, "_explicit", frozenset())
+    explicit, flat = cfg.explicit, cfg.flat()
     if saved.get("method") in ("npc", "clip") or "method_opt" not in saved:  # saved by an earlier version
         saved = {**saved, **saved_method_fields(saved)}
     conflicts, changes = [], {}
     for key, value in saved.items():
-        if key in INVOCATION_FLAGS or key.startswith("_") or not hasattr(cfg, key):
+        if key in INVOCATION_FLAGS or key.startswith("_") or key not in flat:
             continue
-        now = getattr(cfg, key)
+        now = flat[key]
         if isinstance(now, tuple) and isinstance(value, list):
             value = tuple(value)
         if key in explicit and (key in RESUME_MAY_CHANGE or now == value):

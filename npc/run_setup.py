@@ -21,9 +21,9 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from npc import data
+from npc import data as D
 from npc import memory_bank as mb
-from npc.config import RunConfig
+from npc.config import DataConfig, ModelConfig, OptimConfig, RunConfig, RunPaths, flags_of_saved
 from npc.checkpoint import (CHECKPOINT_FORMAT, name_run, open_resume, reclaim_run_folder, resolve_resume)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import ensure_demo_base, ensure_demo_base_for, ensure_demo_data
@@ -36,6 +36,7 @@ from npc.errors import ConfigError
 from npc.params import refuse_csv_files_without_csv
 from npc.paths import REPO_ROOT  # noqa: F401  (where callers have found it)
 from npc.resume_rules import eval_changes, resume_changes
+from npc.sources import source_for
 from npc.train_utils import (autocast_for, resolve_device, resolve_precision, seed_everything)
 
 from npc.evaluation import eval_tables
@@ -43,9 +44,9 @@ from npc.evaluation import eval_tables
 log = logging.getLogger("npc")
 
 
-def show_progress(args) -> bool:
+def show_progress(paths: RunPaths) -> bool:
     """Progress bars in a terminal; not in log files, where every refresh would add a line."""
-    return not args.no_progress and sys.stderr.isatty()
+    return not paths.no_progress and sys.stderr.isatty()
 
 
 def setup_logging(run_dir: Optional[Path], info: DistInfo) -> None:
@@ -73,7 +74,7 @@ class RunState:
 class Run:
     """What every step of a run shares: its configuration, where it writes and how it computes."""
 
-    args: RunConfig
+    cfg: RunConfig
     info: DistInfo
     device: torch.device
     precision: str
@@ -88,9 +89,9 @@ class Run:
     state: RunState = field(default_factory=RunState)
 
     def eval_tables(self, model, splits, preprocess, tokenizer) -> Dict[str, Dict[str, float]]:
-        a = self.args
-        return eval_tables(model, splits, preprocess, tokenizer, dataset=a.dataset, eval_batch_size=a.eval_batch_size,
-                           device=self.device, precision=a.eval_precision, ties=a.ties, num_workers=a.num_workers,
+        d, e = self.cfg.data, self.cfg.evaluation
+        return eval_tables(model, splits, preprocess, tokenizer, dataset=d.dataset, eval_batch_size=e.eval_batch_size,
+                           device=self.device, precision=e.eval_precision, ties=e.ties, num_workers=d.num_workers,
                            progress=self.progress)
 
     def load_resumed_weights(self, model) -> None:
@@ -99,55 +100,64 @@ class Run:
             log.info(f"loaded weights from {self.resume_path}")
 
 
-def setup_run(args: RunConfig, stack: ExitStack) -> Run:
+def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
     """Device and processes; the run's name and folder, locked for this process; the configuration
     of a resumed run; precision and seed; the log file. The run holds the final configuration."""
-    progress = show_progress(args)
-    device = resolve_device(args.device)
+    progress = show_progress(cfg.run)
+    device = resolve_device(cfg.run.device)
     info = init_distributed(str(device))
     stack.callback(cleanup, info)
-    if info.enabled and getattr(args, "skip_unreadable_images", False):
+    if info.enabled and cfg.data.skip_unreadable_images:
         info = replace(info, uneven=True)  # a rank's share of a step loses the pairs of unreadable images
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
-    args = args.replace(device=str(device))
+    cfg = cfg.replace_flags(device=str(device))
     notes = []  # logged once the run's log file is open
-    if args.eval:  # the checkpoint first: it says which data and model to evaluate, and so names the folder
-        args, eval_path, eval_ckpt = open_eval_checkpoint(args, notes.append, info)
-    resumed = bool(args.resume) and not args.eval
+    if cfg.run.eval:  # the checkpoint first: it says which data and model to evaluate, and so names the folder
+        cfg, eval_path, eval_ckpt = open_eval_checkpoint(cfg, notes.append, info)
+    cfg = resolve_data_format(cfg, notes.append)
+    resumed = bool(cfg.run.resume) and not cfg.run.eval
     if not resumed:  # a resumed run is checked once its flags are restored
-        notes += preflight(args, info) + data_checks(args)
-    existed = bool(args.experiments) and (Path(args.logs) / args.experiments).exists()
-    experiments, run_dir, ckpt_dir = name_run(args, info)
-    args = args.replace(experiments=experiments)
+        notes += run_checks(cfg, info)
+    existed = bool(cfg.run.experiments) and (Path(cfg.run.logs) / cfg.run.experiments).exists()
+    default_name = (f"eval_{cfg.data.dataset}" if cfg.run.eval else
+                    f"{cfg.method.name}_{cfg.data.dataset}_noise{cfg.data.noise_ratio}")
+    experiments, run_dir, ckpt_dir = name_run(cfg.run, default_name, info)
+    cfg = cfg.replace_flags(experiments=experiments)
     state = RunState()
     if info.is_main and not existed:
         stack.push(partial(_remove_if_setup_failed, run_dir, state))
     lock_run_folder(run_dir, info, stack)
-    if args.eval:
+    if cfg.run.eval:
         resume_path, resume_ckpt = eval_path, eval_ckpt
     else:
-        resume, resume_path, resume_ckpt = open_resume(args, run_dir, ckpt_dir, notes.append)
-        args = args.replace(resume=resume)
-    if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not args.eval:
-        args = args.replace(**resume_changes(args, resume_ckpt.get("args", {}), f"{resume_path}"))
+        resume, resume_path, resume_ckpt = open_resume(cfg.run, run_dir, ckpt_dir, notes.append)
+        cfg = cfg.replace_flags(resume=resume)
+    if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not cfg.run.eval:
+        cfg = cfg.replace_flags(**resume_changes(cfg, flags_of_saved(resume_ckpt), f"{resume_path}"))
     if resumed:
-        notes += preflight(args, info) + data_checks(args)
-    if not args.resume and not args.eval and (run_dir / "params.txt").exists():
+        notes += run_checks(cfg, info)
+    if not cfg.run.resume and not cfg.run.eval and (run_dir / "params.txt").exists():
         reclaim_run_folder(run_dir, ckpt_dir, info)
         notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
-    precision = resolve_precision(args.precision, device, args.dataset)
-    args = args.replace(precision=precision)
-    seed_everything(args.seed)  # the same on every rank: random init must agree; data order comes from the sampler
-    if info.is_main and not args.eval:
+    precision = resolve_precision(cfg.optim.precision, device, cfg.data.dataset)
+    cfg = cfg.replace_flags(precision=precision)
+    seed_everything(cfg.optim.seed)  # the same on every rank: random init must agree; data order comes from the sampler
+    if info.is_main and not cfg.run.eval:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     barrier(info)
     setup_logging(run_dir, info)
     for note in notes:
         (log.warning if note.startswith("warning:") else log.info)(note)
-    return Run(args=args, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
+    return Run(cfg=cfg, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
                progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
                resume_ckpt=resume_ckpt, state=state)
+
+
+def run_checks(cfg: RunConfig, info: DistInfo) -> List[str]:
+    """:func:`preflight` and :func:`data_checks` of a configuration."""
+    return (preflight(cfg.data, cfg.optim, cfg.run.eval, cfg.explicit, info)
+            + data_checks(cfg.data, cfg.model, cfg.run.eval))
 
 
 def lock_run_folder(run_dir: Path, info: DistInfo, stack: ExitStack) -> None:
@@ -166,80 +176,89 @@ def lock_run_folder(run_dir: Path, info: DistInfo, stack: ExitStack) -> None:
         raise LockedError(refusal)
 
 
-def preflight(args, info: DistInfo) -> List[str]:
+def resolve_data_format(cfg: RunConfig, note: Callable[[str], None]) -> RunConfig:
+    """The configuration with ``--data_format auto`` replaced by the format found on disk (one line in the log;
+    recorded with the run). The demo, generated on first use, is in the release's layout."""
+    source = source_for(cfg.data)
+    if cfg.data.dataset != "demo" or (Path(cfg.data.dataset_root) / "demo_info.json").is_file():
+        note(f"data: {cfg.data.dataset} read from {source.describe()}")
+    return cfg if cfg.data.data_format == source.format else cfg.replace_flags(data_format=source.format)
+
+
+def preflight(data: DataConfig, optim: OptimConfig, evaluating: bool, explicit: frozenset, info: DistInfo) -> List[str]:
     """The checks that can fail on the flags and the data's sizes, before anything (a folder, a noisy split,
     a bank, the demo's base) is written: the splits are there, the batch fits the training pairs. Returns
     warnings (a warmup longer than the run; the real-data defaults on a small dataset)."""
-    if args.dataset == "demo" and not (Path(args.dataset_root) / "demo_info.json").is_file():
+    if data.dataset == "demo" and not (Path(data.dataset_root) / "demo_info.json").is_file():
         return []  # generated on first use, at its default size
-    for s in [s for s in args.eval_splits.split(",") if s]:
-        data.load_split_for(args, s, check_images=False)
-    if args.eval:
+    source = source_for(data)
+    for s in data.eval_split_names:
+        source.load_split(s, check_images=False)
+    if evaluating:
         return []
-    data.load_split_for(args, "dev", check_images=False)
-    n = len(data.load_split_for(args, "train", check_images=False))
+    source.load_split("dev", check_images=False)
+    n = len(source.load_split("train", check_images=False))
     world = info.world_size
-    if args.batch_size % world:
-        raise ValueError(f"--batch_size {args.batch_size} is not divisible by the {world} processes")
-    if args.batch_size > n:
-        raise ValueError(f"--batch_size {args.batch_size} is larger than the {n} training pairs: pass a "
+    if optim.batch_size % world:
+        raise ValueError(f"--batch_size {optim.batch_size} is not divisible by the {world} processes")
+    if optim.batch_size > n:
+        raise ValueError(f"--batch_size {optim.batch_size} is larger than the {n} training pairs: pass a "
                          f"--batch_size of at most {n}")
-    steps = n // args.batch_size * args.epochs
-    if args.warmup <= steps:
+    steps = n // optim.batch_size * optim.epochs
+    if optim.warmup <= steps:
         return []
-    explicit = getattr(args, "_explicit", frozenset())
-    if args.dataset != "demo" and not {"lr", "warmup"} & explicit:
-        return [f"warning: the real-data defaults (--lr {args.lr:g}, --warmup {args.warmup}) are the release's for "
+    if data.dataset != "demo" and not {"lr", "warmup"} & explicit:
+        return [f"warning: the real-data defaults (--lr {optim.lr:g}, --warmup {optim.warmup}) are the release's for "
                 f"MSCOCO-size data, and this run has {steps} steps in all ({n} pairs / --batch_size "
-                f"{args.batch_size} x {args.epochs} epochs): pass a --warmup below {steps} and a larger --lr "
+                f"{optim.batch_size} x {optim.epochs} epochs): pass a --warmup below {steps} and a larger --lr "
                 f"(docs/own_data.md)"]
-    return [f"warning: --warmup {args.warmup} is longer than the whole run ({steps} steps: {n} pairs / --batch_size "
-            f"{args.batch_size} x {args.epochs} epochs): the learning rate never reaches --lr {args.lr:g}"]
+    return [f"warning: --warmup {optim.warmup} is longer than the whole run ({steps} steps: {n} pairs / --batch_size "
+            f"{optim.batch_size} x {optim.epochs} epochs): the learning rate never reaches --lr {optim.lr:g}"]
 
 
-def data_checks(args) -> List[str]:
+def data_checks(data: DataConfig, model: ModelConfig, evaluating: bool) -> List[str]:
     """The checks of the data's content before anything is written: the demo's base is asked for with one of
     the demo's models; every image of the evaluation splits (dev, test) decodes (or, with
-    --skip_unreadable_images, how many are left out); how many images of dev and test are training images too.
-    Returns warnings, one line each."""
-    if args.dataset == "demo" and not (Path(args.dataset_root) / "demo_info.json").is_file():
+    --skip_unreadable_images, how many are left out); how many images of dev and test are training images too
+    (for sources whose splits a user made). Returns warnings, one line each."""
+    if data.dataset == "demo" and not (Path(data.dataset_root) / "demo_info.json").is_file():
         return []  # generated on first use
-    if args.pretrained == "demo-base" and args.dataset != "demo" and open_clip_name(args.vision_model) not in DEMO_MODELS:
+    if model.pretrained == "demo-base" and data.dataset != "demo" and open_clip_name(model.vision_model) not in DEMO_MODELS:
         raise ConfigError(f"--pretrained demo-base is the base of the demo's models ({', '.join(DEMO_MODELS)}); this "
-                          f"run has --vision_model {args.vision_model}: pass --vision_model npc-tiny (the demo's), or "
+                          f"run has --vision_model {model.vision_model}: pass --vision_model npc-tiny (the demo's), or "
                           f"other weights")
-    names = [s for s in args.eval_splits.split(",") if s] + ([] if args.eval else ["dev"])
+    source = source_for(data)
+    names = list(data.eval_split_names) + ([] if evaluating else ["dev"])
     notes, splits = [], {}
-    skip = getattr(args, "skip_unreadable_images", False)
     for name in dict.fromkeys(names):
-        split = splits[name] = data.load_split_for(args, name, check_images=False)
-        kept, dropped = data.readable_split(split, skip=skip)
+        split = splits[name] = source.load_split(name, check_images=False)
+        kept, dropped = D.readable_split(split, skip=data.skip_unreadable_images)
         if dropped:
             i = dropped[0]
             notes.append(f"warning: the {name} split: left out {len(dropped)} unreadable image(s) and their "
                          f"{len(split) - len(kept)} caption(s) (--skip_unreadable_images), e.g. "
-                         f"{split.image_paths[i]} ({split.describe_image(i)}): {data.decode_error(split.image_paths[i])}")
-    if args.eval or args.dataset != "csv":
-        return notes  # the built-in datasets' splits are disjoint
-    train = data.load_split_for(args, "train", check_images=False)
+                         f"{split.image_paths[i]} ({split.describe_image(i)}): {D.decode_error(split.image_paths[i])}")
+    if evaluating or not source.may_share_images:
+        return notes  # the published datasets' splits are disjoint
+    train = source.load_split("train", check_images=False)
     for name, split in splits.items():
-        shared = data.shared_images(train, split)
+        shared = D.shared_images(train, split)
         if shared:
-            flag = data.CSV_SPLIT_FLAGS.get(name, f"the {name} split")
-            notes.append(f"warning: {len(shared)} of the {split.num_images} images of {flag} {split.source_file} are "
-                         f"also training images (same file or same bytes), e.g. line "
-                         f"{split.source_lines[np.searchsorted(split.caption_image, shared[0])]}: its scores "
-                         f"measure memory of the training pairs, not retrieval of new ones")
+            key = split.pair_keys[int(np.searchsorted(split.caption_image, shared[0]))]
+            notes.append(f"warning: {len(shared)} of the {split.num_images} images of {source.where(name)} "
+                         f"{split.source_file} are also training images (same file or same bytes), e.g. {key}: its "
+                         f"scores measure memory of the training pairs, not retrieval of new ones")
     return notes
 
 
 def check_fingerprints(r: "Run", pretrained: str, base_path: Optional[Path]) -> Dict:
     """The run's data and initial weights by content (its checkpoints record them); a resumed run's must be
     those its checkpoint recorded, or it is refused naming what changed (as a changed flag is)."""
-    args = r.args
-    if args.eval:
+    cfg = r.cfg
+    if cfg.run.eval:
         return {}
-    now = {**data_fingerprints(args), "pretrained": weights_fingerprint(pretrained, args.vision_model, base_path)}
+    now = {**data_fingerprints(cfg.data), "pretrained": weights_fingerprint(pretrained, cfg.model.vision_model,
+                                                                             base_path)}
     own = isinstance(r.resume_ckpt, dict) and r.resume_ckpt.get("format") == CHECKPOINT_FORMAT
     if not own:
         return now
@@ -248,10 +267,8 @@ def check_fingerprints(r: "Run", pretrained: str, base_path: Optional[Path]) -> 
         log.info(f"{r.resume_path} records no fingerprints of its data and weights (an earlier version): resuming "
                  f"without checking that they are unchanged")
         return now
-    where = f"--dataset_root {args.dataset_root}"
-    flags = {s: data.CSV_SPLIT_FLAGS.get(s, f"--{s}_data") if args.dataset == "csv" else where
-             for s in now if s != "pretrained"}
-    changed = changes(saved, now, {**flags, "pretrained": f"--pretrained {args.pretrained}"})
+    flags = source_for(cfg.data).fingerprint_flags([s for s in now if s != "pretrained"])
+    changed = changes(saved, now, {**flags, "pretrained": f"--pretrained {cfg.model.pretrained}"})
     if changed:
         raise ConfigError(f"resuming {r.resume_path}: {'; '.join(changed)}. A resumed run keeps the data and weights "
                           f"it started with: restore them, or start a new run under another --experiments")
@@ -270,133 +287,138 @@ def _remove_if_setup_failed(run_dir: Path, state: RunState, exc_type, exc, tb) -
     return False
 
 
-def open_eval_checkpoint(args: RunConfig, note: Callable[[str], None], info: Optional[DistInfo] = None):
+def open_eval_checkpoint(cfg: RunConfig, note: Callable[[str], None], info: Optional[DistInfo] = None):
     """``--eval``: the configuration with its run's dataset and model taken from the checkpoint (unless
     given) and the evaluation's own folder (never the training run's), the checkpoint's path and content
     (or None, None)."""
     run_of_latest = None
-    if args.resume == "latest":
-        if not args.experiments:
+    if cfg.run.resume == "latest":
+        if not cfg.run.experiments:
             raise SystemExit("error: --eval --resume latest needs --experiments NAME (the run to evaluate)")
-        run_of_latest = Path(args.logs) / args.experiments
-    ckpt_dir = (Path(args.checkpoint_path) if args.checkpoint_path
-                else Path(args.logs) / str(args.experiments) / "checkpoints")
-    path = resolve_resume(args.resume, ckpt_dir)
+        run_of_latest = Path(cfg.run.logs) / cfg.run.experiments
+    ckpt_dir = (Path(cfg.run.checkpoint_path) if cfg.run.checkpoint_path
+                else Path(cfg.run.logs) / str(cfg.run.experiments) / "checkpoints")
+    path = resolve_resume(cfg.run.resume, ckpt_dir)
     ckpt = read_checkpoint(path) if path is not None else None
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
-        changes, taken = eval_changes(args, ckpt.get("args", {}))
-        args = args.replace(**changes)
+        changes, taken = eval_changes(cfg, flags_of_saved(ckpt))
+        cfg = cfg.replace_flags(**changes)
         if taken:
             note(f"--eval: taken from the flags {path} was trained with: "
                  + ", ".join(f"--{k} {v}" for k, v in taken.items()) + " (flags given here override them)")
-    refuse_csv_files_without_csv(args, "this evaluation")
+    refuse_csv_files_without_csv(cfg.data, "this evaluation")
     if path is not None:
-        args = args.replace(resume=str(path))
-    if args.experiments and (run_of_latest is not None or (Path(args.logs) / args.experiments / "params.txt").exists()):
-        name = f"{args.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
+        cfg = cfg.replace_flags(resume=str(path))
+    trained_here = Path(cfg.run.logs) / str(cfg.run.experiments) / "params.txt"
+    if cfg.run.experiments and (run_of_latest is not None or trained_here.exists()):
+        name = f"{cfg.run.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
         if info is not None and info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
             import torch.distributed as dist
 
             names = [name]
             dist.broadcast_object_list(names, src=0)
             name = names[0]
-        args = args.replace(experiments=name)
-    args = args.replace(checkpoint_path=None)
-    data_desc = (f"CSV files {', '.join(f for f in data.csv_files(args).values() if f)}" if args.dataset == "csv"
-                 else f"{args.dataset_root}")
-    note(f"--eval: dataset {args.dataset} ({data_desc}), model {args.vision_model}, weights "
-         f"{path or args.pretrained}")
-    return args, path, ckpt
+        cfg = cfg.replace_flags(experiments=name)
+    cfg = cfg.replace_flags(checkpoint_path=None)
+    note(f"--eval: dataset {cfg.data.dataset}, model {cfg.model.vision_model}, weights {path or cfg.model.pretrained}")
+    return cfg, path, ckpt
 
 
-def eval_init_weights(args, resume_path: Optional[Path], resume_ckpt) -> str:
+def eval_init_weights(model: ModelConfig, evaluating: bool, resume_path: Optional[Path], resume_ckpt) -> str:
     """The ``pretrained`` to build the model with: a checkpoint of this project replaces every weight, so
     a file or the demo base is not loaded (nor built) first; an open_clip tag still sets the architecture."""
     own = isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT
-    if args.eval and resume_path is not None and own and (args.pretrained == "demo-base"
-                                                          or os.path.isfile(str(args.pretrained))):
+    if evaluating and resume_path is not None and own and (model.pretrained == "demo-base"
+                                                            or os.path.isfile(str(model.pretrained))):
         return "none"
-    return args.pretrained
+    return model.pretrained
 
 
 def build_model(r: Run):
     """The demo's data and base if needed and the model (initial weights); writes params.txt."""
-    args, info = r.args, r.info
-    pretrained = eval_init_weights(args, r.resume_path, r.resume_ckpt)
-    base_path = prepare_demo(args, r.progress, base=pretrained == "demo-base") if info.is_main else None
+    cfg, info = r.cfg, r.info
+    pretrained = eval_init_weights(cfg.model, cfg.run.eval, r.resume_path, r.resume_ckpt)
+    base_path = (prepare_demo(cfg.data, cfg.model, cfg.run.device, r.progress, base=pretrained == "demo-base")
+                 if info.is_main else None)
     barrier(info)
     if base_path is None and pretrained == "demo-base":
-        base_path = demo_base_file(args)
+        base_path = demo_base_file(cfg.data, cfg.model)
     r.fingerprints = check_fingerprints(r, pretrained, base_path)
     # --eval holds the weights in fp32 (an fp16 checkpoint loads exactly) and encodes at --eval_precision.
-    model, preprocess, tokenizer = create_model(args.vision_model, pretrained,
-                                                precision="fp32" if args.eval else r.precision,
-                                                device=r.device, context_length=args.context_length,
+    model, preprocess, tokenizer = create_model(cfg.model.vision_model, pretrained,
+                                                precision="fp32" if cfg.run.eval else r.precision,
+                                                device=r.device, context_length=cfg.model.context_length,
                                                 demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
     if info.is_main:
-        params = "\n".join(f"{k}: {v}" for k, v in sorted(args.flags().items()))
-        atomic_write_text(r.run_dir / ("eval_params.txt" if args.eval else "params.txt"), params + "\n")
+        atomic_write_text(r.run_dir / ("eval_params.txt" if cfg.run.eval else "params.txt"), cfg.params_text())
     return model, preprocess, tokenizer
 
 
 def load_train_data(r: Run):
     """The noisy training split (built on first use), its noise mask, and the dev split."""
-    args = r.args
-    train_split, noise_mask = data.load_train_split_for(args, log=log.info)
-    dev = data.load_split_for(args, "dev")
-    if args.dev_length:
-        dev = dev.subset_captions(args.dev_length)
+    cfg = r.cfg
+    source = source_for(cfg.data)
+    train_split, noise_mask = source.load_train(log=log.info)
+    dev = source.load_split("dev")
+    if cfg.data.dev_length:
+        dev = dev.subset_captions(cfg.data.dev_length)
     wrong = "real noise, not measurable" if noise_mask is None else f"{int(noise_mask.sum())} wrong captions"
     log.info(f"train: {len(train_split)} pairs / {train_split.num_images} images "
-             f"(noise {args.noise_ratio}, {args.noise_mode}: {wrong}); "
+             f"(noise {cfg.data.noise_ratio}, {cfg.data.noise_mode}: {wrong}); "
              f"dev: {dev.num_images} images; device {r.device}, precision {r.precision}, "
              f"{r.info.world_size} process(es)")
     return train_split, noise_mask, dev
 
 
-def prepare_demo(args, progress: bool, base: bool = True) -> Optional[Path]:
+def prepare_demo(data: DataConfig, model: ModelConfig, device: Optional[str], progress: bool,
+                 base: bool = True) -> Optional[Path]:
     """Generate the demo data and (``base``: when the run starts from it) its base model when missing;
     returns the base model's path. Another dataset with ``base``: the demo's base (built once if missing)."""
-    if args.dataset != "demo":
+    if data.dataset != "demo":
         if not base:
             return None
-        return ensure_demo_base_for(args.dataset, args.vision_model, Path(args.pretrained_dir), device=args.device,
+        return ensure_demo_base_for(data.dataset, model.vision_model, Path(model.pretrained_dir), device=device,
                                     log=log.info, progress=progress)
-    ensure_demo_data(args.dataset_root, log=log.info, progress=progress)
+    ensure_demo_data(data.dataset_root, log=log.info, progress=progress)
     if not base:
         return None
-    return ensure_demo_base(args.dataset_root, args.vision_model, Path(args.pretrained_dir), device=args.device,
+    return ensure_demo_base(data.dataset_root, model.vision_model, Path(model.pretrained_dir), device=device,
                             log=log.info, progress=progress)
 
 
-def build_bank_only(args: RunConfig) -> Dict:
+def bank_inputs(cfg: RunConfig) -> "mb.BankInputs":
+    """What the run's memory bank is built from (its sections)."""
+    return mb.BankInputs(cfg.data, cfg.model, cfg.bank, cfg.evaluation.eval_batch_size, cfg.data.num_workers)
+
+
+def build_bank_only(cfg: RunConfig) -> Dict:
     """``get_memorybank.py``: (re)build the memory bank of a dataset and noise ratio, nothing else.
 
     Under torchrun every rank encodes its share of the training set; rank 0 fits the GMM and writes.
     """
-    progress = show_progress(args)
-    device = resolve_device(args.device)
+    progress = show_progress(cfg.run)
+    device = resolve_device(cfg.run.device)
     info = init_distributed(str(device))
     try:
         if info.enabled and device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
-        precision = resolve_precision(args.precision, device, args.dataset)
-        args = args.replace(device=str(device), precision=precision, rebuild_bank=True)
+        precision = resolve_precision(cfg.optim.precision, device, cfg.data.dataset)
+        cfg = cfg.replace_flags(device=str(device), precision=precision, rebuild_bank=True)
         autocast = autocast_for(precision, device)
         setup_logging(None, info)
-        base_path = (prepare_demo(args, progress and info.is_main, base=args.pretrained == "demo-base")
-                     if info.is_main else None)
+        base_path = (prepare_demo(cfg.data, cfg.model, cfg.run.device, progress and info.is_main,
+                                  base=cfg.model.pretrained == "demo-base") if info.is_main else None)
         barrier(info)
-        if base_path is None and args.pretrained == "demo-base":
-            base_path = demo_base_file(args)
-        model, preprocess, tokenizer = create_model(args.vision_model, args.pretrained, precision=precision,
-                                                    device=device, context_length=args.context_length,
+        if base_path is None and cfg.model.pretrained == "demo-base":
+            base_path = demo_base_file(cfg.data, cfg.model)
+        model, preprocess, tokenizer = create_model(cfg.model.vision_model, cfg.model.pretrained, precision=precision,
+                                                    device=device, context_length=cfg.model.context_length,
                                                     demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
-        weights = resolve_resume(args.resume, Path(args.logs) / str(args.experiments) / "checkpoints")
+        weights = resolve_resume(cfg.run.resume, Path(cfg.run.logs) / str(cfg.run.experiments) / "checkpoints")
         if weights is not None:
             load_checkpoint_weights(model, weights)
-        train_split, noise_mask = data.load_train_split_for(args, log=log.info)
-        bank = mb.ensure_bank(args, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
+        train_split, noise_mask = source_for(cfg.data).load_train(log=log.info)
+        bank = mb.ensure_bank(bank_inputs(cfg), model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
                               progress and info.is_main, weights=weights, info=info)
         return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}
     finally:

@@ -1,0 +1,85 @@
+"""The contract of a data source (see :mod:`npc.sources`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, ClassVar, Dict, Optional, Tuple
+
+import numpy as np
+
+from npc.csv_format import DataError
+from npc.data import Split, readable_split
+
+
+class DataSource:
+    """One dataset as one on-disk format holds it. Subclasses set ``format`` and ``datasets`` and implement
+    :meth:`read_split`, :meth:`noisy_train`, :meth:`bank_dir` and :meth:`describe`."""
+
+    format: ClassVar[str]
+    datasets: ClassVar[Tuple[str, ...]]     # the --dataset values this format serves
+    key_name: ClassVar[str] = "line"        # what a pair's own key is (a file line, a sentence id, ...)
+    may_share_images: ClassVar[bool] = False  # its splits are files a user made: dev/test may hold training images
+
+    def __init__(self, data):
+        self.data = data
+
+    @classmethod
+    def found(cls, data) -> bool:
+        """Whether this format's files are where ``data`` points (for ``--data_format auto``)."""
+        return True
+
+    # -- to implement
+    def describe(self) -> str:
+        """One line for the log: the format and where it was found."""
+        raise NotImplementedError
+
+    def read_split(self, split: str, check_images: bool) -> Split:
+        """Split ``split`` (train: its clean captions) with each pair's key; ``check_images``: the files exist."""
+        raise NotImplementedError
+
+    def noisy_train(self, log: Callable[[str], None], check_images: bool) -> Tuple[Split, np.ndarray]:
+        """The training split with the captions of ``data.noise_ratio`` (built and cached on first use) and the
+        noise mask (True = the caption differs from the clean one)."""
+        raise NotImplementedError
+
+    def bank_dir(self, model_key: Callable[[], str]) -> Path:
+        """The folder of the training split's memory bank (``model_key()``: the model and its initial weights, for
+        formats that keep one bank per model)."""
+        raise NotImplementedError
+
+    # -- shared
+    def where(self, split: str) -> str:
+        """The flag that says where ``split`` is read from, for messages."""
+        return f"--dataset_root {self.data.dataset_root}"
+
+    def load_split(self, split: str, check_images: bool = True) -> Split:
+        """Split ``split``. With ``check_images``, every image of an evaluation split (dev, test) is decoded: an
+        unreadable one is an error naming it, or with ``--skip_unreadable_images`` left out with its captions."""
+        decode = check_images and split not in ("train", "pretrain")  # decoding finds missing images too
+        out = self.read_split(split, check_images=check_images and not decode)
+        if decode:
+            out = readable_split(out, skip=self.data.skip_unreadable_images)[0]
+        return out
+
+    def load_train(self, log: Callable[[str], None] = print, check_images: bool = True):
+        """The noisy training split and its noise mask (None where the noise is not known: real noise)."""
+        split, mask = self.noisy_train(log, check_images)
+        return split, mask if self.ground_truth_known() else None
+
+    def ground_truth_known(self) -> bool:
+        """Whether the training split's noise mask is the truth: noise this project made, or the generated demo's
+        clean data. At ``--noise_ratio 0`` on real data the noise is the data's own: not measurable."""
+        return self.data.dataset == "demo" or float(self.data.noise_ratio) > 0
+
+    def fingerprint_flags(self, splits) -> Dict[str, str]:
+        """The flag that names each split, for a resume refused because a split changed."""
+        return {s: self.where(s) for s in splits}
+
+
+def check_num_anns_uniform(split: Split, source: Path, noise_mode: str) -> Optional[int]:
+    """Captions per image when every image has the same number; ``--noise_mode image`` requires it."""
+    k = split.uniform_num_anns
+    if noise_mode == "image" and not k:
+        raise DataError(f"{source}: --noise_mode image moves whole caption blocks between images and needs the same "
+                        f"number of captions for every image; this data has from "
+                        f"{np.bincount(split.caption_image).min()} to {split.num_anns}")
+    return k

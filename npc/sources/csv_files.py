@@ -1,0 +1,66 @@
+"""Your own data in CSV/TSV files (open_clip's convention): one row per (image, caption) pair.
+
+Rows of the same image form one image with several captions (any number). Files derived from a
+split go beside its CSV: ``<stem>.train_caps.txt`` (the captions in split order, which the noise
+protocol shuffles), ``<stem>.<r>_noise_train_caps.txt``, ``<stem>.memory_bank/<model>_<weights>_<key>/``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from npc import data as D
+from npc.csv_format import DataError
+from npc.io import atomic_write_lines
+from npc.locks import file_lock
+from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
+from npc.sources import register
+from npc.sources.base import DataSource, check_num_anns_uniform
+
+SPLIT_FLAGS = D.CSV_SPLIT_FLAGS
+
+
+@register
+class CsvFiles(DataSource):
+    format = "csv"
+    datasets = ("csv",)
+    key_name = "csv_line"  # the pair's line in its CSV file
+    may_share_images = True
+
+    def describe(self) -> str:
+        files = ", ".join(f"{SPLIT_FLAGS[s]} {f}" for s, f in self.data.split_files().items() if f)
+        return f"CSV files ({files})"
+
+    def where(self, split: str) -> str:
+        return SPLIT_FLAGS.get(split, f"--{split}_data")
+
+    def file(self, split: str) -> Path:
+        f = self.data.split_files().get(split)
+        if not f:
+            raise DataError(f"--dataset csv: the {split} split needs {self.where(split)} FILE.csv")
+        return Path(f)
+
+    def options(self):
+        d = self.data
+        return dict(img_key=d.csv_img_key, caption_key=d.csv_caption_key, separator=d.csv_separator,
+                    encoding=d.csv_encoding)
+
+    def read_split(self, split: str, check_images: bool) -> D.Split:
+        out = D.read_csv_split(self.file(split), split, **self.options(), check_images=check_images)
+        out.pair_keys = [f"line {n}" for n in out.source_lines.tolist()]
+        return out
+
+    def noisy_train(self, log, check_images: bool):
+        d, source = self.data, self.file("train")
+        split = self.read_split("train", check_images)
+        k = check_num_anns_uniform(split, source, d.noise_mode)
+        clean = D.csv_derived_path(source, TRAIN_CAPS)  # the captions in split order, which the noise shuffles
+        with file_lock(source.parent / f".{clean.name}.lock", f"the captions of {source}", wait=True, log=log):
+            if not clean.is_file() or read_caption_lines(clean) != split.captions:
+                atomic_write_lines(clean, split.captions)
+            caps_path, mask = ensure_noisy_split(source.parent, d.noise_ratio, seed=d.noise_seed, mode=d.noise_mode,
+                                                 num_anns=k or 1, log=log, prefix=f"{source.stem}.")
+            split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
+        return split, mask
+
+    def bank_dir(self, model_key) -> Path:
+        return D.csv_derived_path(self.file("train"), "memory_bank") / model_key()

@@ -1,0 +1,72 @@
+"""MSCOCO and Flickr30K as Karpathy's split files hold them: ``<root>/dataset_coco.json`` (images in
+``<root>/train2014/`` and ``<root>/val2014/`` under their original names) or
+``<root>/dataset_flickr30k.json`` (images in ``<root>/flickr30k-images/`` or ``<root>/images/``).
+
+Splits as SCAN derived them (:mod:`npc.karpathy`). Derived files go to ``<root>/annotations/karpathy/``:
+``train_caps.txt`` (the training captions in split order, which the noise protocol shuffles), the noisy
+splits, and ``memory_bank/``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from npc import data as D
+from npc.csv_format import DataError
+from npc.io import atomic_write_lines
+from npc.locks import file_lock
+from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
+from npc.sources import register
+from npc.sources.base import DataSource, check_num_anns_uniform
+
+
+@register
+class KarpathyJson(DataSource):
+    format = "karpathy"
+    datasets = ("coco", "f30k")
+    key_name = "sentid"  # the sentence id of the caption in the JSON
+
+    @classmethod
+    def found(cls, data) -> bool:
+        from npc.karpathy import find_karpathy_json
+
+        return find_karpathy_json(data.dataset_root, data.dataset) is not None
+
+    def json_path(self) -> Path:
+        from npc.karpathy import find_karpathy_json, karpathy_json_name
+
+        path = find_karpathy_json(self.data.dataset_root, self.data.dataset)
+        if path is None:
+            raise DataError(f"--dataset_root {self.data.dataset_root}: neither the reference release's layout "
+                            f"(annotations/scan_split/) nor Karpathy's {karpathy_json_name(self.data.dataset)} is "
+                            f"there (docs/data.md)")
+        return path
+
+    def describe(self) -> str:
+        return f"Karpathy's split file {self.json_path()}"
+
+    def derived_dir(self) -> Path:
+        return Path(self.data.dataset_root) / "annotations" / "karpathy"
+
+    def read_split(self, split: str, check_images: bool) -> D.Split:
+        from npc.karpathy import read_karpathy_split
+
+        return read_karpathy_split(self.json_path(), self.data.dataset_root, self.data.dataset, split,
+                                   num_anns=self.data.num_anns or 5, check_images=check_images)
+
+    def noisy_train(self, log, check_images: bool):
+        d = self.data
+        split = self.read_split("train", check_images)
+        k = check_num_anns_uniform(split, self.json_path(), d.noise_mode)
+        out = self.derived_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        clean = out / TRAIN_CAPS
+        with file_lock(out / f".{TRAIN_CAPS}.lock", f"the captions of {self.json_path()}", wait=True, log=log):
+            if not clean.is_file() or read_caption_lines(clean) != split.captions:
+                atomic_write_lines(clean, split.captions)
+            caps_path, mask = ensure_noisy_split(out, d.noise_ratio, seed=d.noise_seed, mode=d.noise_mode,
+                                                 num_anns=k or 1, log=log)
+            split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
+        return split, mask
+
+    def bank_dir(self, model_key) -> Path:
+        return self.derived_dir() / "memory_bank"
