@@ -86,6 +86,7 @@ class Split:
     caps_file: Path = field(default=None)
     source_lines: Optional[np.ndarray] = None  # CSV splits: the file line (1-based) of every caption
     source_file: Optional[Path] = None          # CSV splits: the CSV file
+    pair_keys: Optional[List[str]] = None       # each caption's own key in its source (Karpathy's JSON: "sentid N")
 
     @property
     def num_images(self) -> int:
@@ -109,6 +110,9 @@ class Split:
         if self.source_lines is not None:
             rows = ", ".join(map(str, self.source_lines[lines - 1][:5]))
             return f"{self.name} split, {self.source_file}, line {rows}"
+        if self.pair_keys is not None:  # a JSON file: the image by its id, its captions by their keys
+            keys = ", ".join(self.pair_keys[k - 1] for k in lines[:5])
+            return f"{self.name} split, image {self.image_ids[image_index]} of {self.caps_file} ({keys})"
         where = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}-{lines[-1]}"
         return f"{self.name} split, caption {where} of {self.caps_file}"
 
@@ -119,8 +123,9 @@ class Split:
         n_images = min(n_images, self.num_images)
         n_caps = int(np.searchsorted(self.caption_image, n_images))
         lines = None if self.source_lines is None else self.source_lines[:n_caps]
+        keys = None if self.pair_keys is None else self.pair_keys[:n_caps]
         return Split(self.name, self.captions[:n_caps], self.image_ids[:n_images], self.image_paths[:n_images],
-                     self.caption_image[:n_caps], self.num_anns, self.caps_file, lines, self.source_file)
+                     self.caption_image[:n_caps], self.num_anns, self.caps_file, lines, self.source_file, keys)
 
     def without_images(self, drop: Sequence[int]) -> "Split":
         """The split without images ``drop`` (indices) and their captions, in the same order."""
@@ -129,10 +134,11 @@ class Split:
         renumber = np.cumsum(keep) - 1
         kept_caps = keep[self.caption_image]
         lines = None if self.source_lines is None else self.source_lines[kept_caps]
+        keys = None if self.pair_keys is None else [q for q, k in zip(self.pair_keys, kept_caps) if k]
         return Split(self.name, [c for c, k in zip(self.captions, kept_caps) if k],
                      [i for i, k in zip(self.image_ids, keep) if k], [q for q, k in zip(self.image_paths, keep) if k],
                      renumber[self.caption_image[kept_caps]].astype(np.int64), self.num_anns, self.caps_file, lines,
-                     self.source_file)
+                     self.source_file, keys)
 
     def subset_captions(self, n_captions: int) -> "Split":
         """The first images whose captions fit in ``n_captions`` (at least one image): ``--dev_length``."""
