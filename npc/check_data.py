@@ -257,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a dataset before a long run: its format, images and captions per split against the "
                     "full dataset's counts, and every missing or unreadable image (docs/data.md).",
         allow_abbrev=False)
-    p.add_argument("--dataset", default="coco", choices=sorted(DATASETS),
-                   help="the dataset (default coco); csv: your own CSV/TSV files")
+    p.add_argument("--dataset", default="demo", choices=sorted(DATASETS),
+                   help="the dataset (default demo, as in main_NPC.py); csv: your own CSV/TSV files")
     p.add_argument("--dataset_root", default=None,
                    help="the dataset's folder: the release's layout (annotations/scan_split/) or Karpathy's split "
                         "file (dataset_coco.json, dataset_flickr30k.json) with the images (default: the dataset's "
