@@ -104,12 +104,24 @@ class Split:
     def __len__(self) -> int:
         return len(self.captions)
 
+    @property
+    def keys(self) -> List[str]:
+        """Each pair's own key in its source: ``pair_keys`` where the source sets them (a sentence id, a shard's
+        sample key), else the caption's line in its file (the CSV's line, or the line of the caption file)."""
+        if self.pair_keys is not None:
+            return list(self.pair_keys)
+        lines = self.source_lines if self.source_lines is not None else np.arange(1, len(self) + 1)
+        return [f"line {n}" for n in lines.tolist()]
+
     def describe_image(self, image_index: int) -> str:
         """Where an image is used, for error messages: its split and caption lines (1-based)."""
         lines = np.nonzero(self.caption_image == image_index)[0] + 1
         if self.source_lines is not None:
             rows = ", ".join(map(str, self.source_lines[lines - 1][:5]))
             return f"{self.name} split, {self.source_file}, line {rows}"
+        if self.pair_keys is not None:  # a JSON file: the image by its id, its captions by their keys
+            keys = ", ".join(self.pair_keys[k - 1] for k in lines[:5])
+            return f"{self.name} split, image {self.image_ids[image_index]} of {self.caps_file} ({keys})"
         where = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}-{lines[-1]}"
         return f"{self.name} split, caption {where} of {self.caps_file}"
 

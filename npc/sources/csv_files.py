@@ -45,9 +45,7 @@ class CsvFiles(DataSource):
                     encoding=d.csv_encoding)
 
     def read_split(self, split: str, check_images: bool) -> D.Split:
-        out = D.read_csv_split(self.file(split), split, **self.options(), check_images=check_images)
-        out.pair_keys = [f"line {n}" for n in out.source_lines.tolist()]
-        return out
+        return D.read_csv_split(self.file(split), split, **self.options(), check_images=check_images)
 
     def noisy_train(self, log, check_images: bool):
         d, source = self.data, self.file("train")

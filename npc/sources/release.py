@@ -30,16 +30,12 @@ class ReleaseLayout(DataSource):
         return root
 
     def read_split(self, split: str, check_images: bool) -> D.Split:
-        out = D.load_split(self._root(), self.data.dataset, split, self.data.num_anns, check_images=check_images)
-        out.pair_keys = [f"line {k}" for k in range(1, len(out) + 1)]
-        return out
+        return D.load_split(self._root(), self.data.dataset, split, self.data.num_anns, check_images=check_images)
 
     def noisy_train(self, log, check_images: bool):
         d = self.data
-        split, mask = D.load_train_split(self._root(), d.dataset, d.num_anns, d.noise_ratio, noise_seed=d.noise_seed,
-                                         noise_mode=d.noise_mode, log=log, check_images=check_images)
-        split.pair_keys = [f"line {k}" for k in range(1, len(split) + 1)]
-        return split, mask
+        return D.load_train_split(self._root(), d.dataset, d.num_anns, d.noise_ratio, noise_seed=d.noise_seed,
+                                  noise_mode=d.noise_mode, log=log, check_images=check_images)
 
     def bank_dir(self, model_key) -> Path:
         return D.memory_bank_dir(self.data.dataset_root)

@@ -1,0 +1,24 @@
+#!/usr/bin/env python
+"""Check a dataset before a long run: its format, images and captions per split, missing or unreadable images.
+
+    python check_data.py --dataset coco --dataset_root dataset/MSCOCO            # the release's layout or dataset_coco.json
+    python check_data.py --dataset f30k --dataset_root dataset/Flickr30K --decode  # read every image in full
+    python check_data.py --dataset csv --train_data train.csv --dev_data dev.csv --test_data test.csv
+
+Exits 0 when every split reads and every image is there (and, with --decode, decodes), else 1
+(docs/data.md).
+"""
+import sys
+
+
+def main(argv=None) -> int:
+    from npc.check_data import build_parser, run
+    from npc.cli import cli
+
+    args = build_parser().parse_args(argv)
+    code = []
+    return cli(lambda _: code.append(run(args)), argv) or code[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
