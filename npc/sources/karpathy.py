@@ -32,12 +32,12 @@ class KarpathyJson(DataSource):
         return find_karpathy_json(data.dataset_root, data.dataset) is not None
 
     def json_path(self) -> Path:
-        from npc.karpathy import find_karpathy_json, karpathy_json_name
+        from npc.karpathy import JSON_NAMES, find_karpathy_json
 
         path = find_karpathy_json(self.data.dataset_root, self.data.dataset)
         if path is None:
             raise DataError(f"--dataset_root {self.data.dataset_root}: neither the reference release's layout "
-                            f"(annotations/scan_split/) nor Karpathy's {karpathy_json_name(self.data.dataset)} is "
+                            f"(annotations/scan_split/) nor Karpathy's {JSON_NAMES[self.data.dataset]} is "
                             f"there (docs/data.md)")
         return path
 
