@@ -5,7 +5,6 @@ not at all (:func:`write_report`). The scores themselves are computed by :mod:`n
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import math
@@ -149,8 +148,9 @@ def _fmt(v: float) -> str:
 
 
 def write_pairs_csv(path: Path, d: ReportData) -> None:
-    """``pairs.csv``: one row per pair, most suspicious first (columns: :data:`COLUMNS`)."""
-    from npc.io import atomic_open
+    """``pairs.csv``: one row per pair, most suspicious first (columns: :data:`COLUMNS`); a caption or image
+    name a spreadsheet would run as a formula is written with a leading ``'`` (:func:`npc.io.formula_safe`)."""
+    from npc.io import atomic_write_csv
 
     s = d.scores
     ranks = ranks_of(d.order)
@@ -159,19 +159,19 @@ def write_pairs_csv(path: Path, d: ReportData) -> None:
     header = ["rank", "line", "image", "caption", "p_clean", "flagged", "loss", "cosine", "cosine_rank", "osa_score",
               "osa_zero"] + (["noisy"] if d.noise_mask is not None else []) + [f"weight_{n}" for n in runs] + ["pair"]
     ci = d.split.caption_image
-    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
+
+    def rows():
         for j in d.order:
             row = [ranks[j], d.lines[j], d.images[ci[j]], d.split.captions[j], _fmt(s.p_clean[j]),
                    int(s.p_clean[j] <= d.clean_threshold), _fmt(s.losses[j]), _fmt(s.cosine[j]), cos_rank[j],
-                   _fmt(s.osa_score[j]),
-                   int(s.osa_score[j] <= 0)]
+                   _fmt(s.osa_score[j]), int(s.osa_score[j] <= 0)]
             if d.noise_mask is not None:
                 row.append(int(d.noise_mask[j]))
             row += [_fmt(v[j]) for v in runs.values()]
             row.append(j)
-            w.writerow(row)
+            yield row
+
+    atomic_write_csv(path, header, rows())
 
 
 # ----------------------------------------------------------------------------- the page

@@ -182,6 +182,36 @@ def test_report_of_your_csv_gives_its_row_numbers_and_a_runs_weights(tmp_path):
         find_noisy_pairs.main([f if f != str(files["train"]) else str(other["train"]) for f in flags])
 
 
+def test_csv_cells_a_spreadsheet_would_run_are_escaped_and_read_back():
+    from npc.io import formula_safe, formula_unescape
+
+    cases = {"=1+1": "'=1+1", "+x": "'+x", "-x": "'-x", "@SUM(A1)": "'@SUM(A1)", "\tx": "'\tx", "\r=x": "'\r=x",
+             "'=x": "''=x", "a=b": "a=b", "'tis": "'tis", "-0.5": "-0.5", "+3": "+3", "-1e-05": "-1e-05",
+             "- 3": "'- 3", "": "", 7: 7}
+    for text, cell in cases.items():
+        assert formula_safe(text) == cell
+        if isinstance(text, str):
+            assert formula_unescape(cell) == text
+
+
+def test_pairs_csv_escapes_a_caption_a_spreadsheet_would_run(tmp_path):
+    files = make_images_and_csvs(tmp_path / "mydata")
+    formula = '=HYPERLINK("http://x","y")'
+    with open(files["train"], "a", encoding="utf-8") as f:
+        f.write(f"images/train_0.jpg\t{formula}\n")
+    out = tmp_path / "report"
+    find_noisy_pairs.main(["--dataset", "csv", "--train_data", str(files["train"]), "--vision_model", "npc-micro",
+                           "--pretrained", "none", "--num_workers", "0", "--no_progress", "--out", str(out),
+                           "--top", "5", "--batch_size", "8"])
+    with open(out / "pairs.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header, rows = rows[0], rows[1:]
+    caption = [r[header.index("caption")] for r in rows]
+    assert [c for c in caption if c.startswith("'")] == ["'" + formula]  # the one formula, escaped; no other
+    assert sum(float(r[header.index("osa_score")]) < 0 for r in rows) > 0  # negative numbers stay numbers
+
+
+
 def test_bad_input_is_one_line_and_leaves_no_report(tmp_path, base_dir, fresh_root, capsys, monkeypatch):
     files = make_images_and_csvs(tmp_path / "d")
     (tmp_path / "d" / "images" / "train_3.png").unlink()
