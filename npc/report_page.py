@@ -26,8 +26,9 @@ COLUMNS = {
     "rank": "1 = the most suspicious pair: by p_clean ascending, ties by cosine ascending",
     "line": "the pair's line in your CSV file (the header is line 1); for a built-in dataset, the caption's line "
             "in the training captions file",
-    "image": "the image, as your CSV names it (built-in datasets: relative to the dataset folder)",
-    "caption": "the caption",
+    "image": "the image, as your CSV names it (built-in datasets: relative to the dataset folder); a leading ' "
+             "added where a spreadsheet would run it as a formula (it starts with =, +, -, @, a tab or a CR)",
+    "caption": "the caption; a leading ' added where a spreadsheet would run it as a formula",
     "p_clean": "the memory bank's GMM p(clean), 0..1 (higher = more likely clean)",
     "flagged": "1 if p_clean <= --clean_threshold: outside the memory bank's clean set (gmm_filter leaves it out)",
     "loss": "the pair's InfoNCE loss within its batch of --bank_batch_size consecutive pairs: the GMM's input",
