@@ -33,9 +33,11 @@ def render(folder: Path, out: Path, n_suspicious: int = 5, n_trusted: int = 2) -
     import matplotlib.pyplot as plt
     from PIL import Image
 
+    from npc.io import formula_unescape
+
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    with open(folder / "pairs.csv", newline="", encoding="utf-8") as f:
-        rows = {int(r["pair"]): r for r in csv.DictReader(f)}
+    with open(folder / "pairs.csv", newline="", encoding="utf-8") as f:  # cells as written, formula quotes removed
+        rows = {int(r["pair"]): {k: formula_unescape(v) for k, v in r.items()} for r in csv.DictReader(f)}
     has_truth = "noisy" in next(iter(rows.values()))
     noisy = np.array([has_truth and rows[j]["noisy"] == "1" for j in sorted(rows)])
     loss = np.array([float(rows[j]["loss"]) for j in sorted(rows)])

@@ -114,3 +114,48 @@ def cached_file_sha256(path) -> str:
     if key not in _HASHES:
         _HASHES[key] = file_sha256(path)
     return _HASHES[key]
+
+
+# ----------------------------------------------------------------------------- CSV files a spreadsheet opens
+
+#: A cell starting with one of these is run as a formula by spreadsheets (Excel, LibreOffice, Google Sheets).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_signed_number(text: str) -> bool:
+    """``-0.5``, ``+3``, ``-1e-05``: a number a spreadsheet reads as one (not a formula to escape)."""
+    if text[:1] not in ("+", "-") or any(c.isspace() for c in text):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def formula_safe(value):
+    """A CSV cell a spreadsheet shows as text: a string that it would run as a formula (starting with ``=``,
+    ``+``, ``-``, ``@``, a tab or a carriage return, after any leading quotes) gets one leading ``'``; numbers
+    (``-0.5``, ``+3``) and other values are unchanged. :func:`formula_unescape` gives the original back."""
+    if isinstance(value, str) and value.lstrip("'")[:1] in FORMULA_STARTS and not _is_signed_number(value):
+        return "'" + value
+    return value
+
+
+def formula_unescape(text: str) -> str:
+    """The cell's original text: the inverse of :func:`formula_safe` (for reading a CSV this project wrote)."""
+    if text.startswith("'") and text.lstrip("'")[:1] in FORMULA_STARTS:
+        return text[1:]
+    return text
+
+
+def atomic_write_csv(path: PathLike, header, rows) -> None:
+    """A comma-separated file (UTF-8, quoted where needed) whose text cells a spreadsheet will not run as
+    formulas (:func:`formula_safe`), written atomically: ``header`` then each of ``rows``."""
+    import csv
+
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([formula_safe(c) for c in header])
+        for row in rows:
+            w.writerow([formula_safe(c) for c in row])

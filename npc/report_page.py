@@ -5,7 +5,6 @@ not at all (:func:`write_report`). The scores themselves are computed by :mod:`n
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import math
@@ -27,8 +26,9 @@ COLUMNS = {
     "rank": "1 = the most suspicious pair: by p_clean ascending, ties by cosine ascending",
     "line": "the pair's line in your CSV file (the header is line 1); for a built-in dataset, the caption's line "
             "in the training captions file",
-    "image": "the image, as your CSV names it (built-in datasets: relative to the dataset folder)",
-    "caption": "the caption",
+    "image": "the image, as your CSV names it (built-in datasets: relative to the dataset folder); a leading ' "
+             "added where a spreadsheet would run it as a formula (it starts with =, +, -, @, a tab or a CR)",
+    "caption": "the caption; a leading ' added where a spreadsheet would run it as a formula",
     "p_clean": "the memory bank's GMM p(clean), 0..1 (higher = more likely clean)",
     "flagged": "1 if p_clean <= --clean_threshold: outside the memory bank's clean set (gmm_filter leaves it out)",
     "loss": "the pair's InfoNCE loss within its batch of --bank_batch_size consecutive pairs: the GMM's input",
@@ -149,8 +149,9 @@ def _fmt(v: float) -> str:
 
 
 def write_pairs_csv(path: Path, d: ReportData) -> None:
-    """``pairs.csv``: one row per pair, most suspicious first (columns: :data:`COLUMNS`)."""
-    from npc.io import atomic_open
+    """``pairs.csv``: one row per pair, most suspicious first (columns: :data:`COLUMNS`); a caption or image
+    name a spreadsheet would run as a formula is written with a leading ``'`` (:func:`npc.io.formula_safe`)."""
+    from npc.io import atomic_write_csv
 
     s = d.scores
     ranks = ranks_of(d.order)
@@ -159,19 +160,19 @@ def write_pairs_csv(path: Path, d: ReportData) -> None:
     header = ["rank", "line", "image", "caption", "p_clean", "flagged", "loss", "cosine", "cosine_rank", "osa_score",
               "osa_zero"] + (["noisy"] if d.noise_mask is not None else []) + [f"weight_{n}" for n in runs] + ["pair"]
     ci = d.split.caption_image
-    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
+
+    def rows():
         for j in d.order:
             row = [ranks[j], d.lines[j], d.images[ci[j]], d.split.captions[j], _fmt(s.p_clean[j]),
                    int(s.p_clean[j] <= d.clean_threshold), _fmt(s.losses[j]), _fmt(s.cosine[j]), cos_rank[j],
-                   _fmt(s.osa_score[j]),
-                   int(s.osa_score[j] <= 0)]
+                   _fmt(s.osa_score[j]), int(s.osa_score[j] <= 0)]
             if d.noise_mask is not None:
                 row.append(int(d.noise_mask[j]))
             row += [_fmt(v[j]) for v in runs.values()]
             row.append(j)
-            w.writerow(row)
+            yield row
+
+    atomic_write_csv(path, header, rows())
 
 
 # ----------------------------------------------------------------------------- the page
@@ -200,7 +201,8 @@ def svg_histogram(title: str, series: Sequence[Tuple[str, np.ndarray, str]], *, 
                   curves: Sequence[Tuple[str, np.ndarray, np.ndarray, str]] = (),
                   vline: Optional[Tuple[float, str]] = None, xlabel: str = "", width: int = 430,
                   height: int = 230, ylog: bool = False, legend: str = "right") -> str:
-    """An inline SVG histogram (no script, no external reference): overlaid ``series`` (label, values,
+    """An inline SVG histogram (no script, no external reference; ``width`` x ``height`` are its viewBox, it
+    scales to its container's width): overlaid ``series`` (label, values,
     colour) of counts per bin, ``curves`` (label, x, expected count per bin, colour), a dashed ``vline``;
     ``ylog``: heights on a log scale (``log(1 + count)``); ``legend``: "right", "center" or "left"."""
     vals = [np.asarray(v, dtype=np.float64) for _, v, _ in series]
@@ -222,7 +224,9 @@ def svg_histogram(title: str, series: Sequence[Tuple[str, np.ndarray, str]], *, 
         return mt + ph - (math.log1p(c) / math.log1p(top) if ylog else c / top) * ph
 
     e = html.escape
-    parts = [f'<svg class="hist" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
+    # no fixed size: the figure fills its container's width, its height follows the viewBox's proportions
+    parts = [f'<svg class="hist" width="100%" viewBox="0 0 {width} {height}" role="img" '
+             f'preserveAspectRatio="xMidYMid meet">',
              f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" class="t">{e(title)}</text>']
     for (label, _, color), c in zip(series, counts):
         for k, cnt in enumerate(c):
@@ -295,6 +299,8 @@ def figures(d: ReportData, bins: int = 30) -> List[str]:
                          vline=((s.osa_shift / s.logit_scale), "OSA's zero") if s.logit_scale else None,
                          xlabel="cosine(image, caption)", legend="left")]
     for name, w in d.run_means().items():
+        if run_note(d, name, w) is not None:
+            continue  # said in one line of text instead (run_notes)
         ok = np.isfinite(w)
         values = w[ok]
         series = ([("all pairs", values, COLORS["all"])] if mask is None else
@@ -305,18 +311,93 @@ def figures(d: ReportData, bins: int = 30) -> List[str]:
     return out
 
 
+def run_note(d: ReportData, name: str, w: np.ndarray) -> Optional[str]:
+    """One line of text for a run whose per-pair weights would make a histogram of one bar (plain CLIP: every
+    pair drawn has weight 1; a run that drew no pair; any run giving every pair the same weight); None for a
+    run whose weights differ between pairs (it gets a histogram)."""
+    pw = d.runs[name]
+    ok = np.isfinite(w)
+    head = f"run {name}: {pw.method} ({pw.kind}), {len(pw.epochs)} epoch{'s' if len(pw.epochs) != 1 else ''}"
+    undrawn = f"; {int((~ok).sum())} never drawn" if (~ok).any() else ""
+    if not ok.any():
+        return f"{head}: no per-pair weights (no pair was drawn)."
+    values = np.unique(w[ok])
+    if len(values) > 1:
+        return None
+    what = "no per-pair weights: " if pw.kind == "uniform" else ""
+    return f"{head}: {what}every pair drawn has weight {values[0]:g} ({int(ok.sum())} pairs{undrawn})."
+
+
+def run_notes(d: ReportData) -> List[str]:
+    """:func:`run_note` of every run that has one."""
+    return [note for name, w in d.run_means().items() if (note := run_note(d, name, w)) is not None]
+
+
 PAGE_CSS = """
-body{font-family:sans-serif;margin:18px;color:#222;max-width:1250px}
+*{box-sizing:border-box}
+html{-webkit-text-size-adjust:100%;text-size-adjust:100%}
+body{font-family:sans-serif;margin:0 auto;padding:12px 18px;color:#222;max-width:1250px}
 h1{font-size:21px} h2{font-size:17px;margin-top:26px}
+p{overflow-wrap:anywhere}
 table{border-collapse:collapse;font-size:13px} td,th{border-bottom:1px solid #ddd;padding:4px 7px;vertical-align:top;
 text-align:left} th{background:#f2f2f2}
 .num{text-align:right;font-variant-numeric:tabular-nums}
-.hist{margin:4px 8px 4px 0;border:1px solid #eee} .t{font-size:13px;font-weight:bold} .s{font-size:10px}
-.noisy{background:#fff1e6} .badge{font-size:11px;padding:1px 5px;border-radius:3px;color:#fff;margin-left:4px}
-.bn{background:#d95f0e} .bc{background:#2c7fb8} .bf{background:#777}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,340px),1fr));gap:8px;max-width:1320px}
+.hist{display:block;width:100%;height:auto;border:1px solid #eee} .t{font-size:13px;font-weight:bold} .s{font-size:10px}
+.noisy{background:#fff1e6} .badge{font-size:11px;padding:1px 5px;border-radius:3px;color:#fff;margin-left:4px;
+white-space:nowrap} .bn{background:#d95f0e} .bc{background:#2c7fb8} .bf{background:#777}
+.cap,.cands li{overflow-wrap:break-word} .where{overflow-wrap:anywhere}
 ol.cand{margin:0;padding-left:18px;font-size:12px} .own{font-weight:bold} .true{color:#1b5e20;font-weight:bold}
-.muted{color:#777;font-size:12px} img.th{width:96px;height:auto;image-rendering:auto}
+.muted{color:#777;font-size:12px} img.th{width:96px;height:auto;image-rendering:auto;display:block}
+td.sc{white-space:nowrap} td.cands{min-width:260px} .cl{display:none}
+@media (max-width:760px){
+ body{padding:8px 10px}
+ table.pairs,table.pairs tbody{display:block}
+ table.pairs tr{display:flex;flex-wrap:wrap;align-items:flex-start;border-bottom:2px solid #ccc;padding:4px 0}
+ table.pairs tr.head{display:none}
+ table.pairs td{border:0;padding:3px 5px}
+ table.pairs td.cap{flex:1 1 150px;min-width:0}
+ table.pairs td.cands{flex:1 1 100%;min-width:0;padding-left:12px}
+ .cl{display:block;font-size:12px;color:#555;margin-bottom:2px}
+ table.det{font-size:12px} table.det td,table.det th{padding:3px 4px}
+}
 """
+
+
+def candidate_groups(captions: Sequence[str], idx: Sequence[int], sims: Sequence[float]
+                     ) -> List[Tuple[str, List[int], float]]:
+    """A pair's candidate captions grouped by text, best first: (text, the pairs holding it, its best cosine);
+    each distinct text once, however many pairs of the dataset hold it."""
+    groups: Dict[str, Tuple[List[int], float]] = {}
+    for c, v in zip(idx, sims):
+        pairs, best = groups.setdefault(captions[int(c)], ([], float(v)))
+        pairs.append(int(c))
+        groups[captions[int(c)]] = (pairs, max(best, float(v)))
+    return sorted(((text, pairs, best) for text, (pairs, best) in groups.items()), key=lambda g: -g[2])
+
+
+def _candidates_cell(d: ReportData, j: int, k: int) -> str:
+    e = html.escape
+    split, i = d.split, int(d.split.caption_image[j])
+    idx, sims = d.candidates
+    true_caption = (d.clean_captions[j] if d.noise_mask is not None and d.clean_captions is not None
+                    and d.noise_mask[j] else None)
+    items = []
+    for text, pairs, best in candidate_groups(split.captions, idx[k], sims[k]):
+        marks = []
+        if j in pairs:
+            marks.append('<span class="own">this pair\'s caption</span>')
+        elif any(split.caption_image[c] == i for c in pairs):
+            marks.append('<span class="own">another caption of this image</span>')
+        if true_caption is not None and text == true_caption:
+            marks.append('<span class="true">the true caption</span>')
+        lines = ", ".join(str(d.lines[c]) for c in pairs)
+        keys = ", ".join(str(c) for c in pairs)
+        where = (f"cos {best:.3f}, line {lines}, pair {keys}" if len(pairs) == 1 else
+                 f"cos {best:.3f}, {len(pairs)} pairs: lines {lines}; pairs {keys}")
+        items.append(f'<li>{e(text)} <span class="muted where">({where})</span> {" ".join(marks)}</li>')
+    return (f'<td class="cands"><span class="cl">the captions that fit the image best:</span>'
+            f'<ol class="cand">{"".join(items)}</ol></td>')
 
 
 def _pair_row(d: ReportData, j: int, rank: int, runs: Dict[str, np.ndarray], with_candidates: Optional[int]) -> str:
@@ -332,28 +413,16 @@ def _pair_row(d: ReportData, j: int, rank: int, runs: Dict[str, np.ndarray], wit
         badges += ('<span class="badge bn">noisy (truth)</span>' if d.noise_mask[j]
                    else '<span class="badge bc">clean (truth)</span>')
     caption = f'<div class="cap">{e(split.captions[j])}{badges}</div>'
-    caption += f'<div class="muted">line {d.lines[j]} &middot; {e(d.images[i])} &middot; pair {j}</div>'
+    caption += f'<div class="muted where">line {d.lines[j]} &middot; {e(d.images[i])} &middot; pair {j}</div>'
     if d.noise_mask is not None and d.noise_mask[j] and d.clean_captions is not None:
         caption += f'<div class="muted">true caption: {e(d.clean_captions[j])}</div>'
     scores = (f'p(clean) {s.p_clean[j]:.3g}<br>cosine {s.cosine[j]:.3f}<br>OSA {s.osa_score[j]:.2f}'
               + "".join(f"<br>{e(n)}: {'&ndash;' if not np.isfinite(w[j]) else f'{w[j]:.3g}'}"
                         for n, w in runs.items()))
-    cells = [f'<td class="num">{rank}</td>', f"<td>{img}</td>", f"<td>{caption}</td>", f'<td class="num">{scores}</td>']
+    cells = [f'<td class="num">{rank}</td>', f"<td>{img}</td>", f'<td class="cap">{caption}</td>',
+             f'<td class="num sc">{scores}</td>']
     if with_candidates is not None:
-        idx, sims = d.candidates
-        items = []
-        for c, v in zip(idx[with_candidates], sims[with_candidates]):
-            marks = []
-            if c == j:
-                marks.append('<span class="own">this pair\'s caption</span>')
-            elif split.caption_image[c] == i:
-                marks.append('<span class="own">another caption of this image</span>')
-            if d.noise_mask is not None and d.clean_captions is not None and d.noise_mask[j] \
-                    and split.captions[c] == d.clean_captions[j]:
-                marks.append('<span class="true">the true caption</span>')
-            items.append(f"<li>{e(split.captions[c])} <span class=\"muted\">(cos {v:.3f}, line {d.lines[c]})"
-                         f"</span> {' '.join(marks)}</li>")
-        cells.append(f'<td><ol class="cand">{"".join(items)}</ol></td>')
+        cells.append(_candidates_cell(d, j, with_candidates))
     cls = ' class="noisy"' if d.noise_mask is not None and d.noise_mask[j] else ""
     return f"<tr{cls}>{''.join(cells)}</tr>"
 
@@ -381,27 +450,30 @@ def render_html(d: ReportData, summary: Dict) -> str:
             for name, m in summary["detectors"].items())
         gt = summary["ground_truth"]
         det = (f"<h2>How well each detector finds the noise (ground truth: {gt['noisy']} noisy pairs)</h2>"
-               f"<table><tr><th>detector</th><th>ROC-AUC</th><th>mean noise rank</th><th>optimal</th><th>random</th>"
-               f"<th>pairs drawn</th></tr>{rows}</table><p class=\"muted\">ROC-AUC: clean pairs positive. Mean noise "
-               f"rank (OSA's Table 9): pairs drawn at random (seed 0), sorted by score, mean rank of the noisy ones; "
-               f"higher is better. The GMM flags {gt['flagged_noisy']} noisy and {gt['flagged_clean']} clean "
-               f"pairs.</p>")
+               f"<table class=\"det\"><tr><th>detector</th><th>ROC-AUC</th><th>mean noise rank</th><th>optimal</th>"
+               f"<th>random</th><th>pairs drawn</th></tr>{rows}</table><p class=\"muted\">ROC-AUC: clean pairs "
+               f"positive. Mean noise rank (OSA's Table 9): pairs drawn at random (seed 0), sorted by score, mean "
+               f"rank of the noisy ones; higher is better. The GMM flags {gt['flagged_noisy']} noisy and "
+               f"{gt['flagged_clean']} clean pairs.</p>")
     else:
         det = f"<p class=\"muted\">Detector quality: {e(str(summary.get('detectors')))}.</p>"
-    figs = "<h2>Score distributions</h2><div>" + "".join(figures(d)) + "</div>"
+    figs = ("<h2>Score distributions</h2><div class=\"figs\">" + "".join(figures(d)) + "</div>"
+            + "".join(f"<p>{e(note)}</p>" for note in run_notes(d)))
     top = d.order[:d.top]
     sus = "".join(_pair_row(d, int(j), int(ranks[j]), runs, k if d.candidates is not None else None)
                   for k, j in enumerate(top))
     cand_head = "<th>the dataset's captions that fit the image best (cosine)</th>" if d.candidates is not None else ""
     trusted = d.order[::-1][:d.trusted]
     tru = "".join(_pair_row(d, int(j), int(ranks[j]), runs, None) for j in trusted)
-    head_row = "<tr><th>rank</th><th>image</th><th>caption</th><th>scores</th>"
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>noise report</title>"
+    head_row = "<tr class=\"head\"><th>rank</th><th>image</th><th>caption</th><th>scores</th>"
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+            f"content=\"width=device-width, initial-scale=1\"><title>noise report</title>"
             f"<style>{PAGE_CSS}</style></head><body><h1>Noise report: which pairs look mismatched</h1>{head}{det}"
-            f"{figs}<h2 id=\"suspicious\">The {len(top)} most suspicious pairs</h2><table>{head_row}{cand_head}</tr>"
-            f"{sus}</table><h2 id=\"trusted\">The {len(trusted)} most trusted pairs, for contrast</h2>"
-            f"<table>{head_row}</tr>{tru}</table><p class=\"muted\">Every pair, ranked: pairs.csv (columns in "
-            f"report.json); numbers: report.json. Command: {e(str(meta.get('command', '')))}</p></body></html>\n")
+            f"{figs}<h2 id=\"suspicious\">The {len(top)} most suspicious pairs</h2><table class=\"pairs\">"
+            f"{head_row}{cand_head}</tr>{sus}</table><h2 id=\"trusted\">The {len(trusted)} most trusted pairs, for "
+            f"contrast</h2><table class=\"pairs\">{head_row}</tr>{tru}</table><p class=\"muted\">Every pair, ranked: "
+            f"pairs.csv (columns in report.json); numbers: report.json. Command: "
+            f"{e(str(meta.get('command', '')))}</p></body></html>\n")
 
 
 # ----------------------------------------------------------------------------- the folder

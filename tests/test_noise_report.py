@@ -182,6 +182,77 @@ def test_report_of_your_csv_gives_its_row_numbers_and_a_runs_weights(tmp_path):
         find_noisy_pairs.main([f if f != str(files["train"]) else str(other["train"]) for f in flags])
 
 
+def test_csv_cells_a_spreadsheet_would_run_are_escaped_and_read_back():
+    from npc.io import formula_safe, formula_unescape
+
+    cases = {"=1+1": "'=1+1", "+x": "'+x", "-x": "'-x", "@SUM(A1)": "'@SUM(A1)", "\tx": "'\tx", "\r=x": "'\r=x",
+             "'=x": "''=x", "a=b": "a=b", "'tis": "'tis", "-0.5": "-0.5", "+3": "+3", "-1e-05": "-1e-05",
+             "- 3": "'- 3", "": "", 7: 7}
+    for text, cell in cases.items():
+        assert formula_safe(text) == cell
+        if isinstance(text, str):
+            assert formula_unescape(cell) == text
+
+
+def test_pairs_csv_escapes_formulas_and_the_page_shows_each_candidate_text_once(tmp_path):
+    from npc.io import formula_unescape
+
+    files = make_images_and_csvs(tmp_path / "mydata")
+    formula = '=HYPERLINK("http://x","y")'
+    with open(files["train"], "a", encoding="utf-8") as f:
+        f.write(f"images/train_0.jpg\t{formula}\n")
+    out = tmp_path / "report"
+    summary = find_noisy_pairs.main(["--dataset", "csv", "--train_data", str(files["train"]), "--vision_model",
+                                     "npc-micro", "--pretrained", "none", "--num_workers", "0", "--no_progress",
+                                     "--out", str(out), "--top", "60", "--candidates", "12", "--batch_size", "8"])
+    with open(out / "pairs.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header, rows = rows[0], rows[1:]
+    caption = [r[header.index("caption")] for r in rows]
+    assert [c for c in caption if c.startswith("'")] == ["'" + formula]  # the one formula, escaped; no other
+    assert sum(float(r[header.index("osa_score")]) < 0 for r in rows) > 0  # negative numbers stay numbers
+
+    # candidates: a text several pairs hold is one item, with its count and every line and pair that holds it
+    page = (out / "index.html").read_text(encoding="utf-8")
+    split_captions = {int(r[header.index("pair")]): formula_unescape(c) for r, c in zip(rows, caption)}
+    lists = re.findall(r'<ol class="cand">(.*?)</ol>', page)
+    assert len(lists) == len(summary["shown"]["candidates"]) > 0
+    grouped = 0
+    for items, cands in zip(lists, summary["shown"]["candidates"]):
+        texts = [split_captions[c] for c, _ in cands]
+        shown = re.findall(r"<li>(.*?) <span", items)
+        assert len(shown) == len(set(texts)) and len(set(shown)) == len(shown)
+        for item in re.findall(r"<li>.*?</li>", items):
+            if " pairs: lines " in item:
+                grouped += 1
+                n = int(re.search(r", (\d+) pairs: lines ", item).group(1))
+                assert n > 1 and len(re.search(r"; pairs ([\d, ]+)\)", item).group(1).split(", ")) == n
+    assert grouped > 0
+
+
+def test_a_run_without_per_pair_weights_is_one_line_not_a_histogram():
+    from types import SimpleNamespace
+
+    from npc.pair_weights import PairWeights
+    from npc.report_page import run_note
+
+    def run(kind, method, rows):
+        w = np.array(rows, dtype=np.float32)
+        return PairWeights(weights=w, epochs=np.arange(1, len(w) + 1), kind=kind, method=method, split_sha256="",
+                           path=Path("x"))
+
+    nan = float("nan")
+    d = SimpleNamespace(runs={"plain": run("uniform", "clip", [[1, 1, nan, 1]]),
+                              "none": run("uniform", "clip", [[nan, nan, nan, nan]]),
+                              "osa": run("estimator", "osa", [[0.2, 1, 0.7, nan], [0.4, 1, 0.7, nan]])})
+    means = {name: pw.mean_over_epochs() for name, pw in d.runs.items()}
+    assert run_note(d, "plain", means["plain"]) == ("run plain: clip (uniform), 1 epoch: no per-pair weights: every "
+                                                    "pair drawn has weight 1 (3 pairs; 1 never drawn).")
+    assert run_note(d, "none", means["none"]) == "run none: clip (uniform), 1 epoch: no per-pair weights (no pair " \
+                                                 "was drawn)."
+    assert run_note(d, "osa", means["osa"]) is None  # weights that differ: a histogram
+
+
 def test_bad_input_is_one_line_and_leaves_no_report(tmp_path, base_dir, fresh_root, capsys, monkeypatch):
     files = make_images_and_csvs(tmp_path / "d")
     (tmp_path / "d" / "images" / "train_3.png").unlink()
