@@ -92,3 +92,77 @@ def test_decompression_bomb_is_an_unreadable_image(bombs):
         data.readable_split(dev)
     kept, dropped = data.readable_split(dev, skip=True)
     assert dropped == bad and kept.num_images == dev.num_images - 2
+
+
+# ----------------------------------------------------------------------------- export_model.py --out
+
+@pytest.fixture
+def training_checkpoint(tmp_path):
+    from npc.model import create_model
+
+    model = create_model(MODEL, "none", init_seed=0)[0]
+    path = tmp_path / "latest.pt"
+    torch.save({"format": "npc-reimpl/1", "epoch": 3, "vision_model": MODEL, "state_dict": model.state_dict(),
+                "optimizer": {}, "args": {"vision_model": MODEL}}, path)
+    return path
+
+
+def test_export_never_replaces_a_file_it_did_not_write(training_checkpoint, tmp_path, capsys):
+    import export_model
+    from npc.cli import cli
+
+    other = tmp_path / "run2" / "best.pt"  # another run's checkpoint
+    other.parent.mkdir()
+    torch.save({"format": "npc-reimpl/1", "epoch": 1, "state_dict": {}}, other)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    kept = {p: p.read_bytes() for p in (training_checkpoint, other, notes)}
+    for out, why in ((other, "is not an export of export_model.py"), (notes, "is not an export of export_model.py"),
+                     (training_checkpoint, "is the checkpoint being exported"), (tmp_path, "is a folder")):
+        assert cli(export_model.main, [str(training_checkpoint), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --out {out} ") and why in err and err.count("\n") == 1
+        assert "choose another --out" in err or "give the file to write" in err
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.suffix == ".json"]
+
+    out = tmp_path / "export" / "mine.pt"
+    first = export_model.main([str(training_checkpoint), "--out", str(out)])
+    again = export_model.main([str(training_checkpoint), "--out", str(out)])  # an earlier export is replaced
+    assert again == first and torch.load(out, weights_only=True)["epoch"] == 3
+    with pytest.raises(FileExistsError, match="is the checkpoint being exported"):  # an export onto itself
+        export_model.main([str(out), "--out", str(out)])
+    # the demo models' config beside the export: a file of the same name holding something else is kept
+    config = tmp_path / "elsewhere" / f"{MODEL}.json"
+    config.parent.mkdir()
+    config.write_text('{"mine": 1}\n')
+    with pytest.raises(FileExistsError, match=f"{config} exists and holds another file"):
+        export_model.main([str(training_checkpoint), "--out", str(config.parent / "mine.pt")])
+    assert config.read_text() == '{"mine": 1}\n' and not (config.parent / "mine.pt").exists()
+
+
+# ----------------------------------------------------------------------------- files that are not checkpoints
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(training_checkpoint, tmp_path, capsys):
+    import export_model
+    from npc.cli import cli
+    from npc.model import read_checkpoint
+
+    import argparse
+
+    cases = {"random.pt": np.random.default_rng(0).bytes(5000), "empty.pt": b"",
+             "cut.pt": training_checkpoint.read_bytes()[:20000]}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    torch.save({"args": argparse.Namespace(lr=1.0)}, tmp_path / "objects.pt")  # a full pickle
+    reasons = {"random.pt": "(neither a zip archive nor a pickle written by torch.save)", "empty.pt": "(empty file)",
+               "cut.pt": "(a damaged or cut-short zip archive", "objects.pt": "holds Python objects"}
+    for name, reason in reasons.items():
+        with pytest.raises(ValueError) as e:
+            read_checkpoint(tmp_path / name)
+        message = str(e.value)
+        assert message.startswith(str(tmp_path / name)) and reason in message, message
+        assert "\n" not in message and "weights_only=False" not in message
+        assert cli(export_model.main, [str(tmp_path / name), "--out", str(tmp_path / "x.pt")]) == 1
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "x.pt").exists()
