@@ -2,12 +2,17 @@
 them (16-bit, EXIF-rotated) or refuses (decompression bombs), a disk that fills while a checkpoint is written,
 a run folder's lock after a kill, SIGTERM, and files that are not checkpoints. Each case ends in one clear
 line naming the file or flag, or in the right result; nothing on disk is lost (docs/failure.md)."""
+import errno
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from helpers import MODEL, make_images_and_csvs
+from helpers import CHILD_PYTHONPATH, MODEL, make_images_and_csvs
 from npc import data, images, loaders
 from npc.csv_format import DataError
 
@@ -166,3 +171,65 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(training_checkpoi
         assert cli(export_model.main, [str(tmp_path / name), "--out", str(tmp_path / "x.pt")]) == 1
         assert capsys.readouterr().err == f"error: {message}\n"
     assert not (tmp_path / "x.pt").exists()
+
+
+# ----------------------------------------------------------------------------- a full disk while a checkpoint is written
+
+def _child_env():
+    return {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+# Saves a checkpoint of a 1.4 MB model under a 200 kB file-size limit (SIGXFSZ ignored: the write fails with
+# EFBIG, as on a full disk), through npc.cli as a script does, with the run's log.txt as a handler.
+FULL_DISK_SCRIPT = r"""
+import logging, resource, signal, sys, types
+import torch
+from npc.checkpoint import save_checkpoint
+from npc.cli import cli
+
+path, log_txt = sys.argv[1], sys.argv[2]
+logging.getLogger("npc").addHandler(logging.FileHandler(log_txt))
+model = torch.nn.Linear(600, 600)
+args = types.SimpleNamespace(name="full", vision_model="npc-micro", flags=lambda: {"lr": 1.0})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+sys.exit(cli(lambda argv: save_checkpoint(path, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+                                          epoch=2, step=10, best={}, args=args), []))
+"""
+
+
+def test_a_checkpoint_past_the_file_size_limit_is_one_line_and_keeps_the_previous_one(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    path = ckpts / "latest.pt"
+    torch.save({"format": "npc-reimpl/1", "epoch": 1}, path)
+    before = path.read_bytes()
+    log_txt = tmp_path / "log.txt"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT, str(path), str(log_txt)], env=_child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    line = (f"error: cannot write checkpoint {path}: disk full or file too large ([enforce fail at "
+            f"inline_container.cc")
+    assert done.stderr.startswith(line) and done.stderr.count("\n") == 1, done.stderr
+    assert "--resume latest" in done.stderr and "Traceback" not in done.stderr
+    assert log_txt.read_text().strip() == done.stderr.strip()
+    assert path.read_bytes() == before and os.listdir(ckpts) == ["latest.pt"]  # no temporary file left
+
+
+def test_no_space_while_writing_best_is_one_line_naming_it(tmp_path, monkeypatch):
+    from npc import checkpoint
+    from npc.errors import UserError
+
+    best = tmp_path / "best.pt"
+    best.write_bytes(b"the best epoch so far")
+
+    def no_space(obj, f, *a, **kw):
+        f.write(b"PK part of a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(UserError) as e:
+        checkpoint.write_best({"epoch": 2, "state_dict": {}}, best)
+    assert str(e.value).startswith(f"cannot write checkpoint {best}: disk full or file too large (No space left "
+                                   f"on device); ")
+    assert best.read_bytes() == b"the best epoch so far" and os.listdir(tmp_path) == ["best.pt"]
