@@ -233,3 +233,71 @@ def test_no_space_while_writing_best_is_one_line_naming_it(tmp_path, monkeypatch
     assert str(e.value).startswith(f"cannot write checkpoint {best}: disk full or file too large (No space left "
                                    f"on device); ")
     assert best.read_bytes() == b"the best epoch so far" and os.listdir(tmp_path) == ["best.pt"]
+
+
+# ----------------------------------------------------------------------------- the run folder's lock after a kill
+
+# Takes the lock, forks a child (as the DataLoader forks its workers) that only sleeps, says so, and waits.
+LOCK_SCRIPT = r"""
+import os, sys, time
+from npc.locks import file_lock
+
+with file_lock(sys.argv[1], "the run folder", wait=False):
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_killed_runs_forked_children_do_not_hold_its_lock(tmp_path):
+    import signal
+
+    from npc.locks import LockedError, file_lock
+
+    lock = tmp_path / "run" / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_SCRIPT, str(lock)], env=_child_env(), stdout=subprocess.PIPE,
+                              text=True)
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(LockedError, match=f"in use by pid {holder.pid} "):  # held while its holder lives
+            with file_lock(lock, "the run folder", wait=False):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        os.kill(child, 0)  # the child still lives
+        with file_lock(lock, "the run folder", wait=False):  # at once, not when the child ends
+            os.kill(child, 0)
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+# Runs main_CLIP as its script does (through npc.cli), sending itself SIGTERM before its 3rd optimizer step.
+SIGTERM_SCRIPT = r"""
+import os, signal, sys
+import main_CLIP
+from helpers import before_step
+from npc.cli import cli
+
+before_step(3, lambda: os.kill(os.getpid(), signal.SIGTERM))
+sys.exit(cli(main_CLIP.main, sys.argv[1:]))
+"""
+
+
+def test_sigterm_stops_a_run_with_one_line_in_its_log(fresh_root, base_dir, tmp_path):
+    from helpers import run_args
+
+    from npc.locks import file_lock
+
+    logs = tmp_path / "logs"
+    argv = run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "t", "--num_workers", "1")
+    done = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT, *argv], env=_child_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert done.stderr.startswith("terminated (SIGTERM); ") and done.stderr.count("\n") == 1, done.stderr[-3000:]
+    assert "--resume latest" in done.stderr
+    assert (logs / "t" / "log.txt").read_text().rstrip().splitlines()[-1].endswith(done.stderr.strip())
+    with file_lock(logs / "t" / ".lock", "the run folder", wait=False):  # released
+        pass
