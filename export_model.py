@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "open_clip.create_model_and_transforms(NAME, pretrained=FILE) loads")
     p.add_argument("checkpoint", help="a checkpoint of this project (best.pt, latest.pt), the reference release's, "
                                       "or a state dict")
-    p.add_argument("--out", required=True, help="the file to write (e.g. mine.pt)")
+    p.add_argument("--out", required=True, help="the file to write (e.g. mine.pt); an existing file is replaced "
+                                                "only when it is an earlier export of this script")
     p.add_argument("--vision_model", default=None,
                    help="the architecture (ViT-B/32, ...): needed only for a file that does not record it; a "
                         "checkpoint of another model is refused")

@@ -36,10 +36,16 @@ def checkpoint_dict(*, model, optimizer, epoch: int, step: int, best: Dict, conf
             "config": config, **(extra or {})}
 
 
+# What a run says when a checkpoint cannot be written for want of space (its earlier checkpoints are whole).
+FULL_DISK_REMEDY = ("the run's earlier checkpoints are kept: free some space (or raise the file-size limit, "
+                    "ulimit -f), then continue the run with --resume latest")
+
+
 def save_checkpoint(path: Path, **kwargs) -> Dict:
-    """Write :func:`checkpoint_dict` atomically to ``path``; returns it."""
+    """Write :func:`checkpoint_dict` atomically to ``path``; returns it. A full disk is one line naming ``path``
+    (:class:`~npc.errors.DiskFullError`); the files already there stay as they were."""
     ckpt = checkpoint_dict(**kwargs)
-    atomic_torch_save(ckpt, path)
+    atomic_torch_save(ckpt, path, what="checkpoint", remedy=FULL_DISK_REMEDY)
     return ckpt
 
 
@@ -51,7 +57,7 @@ WEIGHTS_KEYS = ("format", "epoch", "step", "name", "vision_model", "state_dict",
 def write_best(ckpt: Dict, path: Path) -> None:
     """``best.pt``: the weights of the best epoch, its epoch, dev scores and the run's flags (no optimizer
     states: evaluation and ``--eval --resume`` need none, and they are 2-4 times the weights' size)."""
-    atomic_torch_save({k: ckpt[k] for k in WEIGHTS_KEYS if k in ckpt}, path)
+    atomic_torch_save({k: ckpt[k] for k in WEIGHTS_KEYS if k in ckpt}, path, what="checkpoint", remedy=FULL_DISK_REMEDY)
 
 
 def epoch_files(ckpt_dir: Path) -> Dict[int, Path]:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from npc import images
 from npc.csv_format import DataError, read_rows, separator_name
 from npc.datasets import DATASETS, DatasetSpec
 from npc.noise import ensure_noisy_split, read_caption_lines
@@ -286,11 +286,9 @@ def read_csv_split(path, split: str, *, img_key: str = "filepath", caption_key: 
 def _check_csv_image(image_path: Path, csv_path: Path, line: int) -> None:
     if not image_path.is_file():
         raise DataError(f"{csv_path}, line {line}: image not found: {image_path}")
-    try:
-        with Image.open(image_path):
-            pass  # reads the header only: the format is one PIL knows
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{csv_path}, line {line}: cannot read image {image_path}: {e}") from None
+    why = images.header_problem(image_path)  # reads the header only: the format is one PIL knows
+    if why is not None:
+        raise DataError(f"{csv_path}, line {line}: cannot read image {image_path}: {why}")
 
 
 def csv_derived_path(csv_path, name: str) -> Path:
@@ -311,13 +309,7 @@ def decode_error(path) -> Optional[str]:
         return f"image not found ({e.strerror})"
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DECODED:
-        try:
-            with Image.open(path) as img:
-                img.draft(None, (1, 1))
-                img.load()
-            _DECODED[key] = None
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            _DECODED[key] = str(e) or type(e).__name__
+        _DECODED[key] = images.decode_problem(path)  # the one decoding rule (npc/images.py)
     return _DECODED[key]
 
 

@@ -13,3 +13,11 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """Flags that contradict each other or the run they continue; the message names them."""
+
+
+class ExistingFileError(UserError, FileExistsError):
+    """A file the command would replace but did not write itself; the message names it and the way out."""
+
+
+class DiskFullError(UserError, OSError):
+    """A write that ran out of disk space or past the file-size limit; the message names the file."""

@@ -13,10 +13,12 @@ open_clip knows the real architectures by name (``ViT-B/32`` of this project is 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Dict, Optional
 
 from npc.config import flags_of_saved
+from npc.errors import ExistingFileError
 
 EXPORT_FORMAT = "npc-export/1"
 
@@ -28,6 +30,45 @@ def checkpoint_model(ckpt) -> Optional[str]:
     return ckpt.get("vision_model") or flags_of_saved(ckpt).get("vision_model")
 
 
+def is_export(path) -> bool:
+    """Whether ``path`` is a file :func:`export_open_clip` wrote (it records :data:`EXPORT_FORMAT`)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True).get("format") == EXPORT_FORMAT
+    except Exception:
+        return False
+
+
+def check_out(checkpoint: Path, out: Path) -> None:
+    """Refuse an ``--out`` that would replace a file this script did not write: the checkpoint being exported,
+    a folder, or any existing file that is not an earlier export (a training checkpoint, a user's file)."""
+    if not os.path.lexists(out):
+        return
+    if out.is_dir():
+        raise ExistingFileError(f"--out {out} is a folder: give the file to write (e.g. {out / 'model.pt'})")
+    if checkpoint.exists() and os.path.samefile(checkpoint, out):
+        raise ExistingFileError(f"--out {out} is the checkpoint being exported: choose another --out")
+    if not is_export(out):
+        raise ExistingFileError(f"--out {out} exists and is not an export of export_model.py (a training "
+                                f"checkpoint or another file): it is left as it is; choose another --out, or move "
+                                f"the file away first")
+
+
+def check_config(path: Path, cfg: Dict) -> None:
+    """Refuse to replace a config file beside the export that holds something else than ``cfg`` (a user's file,
+    or the config of an earlier export of another context length, which would stop loading)."""
+    if not os.path.lexists(path):
+        return
+    try:
+        held = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        held = None
+    if held != cfg:
+        raise ExistingFileError(f"{path} exists and holds another file than this export's model config: it is left "
+                                f"as it is; export to another folder (--out), or move the file away first")
+
+
 def export_open_clip(checkpoint, out, vision_model: Optional[str] = None) -> Dict[str, str]:
     """Write ``checkpoint``'s weights to ``out`` for open_clip; returns ``model_name``, ``file`` and, for a
     demo config, ``config`` (the config file to register). ``vision_model``: the architecture, needed for a
@@ -37,6 +78,7 @@ def export_open_clip(checkpoint, out, vision_model: Optional[str] = None) -> Dic
     from npc.model import CONFIG_DIR, DEMO_MODELS, create_model, load_checkpoint_weights, open_clip_name, read_checkpoint
 
     checkpoint, out = Path(checkpoint), Path(out)
+    check_out(checkpoint, out)  # before anything is read or written
     ckpt = read_checkpoint(checkpoint)
     trained = checkpoint_model(ckpt)
     if vision_model and trained and open_clip_name(vision_model) != open_clip_name(trained):
@@ -62,6 +104,7 @@ def export_open_clip(checkpoint, out, vision_model: Optional[str] = None) -> Dic
         if context_length:
             cfg["text_cfg"]["context_length"] = int(context_length)
         config_path = out.parent / f"{name}.json"
+        check_config(config_path, cfg)
         atomic_write_text(config_path, json.dumps(cfg, indent=4) + "\n")
         result["config"] = str(config_path)
     atomic_torch_save({"format": EXPORT_FORMAT, "model_name": name, "model_cfg": cfg,

@@ -63,7 +63,7 @@ class _Decode(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        from npc.loaders import load_image  # its decoding and its error naming the file, with the PIL-level steps only
+        from npc.images import load_image  # the one decoding rule, with the PIL-level steps only
 
         return load_image(self.paths[i], lambda img: torch.from_numpy(np.asarray(self.t(img), dtype=np.uint8).copy()))
 

@@ -6,6 +6,7 @@ the target (``os.replace`` is atomic on POSIX and Windows when source and target
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -13,6 +14,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Dict, Iterator, Tuple, Union
+
+from npc.errors import DiskFullError
 
 PathLike = Union[str, os.PathLike]
 _UMASK = os.umask(0)
@@ -90,11 +93,36 @@ def atomic_save_npy(path: PathLike, array) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def atomic_torch_save(obj, path: PathLike) -> None:
+# A write that failed for want of space: no space left, past the file-size limit (ulimit -f), past a quota.
+FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def full_disk(e: BaseException) -> bool:
+    """Whether ``e`` is a write that failed for want of space. torch's zip writer reports a failed write as a
+    RuntimeError (``[enforce fail at inline_container.cc:...] . unexpected pos N vs M``, or ``... file write
+    failed``), which says nothing else."""
+    if isinstance(e, OSError):
+        return e.errno in FULL_DISK_ERRNOS
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("inline_container.cc" in text or "PytorchStreamWriter failed" in text) \
+        and any(k in text for k in ("unexpected pos", "write failed", "failed writing"))
+
+
+def atomic_torch_save(obj, path: PathLike, what: str = "file",
+                      remedy: str = "free some space (or raise the file-size limit, ulimit -f) and run it again") -> None:
+    """``torch.save(obj)`` to ``path`` atomically. A full disk or a file past the size limit is one
+    :class:`~npc.errors.DiskFullError` naming ``what`` and ``path``, followed by ``remedy``; the file
+    ``path`` held before is kept, and the temporary file is removed."""
     import torch
 
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+    try:
+        with atomic_open(path, "wb") as f:
+            torch.save(obj, f)
+    except (RuntimeError, OSError) as e:
+        if not full_disk(e):
+            raise
+        cause = os.strerror(e.errno) if isinstance(e, OSError) else str(e).strip().splitlines()[0]
+        raise DiskFullError(f"cannot write {what} {path}: disk full or file too large ({cause}); {remedy}") from None
 
 
 def atomic_copy(src: PathLike, dst: PathLike) -> None:

@@ -11,19 +11,11 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from npc.csv_format import DataError
 from npc.data import Split
-
-
-def load_image(path, preprocess) -> torch.Tensor:
-    try:
-        with Image.open(path) as img:
-            return preprocess(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
+from npc.images import load_image  # the one decoding rule (npc/images.py); its error names the file
 
 
 class ImageDataset(Dataset):

@@ -3,7 +3,9 @@
 A lock is a POSIX ``flock`` on a small file that also records its holder (pid, host, start time)
 for the message the second process prints. The kernel releases the lock when the holder exits in
 any way (Ctrl-C, crash, SIGKILL), so a lock file left behind by a dead process is stale by
-construction and the next process simply takes it. Run folders refuse a second writer; caches
+construction and the next process simply takes it. A flock belongs to the open file, which a forked
+child (a DataLoader worker) shares: children close their copy as they start, so that a worker
+outliving a killed run does not hold its lock. Run folders refuse a second writer; caches
 (demo data, the demo's base model, noisy splits, memory banks) make it wait, then re-check whether
 the first one already built what it needs.
 """
@@ -16,7 +18,7 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Union
+from typing import Callable, Dict, Iterator, Union
 
 from npc.errors import UserError
 
@@ -25,6 +27,24 @@ PathLike = Union[str, os.PathLike]
 
 class LockedError(UserError, RuntimeError):
     """Another live process holds the lock; the message names it."""
+
+
+# The descriptors of the locks this process holds. A forked child (a DataLoader worker) would share each
+# one's open file description, and with it the flock: a worker still alive after its parent was killed
+# would keep the run folder locked. The child closes its copies at once (the parent's lock is not affected).
+_HELD: Dict[int, object] = {}  # descriptor -> the token of the file_lock that holds it
+
+
+def _drop_inherited_locks() -> None:
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def _holder(fd: int) -> str:
@@ -46,6 +66,7 @@ def file_lock(path: PathLike, what: str, *, wait: bool, hint: str = "",
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    token, held = object(), False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -58,6 +79,9 @@ def file_lock(path: PathLike, what: str, *, wait: bool, hint: str = "",
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+        _HELD[fd], held = token, True
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        if not held or _HELD.get(fd) is token:  # else a forked child, which closed its copy as it started
+            _HELD.pop(fd, None)
+            os.close(fd)  # closing the descriptor releases the lock

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 import socket
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -121,7 +123,31 @@ def read_checkpoint(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated files, TorchScript archives
-        raise ValueError(f"cannot load {path} as a checkpoint with weights_only=True: {e}") from None
+        raise ValueError(not_a_checkpoint(path, e)) from None
+
+
+def not_a_checkpoint(path: Path, e: Exception) -> str:
+    """One line for a file ``torch.load(weights_only=True)`` refused (torch's own message spans lines and
+    suggests ``weights_only=False``, which would run code from the file)."""
+    text = str(e)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        return f"cannot read checkpoint {path}: {err.strerror}"
+    if not head:
+        return f"{path} is not a checkpoint (empty file)"
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported:
+        return (f"{path} is not a checkpoint this project loads: it holds Python objects ({unsupported.group(1)}), and "
+                f"checkpoints are read with weights_only=True (tensors and plain values only)")
+    if head.startswith(b"PK"):
+        why = re.search(r"PytorchStreamReader failed ([^.]*)", text)
+        return (f"{path} is not a checkpoint (a damaged or cut-short zip archive"
+                + (f": {why.group(0)}" if why else "") + "): copy or write it again")
+    if "Weights only load failed" in text or isinstance(e, (EOFError, pickle.UnpicklingError)):
+        return f"{path} is not a checkpoint (neither a zip archive nor a pickle written by torch.save)"
+    return f"{path} is not a checkpoint ({text.strip().splitlines()[0] if text.strip() else type(e).__name__})"
 
 
 def load_checkpoint_weights(model: torch.nn.Module, path, strict: bool = True, ckpt=None) -> Dict:

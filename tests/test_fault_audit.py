@@ -1,0 +1,303 @@
+"""Fault audit: exports that would replace other files, images PIL decodes differently than a viewer shows
+them (16-bit, EXIF-rotated) or refuses (decompression bombs), a disk that fills while a checkpoint is written,
+a run folder's lock after a kill, SIGTERM, and files that are not checkpoints. Each case ends in one clear
+line naming the file or flag, or in the right result; nothing on disk is lost (docs/failure.md)."""
+import errno
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import CHILD_PYTHONPATH, MODEL, make_images_and_csvs
+from npc import data, images, loaders
+from npc.csv_format import DataError
+
+
+# ----------------------------------------------------------------------------- images: one decoding rule
+
+def test_16_bit_grayscale_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    rng = np.random.default_rng(0)
+    values = (rng.integers(120, 163, size=(24, 24)) * 257).astype(np.uint16)  # mean about 141 * 257
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    with Image.open(path) as raw:
+        assert raw.mode.startswith("I")
+        assert np.asarray(raw.convert("RGB")).mean() > 250  # PIL's plain conversion clips to white
+    rgb = np.asarray(images.open_rgb(path))
+    assert rgb.shape == (24, 24, 3) and rgb.dtype == np.uint8
+    assert abs(rgb.mean() - values.mean() / 257) < 0.5
+    assert (rgb[..., 0] == np.round(values / 257)).all() and (rgb[..., 0] == rgb[..., 2]).all()
+    # the same pixels wherever an image is decoded for the model
+    assert np.array_equal(loaders.load_image(path, np.asarray), rgb)
+    assert data.decode_error(path) is None
+
+
+def _rotated_jpeg(path):
+    """A 40 x 20 JPEG, red on its left half, with EXIF orientation 6 (a viewer turns it 90 degrees clockwise)."""
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[images.ORIENTATION] = 6
+    img.save(path, exif=exif.tobytes(), quality=95)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    path = tmp_path / "sideways.jpg"
+    _rotated_jpeg(path)
+    rgb = np.asarray(images.open_rgb(path)).astype(int)
+    assert rgb.shape == (40, 20, 3)  # upright: 20 wide, 40 high
+    assert rgb[5, 10, 0] > 200 and rgb[35, 10, 2] > 200  # the red half is on top after the turn
+    assert loaders.load_image(path, np.asarray).shape == (40, 20, 3)
+    assert data.decode_error(path) is None
+
+
+@pytest.fixture
+def bombs(tmp_path, monkeypatch):
+    """CSV data whose train and dev splits each hold two images over PIL's decompression-bomb limit (lowered
+    for the test): one past the limit (PIL warns) and one past twice the limit (PIL refuses)."""
+    files = make_images_and_csvs(tmp_path / "data", n_train=8, n_dev=6, n_test=3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the images are 40 x 40 = 1600 pixels
+    out = {}
+    for split in ("train", "dev"):
+        s = data.read_csv_split(files[split], split, check_images=False)
+        for i, side in enumerate([40] + [50] + [30] * (s.num_images - 2)):  # 1600, 2500, then 900 pixels
+            Image.new("RGB", (side, side), (9, 9, 9)).save(s.image_paths[i], format="PNG")
+        out[split] = (files[split], [0, 1])
+    return out
+
+
+def test_decompression_bomb_is_an_unreadable_image(bombs):
+    train_csv, bad = bombs["train"]
+    split = data.read_csv_split(train_csv, "train")  # the header check lets them through to be skipped
+    for i in bad:
+        with pytest.raises(DataError, match=f"cannot read image {split.image_paths[i]}: .*decompression-bomb"):
+            images.open_rgb(split.image_paths[i])
+        assert "decompression-bomb" in data.decode_error(split.image_paths[i])
+    from npc.model import create_model
+
+    _, preprocess, _ = create_model(MODEL, "none")
+    tokenizer = lambda caps: torch.zeros(len(caps), 8, dtype=torch.long)  # noqa: E731
+    everything = np.arange(len(split))
+    with pytest.raises(DataError) as e:  # a training batch without --skip_unreadable_images
+        loaders.PairBatches(split, preprocess, tokenizer)[everything]
+    assert str(split.image_paths[0]) in str(e.value) and "--skip_unreadable_images" in str(e.value)
+    assert "\n" not in str(e.value)
+    batch = loaders.PairBatches(split, preprocess, tokenizer, skip_unreadable=True)[everything]
+    assert sorted(batch["skipped_images"].tolist()) == bad
+    assert not np.isin(batch["image_index"].numpy(), bad).any()
+    with pytest.raises(DataError, match=str(split.image_paths[0])):  # the memory bank's (and evaluation's) encoding
+        list(loaders.image_loader(split, preprocess, batch_size=4, num_workers=0))
+    dev_csv, bad = bombs["dev"]
+    dev = data.read_csv_split(dev_csv, "dev", check_images=False)
+    with pytest.raises(DataError, match=f"cannot read image {dev.image_paths[0]}: .*--skip_unreadable_images"):
+        data.readable_split(dev)
+    kept, dropped = data.readable_split(dev, skip=True)
+    assert dropped == bad and kept.num_images == dev.num_images - 2
+
+
+# ----------------------------------------------------------------------------- export_model.py --out
+
+@pytest.fixture
+def training_checkpoint(tmp_path):
+    from npc.model import create_model
+
+    model = create_model(MODEL, "none", init_seed=0)[0]
+    path = tmp_path / "latest.pt"
+    torch.save({"format": "npc-reimpl/1", "epoch": 3, "vision_model": MODEL, "state_dict": model.state_dict(),
+                "optimizer": {}, "args": {"vision_model": MODEL}}, path)
+    return path
+
+
+def test_export_never_replaces_a_file_it_did_not_write(training_checkpoint, tmp_path, capsys):
+    import export_model
+    from npc.cli import cli
+
+    other = tmp_path / "run2" / "best.pt"  # another run's checkpoint
+    other.parent.mkdir()
+    torch.save({"format": "npc-reimpl/1", "epoch": 1, "state_dict": {}}, other)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    kept = {p: p.read_bytes() for p in (training_checkpoint, other, notes)}
+    for out, why in ((other, "is not an export of export_model.py"), (notes, "is not an export of export_model.py"),
+                     (training_checkpoint, "is the checkpoint being exported"), (tmp_path, "is a folder")):
+        assert cli(export_model.main, [str(training_checkpoint), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --out {out} ") and why in err and err.count("\n") == 1
+        assert "choose another --out" in err or "give the file to write" in err
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.suffix == ".json"]
+
+    out = tmp_path / "export" / "mine.pt"
+    first = export_model.main([str(training_checkpoint), "--out", str(out)])
+    again = export_model.main([str(training_checkpoint), "--out", str(out)])  # an earlier export is replaced
+    assert again == first and torch.load(out, weights_only=True)["epoch"] == 3
+    with pytest.raises(FileExistsError, match="is the checkpoint being exported"):  # an export onto itself
+        export_model.main([str(out), "--out", str(out)])
+    # the demo models' config beside the export: a file of the same name holding something else is kept
+    config = tmp_path / "elsewhere" / f"{MODEL}.json"
+    config.parent.mkdir()
+    config.write_text('{"mine": 1}\n')
+    with pytest.raises(FileExistsError, match=f"{config} exists and holds another file"):
+        export_model.main([str(training_checkpoint), "--out", str(config.parent / "mine.pt")])
+    assert config.read_text() == '{"mine": 1}\n' and not (config.parent / "mine.pt").exists()
+
+
+# ----------------------------------------------------------------------------- files that are not checkpoints
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(training_checkpoint, tmp_path, capsys):
+    import export_model
+    from npc.cli import cli
+    from npc.model import read_checkpoint
+
+    import argparse
+
+    cases = {"random.pt": np.random.default_rng(0).bytes(5000), "empty.pt": b"",
+             "cut.pt": training_checkpoint.read_bytes()[:20000]}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    torch.save({"args": argparse.Namespace(lr=1.0)}, tmp_path / "objects.pt")  # a full pickle
+    reasons = {"random.pt": "(neither a zip archive nor a pickle written by torch.save)", "empty.pt": "(empty file)",
+               "cut.pt": "(a damaged or cut-short zip archive", "objects.pt": "holds Python objects"}
+    for name, reason in reasons.items():
+        with pytest.raises(ValueError) as e:
+            read_checkpoint(tmp_path / name)
+        message = str(e.value)
+        assert message.startswith(str(tmp_path / name)) and reason in message, message
+        assert "\n" not in message and "weights_only=False" not in message
+        assert cli(export_model.main, [str(tmp_path / name), "--out", str(tmp_path / "x.pt")]) == 1
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "x.pt").exists()
+
+
+# ----------------------------------------------------------------------------- a full disk while a checkpoint is written
+
+def _child_env():
+    return {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+# Saves a checkpoint of a 1.4 MB model under a 200 kB file-size limit (SIGXFSZ ignored: the write fails with
+# EFBIG, as on a full disk), through npc.cli as a script does, with the run's log.txt as a handler.
+FULL_DISK_SCRIPT = r"""
+import logging, resource, signal, sys, types
+import torch
+from npc.checkpoint import save_checkpoint
+from npc.cli import cli
+
+path, log_txt = sys.argv[1], sys.argv[2]
+logging.getLogger("npc").addHandler(logging.FileHandler(log_txt))
+model = torch.nn.Linear(600, 600)
+args = types.SimpleNamespace(name="full", vision_model="npc-micro", flags=lambda: {"lr": 1.0})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+sys.exit(cli(lambda argv: save_checkpoint(path, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+                                          epoch=2, step=10, best={}, args=args), []))
+"""
+
+
+def test_a_checkpoint_past_the_file_size_limit_is_one_line_and_keeps_the_previous_one(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    path = ckpts / "latest.pt"
+    torch.save({"format": "npc-reimpl/1", "epoch": 1}, path)
+    before = path.read_bytes()
+    log_txt = tmp_path / "log.txt"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT, str(path), str(log_txt)], env=_child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    line = (f"error: cannot write checkpoint {path}: disk full or file too large ([enforce fail at "
+            f"inline_container.cc")
+    assert done.stderr.startswith(line) and done.stderr.count("\n") == 1, done.stderr
+    assert "--resume latest" in done.stderr and "Traceback" not in done.stderr
+    assert log_txt.read_text().strip() == done.stderr.strip()
+    assert path.read_bytes() == before and os.listdir(ckpts) == ["latest.pt"]  # no temporary file left
+
+
+def test_no_space_while_writing_best_is_one_line_naming_it(tmp_path, monkeypatch):
+    from npc import checkpoint
+    from npc.errors import UserError
+
+    best = tmp_path / "best.pt"
+    best.write_bytes(b"the best epoch so far")
+
+    def no_space(obj, f, *a, **kw):
+        f.write(b"PK part of a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(UserError) as e:
+        checkpoint.write_best({"epoch": 2, "state_dict": {}}, best)
+    assert str(e.value).startswith(f"cannot write checkpoint {best}: disk full or file too large (No space left "
+                                   f"on device); ")
+    assert best.read_bytes() == b"the best epoch so far" and os.listdir(tmp_path) == ["best.pt"]
+
+
+# ----------------------------------------------------------------------------- the run folder's lock after a kill
+
+# Takes the lock, forks a child (as the DataLoader forks its workers) that only sleeps, says so, and waits.
+LOCK_SCRIPT = r"""
+import os, sys, time
+from npc.locks import file_lock
+
+with file_lock(sys.argv[1], "the run folder", wait=False):
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_killed_runs_forked_children_do_not_hold_its_lock(tmp_path):
+    import signal
+
+    from npc.locks import LockedError, file_lock
+
+    lock = tmp_path / "run" / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_SCRIPT, str(lock)], env=_child_env(), stdout=subprocess.PIPE,
+                              text=True)
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(LockedError, match=f"in use by pid {holder.pid} "):  # held while its holder lives
+            with file_lock(lock, "the run folder", wait=False):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        os.kill(child, 0)  # the child still lives
+        with file_lock(lock, "the run folder", wait=False):  # at once, not when the child ends
+            os.kill(child, 0)
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+# Runs main_CLIP as its script does (through npc.cli), sending itself SIGTERM before its 3rd optimizer step.
+SIGTERM_SCRIPT = r"""
+import os, signal, sys
+import main_CLIP
+from helpers import before_step
+from npc.cli import cli
+
+before_step(3, lambda: os.kill(os.getpid(), signal.SIGTERM))
+sys.exit(cli(main_CLIP.main, sys.argv[1:]))
+"""
+
+
+def test_sigterm_stops_a_run_with_one_line_in_its_log(fresh_root, base_dir, tmp_path):
+    from helpers import run_args
+
+    from npc.locks import file_lock
+
+    logs = tmp_path / "logs"
+    argv = run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "t", "--num_workers", "1")
+    done = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT, *argv], env=_child_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert done.stderr.startswith("terminated (SIGTERM); ") and done.stderr.count("\n") == 1, done.stderr[-3000:]
+    assert "--resume latest" in done.stderr
+    assert (logs / "t" / "log.txt").read_text().rstrip().splitlines()[-1].endswith(done.stderr.strip())
+    with file_lock(logs / "t" / ".lock", "the run folder", wait=False):  # released
+        pass
