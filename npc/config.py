@@ -92,6 +92,22 @@ class MethodConfig:
                          reweight=self.reweight, options=dict(self.options), bank_update=self.bank_update)
 
     @classmethod
+    def from_flags(cls, name: str, method_opt, bank_update) -> "MethodConfig":
+        """The section of a method's flat flags: its name (registered, or composed as ``base[part=value,...]``),
+        every option as ``key=value`` and its bank update."""
+        from npc import methods as M
+
+        base = M.get_method(M.base_name(name))
+        parts = dict(item.split("=", 1) for item in name[len(base.name) + 1:-1].split(",") if "=" in item)
+        options = dict(str(item).split("=", 1) for item in method_opt or ())
+        reweight = parts.get("reweight")
+        m = M.compose(base, objective=parts.get("objective"), estimator=parts.get("estimator"),
+                      reweight=None if reweight is None else reweight == "True", options=options,
+                      bank_update=bank_update)
+        M.check_bank_update(m)
+        return cls.of(m)
+
+    @classmethod
     def of(cls, m) -> "MethodConfig":
         """The section of a resolved :class:`npc.methods.Method`."""
         from npc import methods as M
@@ -220,10 +236,8 @@ class RunConfig:
                for s in SECTIONS}
         method = self.method
         if any(k in changes for k in METHOD_FLAGS):
-            from npc.method_flags import method_from_flags
-
             flat = {**self.flat(), **changes}
-            method = method_from_flags(flat["method"], flat.get("method_opt", ()), flat.get("bank_update"))
+            method = MethodConfig.from_flags(flat["method"], flat.get("method_opt", ()), flat.get("bank_update"))
         return dataclasses.replace(self, **new, method=method)
 
     def sections(self) -> Dict[str, Dict[str, Any]]:

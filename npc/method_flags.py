@@ -57,34 +57,8 @@ def resolve_method(values: Mapping, script: str, explicit: frozenset):
         m = M.compose(base, objective=given.get("npc_variant"), estimator=estimator,
                       reweight=None if weights is None else weights == "on", options=options,
                       bank_update=values.get("bank_update"))
-    check_bank_update(m)
+    M.check_bank_update(m)
     return m
-
-
-def check_bank_update(m) -> None:
-    if m.bank_update and not (m.uses_bank or "p_clean" in m.needs):
-        raise ConfigError(f"--bank_update {m.bank_update}: --method {m.name.split('[')[0]} uses neither the memory "
-                          f"bank's pairs nor its p(clean)")
-    if m.bank_update and m.subset == "gmm_clean":
-        raise ConfigError(f"--bank_update with --method {m.name.split('[')[0]}: a training subset that changes "
-                          f"during the run is not supported")
-
-
-def method_from_flags(name: str, method_opt, bank_update):
-    """The method section of a method's flat flags: its name (registered, or composed as
-    ``base[part=value,...]``), every option as ``key=value`` and its bank update."""
-    from npc import methods as M
-    from npc.config import MethodConfig
-
-    base = M.get_method(M.base_name(name))
-    parts = dict(item.split("=", 1) for item in name[len(base.name) + 1:-1].split(",") if "=" in item) \
-        if "[" in name else {}
-    reweight = parts.get("reweight")
-    m = M.compose(base, objective=parts.get("objective"), estimator=parts.get("estimator"),
-                  reweight=None if reweight is None else reweight == "True", options=parse_method_opts(method_opt),
-                  bank_update=bank_update)
-    check_bank_update(m)
-    return MethodConfig.of(m)
 
 
 def saved_method_fields(saved: Dict) -> Dict:

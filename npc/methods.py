@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Optional
 
+from npc.errors import ConfigError
+
 SUBSETS = ("all", "gmm_clean", "oracle_clean")
 OBJECTIVE_NAMES = ("clip", "paper", "release")  # npc.steps.OBJECTIVES
 
@@ -181,6 +183,16 @@ def compose(base: Method, *, objective: Optional[str] = None, reweight: Optional
              if getattr(new, k) != getattr(base, k)]
     diffs += [f"{k}={v}" for k, v in sorted(after.items()) if before.get(k) != v]
     return replace(new, name=f"{base.name}[{','.join(diffs)}]")
+
+
+def check_bank_update(m: Method) -> None:
+    """A --bank_update the method can use (the bank's pairs or its p(clean)), and no training subset that changes."""
+    if m.bank_update and not (m.uses_bank or "p_clean" in m.needs):
+        raise ConfigError(f"--bank_update {m.bank_update}: --method {m.name.split('[')[0]} uses neither the memory "
+                          f"bank's pairs nor its p(clean)")
+    if m.bank_update and m.subset == "gmm_clean":
+        raise ConfigError(f"--bank_update with --method {m.name.split('[')[0]}: a training subset that changes "
+                          f"during the run is not supported")
 
 
 def base_name(name: str) -> str:

@@ -13,25 +13,41 @@ from helpers import run_args
 from npc import estimators, methods
 from npc.config import RunConfig
 from npc.distributed import DistInfo
-from npc.method_flags import method_of
 from npc.params import ConfigError, parse_args
 from npc.step_state import StepState
 
 NPC_DIR = Path(__file__).resolve().parents[1] / "npc"
 
 
-def test_the_run_configuration_is_read_only_and_replace_derives_another():
+def test_the_run_configuration_is_typed_frozen_sections_and_replace_derives_another():
+    import dataclasses
+
     cfg = parse_args(["--lr", "0.01"], "clip")
-    assert isinstance(cfg, RunConfig)
-    with pytest.raises(AttributeError, match="read-only"):
-        cfg.lr = 0.1
-    with pytest.raises(AttributeError, match="read-only"):
-        del cfg.lr
-    other = cfg.replace(lr=0.1)
-    assert other.lr == 0.1 and cfg.lr == 0.01 and isinstance(other, RunConfig)
+    assert isinstance(cfg, RunConfig) and cfg.optim.lr == 0.01 and cfg.explicit == {"lr"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.optim.lr = 0.1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.optim = None
+    assert not hasattr(cfg, "lr")  # a field is where its section declares it, nowhere else
+    other = cfg.replace_flags(lr=0.1, noise_ratio=0.2)
+    assert (other.optim.lr, other.data.noise_ratio, cfg.optim.lr) == (0.1, 0.2, 0.01) and isinstance(other, RunConfig)
     with pytest.raises(AttributeError, match="no no_such_flag"):
-        cfg.replace(no_such_flag=1)
-    assert "_explicit" not in cfg.flags() and cfg.flags()["lr"] == 0.01
+        cfg.replace_flags(no_such_flag=1)
+    assert cfg.flat()["lr"] == 0.01 and "explicit" not in cfg.flat()
+    # every section's field is declared with its type
+    for section in (cfg.data, cfg.model, cfg.bank, cfg.optim, cfg.evaluation, cfg.run, cfg.method):
+        assert all(f.type for f in dataclasses.fields(section))
+
+
+def test_the_sections_round_trip_through_a_checkpoints_record_and_earlier_flags_still_read():
+    from npc.config import flags_of_saved
+
+    cfg = parse_args(["--method", "small_loss", "--method_opt", "tau=0.3", "--lr", "0.01"], "clip")
+    flat = flags_of_saved({"config": json.loads(json.dumps(cfg.sections()))})
+    assert flat == {**cfg.flat(), "method_opt": ("ramp_epochs=2", "tau=0.3"), "script": "clip"}
+    rebuilt = cfg.replace_flags(**{k: v for k, v in flat.items() if k != "script"})
+    assert rebuilt == cfg
+    assert flags_of_saved({"args": {"lr": 0.5}}) == {"lr": 0.5}  # a checkpoint of an earlier version
 
 
 def _npc_imports(path: Path):
@@ -69,13 +85,14 @@ def test_npc_has_no_import_cycle():
 
 def test_estimator_options_come_from_the_command_line_typed_and_checked():
     cfg = parse_args(["--method", "small_loss", "--method_opt", "tau=0.3"], "clip")
-    assert cfg.method == "small_loss[tau=0.3]" and cfg.method_opt == ("ramp_epochs=2", "tau=0.3")
-    est = method_of(cfg).build_estimator()
+    assert cfg.method.name == "small_loss[tau=0.3]" and cfg.method.options == (("ramp_epochs", 2), ("tau", 0.3))
+    assert cfg.method.options_text == ("ramp_epochs=2", "tau=0.3")
+    est = cfg.method.method().build_estimator()
     assert (est.tau, est.ramp_epochs) == (0.3, 2)
     # the registered method's own options name it
-    assert parse_args(["--method", "npc_release"], "npc").method_opt == ("grad_scale=4.0", "impl=efficient",
-                                                                          "state=persistent")
-    assert parse_args(["--method_opt", "state=fresh"], "npc").method == "npc_paper[state=fresh]"
+    assert parse_args(["--method", "npc_release"], "npc").method.options_text == ("grad_scale=4.0", "impl=efficient",
+                                                                                   "state=persistent")
+    assert parse_args(["--method_opt", "state=fresh"], "npc").method.name == "npc_paper[state=fresh]"
     with pytest.raises(ValueError, match="--method_opt taux: not an option of the small_loss estimator"):
         parse_args(["--method", "small_loss", "--method_opt", "taux=0.3"], "clip")
     with pytest.raises(ValueError, match="--method_opt tau=x: expected float"):
@@ -114,9 +131,9 @@ def test_options_and_method_are_recorded_and_checked_on_resume(demo_root, base_d
                             "--method", "small_loss", "--method_opt", "tau=0.25", "--method_opt", "ramp_epochs=0"))
     params = dict(line.split(": ", 1) for line in (logs / "sl" / "params.txt").read_text().splitlines())
     name = "small_loss[ramp_epochs=0,tau=0.25]"
-    assert params["method"] == name and params["method_opt"] == "('ramp_epochs=0', 'tau=0.25')"
+    assert params["method.name"] == name and params["method.options"].split(",") == ["ramp_epochs=0", "tau=0.25"]
     ckpt = torch.load(logs / "sl" / "checkpoints" / "latest.pt", weights_only=True)
-    assert ckpt["args"]["method_opt"] == ("ramp_epochs=0", "tau=0.25")
+    assert ckpt["config"]["method"]["options"] == {"ramp_epochs": 0, "tau": 0.25}
     record = json.loads((logs / "sl" / "metrics.jsonl").read_text().splitlines()[0])
     assert "weights" in record and record["weights"]["frac_weight_below_1"] == pytest.approx(0.25, abs=0.05)
     with pytest.raises(ConfigError, match=r"--method_opt .*tau=0.5.* \(the run has .*tau=0.25"):
@@ -124,7 +141,7 @@ def test_options_and_method_are_recorded_and_checked_on_resume(demo_root, base_d
                                 "--method", "small_loss", "--method_opt", "tau=0.5", "--method_opt", "ramp_epochs=0"))
     main_CLIP.main(run_args(demo_root, base_dir, logs, "--experiments", "sl", "--resume", "latest"))
     params = dict(line.split(": ", 1) for line in (logs / "sl" / "params.txt").read_text().splitlines())
-    assert params["method"] == name
+    assert params["method.name"] == name
     assert len((logs / "sl" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
@@ -144,7 +161,7 @@ def test_an_estimator_with_an_option_is_one_class_and_one_registry_line():
     methods.register_method(methods.Method("toy_t", "clip", "toy_temperature", "clip", summary="a toy"))
     try:
         cfg = parse_args(["--method", "toy_t", "--method_opt", "temperature=0.5"], "clip")
-        assert cfg.method == "toy_t[temperature=0.5]" and method_of(cfg).build_estimator().temperature == 0.5
+        assert cfg.method.name == "toy_t[temperature=0.5]" and cfg.method.method().build_estimator().temperature == 0.5
     finally:
         del methods.METHODS["toy_t"], estimators.ESTIMATORS["toy_temperature"]
 
@@ -170,7 +187,7 @@ def test_the_flags_of_earlier_versions_set_the_siamese_options_only_for_the_siam
     from npc.method_flags import saved_method_fields
 
     # a first-order run records --npc_impl / --siamese_state too (its checkpoint's flags, or a command line)
-    assert parse_args(["--npc_estimator", "first_order", "--npc_impl", "naive"], "npc").method == "npc_first_order"
+    assert parse_args(["--npc_estimator", "first_order", "--npc_impl", "naive"], "npc").method.name == "npc_first_order"
     saved = {"method": "npc_first_order", "npc_variant": "paper", "npc_impl": "efficient",
              "siamese_state": "persistent", "npc_weights": "on", "npc_estimator": "first_order"}
     assert saved_method_fields(saved)["method"] == "npc_first_order"

@@ -11,7 +11,6 @@ import main_CLIP
 import main_NPC
 from helpers import run_args
 from npc import estimators, methods
-from npc.method_flags import method_of
 from npc.params import parse_args
 from npc.steps import train_step
 from helpers import _per_sample, _setup
@@ -41,11 +40,12 @@ def _sgd_step_equals(model, a0, batch, weights, bank: bool = False):
     (["--method", "gmm_filter"], "clip", "gmm_filter"),
 ])
 def test_flags_of_earlier_versions_name_the_same_methods(argv, script, name):
-    args = parse_args(argv, script)
-    assert args.method == name and method_of(args).name == name
-    if script == "npc":  # the fine-grained flags spell the method's parts out (recorded with the run)
-        m = method_of(args)
-        assert (args.npc_variant, args.npc_estimator, args.npc_weights == "on") == (m.objective, m.estimator, m.reweight)
+    cfg = parse_args(argv, script)
+    m = cfg.method.method()
+    assert cfg.method.name == name and m.name == name
+    # the section holds the method's parts (recorded with the run), not the flags that named them
+    assert (cfg.method.objective, cfg.method.estimator, cfg.method.reweight) == (m.objective, m.estimator, m.reweight)
+    assert "npc_variant" not in cfg.flat() and "clean_prior" not in cfg.flat()
 
 
 def test_a_method_is_refused_by_the_other_script_and_contradictions_are_named():
@@ -150,7 +150,8 @@ def test_npc_method_by_name_runs_and_records_it(fresh_root, base_dir, tmp_path):
                                  "--method", "npc_release", "--noise_ratio", "0.4"))
     assert res["method"] == "npc_release"
     params = (logs / "r" / "params.txt").read_text()
-    assert "method: npc_release" in params and "npc_variant: release" in params and "lr_schedule: staircase" in params
+    assert "method.name: npc_release" in params and "method.objective: release" in params
+    assert "optim.lr_schedule: staircase" in params
 
 
 def test_the_docs_table_lists_every_registered_method_with_its_parts():
