@@ -12,12 +12,12 @@ import sys
 
 
 def main(argv=None) -> int:
-    from npc.check_data import build_parser, run
+    from npc.check_data import run
     from npc.cli import cli
+    from npc.params import parse_args
 
-    args = build_parser().parse_args(argv)
-    code = []
-    return cli(lambda _: code.append(run(args)), argv) or code[0]
+    code = []  # a mistyped flag is argparse's error (exit status 2); a wrong value, one line (1)
+    return cli(lambda argv: code.append(run(parse_args(argv, "check"))), argv) or code[0]
 
 
 if __name__ == "__main__":

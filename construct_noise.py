@@ -79,12 +79,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("give one of --dataset_root (a dataset in the SCAN layout) or --train_data (a CSV file)")
     try:
         if args.train_data is not None:
-            from npc.data import load_csv_train_split
+            from npc.config import DataConfig
+            from npc.sources import source_for
 
-            split, _ = load_csv_train_split(args.train_data, noise_ratio=args.noise_ratio, noise_seed=args.seed,
-                                            noise_mode=args.noise_mode, img_key=args.csv_img_key,
-                                            caption_key=args.csv_caption_key, separator=args.csv_separator,
-                                            encoding=args.csv_encoding, log=lambda *_: None)
+            data = DataConfig(dataset="csv", train_data=str(args.train_data), csv_img_key=args.csv_img_key,
+                              csv_caption_key=args.csv_caption_key, csv_separator=args.csv_separator,
+                              csv_encoding=args.csv_encoding, noise_ratio=args.noise_ratio, noise_seed=args.seed,
+                              noise_mode=args.noise_mode)
+            split, _ = source_for(data).noisy_train(log=lambda *_: None, check_images=True)
             path = split.caps_file
             # the mask of a ratio > 0 is the noise this script made; at 0 the data is used as is
             path, mask = ensure_noisy_split(path.parent, args.noise_ratio, seed=args.seed, mode=args.noise_mode,

@@ -181,11 +181,19 @@ class ReportConfig:
     runs: Optional[Tuple[str, ...]] = None
 
 
+@dataclass(frozen=True)
+class CheckConfig:
+    """check_data.py's own setting."""
+
+    decode: bool = False
+
+
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "bank": BankConfig, "optim": OptimConfig,
             "evaluation": EvalConfig, "run": RunPaths}
 METHOD_FLAGS = ("method", "method_opt", "bank_update")  # the method section's flat view
 _FIELD_SECTION = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
-REPORT_FIELDS = frozenset(f.name for f in fields(ReportConfig))
+# The sections of one script only: find_noisy_pairs.py's report, check_data.py's check.
+SCRIPT_SECTIONS = {"report": ReportConfig, "check": CheckConfig}
 
 
 @dataclass(frozen=True)
@@ -200,6 +208,7 @@ class RunConfig:
     run: RunPaths
     method: Optional[MethodConfig] = None   # None: get_memorybank.py and find_noisy_pairs.py, which train nothing
     report: Optional[ReportConfig] = None   # find_noisy_pairs.py's
+    check: Optional[CheckConfig] = None     # check_data.py's
     script: str = "npc"
     explicit: FrozenSet[str] = field(default=frozenset(), compare=False)
 
@@ -207,17 +216,17 @@ class RunConfig:
     def from_flags(cls, flags: Mapping[str, Any], script: str, method: Optional[MethodConfig] = None,
                    explicit: FrozenSet[str] = frozenset()) -> "RunConfig":
         """The configuration of flat ``flags`` (flag name -> value). A name no section declares is an error."""
-        known = set(_FIELD_SECTION) | (REPORT_FIELDS if script == "report" else set())
-        unknown = sorted(k for k in flags if k not in known)
+        own = {f.name for f in fields(SCRIPT_SECTIONS[script])} if script in SCRIPT_SECTIONS else set()
+        unknown = sorted(k for k in flags if k not in _FIELD_SECTION and k not in own)
         if unknown:
             raise AttributeError(f"the run configuration has no {', '.join(unknown)}")
         parts = {s: {k: v for k, v in flags.items() if _FIELD_SECTION.get(k) == s} for s in SECTIONS}
-        report = None
-        if script == "report":
-            report = ReportConfig(**{k: tuple(v) if k == "runs" and v else v for k, v in flags.items()
-                                     if k in REPORT_FIELDS})
-        return cls(**{s: SECTIONS[s](**parts[s]) for s in SECTIONS}, method=method, report=report, script=script,
-                   explicit=frozenset(explicit))
+        extra = {}
+        if own:
+            extra[script] = SCRIPT_SECTIONS[script](**{k: tuple(v) if isinstance(v, list) else v
+                                                       for k, v in flags.items() if k in own})
+        return cls(**{s: SECTIONS[s](**parts[s]) for s in SECTIONS}, method=method, script=script,
+                   explicit=frozenset(explicit), **extra)
 
     def flat(self) -> Dict[str, Any]:
         """Every flag with its value (the method as its name, options and bank update)."""

@@ -22,7 +22,7 @@ from npc.datasets import DATASETS
 from npc.errors import ConfigError  # noqa: F401  (where callers have always found it)
 from npc.noise import noise_ratio_arg
 from npc.paths import PRETRAINED_DIR, REPO_ROOT
-from npc.sources import FORMAT_CHOICES
+from npc.sources import FILE_DATASETS, FORMAT_CHOICES
 
 DATASET_CHOICES = tuple(DATASETS)
 
@@ -95,6 +95,8 @@ def _positive_float(text: str) -> float:
 
 # The report's own flags (find_noisy_pairs.py), besides the bank's.
 REPORT_FLAGS = frozenset({"out", "top", "candidates", "trusted", "runs", "batch_size", "seed"})
+# The flags check_data.py uses.
+CHECK_FLAGS = frozenset({"dataset", "data_format", "dataset_root", "num_anns", "no_progress", "decode", *CSV_FLAGS})
 # The flags get_memorybank.py uses (its --help lists only these).
 BANK_FLAGS = frozenset({
     "experiments", "dataset_root", "num_anns", "dataset", "noise_ratio", "eval_batch_size",
@@ -147,9 +149,11 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
              "report": "Score every training pair of a dataset for mismatch (the memory bank's GMM p(clean), the "
                        "pair's cosine, OSA's debiased score) and write a report folder: index.html, pairs.csv, "
                        "report.json. OSA's shift is drawn from --batch_size random inputs (default: the dataset's "
-                       "default batch) seeded by --seed, as a --method osa run draws them"}[method]
+                       "default batch) seeded by --seed, as a --method osa run draws them",
+             "check": "Check a dataset before a long run: its format, images and captions per split against the "
+                      "full dataset's counts, and every missing or unreadable image (docs/data.md)"}[method]
     p = argparse.ArgumentParser(description=title, formatter_class=_HelpFormatter, allow_abbrev=False)
-    keep = {"bank": BANK_FLAGS, "report": BANK_FLAGS | REPORT_FLAGS}.get(method)
+    keep = {"bank": BANK_FLAGS, "report": BANK_FLAGS | REPORT_FLAGS, "check": CHECK_FLAGS}.get(method)
 
     def group(name):
         return _OnlyFlags(p.add_argument_group(name), keep, given_only)
@@ -337,6 +341,10 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
                    help="load memory-bank files with arbitrary pickles (only for files you trust; the "
                         "release's dict files load without it through a restricted loader)")
     g.add_argument("--rebuild_bank", action="store_true", help="rebuild the memory bank even if its files exist")
+    if method == "check":
+        g = group("the check")
+        g.add_argument("--decode", action="store_true",
+                       help="decode every image in full (finds files cut short after their header); slower")
     if method == "report":
         g = group("the report")
         g.add_argument("--out", type=str, default="noise_report",
@@ -358,16 +366,17 @@ def resolve_defaults(values: Dict, method: str, explicit: frozenset = frozenset(
     table = DEMO_DEFAULTS if v["dataset"] == "demo" else REAL_DEFAULTS
     for key, value in table.items():
         if key in v and v[key] is None:
-            v[key] = value["npc" if method in ("bank", "report") else method] if isinstance(value, dict) else value
+            v[key] = value[method if method in ("npc", "clip") else "npc"] if isinstance(value, dict) else value
     given = [f for f in ("train_data", "dev_data", "test_data") if v.get(f)]
-    if v["dataset"] == "csv" or (given and _dataset_from_checkpoint(v, explicit)):
+    if v["dataset"] in FILE_DATASETS or (given and _dataset_from_checkpoint(v, explicit)):
         if v["dataset_root"] is not None:
-            raise SystemExit("error: --dataset csv reads --train_data, --dev_data and --test_data; "
-                             "--dataset_root is not used")
+            raise ConfigError(f"--dataset {v['dataset']} reads --train_data, --dev_data and --test_data; "
+                              f"--dataset_root is not used")
         for f in given:  # absolute, so that a checkpoint's flags name the files from anywhere
             v[f] = os.path.abspath(v[f])
     elif given:
-        raise SystemExit(f"error: --{given[0]} is for --dataset csv (this run has --dataset {v['dataset']})")
+        raise ConfigError(f"--{given[0]} is for --dataset {' or '.join(FILE_DATASETS)} (this run has --dataset "
+                          f"{v['dataset']})")
     elif v["dataset_root"] is None:  # the repository's, wherever the command runs from
         v["dataset_root"] = str(REPO_ROOT / DATASET_ROOTS[v["dataset"]])
     if v.get("pretrained_dir") == PRETRAINED_DIR:
@@ -380,9 +389,9 @@ def resolve_defaults(values: Dict, method: str, explicit: frozenset = frozenset(
         v["name"] = method.upper()
     v["script"] = method
     if not 0 < v["clean_threshold"] < 1:
-        raise SystemExit(f"error: --clean_threshold must be in (0, 1), got {v['clean_threshold']}")
+        raise ConfigError(f"--clean_threshold must be in (0, 1), got {v['clean_threshold']}")
     if v.get("dev_length", 0) < 0:
-        raise SystemExit(f"error: --dev_length must be >= 0, got {v['dev_length']}")
+        raise ConfigError(f"--dev_length must be >= 0, got {v['dev_length']}")
     return v
 
 
@@ -393,10 +402,12 @@ def _dataset_from_checkpoint(values: Dict, explicit: frozenset) -> bool:
 
 
 def refuse_csv_files_without_csv(data: DataConfig, whose: str) -> None:
-    """CSV files given for a dataset that is not ``csv`` (the one ``whose`` run has) are an error naming the flag."""
+    """Split files given for a dataset whose source does not read them (the one ``whose`` run has) are an error
+    naming the flag."""
     given = [f for f, v in data.split_files().items() if v]
-    if given and data.dataset != "csv":
-        raise ConfigError(f"--{given[0]}_data is for --dataset csv ({whose} has --dataset {data.dataset})")
+    if given and data.dataset not in FILE_DATASETS:
+        raise ConfigError(f"--{given[0]}_data is for --dataset {' or '.join(FILE_DATASETS)} ({whose} has --dataset "
+                          f"{data.dataset})")
 
 
 # Flags of the reference release and earlier versions that name parts of the method: the configuration
@@ -412,13 +423,13 @@ def parse_args(argv: Optional[Sequence[str]], method: str) -> RunConfig:
 
     values = vars(build_parser(method).parse_args(argv))
     explicit = frozenset(vars(build_parser(method, given_only=True).parse_args(argv)))
-    if method == "bank" and explicit - BANK_FLAGS:
-        print(f"get_memorybank.py: ignoring {', '.join(flag_name(k) for k in sorted(explicit - BANK_FLAGS))} "
-              f"(not used to build the bank; its GMM's seed is --bank_seed)", file=sys.stderr)
-    if method == "report" and explicit - BANK_FLAGS - REPORT_FLAGS:
-        ignored = sorted(explicit - BANK_FLAGS - REPORT_FLAGS)
-        print(f"find_noisy_pairs.py: ignoring {', '.join(flag_name(k) for k in ignored)} (training flags; the report "
-              f"uses the dataset, model and memory-bank flags)", file=sys.stderr)
+    used = {"bank": (BANK_FLAGS, "get_memorybank.py", "not used to build the bank; its GMM's seed is --bank_seed"),
+            "report": (BANK_FLAGS | REPORT_FLAGS, "find_noisy_pairs.py",
+                       "training flags; the report uses the dataset, model and memory-bank flags"),
+            "check": (CHECK_FLAGS, "check_data.py", "the check reads the data flags only")}.get(method)
+    if used and explicit - used[0]:
+        print(f"{used[1]}: ignoring {', '.join(flag_name(k) for k in sorted(explicit - used[0]))} ({used[2]})",
+              file=sys.stderr)
     values = resolve_defaults(values, method, explicit)
     section = None
     if method in ("npc", "clip"):

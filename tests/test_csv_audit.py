@@ -20,6 +20,7 @@ from npc.cli import cli
 from npc.params import ConfigError, parse_args
 from npc.resume_rules import eval_changes
 from npc.run_setup import data_checks
+from npc.sources import source_for
 
 MODES = ("L", "RGBA", "RGB")
 
@@ -97,7 +98,7 @@ def test_an_unquoted_separator_inside_a_caption_is_refused_naming_the_line(tmp_p
 @pytest.mark.parametrize("typed, sep", [("\\t", "\t"), ("tab", "\t"), ("TAB", "\t"), ("\t", "\t"), (",", ","),
                                         ("comma", ","), ("semicolon", ";"), ("|", "|")])
 def test_csv_separator_takes_what_a_shell_user_types(typed, sep):
-    assert parse_args(["--dataset", "csv", "--csv_separator", typed], "npc").csv_separator == sep
+    assert parse_args(["--dataset", "csv", "--csv_separator", typed], "npc").data.csv_separator == sep
     assert construct_noise.build_parser().parse_args(["--noise_ratio", "0", "--csv_separator", typed]).csv_separator \
         == sep
 
@@ -115,7 +116,7 @@ def test_a_comma_file_end_to_end_with_a_named_separator(tmp_path):
     assert construct_noise.main(["--train_data", str(files["train"]), "--csv_separator", "comma",
                                  "--noise_ratio", "0.5"]) == 0
     a = parse_args(flags(files, tmp_path / "logs", "--csv_separator", "comma"), "clip")
-    assert data.load_split_for(a, "test").num_images == 6
+    assert source_for(a.data).load_split("test").num_images == 6
 
 
 def test_a_file_in_another_encoding_is_named_with_its_line_and_the_flag(tmp_path, capsys):
@@ -126,7 +127,7 @@ def test_a_file_in_another_encoding_is_named_with_its_line_and_the_flag(tmp_path
                                              r"--csv_encoding cp1252"):
         data.read_csv_split(path, "train")
     assert data.read_csv_split(path, "train", encoding="cp1252").captions[2] == "a caf\u00e9 at night"
-    assert parse_args(["--csv_encoding", "cp1252"], "npc").csv_encoding == "cp1252"
+    assert parse_args(["--csv_encoding", "cp1252"], "npc").data.csv_encoding == "cp1252"
     with pytest.raises(SystemExit):
         parse_args(["--csv_encoding", "klingon"], "npc")
     assert "unknown encoding 'klingon'" in capsys.readouterr().err
@@ -210,13 +211,17 @@ def test_two_models_keep_their_banks_side_by_side_and_both_resume(tmp_path):
 
 # ----------------------------------------------------------------------------- 3. checks before the first step
 
+def _checks(cfg):
+    return data_checks(cfg.data, cfg.model, evaluating=False)
+
+
 def test_dev_and_test_images_shared_with_training_are_one_warning_with_a_count(tmp_path):
     files = make_set(tmp_path / "d")
-    assert data_checks(parse_args(flags(files, tmp_path / "logs"), "clip")) == []  # disjoint: nothing to say
+    assert _checks(parse_args(flags(files, tmp_path / "logs"), "clip")) == []  # disjoint: nothing to say
     shutil.copy(files["train"], files["test"])  # the test split is the training split
     dev_image = tmp_path / "d" / "images" / "bild dev 1 é.png"
     shutil.copy(tmp_path / "d" / "images" / "bild train 4 é.png", dev_image)  # the same bytes under another name
-    notes = data_checks(parse_args(flags(files, tmp_path / "logs"), "clip"))
+    notes = _checks(parse_args(flags(files, tmp_path / "logs"), "clip"))
     assert len(notes) == 2 and all("\n" not in n for n in notes)
     assert notes[0].startswith(f"warning: 16 of the 16 images of --test_data {files['test']} are also training "
                                f"images (same file or same bytes)")

@@ -144,4 +144,4 @@ def test_flags_offer_exactly_the_implemented_choices():
     assert tuple(actions["eval_precision"].choices) == EVAL_PRECISIONS
     assert tuple(actions["ties"].choices) == TIE_RULES
     args = parse_args([], "clip")
-    assert (args.eval_precision, args.ties) == ("fp32", "pessimistic")   # on every device
+    assert (args.evaluation.eval_precision, args.evaluation.ties) == ("fp32", "pessimistic")   # on every device

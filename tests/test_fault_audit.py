@@ -182,7 +182,7 @@ def _child_env():
 # Saves a checkpoint of a 1.4 MB model under a 200 kB file-size limit (SIGXFSZ ignored: the write fails with
 # EFBIG, as on a full disk), through npc.cli as a script does, with the run's log.txt as a handler.
 FULL_DISK_SCRIPT = r"""
-import logging, resource, signal, sys, types
+import logging, resource, signal, sys
 import torch
 from npc.checkpoint import save_checkpoint
 from npc.cli import cli
@@ -190,11 +190,11 @@ from npc.cli import cli
 path, log_txt = sys.argv[1], sys.argv[2]
 logging.getLogger("npc").addHandler(logging.FileHandler(log_txt))
 model = torch.nn.Linear(600, 600)
-args = types.SimpleNamespace(name="full", vision_model="npc-micro", flags=lambda: {"lr": 1.0})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 sys.exit(cli(lambda argv: save_checkpoint(path, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
-                                          epoch=2, step=10, best={}, args=args), []))
+                                          epoch=2, step=10, best={}, config={"optim": {"lr": 1.0}}, name="full",
+                                          vision_model="npc-micro"), []))
 """
 
 

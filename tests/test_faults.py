@@ -125,15 +125,15 @@ def test_resume_takes_the_runs_flags_and_refuses_other_values(root, base_dir, tm
     # the README's command: no flag repeated (the demo's default noise would be 0.4); --epochs may extend it
     main_CLIP.main(run_args(root, base_dir, logs, "--experiments", "A", "--resume", "latest", "--epochs", "3"))
     params = dict(line.split(": ", 1) for line in (logs / "A" / "params.txt").read_text().splitlines())
-    assert params["noise_ratio"] == "0.2" and params["lr"] == "0.001" and params["epochs"] == "3"
+    assert params["data.noise_ratio"] == "0.2" and params["optim.lr"] == "0.001" and params["optim.epochs"] == "3"
     assert [r["epoch"] for r in _records(logs / "A")] == [1, 2, 3]
     ckpt = torch.load(logs / "A/checkpoints/epoch3.pt", map_location="cpu", weights_only=True)
-    assert ckpt["args"]["noise_ratio"] == 0.2 and ckpt["args"]["lr"] == 1e-3
+    assert ckpt["config"]["data"]["noise_ratio"] == 0.2 and ckpt["config"]["optim"]["lr"] == 1e-3
     # a checkpoint of this project continued under another name brings its configuration too
     main_CLIP.main(run_args(root, base_dir, logs, "--experiments", "B", "--stop_after", "1",
                             "--resume", str(logs / "A/checkpoints/epoch1.pt")))
     params = dict(line.split(": ", 1) for line in (logs / "B" / "params.txt").read_text().splitlines())
-    assert params["noise_ratio"] == "0.2" and params["lr"] == "0.001" and params["epochs"] == "2"
+    assert params["data.noise_ratio"] == "0.2" and params["optim.lr"] == "0.001" and params["optim.epochs"] == "2"
     assert [r["epoch"] for r in _records(logs / "B")] == [2]
 
 
@@ -141,9 +141,10 @@ def test_unknown_saved_keys_and_missing_new_flags_do_not_break_resuming():
     from npc.resume_rules import resume_changes
 
     args = parse_args(["--epochs", "4"], "npc")
-    args = args.replace(**resume_changes(args, {"noise_ratio": 0.2, "flag_of_an_old_version": 1, "epochs": 2,
-                                                "method": "npc"}, "x"))
-    assert args.noise_ratio == 0.2 and args.epochs == 4 and not hasattr(args, "flag_of_an_old_version")
+    args = args.replace_flags(**resume_changes(args, {"noise_ratio": 0.2, "flag_of_an_old_version": 1, "epochs": 2,
+                                                      "method": "npc"}, "x"))
+    assert args.data.noise_ratio == 0.2 and args.optim.epochs == 4
+    assert "flag_of_an_old_version" not in args.flat()
     with pytest.raises(ConfigError, match="the script"):
         resume_changes(parse_args([], "clip"), {"method": "npc"}, "x")
 
@@ -275,10 +276,13 @@ def test_bank_provenance_rebuilds_or_refuses(root, base_dir, tmp_path, capsys):
     get_memorybank.main(args)
 
     def reuse(*extra):
-        a = parse_args(args + list(extra), "npc")
-        split, _ = data.load_train_split(a.dataset_root, a.dataset, a.num_anns, a.noise_ratio,
-                                         noise_seed=a.noise_seed, log=lambda *_: None)
-        return mb.reusable_bank(a, split, mb.bank_provenance(a, split))
+        from npc.run_setup import bank_inputs
+
+        inputs = bank_inputs(parse_args(args + list(extra), "npc"))
+        d = inputs.data
+        split, _ = data.load_train_split(d.dataset_root, d.dataset, d.num_anns, d.noise_ratio,
+                                         noise_seed=d.noise_seed, log=lambda *_: None)
+        return mb.reusable_bank(inputs, split, mb.bank_provenance(inputs, split))
 
     bank = reuse()
     assert bank is not None

@@ -121,10 +121,10 @@ def test_defaults_are_the_repositorys_wherever_the_command_runs(tmp_path, monkey
 
     monkeypatch.chdir(tmp_path)
     a = parse_args([], "npc")
-    assert a.dataset_root == str(REPO_ROOT / "dataset" / "demo")
-    assert a.pretrained_dir == str(REPO_ROOT / "pre-trained_models")
-    assert parse_args(["--dataset", "coco"], "clip").dataset_root == str(REPO_ROOT / "dataset" / "MSCOCO")
-    assert parse_args(["--dataset_root", "here"], "npc").dataset_root == "here"  # a path given is the user's
+    assert a.data.dataset_root == str(REPO_ROOT / "dataset" / "demo")
+    assert a.model.pretrained_dir == str(REPO_ROOT / "pre-trained_models")
+    assert parse_args(["--dataset", "coco"], "clip").data.dataset_root == str(REPO_ROOT / "dataset" / "MSCOCO")
+    assert parse_args(["--dataset_root", "here"], "npc").data.dataset_root == "here"  # a path given is the user's
 
 
 def test_a_missing_dataset_root_is_named_as_a_missing_folder(tmp_path, capsys):
@@ -134,8 +134,9 @@ def test_a_missing_dataset_root_is_named_as_a_missing_folder(tmp_path, capsys):
     assert cli(main_NPC.main, ["--dataset", "coco", "--dataset_root", str(missing), "--logs_dir",
                                str(tmp_path / "logs"), "--experiments", "m", "--no_progress"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: --dataset_root {missing}: no such folder (the coco dataset's images/ and annotations/ "
-                   f"are expected there)")
+    assert err == (f"error: --dataset_root {missing}: no coco dataset found there: expected the reference release's "
+                   f"layout ({missing}/annotations/scan_split/) or Karpathy's split file {missing}/dataset_coco.json "
+                   f"(docs/data.md)")
     assert not (tmp_path / "logs" / "m").exists()
 
 
@@ -144,12 +145,12 @@ def test_open_clips_hyphenated_spellings_are_aliases():
 
     a = parse_args(["--noise-ratio", "0.2", "--batch-size", "8", "--dataset-root", "r", "--eval-batch-size", "4",
                     "--no-progress", "--logs-dir", "L", "--train-data", "t.csv", "--dataset", "csv"][6:], "npc")
-    assert a.eval_batch_size == 4 and a.no_progress and a.logs == "L"
+    assert a.evaluation.eval_batch_size == 4 and a.run.no_progress and a.run.logs == "L"
     b = parse_args(["--noise-ratio", "0.2", "--batch-size", "8", "--num-workers", "0"], "npc")
-    assert b.noise_ratio == 0.2 and b.batch_size == 8 and b.num_workers == 0
-    assert {"noise_ratio", "batch_size", "num_workers"} <= b._explicit
+    assert b.data.noise_ratio == 0.2 and b.optim.batch_size == 8 and b.data.num_workers == 0
+    assert {"noise_ratio", "batch_size", "num_workers"} <= b.explicit
     c = parse_args(["--dataset", "csv", "--train-data", "t.csv", "--csv-separator", ","], "npc")
-    assert c.train_data.endswith("t.csv") and c.csv_separator == ","
+    assert c.data.train_data.endswith("t.csv") and c.data.csv_separator == ","
 
 
 @pytest.mark.parametrize("method", ["npc", "clip", "bank"])

@@ -56,16 +56,16 @@ def test_csv_noise_files_beside_the_csv_and_construct_noise(tmp_path):
     assert construct_noise.main(["--train_data", str(files["train"]), "--noise_ratio", "0.5"]) == 0
     noisy = tmp_path / "train.0.5_noise_train_caps.txt"
     assert noisy.is_file() and (tmp_path / "train.0.5_noise_train_caps_mask.npy").is_file()
-    import argparse
+    from npc.config import DataConfig
+    from npc.sources import source_for
 
-    ns = argparse.Namespace(dataset="csv", train_data=str(files["train"]), noise_ratio=0.5, noise_seed=99,
-                            noise_mode="caption", csv_img_key="filepath", csv_caption_key="title", csv_separator="\t")
-    split, mask = data.load_train_split_for(ns, log=lambda *_: None)
+    d = DataConfig(dataset="csv", train_data=str(files["train"]), noise_ratio=0.5)
+    split, mask = source_for(d).load_train(log=lambda *_: None)
     clean = data.read_csv_split(files["train"], "train")
     assert split.caps_file == noisy and mask.sum() > 0
     assert np.array_equal(mask, np.array(clean.captions) != np.array(split.captions))
-    ns.noise_ratio = 0
-    split0, mask0 = data.load_train_split_for(ns, log=lambda *_: None)
+    split0, mask0 = source_for(DataConfig(dataset="csv", train_data=str(files["train"]), noise_ratio=0)).load_train(
+        log=lambda *_: None)
     assert mask0 is None and split0.captions == clean.captions  # real noise: not measurable
 
 

@@ -67,18 +67,18 @@ def test_real_data_defaults_train_in_the_release_numerics_on_a_gpu():
     from npc.model import create_model
 
     for script, argv in (("npc", ["--dataset", "coco"]), ("clip", ["--dataset", "f30k"])):
-        args = parse_args(argv, script)
-        assert resolve_precision(args.precision, torch.device("cuda"), args.dataset) == "fp16"
-        assert resolve_precision(args.precision, torch.device("cpu"), args.dataset) == "fp32"
-        assert args.lr == (2e-7 if script == "npc" else 5e-7)
-        assert args.grad_clip == (10.0 if script == "npc" else 0.0)  # the release's CLIP baseline never clips
+        o = parse_args(argv, script).optim
+        assert resolve_precision(o.precision, torch.device("cuda"), argv[1]) == "fp16"
+        assert resolve_precision(o.precision, torch.device("cpu"), argv[1]) == "fp32"
+        assert o.lr == (2e-7 if script == "npc" else 5e-7)
+        assert o.grad_clip == (10.0 if script == "npc" else 0.0)  # the release's CLIP baseline never clips
     demo = parse_args([], "npc")
-    assert resolve_precision(demo.precision, torch.device("cuda"), demo.dataset) == "amp_bf16"
-    assert demo.grad_clip == 10.0
+    assert resolve_precision(demo.optim.precision, torch.device("cuda"), demo.data.dataset) == "amp_bf16"
+    assert demo.optim.grad_clip == 10.0
     # The optimizer those defaults build for the fp16 model (a tiny one here): plain AdamW, fp16 moments.
-    args = parse_args(["--dataset", "coco"], "npc")
+    o = parse_args(["--dataset", "coco"], "npc").optim
     model = create_model("npc-micro", "none", precision="fp16")[0]
-    opt = make_optimizer(model, args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
+    opt = make_optimizer(model, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay)
     assert not opt.defaults["fused"]
     conv = model.visual.conv1.weight
     conv.grad = torch.full_like(conv, 1e-4)

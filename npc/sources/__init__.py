@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Dict, Type
 
-FORMAT_CHOICES = ("release", "karpathy", "csv")  # what --data_format accepts (auto: found on disk)
 _SOURCES: Dict[str, Type] = {}
 
 
@@ -23,8 +22,6 @@ def register(cls):
 
 
 def source_classes() -> Dict[str, Type]:
-    from npc.sources import release, karpathy, csv_files  # noqa: F401  (each registers its class)
-
     return dict(_SOURCES)
 
 
@@ -41,8 +38,21 @@ def source_for(data):
             raise DataError(f"--data_format {data.data_format}: --dataset {data.dataset} is read as "
                             f"{' or '.join(serves)}")
         return cls(data)
-    candidates = [c for c in classes.values() if data.dataset in c.datasets]
-    for cls in candidates:
-        if cls.found(data):
-            return cls(data)
-    return candidates[0](data)  # none found: the first one says what it expected
+    candidates = [c(data) for c in classes.values() if data.dataset in c.datasets]
+    for source in candidates:
+        if source.found(data):
+            return source
+    if len(candidates) == 1:
+        return candidates[0]  # its errors name the files it expected (the demo is generated on first use)
+    raise DataError(f"--dataset_root {data.dataset_root}: no {data.dataset} dataset found there: expected "
+                    f"{' or '.join(c.expected_files() for c in candidates)} (docs/data.md)")
+
+
+# The formats, each one line (its module registers its class).
+from npc.sources import release  # noqa: E402,F401
+from npc.sources import karpathy  # noqa: E402,F401
+from npc.sources import csv_files  # noqa: E402,F401
+
+FORMAT_CHOICES = tuple(_SOURCES)  # what --data_format accepts (auto: found on disk)
+# The datasets whose splits are files given by --train_data, --dev_data, --test_data (no --dataset_root).
+FILE_DATASETS = tuple(d for c in _SOURCES.values() if c.reads_split_files for d in c.datasets)

@@ -18,6 +18,10 @@ class DataSource:
     datasets: ClassVar[Tuple[str, ...]]     # the --dataset values this format serves
     key_name: ClassVar[str] = "line"        # what a pair's own key is (a file line, a sentence id, ...)
     may_share_images: ClassVar[bool] = False  # its splits are files a user made: dev/test may hold training images
+    reads_split_files: ClassVar[bool] = False  # its splits are --train_data, --dev_data, --test_data, not a folder
+
+    # Images per split (train, dev, test) of the full datasets this format holds, for check_data.py.
+    expected_images: ClassVar[Dict[str, Tuple[int, int, int]]] = {}
 
     def __init__(self, data):
         self.data = data
@@ -28,6 +32,10 @@ class DataSource:
         return True
 
     # -- to implement
+    def expected_files(self) -> str:
+        """What this format's files are, for a message when none is found."""
+        raise NotImplementedError
+
     def describe(self) -> str:
         """One line for the log: the format and where it was found."""
         raise NotImplementedError
@@ -69,6 +77,15 @@ class DataSource:
         """Whether the training split's noise mask is the truth: noise this project made, or the generated demo's
         clean data. At ``--noise_ratio 0`` on real data the noise is the data's own: not measurable."""
         return self.data.dataset == "demo" or float(self.data.noise_ratio) > 0
+
+    def listed_at(self, split: Split, image_index: int) -> str:
+        """Where the image ``image_index`` of ``split`` is listed (for a missing or unreadable image)."""
+        first = int(np.searchsorted(split.caption_image, image_index))
+        return f"{split.source_file or split.caps_file}, {split.keys[first]}"
+
+    def missing_images_advice(self) -> str:
+        """What to do about missing images, for this format."""
+        raise NotImplementedError
 
     def fingerprint_flags(self, splits) -> Dict[str, str]:
         """The flag that names each split, for a resume refused because a split changed."""

@@ -25,6 +25,10 @@ class CsvFiles(DataSource):
     datasets = ("csv",)
     key_name = "csv_line"  # the pair's line in its CSV file
     may_share_images = True
+    reads_split_files = True
+
+    def expected_files(self) -> str:
+        return "CSV files (--train_data, --dev_data, --test_data)"
 
     def describe(self) -> str:
         files = ", ".join(f"{SPLIT_FLAGS[s]} {f}" for s, f in self.data.split_files().items() if f)
@@ -59,6 +63,10 @@ class CsvFiles(DataSource):
                                                  num_anns=k or 1, log=log, prefix=f"{source.stem}.")
             split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
         return split, mask
+
+    def missing_images_advice(self) -> str:
+        return ("missing images: a CSV's image paths are relative to the CSV file's folder (or absolute): fix the "
+                "path in the CSV or put the file there")
 
     def bank_dir(self, model_key) -> Path:
         return D.csv_derived_path(self.file("train"), "memory_bank") / model_key()

@@ -24,6 +24,7 @@ class KarpathyJson(DataSource):
     format = "karpathy"
     datasets = ("coco", "f30k")
     key_name = "sentid"  # the sentence id of the caption in the JSON
+    expected_images = {"coco": (113_287, 5_000, 5_000), "f30k": (29_000, 1_014, 1_000)}  # Karpathy's val: 1,014
 
     @classmethod
     def found(cls, data) -> bool:
@@ -40,6 +41,11 @@ class KarpathyJson(DataSource):
                             f"(annotations/scan_split/) nor Karpathy's {JSON_NAMES[self.data.dataset]} is "
                             f"there (docs/data.md)")
         return path
+
+    def expected_files(self) -> str:
+        from npc.karpathy import JSON_NAMES
+
+        return f"Karpathy's split file {Path(self.data.dataset_root) / JSON_NAMES[self.data.dataset]}"
 
     def describe(self) -> str:
         return f"Karpathy's split file {self.json_path()}"
@@ -67,6 +73,19 @@ class KarpathyJson(DataSource):
                                                  num_anns=k or 1, log=log)
             split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
         return split, mask
+
+    def listed_at(self, split: D.Split, image_index: int) -> str:
+        from npc.karpathy import describe_entry, split_entries
+
+        return describe_entry(self.json_path(), *split_entries(self.json_path(), self.data.dataset, split.name)[image_index])
+
+    def missing_images_advice(self) -> str:
+        root = Path(self.data.dataset_root)
+        if self.data.dataset == "coco":
+            return (f"missing images: MSCOCO's images go in {root / 'train2014'}/ and {root / 'val2014'}/ under their "
+                    f"original names (COCO_val2014_000000391895.jpg): unpack the 2014 train and val images there")
+        return (f"missing images: Flickr30K's images go in {root / 'flickr30k-images'}/ (or images/) under the names "
+                f"the JSON gives")
 
     def bank_dir(self, model_key) -> Path:
         return self.derived_dir() / "memory_bank"
