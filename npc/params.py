@@ -165,9 +165,9 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
     g.add_argument("--dataset_root", type=str, default=None,
                    help="dataset folder holding images/ and annotations/ (default: the repository's "
                         "dataset/<demo|MSCOCO|Flickr30K|CC120K>, wherever the command runs from)")
-    g.add_argument("--num_anns", type=int, default=None,
+    g.add_argument("--num_anns", type=_positive_int, default=None,
                    help="captions per image (default: 5 for demo/coco/f30k, 1 for cc)")
-    g.add_argument("--dev_length", type=int, default=None,
+    g.add_argument("--dev_length", type=_non_negative_int, default=None,
                    help="dev captions used for per-epoch model selection; 0 = the whole dev split "
                         "(default: 5000 real, 0 demo). Rounded down to whole images.")
     g.add_argument("--batch_size", type=_positive_int, default=None, help="training pairs per step (global)")
@@ -187,7 +187,7 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
                    help="folder for checkpoints (default: <logs>/<experiments>/checkpoints)")
     g.add_argument("--num_workers", type=_non_negative_int, default=2, help="data-loader worker processes")
     g.add_argument("--name", type=str, default=None, help="model name stored in checkpoints (default: the method)")
-    g.add_argument("--context_length", type=int, default=None,
+    g.add_argument("--context_length", type=_positive_int, default=None,
                    help="text tokens per caption, truncated (default: the model's own, 77 for CLIP)")
     g.add_argument("--lr", type=_positive_float, default=None,
                    help="peak learning rate (default: 2e-7 NPC / 5e-7 CLIP for real data as in the release, "
@@ -196,7 +196,7 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
     g.add_argument("--beta2", type=float, default=0.98, help="AdamW beta2")
     g.add_argument("--eps", type=float, default=1e-6, help="AdamW epsilon")
     g.add_argument("--weight_decay", type=float, default=0.2, help="AdamW weight decay (on all parameters, as the release)")
-    g.add_argument("--warmup", type=int, default=None, help="linear warmup steps (default 500 real, 50 demo)")
+    g.add_argument("--warmup", type=_non_negative_int, default=None, help="linear warmup steps (default 500 real, 50 demo)")
     g.add_argument("--resume", type=str, default=None,
                    help="checkpoint to resume or evaluate: a path (this project's or the reference release's "
                         "format) or 'latest' (the latest.pt of --experiments)")
