@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from npc.cli import one_line
+from npc.errors import UserError
 from npc.csv_format import encoding_arg, separator_arg
 from npc.noise import DEFAULT_SEED, NOISE_MODES, ensure_noisy_split, noise_ratio_arg
 
@@ -97,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             path, mask = ensure_noisy_split(ann_dir, args.noise_ratio, seed=args.seed,
                                             mode=args.noise_mode, num_anns=args.num_anns,
                                             force=args.force)
-    except (OSError, ValueError) as e:  # a missing or bad file, a read-only folder, a full disk
+    except UserError as e:  # a missing or bad file, a read-only folder, a full disk
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     n = int(mask.size)

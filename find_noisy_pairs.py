@@ -15,6 +15,8 @@ run's method did to each pair (its pair_weights.npz).
 """
 import sys
 
+from npc.errors import ConfigError
+
 # Taken from a checkpoint's run with its dataset and model: what its memory bank and OSA's shift used.
 RUN_FLAGS = ("clean_threshold", "bank_batch_size", "bank_seed", "batch_size", "seed")
 
@@ -46,7 +48,7 @@ def open_checkpoint(cfg):
         saved = flags_of_saved(ckpt)
         trained = saved.get("vision_model", ckpt.get("vision_model"))
         if "vision_model" in cfg.explicit and trained and trained != cfg.model.vision_model:
-            raise ValueError(f"--resume {path} is a checkpoint of {trained} (--vision_model {trained}), not of "
+            raise ConfigError(f"--resume {path} is a checkpoint of {trained} (--vision_model {trained}), not of "
                              f"--vision_model {cfg.model.vision_model}")
         changes, taken = eval_changes(cfg, saved)
         now = cfg.flat()

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def write_split(dataset_root: Path, out: Path, split: str, n_images: int, name: str) -> int:

@@ -47,13 +47,14 @@ def rss_mib() -> float:
 
 
 def part_demo(repeats: int) -> dict:
-    import find_noisy_pairs
+    from npc.noise_report import run
+    from npc.params import parse_args
 
     baseline = rss_mib()
     out = RUNS / "noise_report_demo"
     runs = []
     for _ in range(repeats):
-        summary = find_noisy_pairs.main(["--no_progress", "--num_workers", "0", "--out", str(out)])
+        summary = run(parse_args(["--no_progress", "--num_workers", "0", "--out", str(out)], "report"))
         runs.append(summary)
     bank = json.loads((REPO / "dataset/demo/annotations/memory_bank/0.4_mbank_info.json").read_text())
     timing = {k: statistics.median(r["timing"][k] for r in runs)
@@ -139,9 +140,6 @@ def part_vitb32(n: int, batch: int = 64) -> dict:
 
 def child(args) -> dict:
     import torch
-
-    if str(REPO) not in sys.path:  # find_noisy_pairs.py is a script of the checkout
-        sys.path.insert(0, str(REPO))
 
     out = {"torch_threads": torch.get_num_threads()}
     if args.child == "demo":

@@ -22,6 +22,7 @@ from npc.distributed import DistInfo, barrier
 from npc.io import atomic_copy, atomic_torch_save
 from npc.model import read_checkpoint
 from npc.train_utils import rng_state
+from npc.errors import ConfigError, MissingFileError
 
 CHECKPOINT_FORMAT = "npc-reimpl/1"
 log = logging.getLogger("npc")
@@ -134,7 +135,7 @@ def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[Path]:
         return None
     path = (latest_checkpoint(ckpt_dir) or ckpt_dir / "latest.pt") if resume == "latest" else Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"--resume {resume}: checkpoint not found: {path}")
+        raise MissingFileError(f"--resume {resume}: checkpoint not found: {path}")
     return path
 
 
@@ -144,7 +145,7 @@ def name_run(paths: RunPaths, default_name: str, info: DistInfo):
     experiments = paths.experiments
     if not experiments:
         if paths.resume == "latest":
-            raise SystemExit("error: --resume latest needs --experiments NAME (the run to continue)")
+            raise ConfigError("--resume latest needs --experiments NAME (the run to continue)")
         experiments = f"{default_name}_{time.strftime('%Y_%m_%d-%H_%M_%S')}"
         if info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
             import torch.distributed as dist
@@ -188,7 +189,7 @@ def open_resume(paths: RunPaths, run_dir: Path, ckpt_dir: Path, note: Callable[[
 def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> None:
     """Start a run folder again if its run ended before its first checkpoint; refuse if it holds one."""
     if latest_checkpoint(ckpt_dir) is not None or (run_dir / "results.json").exists():
-        raise SystemExit(f"error: {run_dir} already holds a run; continue it with --resume latest or choose "
+        raise ConfigError(f"{run_dir} already holds a run; continue it with --resume latest or choose "
                          f"another --experiments")
     if info.is_main:  # the dead run's partial logs would mix with this run's
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)

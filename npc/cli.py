@@ -10,13 +10,12 @@ import signal
 import sys
 import threading
 
-# The project's own errors (npc.errors.UserError: data, bank, noise, flags, locks, a non-finite loss,
-# unavailable weights), a value the user gave (ValueError) and a file problem (OSError: missing,
-# no permission, a full disk). Any other exception (torch's shape and device errors are RuntimeErrors)
-# keeps its traceback.
+# The project's own errors only (npc.errors.UserError: flags, data, files missing or malformed, a file
+# that cannot be written, the bank, noise, locks, a non-finite loss, unavailable weights): each names
+# what the user can fix. Any other exception (a bug; torch's shape and device errors) keeps its traceback.
 from npc.errors import UserError
 
-USER_ERRORS = (UserError, ValueError, OSError)
+USER_ERRORS = (UserError,)
 
 
 def one_line(e: BaseException) -> str:

@@ -25,6 +25,7 @@ from npc import images
 from npc.csv_format import DataError, read_rows, separator_name
 from npc.datasets import DATASETS, DatasetSpec
 from npc.noise import ensure_noisy_split, read_caption_lines
+from npc.errors import MissingFileError
 
 log = logging.getLogger("npc")
 
@@ -50,7 +51,7 @@ def read_lines(path) -> List[str]:
     """Lines without their line ending; a missing file is a clear error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise MissingFileError(f"annotation file not found: {path}")
     return read_caption_lines(path)
 
 
@@ -243,7 +244,7 @@ def read_csv_split(path, split: str, *, img_key: str = "filepath", caption_key: 
     path = Path(path)
     flag = CSV_SPLIT_FLAGS.get(split, "--" + split)
     if not path.is_file():
-        raise FileNotFoundError(f"{flag}: CSV file not found: {path}")
+        raise MissingFileError(f"{flag}: CSV file not found: {path}")
     rows = read_rows(path, separator=separator, encoding=encoding)
     header_line, header = rows[0]
     for key, kflag in ((img_key, "--csv_img_key"), (caption_key, "--csv_caption_key")):

@@ -17,7 +17,7 @@ breaks ties (its weights are continuous; ties there are the pairs clipped to wei
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -67,3 +67,19 @@ def mean_noise_rank(scores, noisy_mask, n: int = 2000, seed: int = 0) -> Dict[st
             "mean_noise_rank_optimal": float(n - (k - 1) / 2) if k else float("nan"),
             "mean_noise_rank_random": float((n + 1) / 2),
             "n": n, "n_noisy": k}
+
+
+def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[np.ndarray]) -> Dict[str, float]:
+    """How well NPC's weights separate clean from noisy pairs (needs the ground-truth mask)."""
+    stats = {"mean_weight": float(weights.mean()), "frac_weight_below_1": float((weights < 1).mean())}
+    if noise_mask is None:  # real noise (--noise_ratio 0 on real data): no ground truth to score against
+        stats["weight_auc"] = None
+        return stats
+    noisy = noise_mask[indices]
+    if noisy.any():
+        stats["mean_weight_noisy"] = float(weights[noisy].mean())
+    if (~noisy).any():
+        stats["mean_weight_clean"] = float(weights[~noisy].mean())
+    if noisy.any() and (~noisy).any():
+        stats["weight_auc"] = weight_auc(weights, noisy)
+    return stats

@@ -27,8 +27,9 @@ from npc import memory_bank as mb
 from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, publish_epoch,
                             save_checkpoint, wait_past_event_files)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
+from npc.detection import weight_stats
 from npc.distributed import DistInfo, barrier, gather_no_grad, mean_over_ranks
-from npc.errors import UserError
+from npc.errors import ConfigError, UserError
 from npc.estimators import RunInputs, WeightEstimator
 from npc.evaluation import mean_r1, primary_row, results_by_split
 from npc.evaluation_metrics import format_metrics_table
@@ -103,7 +104,7 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     method = cfg.method.method()
     needs = method.needs
     if "noise_mask" in needs and noise_mask is None:
-        raise ValueError(f"--method {method.name} needs the ground-truth noise mask of a split this project made "
+        raise ConfigError(f"--method {method.name} needs the ground-truth noise mask of a split this project made "
                          f"(benchmark only)")
     bank = p_clean = subset = None
     if "bank" in needs:  # every rank encodes its share when the bank is built
@@ -411,21 +412,3 @@ def use_bank(r: Run, t: Trainer, folder: str) -> np.ndarray:
         t.estimator.bank_changed(p_clean)
     t.bank_in_force = folder
     return p_clean
-
-
-def weight_stats(weights: np.ndarray, indices: np.ndarray, noise_mask: Optional[np.ndarray]) -> Dict[str, float]:
-    """How well NPC's weights separate clean from noisy pairs (needs the ground-truth mask)."""
-    stats = {"mean_weight": float(weights.mean()), "frac_weight_below_1": float((weights < 1).mean())}
-    if noise_mask is None:  # real noise (--noise_ratio 0 on real data): no ground truth to score against
-        stats["weight_auc"] = None
-        return stats
-    noisy = noise_mask[indices]
-    if noisy.any():
-        stats["mean_weight_noisy"] = float(weights[noisy].mean())
-    if (~noisy).any():
-        stats["mean_weight_clean"] = float(weights[~noisy].mean())
-    if noisy.any() and (~noisy).any():
-        from npc.detection import weight_auc
-
-        stats["weight_auc"] = weight_auc(weights, noisy)
-    return stats

@@ -21,3 +21,15 @@ class ExistingFileError(UserError, FileExistsError):
 
 class DiskFullError(UserError, OSError):
     """A write that ran out of disk space or past the file-size limit; the message names the file."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file the command needs is not there; the message names it and what makes it."""
+
+
+class BadFileError(UserError, ValueError):
+    """A file that is there but is not what the command needs (not a checkpoint, a malformed record)."""
+
+
+class WriteError(UserError, OSError):
+    """A file that cannot be written (no permission, a read-only folder); the message names it."""

@@ -27,6 +27,7 @@ from npc.model import logit_scale
 from npc.negative_impact import (_phase, _siamese_step, encode_groups, first_order_after, first_order_impact,
                                  npc_weights, sync_siamese_, trainable)
 from npc.step_state import rank_share
+from npc.errors import ConfigError
 
 
 @dataclass
@@ -58,11 +59,11 @@ class Option:
         try:
             v = self.type(value)
         except (TypeError, ValueError):
-            raise ValueError(f"--method_opt {self.name}={value}: expected {self.type.__name__}") from None
+            raise ConfigError(f"--method_opt {self.name}={value}: expected {self.type.__name__}") from None
         if self.type is float and not math.isfinite(v):
-            raise ValueError(f"--method_opt {self.name}={value}: expected a finite number")
+            raise ConfigError(f"--method_opt {self.name}={value}: expected a finite number")
         if self.choices and v not in self.choices:
-            raise ValueError(f"--method_opt {self.name}={value}: one of {', '.join(map(str, self.choices))}")
+            raise ConfigError(f"--method_opt {self.name}={value}: one of {', '.join(map(str, self.choices))}")
         return v
 
 
@@ -82,7 +83,7 @@ class WeightEstimator:
         unknown = sorted(set(given) - set(known))
         if unknown:
             have = ", ".join(f"{o.name} ({o.help})" for o in cls.options) or "none"
-            raise ValueError(f"--method_opt {', '.join(unknown)}: not an option of the {cls.name} estimator "
+            raise ConfigError(f"--method_opt {', '.join(unknown)}: not an option of the {cls.name} estimator "
                              f"(its options: {have})")
         return {name: o.parse(given[name]) if name in given else o.default for name, o in known.items()}
 
@@ -126,7 +127,7 @@ def estimator_class(name: str) -> type:
     try:
         return ESTIMATORS[name]
     except KeyError:
-        raise ValueError(f"unknown estimator {name!r}: one of {sorted(ESTIMATORS)}") from None
+        raise ConfigError(f"unknown estimator {name!r}: one of {sorted(ESTIMATORS)}") from None
 
 
 def build_estimator(name: Optional[str], **options) -> Optional[WeightEstimator]:
@@ -352,9 +353,9 @@ class SmallLoss(WeightEstimator):
 
     def __init__(self, tau: float = 0.5, ramp_epochs: int = 2):
         if not 0 <= tau < 1:
-            raise ValueError(f"--method_opt tau={tau}: must be in [0, 1)")
+            raise ConfigError(f"--method_opt tau={tau}: must be in [0, 1)")
         if ramp_epochs < 0:
-            raise ValueError(f"--method_opt ramp_epochs={ramp_epochs}: must be >= 0")
+            raise ConfigError(f"--method_opt ramp_epochs={ramp_epochs}: must be >= 0")
         self.tau, self.ramp_epochs = tau, ramp_epochs
         self.keep = 1.0
 

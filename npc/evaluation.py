@@ -19,7 +19,7 @@ from npc.datasets import DATASETS
 from npc.data import Split
 from npc.loaders import image_loader
 from npc.distributed import DistInfo, gather_rows
-from npc.errors import UserError
+from npc.errors import ConfigError, UserError
 from npc.evaluation_metrics import fold_metrics, retrieval_metrics
 from npc.model import encode, model_dtype
 
@@ -61,7 +61,7 @@ def eval_precision(model, precision: str, device) -> Iterator[Tuple[torch.nn.Mod
     an operation has no CPU fp16 kernel, the error names the flag.
     """
     if precision not in EVAL_PRECISIONS:
-        raise ValueError(f"--eval_precision must be one of {EVAL_PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"--eval_precision must be one of {EVAL_PRECISIONS}, got {precision!r}")
     dtype = model_dtype(model)
     if precision == "fp16":
         if dtype != torch.float16:

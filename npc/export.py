@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from npc.config import flags_of_saved
-from npc.errors import ExistingFileError
+from npc.errors import ConfigError, ExistingFileError
 
 EXPORT_FORMAT = "npc-export/1"
 
@@ -82,11 +82,11 @@ def export_open_clip(checkpoint, out, vision_model: Optional[str] = None) -> Dic
     ckpt = read_checkpoint(checkpoint)
     trained = checkpoint_model(ckpt)
     if vision_model and trained and open_clip_name(vision_model) != open_clip_name(trained):
-        raise ValueError(f"{checkpoint} is a checkpoint of {trained} (--vision_model {trained}), not of "
+        raise ConfigError(f"{checkpoint} is a checkpoint of {trained} (--vision_model {trained}), not of "
                          f"--vision_model {vision_model}")
     vision_model = vision_model or trained
     if not vision_model:
-        raise ValueError(f"{checkpoint} does not record its model: pass --vision_model (e.g. ViT-B/32)")
+        raise ConfigError(f"{checkpoint} does not record its model: pass --vision_model (e.g. ViT-B/32)")
     saved = flags_of_saved(ckpt) if isinstance(ckpt, dict) else {}
     context_length = saved.get("context_length")
     model, _, _ = create_model(vision_model, "none", precision="fp32", context_length=context_length)

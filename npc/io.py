@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Dict, Iterator, Tuple, Union
 
-from npc.errors import DiskFullError
+from npc.errors import DiskFullError, WriteError
 
 PathLike = Union[str, os.PathLike]
 _UMASK = os.umask(0)
@@ -32,7 +32,7 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:  # a read-only folder, a full disk: name the file we meant to write
-        raise OSError(e.errno, f"cannot write: {e.strerror}", str(path)) from None
+        raise WriteError(e.errno, f"cannot write: {e.strerror}", str(path)) from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         with os.fdopen(fd, mode.replace("x", "w"), **kwargs) as f:
@@ -46,7 +46,7 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
         except FileNotFoundError:
             pass
         if isinstance(e, OSError) and e.filename in (None, tmp):
-            raise OSError(e.errno, f"cannot write: {e.strerror}", str(path)) from None
+            raise WriteError(e.errno, f"cannot write: {e.strerror}", str(path)) from None
         raise
 
 

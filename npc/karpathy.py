@@ -31,6 +31,7 @@ import numpy as np
 
 from npc.csv_format import DataError
 from npc.data import Split
+from npc.errors import MissingFileError
 
 log = logging.getLogger("npc")
 
@@ -74,7 +75,7 @@ def _load(json_path) -> dict:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"Karpathy's split file not found: {path}") from None
+        raise MissingFileError(f"Karpathy's split file not found: {path}") from None
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _PARSED:
         try:

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from npc.csv_format import DataError
 from npc.data import Split
 from npc.images import load_image  # the one decoding rule (npc/images.py); its error names the file
+from npc.errors import ConfigError
 
 
 class ImageDataset(Dataset):
@@ -147,9 +148,9 @@ class EpochBatchSampler(Sampler):
             raise ValueError(f"{len(indices)} indices for a sampler of {n} samples")
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
         if global_batch % world_size:
-            raise ValueError(f"--batch_size {global_batch} is not divisible by the {world_size} processes")
+            raise ConfigError(f"--batch_size {global_batch} is not divisible by the {world_size} processes")
         if drop_last and n < global_batch:
-            raise ValueError(f"--batch_size {global_batch} is larger than the {n} training pairs")
+            raise ConfigError(f"--batch_size {global_batch} is larger than the {n} training pairs")
         self.n, self.global_batch, self.seed = n, global_batch, seed
         self.rank, self.world_size, self.drop_last, self.shuffle = rank, world_size, drop_last, shuffle
         self.epoch = 0

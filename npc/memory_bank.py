@@ -38,7 +38,7 @@ from npc.loaders import BankIndex
 from npc.config import BankConfig, DataConfig, ModelConfig
 from npc.detection import weight_auc
 from npc.distributed import DistInfo, barrier, broadcast_object
-from npc.errors import UserError
+from npc.errors import MissingFileError, UserError
 from npc.io import atomic_save_npy, atomic_write_json, file_sha256, read_json
 from npc.locks import file_lock
 from npc.losses import clip_loss_per_sample
@@ -214,7 +214,7 @@ def load_pclean(bank_dir, noise_ratio, n_pairs: int, noise_mode: str = "caption"
     info_path = bank_paths(bank_dir, noise_ratio, noise_mode)[2]
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     if not path.is_file() or "p_clean_sha256" not in info:
-        raise FileNotFoundError(f"{path}: no p(clean) recorded by this memory bank's build; rebuild the bank with "
+        raise MissingFileError(f"{path}: no p(clean) recorded by this memory bank's build; rebuild the bank with "
                                 f"this project (get_memorybank.py, or --rebuild_bank)")
     if file_sha256(path) != info["p_clean_sha256"]:
         raise BankFileError(f"{path} is not the file {info_path.name} describes (another build?); rebuild the "
@@ -293,7 +293,7 @@ def load_bank(bank_dir, noise_ratio, split: Split, noise_mode: str = "caption", 
     img_path, txt_path, _ = bank_paths(bank_dir, noise_ratio, noise_mode)
     for p in (img_path, txt_path):
         if not p.is_file():
-            raise FileNotFoundError(f"memory-bank file not found: {p} (build it with get_memorybank.py)")
+            raise MissingFileError(f"memory-bank file not found: {p} (build it with get_memorybank.py)")
     img = _load_npy(img_path, trust_pickle)
     txt = _load_npy(txt_path, trust_pickle)
     if not (isinstance(img, np.ndarray) and img.dtype.kind in "iu"):

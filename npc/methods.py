@@ -97,7 +97,7 @@ def get_method(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"--method {name}: unknown method; one of {', '.join(METHODS)}") from None
+        raise ConfigError(f"--method {name}: unknown method; one of {', '.join(METHODS)}") from None
 
 
 def script_methods(script: str):
@@ -171,7 +171,7 @@ def compose(base: Method, *, objective: Optional[str] = None, reweight: Optional
         defaults = cls.resolve_options({})
         new = replace(new, options={k: v for k, v in values.items() if v != defaults[k]})
     elif options:
-        raise ValueError(f"--method_opt {', '.join(options)}: the method {base.name} has no weight estimator, "
+        raise ConfigError(f"--method_opt {', '.join(options)}: the method {base.name} has no weight estimator, "
                          f"so no options")
     else:
         new = replace(new, options={})

@@ -21,7 +21,7 @@ import open_clip
 import torch
 from open_clip.transformer import text_global_pool
 
-from npc.errors import UserError
+from npc.errors import BadFileError, ConfigError, MissingFileError, UserError
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
@@ -53,7 +53,7 @@ def open_clip_name(vision_model: str) -> str:
     name = VISION_ALIASES.get(vision_model, vision_model)
     if name not in open_clip.list_models():
         known = ", ".join(list(VISION_ALIASES) + list(DEMO_MODELS))
-        raise ValueError(f"unknown --vision_model {vision_model!r}: use one of {known} or an open_clip model name")
+        raise ConfigError(f"unknown --vision_model {vision_model!r}: use one of {known} or an open_clip model name")
     return name
 
 
@@ -76,7 +76,7 @@ def resolve_pretrained_tag(model_name: str, tag: str, cache_dir: Optional[str] =
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise ValueError(f"--pretrained {tag!r} is not a file and not an open_clip tag of {model_name} "
+        raise ConfigError(f"--pretrained {tag!r} is not a file and not an open_clip tag of {model_name} "
                          f"(tags: {tags})")
     repo = cfg.get("hf_hub", "").rstrip("/")
     if repo:
@@ -119,11 +119,11 @@ def read_checkpoint(path):
     """The object saved in a checkpoint file (read with ``weights_only=True``); clear errors naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated files, TorchScript archives
-        raise ValueError(not_a_checkpoint(path, e)) from None
+        raise BadFileError(not_a_checkpoint(path, e)) from None
 
 
 def not_a_checkpoint(path: Path, e: Exception) -> str:
@@ -164,13 +164,13 @@ def load_checkpoint_weights(model: torch.nn.Module, path, strict: bool = True, c
     try:
         sd = extract_state_dict(ckpt)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise BadFileError(f"{path}: {e}") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     shape_mismatch = [k for k in set(sd) & set(own) if sd[k].shape != own[k].shape]
     if strict and (missing or unexpected or shape_mismatch):
-        raise ValueError(
+        raise ConfigError(
             f"{path} does not fit this model (--vision_model?): {len(missing)} missing keys {missing[:4]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:4]}, shape mismatches {shape_mismatch[:4]}")
     with torch.no_grad():
@@ -203,7 +203,7 @@ def create_model(vision_model: str, pretrained: Optional[str] = "openai", *, pre
         pass
     elif pretrained == "demo-base":
         if demo_base_path is None:
-            raise ValueError("--pretrained demo-base: the demo's base model is not built (a run with --pretrained "
+            raise ConfigError("--pretrained demo-base: the demo's base model is not built (a run with --pretrained "
                              "demo-base builds it)")
         weights_file = demo_base_path
     elif os.path.isfile(pretrained):
@@ -227,7 +227,7 @@ def create_model(vision_model: str, pretrained: Optional[str] = "openai", *, pre
     except RuntimeError as e:
         if context_length and "positional_embedding" in str(e):
             own = (open_clip.get_model_config(name) or {}).get("text_cfg", {}).get("context_length")
-            raise ValueError(f"--context_length {context_length}: the {pretrained} weights of {name} hold text "
+            raise ConfigError(f"--context_length {context_length}: the {pretrained} weights of {name} hold text "
                              f"positions for exactly {own} tokens; pass --context_length {own} or leave it out") from None
         raise
     finally:
@@ -236,7 +236,7 @@ def create_model(vision_model: str, pretrained: Optional[str] = "openai", *, pre
         ckpt = read_checkpoint(weights_file)
         own = extract_state_dict(ckpt).get("positional_embedding")
         if context_length and own is not None and own.shape[0] != context_length:
-            raise ValueError(f"--context_length {context_length}: the weights {weights_file} hold text positions for "
+            raise ConfigError(f"--context_length {context_length}: the weights {weights_file} hold text positions for "
                              f"exactly {own.shape[0]} tokens; pass --context_length {own.shape[0]} or leave it out")
         load_checkpoint_weights(model, weights_file, ckpt=ckpt)
     tokenizer = open_clip.get_tokenizer(name, context_length=context_length or model.context_length)

@@ -27,7 +27,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from npc.errors import UserError
+from npc.errors import ConfigError, MissingFileError, UserError
 from npc.io import atomic_save_npy, atomic_write_json, atomic_write_lines, file_sha256, read_json
 from npc.locks import file_lock
 
@@ -158,7 +158,7 @@ def noise_mask(clean_captions: Sequence[str], noisy_captions: Sequence[str]) -> 
 # --------------------------------------------------------------------------------------------
 def _check_mode(mode: str) -> str:
     if mode not in NOISE_MODES:
-        raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {mode!r}")
+        raise ConfigError(f"noise mode must be one of {NOISE_MODES}, got {mode!r}")
     return mode
 
 
@@ -237,10 +237,10 @@ def find_noisy_caps(ann_dir: PathLike, noise_ratio, mode: str = "caption", prefi
 # --------------------------------------------------------------------------------------------
 def _validate_noise_ratio(noise_ratio) -> float:
     if isinstance(noise_ratio, bool) or not isinstance(noise_ratio, numbers.Real):
-        raise ValueError(f"--noise_ratio must be a number in [0, 1), got {noise_ratio!r}")
+        raise ConfigError(f"--noise_ratio must be a number in [0, 1), got {noise_ratio!r}")
     r = float(noise_ratio)
     if math.isnan(r) or not 0.0 <= r < 1.0:
-        raise ValueError(f"--noise_ratio must be in [0, 1), got {noise_ratio!r}")
+        raise ConfigError(f"--noise_ratio must be in [0, 1), got {noise_ratio!r}")
     return r
 
 
@@ -296,7 +296,7 @@ def ensure_noisy_split(ann_dir: PathLike, noise_ratio, *, seed: int = DEFAULT_SE
     ann_dir = Path(ann_dir)
     train_path = ann_dir / f"{prefix}{TRAIN_CAPS}"
     if not train_path.is_file():
-        raise FileNotFoundError(f"training captions not found: {train_path}")
+        raise MissingFileError(f"training captions not found: {train_path}")
     if r == 0:
         log(f"noise ratio 0: using the clean training captions {train_path}")
         return train_path, np.zeros(len(read_caption_lines(train_path)), dtype=bool)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from npc.errors import BadFileError, MissingFileError
 
 FILE_NAME = "pair_weights.npz"
 KINDS = ("estimator", "selection", "uniform")
@@ -99,16 +100,16 @@ def load_pair_weights(path) -> PairWeights:
     if path.is_dir():
         path = path / FILE_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no per-pair weights file (a run of this version writes "
+        raise MissingFileError(f"{path}: no per-pair weights file (a run of this version writes "
                                 f"{FILE_NAME} in its folder at the end of every epoch)")
     try:
         with np.load(path, allow_pickle=False) as z:
             pw = PairWeights(weights=z["weights"], epochs=z["epochs"], kind=str(z["kind"]), method=str(z["method"]),
                              split_sha256=str(z["split_sha256"]), path=path)
     except (OSError, ValueError, KeyError, EOFError) as e:
-        raise ValueError(f"{path}: not a per-pair weights file of this project ({type(e).__name__}: {e})") from None
+        raise BadFileError(f"{path}: not a per-pair weights file of this project ({type(e).__name__}: {e})") from None
     if pw.weights.ndim != 2 or pw.weights.shape[0] != len(pw.epochs) or pw.kind not in KINDS:
-        raise ValueError(f"{path}: malformed per-pair weights file (weights {pw.weights.shape}, "
+        raise BadFileError(f"{path}: malformed per-pair weights file (weights {pw.weights.shape}, "
                          f"{len(pw.epochs)} epochs, kind {pw.kind!r})")
     return pw
 

@@ -200,9 +200,9 @@ def preflight(data: DataConfig, optim: OptimConfig, evaluating: bool, explicit: 
     n = len(source.load_split("train", check_images=False))
     world = info.world_size
     if optim.batch_size % world:
-        raise ValueError(f"--batch_size {optim.batch_size} is not divisible by the {world} processes")
+        raise ConfigError(f"--batch_size {optim.batch_size} is not divisible by the {world} processes")
     if optim.batch_size > n:
-        raise ValueError(f"--batch_size {optim.batch_size} is larger than the {n} training pairs: pass a "
+        raise ConfigError(f"--batch_size {optim.batch_size} is larger than the {n} training pairs: pass a "
                          f"--batch_size of at most {n}")
     steps = n // optim.batch_size * optim.epochs
     if optim.warmup <= steps:
@@ -294,7 +294,7 @@ def open_eval_checkpoint(cfg: RunConfig, note: Callable[[str], None], info: Opti
     run_of_latest = None
     if cfg.run.resume == "latest":
         if not cfg.run.experiments:
-            raise SystemExit("error: --eval --resume latest needs --experiments NAME (the run to evaluate)")
+            raise ConfigError("--eval --resume latest needs --experiments NAME (the run to evaluate)")
         run_of_latest = Path(cfg.run.logs) / cfg.run.experiments
     ckpt_dir = (Path(cfg.run.checkpoint_path) if cfg.run.checkpoint_path
                 else Path(cfg.run.logs) / str(cfg.run.experiments) / "checkpoints")

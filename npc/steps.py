@@ -117,10 +117,14 @@ class ReleaseObjective(Objective):
             return finish_step(state.model, optimizer, loss, state.info, grad_clip, share=rank_share(state))
         # d/dA [mean(w) * mean(l)] = mean(w) * the gradient of mean(l) the estimator took: no second
         # backward pass.
+        # The estimator's gradients stay its own (under torchrun they are the siamese's .grad): scaled into
+        # new tensors, each dropped from the list as it is used.
         optimizer.zero_grad(set_to_none=True)
         factor = state.extras["mean_w"]
-        for p, g in zip(state.params, state.grads):
-            p.grad = g.mul_(factor.to(g.dtype))
+        grads, state.grads = list(state.grads), None
+        for i, p in enumerate(state.params):
+            g, grads[i] = grads[i], None
+            p.grad = g * factor.to(g.dtype)
         return clip_and_step(state.params, optimizer, grad_clip)
 
 

@@ -71,6 +71,18 @@ COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "
 SHAPES = ("square", "stripe")
 
 
+def csv_flags(files, logs, *extra):
+    return ["--dataset", "csv", "--train_data", str(files["train"]), "--dev_data", str(files["dev"]),
+            "--test_data", str(files["test"]), "--vision_model", "npc-micro", "--pretrained", "none",
+            "--logs_dir", str(logs), "--batch_size", "8", "--eval_batch_size", "64", "--lr", "1e-4",
+            "--warmup", "2", "--num_workers", "0", "--no_progress", "--epochs", "1", *extra]
+
+
+def report_flags(root, base_dir, out, *extra):
+    return ["--dataset", "demo", "--dataset_root", str(root), "--pretrained_dir", str(base_dir), "--vision_model",
+            MODEL, "--eval_batch_size", "64", "--num_workers", "0", "--no_progress", "--out", str(out), *extra]
+
+
 def make_images_and_csvs(folder, n_train=24, n_dev=6, n_test=6, sep="\t"):
     """Images of coloured shapes in folder/images (PNG and JPEG), and train/dev/test CSVs with 1 to 3
     captions per image (rows of an image not adjacent)."""

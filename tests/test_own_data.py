@@ -8,15 +8,8 @@ from PIL import Image
 import construct_noise
 import main_CLIP
 import main_NPC
-from helpers import COLORS, SHAPES, make_images_and_csvs
+from helpers import COLORS, SHAPES, csv_flags, make_images_and_csvs
 from npc import data
-
-
-def csv_flags(files, logs, *extra):
-    return ["--dataset", "csv", "--train_data", str(files["train"]), "--dev_data", str(files["dev"]),
-            "--test_data", str(files["test"]), "--vision_model", "npc-micro", "--pretrained", "none",
-            "--logs_dir", str(logs), "--batch_size", "8", "--eval_batch_size", "64", "--lr", "1e-4",
-            "--warmup", "2", "--num_workers", "0", "--no_progress", "--epochs", "1", *extra]
 
 
 def test_read_csv_groups_rows_of_an_image(tmp_path):

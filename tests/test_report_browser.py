@@ -16,7 +16,7 @@ import find_noisy_pairs
 import main_CLIP
 from helpers import run_args
 from npc.io import atomic_write_bytes
-from test_noise_report import report_flags
+from helpers import report_flags
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
