@@ -43,15 +43,15 @@ def train_one(fraction: float, seed: int, mask_seed: int, logs: Path, exp: str) 
     """The run itself (in a child process started from the repository root, where main_CLIP is importable)."""
     import main_CLIP
     from bench.noisy_benchmark import command_for
-    from npc import data
+    from npc.sources.base import DataSource
 
-    real = data.load_train_split_for
+    real = DataSource.load_train
 
-    def clean_split_random_mask(args, **kw):
-        split, _ = real(args, **kw)
+    def clean_split_random_mask(self, **kw):
+        split, _ = real(self, **kw)
         return split, random_mask(len(split), fraction, mask_seed)
 
-    data.load_train_split_for = clean_split_random_mask
+    DataSource.load_train = clean_split_random_mask
     # the benchmark's protocol (its flags for oracle_weight, the lr it chose for CLIP), on the clean split
     main_CLIP.main(command_for("oracle_weight", "0.0", seed, epochs=5, lr=2e-4, logs=logs, exp=exp)[2:])
 

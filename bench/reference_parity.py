@@ -308,11 +308,11 @@ def run_project(check: str, inputs: Dict, precision: str, perm, workdir: Path, l
     weights = workdir / "weights.pt"
     torch.save({"state_dict": inputs["state_dict"]}, weights)  # a release-format checkpoint
     script = "npc" if check == "npc_release" else "clip"
-    args = parse_args(["--dataset", "coco", "--method", check, "--seed", str(inputs["seed"])], script)
+    optim = parse_args(["--dataset", "coco", "--method", check, "--seed", str(inputs["seed"])], script).optim
     model = create_model("parity-tiny", str(weights), precision=precision)[0]
     model.train()
-    make_opt = partial(make_optimizer, lr=lrs[0], beta1=args.beta1, beta2=args.beta2, eps=args.eps,
-                       weight_decay=args.weight_decay)
+    make_opt = partial(make_optimizer, lr=lrs[0], beta1=optim.beta1, beta2=optim.beta2, eps=optim.eps,
+                       weight_decay=optim.weight_decay)
     batches = [permuted(b, perm) for b in inputs["batches"]]
     B = len(batches[0]["index"])
     estimator = methods.get_method(check).build_estimator()
@@ -332,7 +332,7 @@ def run_project(check: str, inputs: Dict, precision: str, perm, workdir: Path, l
     records, weights_out, losses = [], [], []
     for lr, batch in zip(lrs, batches):
         set_lr(optimizers, lr)
-        out = train_step(model, optimizer, batch, estimator, method.objective, grad_clip=args.grad_clip,
+        out = train_step(model, optimizer, batch, estimator, method.objective, grad_clip=optim.grad_clip,
                          reweight=method.reweight)
         rec = {"model": _snapshot(model.named_parameters(), optimizer), "lr": lr}
         if check == "npc_release":
@@ -341,7 +341,7 @@ def run_project(check: str, inputs: Dict, precision: str, perm, workdir: Path, l
         losses.append(float(out["loss"]))
         if out.get("weights") is not None:
             weights_out.append(out["weights"].detach().float().clone())
-    return {"records": records, "weights": weights_out, "loss": losses, "grad_clip": args.grad_clip, "note": notes}
+    return {"records": records, "weights": weights_out, "loss": losses, "grad_clip": optim.grad_clip, "note": notes}
 
 
 # ----------------------------------------------------------------------------- comparison
