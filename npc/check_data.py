@@ -62,8 +62,8 @@ def check_dataset(data, *, decode: bool = False, progress: bool = False, show: i
 
     source = source_for(data)
     given = {s: f for s, f in data.split_files().items() if f}
-    if source.format == "csv" and not given:
-        raise DataError("--dataset csv: give the CSV files to check (--train_data, --dev_data, --test_data)")
+    if source.reads_split_files and not given:
+        raise DataError(f"--dataset {data.dataset}: give the files to check: {source.expected_files()}")
     splits = [s for s in SPLITS if s in given] if given else list(SPLITS)
     expected = source.expected_images.get(data.dataset)
     report = {"dataset": data.dataset, "root": data.dataset_root, "format": source.format,
