@@ -195,3 +195,54 @@ def test_the_flags_of_earlier_versions_set_the_siamese_options_only_for_the_siam
            "npc_weights": "on", "npc_estimator": "siamese"}
     assert saved_method_fields(old)["method_opt"] == ("grad_scale=4.0", "impl=efficient", "state=fresh")
     assert saved_method_fields({"method": "clip", "clean_prior": "pclean_weight"})["method"] == "pclean_weight"
+
+
+def _python_files():
+    repo = NPC_DIR.parent
+    return [p for p in [*NPC_DIR.rglob("*.py"), *repo.glob("*.py")] if "__pycache__" not in p.parts]
+
+
+def test_no_format_is_compared_by_name_outside_the_data_sources():
+    from npc.sources import FILE_DATASETS, FORMAT_CHOICES
+
+    names = set(FORMAT_CHOICES) | set(FILE_DATASETS)
+    data_words = {"dataset", "data_format", "format"}
+
+    def about_data(node) -> bool:
+        if isinstance(node, ast.Attribute):
+            return node.attr in data_words
+        if isinstance(node, ast.Name):
+            return node.id in data_words
+        if isinstance(node, ast.Subscript):
+            key = node.slice
+            return isinstance(key, ast.Constant) and key.value in data_words
+        return False
+
+    found = []
+    for path in _python_files():
+        if (NPC_DIR / "sources") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                consts = [s.value for s in sides if isinstance(s, ast.Constant)]
+                consts += [e.value for s in sides if isinstance(s, (ast.Tuple, ast.List, ast.Set))
+                           for e in s.elts if isinstance(e, ast.Constant)]
+                if any(c in names for c in consts) and any(about_data(s) for s in sides):
+                    found.append(f"{path.name}:{node.lineno}")
+    assert found == [], "a data format compared by name outside npc/sources"
+
+
+def test_no_flag_is_read_with_a_default_from_a_configuration():
+    # ("model" is left out: the name is the torch module as often as its section)
+    holders = {"cfg", "args", "config", "data", "optim", "run", "bank", "evaluation", "paths"}
+    found = []
+    for path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                    and len(node.args) == 3):
+                target = node.args[0]
+                name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", "")
+                if name in holders:
+                    found.append(f"{path.name}:{node.lineno}")
+    assert found == [], "getattr with a default on a configuration"
