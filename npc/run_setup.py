@@ -3,7 +3,7 @@ of a resumed run or of the checkpoint to evaluate, the checks that must pass bef
 written, the demo's data and base model, the model and the data. ``get_memorybank.py``'s build too.
 
 The configuration a command line gives (:func:`npc.params.parse_args`) is completed here, by
-:meth:`npc.config.RunConfig.replace`, into the run's final one: nothing assigns to it afterwards.
+:meth:`npc.config.RunConfig.replace_flags`, into the run's final one: nothing assigns to it afterwards.
 """
 from __future__ import annotations
 

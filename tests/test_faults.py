@@ -25,6 +25,7 @@ import main_NPC
 from helpers import MODEL, run_args
 from npc import checkpoint, engine
 from npc import memory_bank as mb
+from npc.io import atomic_open
 from npc.cli import cli
 from npc.locks import file_lock
 from npc.params import ConfigError, parse_args
@@ -182,14 +183,15 @@ def test_full_disk_at_the_copy_to_latest_is_one_line_and_resumable(root, base_di
     real_copy = checkpoint.atomic_copy
 
     def full_disk(src, dst):
-        if dst.name == "latest.pt":
-            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        if dst.name == "latest.pt":  # the disk fills while the copy is written
+            with atomic_open(dst, "wb"):
+                raise OSError(errno.ENOSPC, "No space left on device")
         real_copy(src, dst)
 
     monkeypatch.setattr(checkpoint, "atomic_copy", full_disk)
     assert cli(main_CLIP.main, argv) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"error: {logs / 'f' / 'checkpoints' / 'latest.pt'}: No space left on device"
+    assert err == f"error: {logs / 'f' / 'checkpoints' / 'latest.pt'}: cannot write: No space left on device"
     ckpts = logs / "f" / "checkpoints"
     assert (ckpts / "epoch1.pt").is_file() and not (ckpts / "latest.pt").exists()
     monkeypatch.undo()
