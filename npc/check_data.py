@@ -9,7 +9,6 @@ truncated download) passes that check; ``decode=True`` reads every image in full
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, List, Optional
 
 from npc.csv_format import DataError
@@ -20,7 +19,9 @@ SPLITS = ("train", "dev", "test")
 def image_problem(path, decode: bool = False) -> Optional[str]:
     """Why an image file fails the check, or None: missing, or PIL cannot read its header (or, with
     ``decode``, its whole image)."""
-    if not os.path.isfile(path):
+    from npc.images import image_exists, image_file
+
+    if not image_exists(path):  # a file, or a member of a tar shard
         return "missing"
     if decode:
         from npc.data import decode_error
@@ -30,7 +31,7 @@ def image_problem(path, decode: bool = False) -> Optional[str]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(image_file(path)) as img:
             img.size
     except (UnidentifiedImageError, OSError, ValueError) as e:
         return f"unreadable: {e or type(e).__name__}"
@@ -62,8 +63,8 @@ def check_dataset(data, *, decode: bool = False, progress: bool = False, show: i
 
     source = source_for(data)
     given = {s: f for s, f in data.split_files().items() if f}
-    if source.format == "csv" and not given:
-        raise DataError("--dataset csv: give the CSV files to check (--train_data, --dev_data, --test_data)")
+    if source.reads_split_files and not given:
+        raise DataError(f"--dataset {data.dataset}: give the files to check (--train_data, --dev_data, --test_data)")
     splits = [s for s in SPLITS if s in given] if given else list(SPLITS)
     expected = source.expected_images.get(data.dataset)
     report = {"dataset": data.dataset, "root": data.dataset_root, "format": source.format,
