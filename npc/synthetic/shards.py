@@ -110,14 +110,17 @@ def demo_as_shards(demo_root, out, train_shards: int = 3, csv: bool = True) -> D
 
 
 def random_jpeg_samples(n: int, seed: int = 0, size: int = 64) -> List[Sample]:
-    """``n`` pairs of small JPEGs of random coloured blocks and a caption naming the sample (for measuring)."""
+    """``n`` pairs of JPEGs (``size`` px square: smooth random colours with grain, about the bytes of a photo
+    at that size) and a caption naming the sample (for measuring)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
-        blocks = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        img = Image.fromarray(blocks, "RGB").resize((size, size), Image.NEAREST)
+        blocks = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(blocks, "RGB").resize((size, size), Image.BICUBIC), dtype=np.int16)
+        grain = rng.integers(-12, 13, (size, size, 3), dtype=np.int16)
+        img = Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8), "RGB")
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=90)
         out.append((buf.getvalue(), "jpg", f"a photo of pattern {k} in {rng.integers(2, 9)} colours"))
