@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     from npc.sources import webdataset_shards as W
     from npc.synthetic.shards import random_jpeg_samples, write_csv_set, write_shards
 
+    load_before = [round(x, 2) for x in os.getloadavg()]  # the machine may be shared: say how busy it was
     work = Path(tempfile.mkdtemp(prefix="shard_loader.", dir=args.work))
     try:
         t0 = time.perf_counter()
@@ -132,6 +133,8 @@ def main(argv=None) -> int:
             "median_pairs_per_s": {k: round(v, 1) for k, v in med.items()},
             "shards_over_files": round(med["shards"] / med["files"], 3),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "load_average_before": load_before,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
             **environment(__file__, argv, torch.device("cpu")),
         }
     finally:
@@ -140,7 +143,8 @@ def main(argv=None) -> int:
     atomic_write_json(args.out / "shard_loader.json", result)
     lines = [
         f"Measured by `{result['command']}` (OMP_NUM_THREADS={result['omp_num_threads']}) on {result['device']}, "
-        f"torch {result['torch']}, open_clip {result['open_clip']}, commit {result['git_commit']}.",
+        f"torch {result['torch']}, open_clip {result['open_clip']}, commit {result['git_commit']}; {result['cpus']} CPUs, "
+        f"load average {result['load_average_before'][0]} before, {result['load_average_after'][0]} after.",
         "",
         "| what | value |", "|---|---|",
         f"| pairs, shards | {args.samples:,} in {n_shards} shard(s) of {args.per_shard:,} |",
