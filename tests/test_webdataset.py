@@ -132,6 +132,7 @@ def test_training_evaluation_and_report_on_shards(shards, base_dir, tmp_path, sc
                            "--resume", str(run / "checkpoints" / "best.pt"), "--out", str(out), "--top", "5"])
     rows = read_pairs_csv(out / "pairs.csv")
     assert len(rows) == 80
+    assert (out / "index.html").read_text().count("data:image/jpeg;base64,") >= 5  # the members' thumbnails
     keys = {r["image"] for r in rows}
     assert len(keys) == 80 and "00002.tar:000020026" in keys and all(k.startswith("0000") for k in keys)
     caps = (folder / "00000..00002.0.4_noise_train_caps.txt").read_text().splitlines()
