@@ -9,7 +9,6 @@ truncated download) passes that check; ``decode=True`` reads every image in full
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, List, Optional
 
 from npc.csv_format import DataError
@@ -20,7 +19,9 @@ SPLITS = ("train", "dev", "test")
 def image_problem(path, decode: bool = False) -> Optional[str]:
     """Why an image file fails the check, or None: missing, or PIL cannot read its header (or, with
     ``decode``, its whole image)."""
-    if not os.path.isfile(path):
+    from npc.images import image_exists, image_file
+
+    if not image_exists(path):  # a file, or a member of a tar shard
         return "missing"
     if decode:
         from npc.data import decode_error
@@ -30,7 +31,7 @@ def image_problem(path, decode: bool = False) -> Optional[str]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(image_file(path)) as img:
             img.size
     except (UnidentifiedImageError, OSError, ValueError) as e:
         return f"unreadable: {e or type(e).__name__}"

@@ -81,7 +81,7 @@ class Split:
     name: str
     captions: List[str]
     image_ids: List[str]            # one per image, in order
-    image_paths: List[Path]         # one per image
+    image_paths: List[Path]         # one per image (a path, or an npc.images.TarMember of a tar shard)
     caption_image: np.ndarray       # (n_captions,) image index of every caption
     num_anns: int                   # captions per image; for a CSV split with varying counts, the largest
     caps_file: Path = field(default=None)
@@ -304,11 +304,14 @@ _DECODED: Dict[tuple, Optional[str]] = {}
 def decode_error(path) -> Optional[str]:
     """Why image ``path`` cannot be decoded in full, or None; once per process for a file of the same size
     and modification time. JPEGs are decoded at a reduced scale (every byte is still read)."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        return f"image not found ({e.strerror})"
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    st = images.image_stat(path)  # a file, or a member of a tar shard
+    if st is None:
+        try:
+            os.stat(getattr(path, "shard", path))
+        except OSError as e:
+            return f"image not found ({e.strerror})"
+        return "image not found (its shard is shorter than its index says)"
+    key = (str(path), *st)
     if key not in _DECODED:
         _DECODED[key] = images.decode_problem(path)  # the one decoding rule (npc/images.py)
     return _DECODED[key]
@@ -335,30 +338,26 @@ def readable_split(split: Split, skip: bool = False):
 def shared_images(train: Split, other: Split) -> List[int]:
     """Indices of ``other``'s images that are also images of ``train``: the same file, or a file of the same
     bytes (hashed only where the sizes agree)."""
-    from npc.io import cached_file_sha256
-
-    def stat(p):
-        try:
-            return os.stat(p)
-        except OSError:
-            return None
+    def stat(p):  # a file or a member of a tar shard (npc/images.py)
+        ident = images.image_identity(p)
+        return None if ident is None else (ident, images.image_size(p))
 
     files, by_size = set(), {}
     for p in train.image_paths:
         st = stat(p)
         if st is not None:
-            files.add((st.st_dev, st.st_ino))
-            by_size.setdefault(st.st_size, []).append(p)
+            files.add(st[0])
+            by_size.setdefault(st[1], []).append(p)
     shared, hashes = [], {}
     for i, p in enumerate(other.image_paths):
         st = stat(p)
         if st is None:
             continue
-        if (st.st_dev, st.st_ino) in files:
+        if st[0] in files:
             shared.append(i)
-        elif st.st_size in by_size:
-            if st.st_size not in hashes:
-                hashes[st.st_size] = {cached_file_sha256(q) for q in by_size[st.st_size]}
-            if cached_file_sha256(p) in hashes[st.st_size]:
+        elif st[1] in by_size:
+            if st[1] not in hashes:
+                hashes[st[1]] = {images.image_sha256(q) for q in by_size[st[1]]}
+            if images.image_sha256(p) in hashes[st[1]]:
                 shared.append(i)
     return shared

@@ -39,4 +39,7 @@ DATASETS: Dict[str, DatasetSpec] = {s.name: s for s in (
     # Your own data: images listed in CSV/TSV files, any number of captions per image (npc.data reads them).
     DatasetSpec("csv", 0, False, None, "", description="your own data in CSV/TSV files (--train_data, --dev_data, "
                                                        "--test_data; docs/own_data.md)"),
+    # Web-scale pairs in webdataset tar shards (img2dataset's layout): one caption per sample.
+    DatasetSpec("webdataset", 1, False, None, "", description="image-text pairs in webdataset tar shards "
+                                                              "(--train_data 'DIR/{00000..00009}.tar'; docs/shards.md)"),
 )}

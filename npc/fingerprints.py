@@ -6,7 +6,8 @@ memory bank of a CSV training split, so that two models keep their banks side by
 
 * A split's fingerprint covers what the run reads of it: every caption with the name of its image as
   the split lists it (a CSV's path column; relative names do not depend on where the folder lies), in
-  the split's order, and the size in bytes of every image file. It does not hash the images' bytes:
+  the split's order, and the size in bytes of every image file (of a webdataset shard: every image member's
+  size and each shard's size). It does not hash the images' bytes:
   a split of 100k images would be read in full at every start. An image replaced by another of the
   very same size goes unnoticed.
 * The initial weights' fingerprint is the SHA-256 of the weights file (``--pretrained FILE``, or the
@@ -21,17 +22,26 @@ import re
 from pathlib import Path
 from typing import Dict, Optional
 
+from npc.images import TarMember, image_size
 from npc.io import cached_file_sha256
 
 def split_fingerprint(split) -> Dict[str, object]:
     """A split's fingerprint (see the module's text) with its size, for messages."""
     h = hashlib.sha256()
+    shards = {}
     for name, path in zip(split.image_ids, split.image_paths):
-        try:
-            size = os.stat(path).st_size
-        except OSError:
+        size = image_size(path)  # a file's, or a tar member's (npc/images.py)
+        if size is None:
             size = -1  # a missing image: counted as one (--skip_unreadable_images may leave it out)
+        if isinstance(path, TarMember):
+            shards.setdefault(path.shard, None)
         h.update(f"{name}\x1f{size}\x1e".encode("utf-8", "surrogatepass"))
+    for shard in shards:  # tar shards: each one's size in bytes too
+        try:
+            size = os.stat(shard).st_size
+        except OSError:
+            size = -1
+        h.update(f"{Path(shard).name}\x1f{size}\x1e".encode("utf-8", "surrogatepass"))
     for image, caption in zip(split.caption_image.tolist(), split.captions):
         h.update(f"{image}\x1f{caption}\x1e".encode("utf-8", "surrogatepass"))
     return {"sha256": h.hexdigest(), "pairs": len(split.captions), "images": split.num_images}

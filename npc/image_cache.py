@@ -49,9 +49,13 @@ def normalization(preprocess):
 
 def fingerprint(paths: Sequence[Path], pil_transform) -> str:
     h = hashlib.sha256(repr(pil_transform).encode())
+    from npc.images import image_stat
+
     for p in paths:
-        st = os.stat(p)
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        st = image_stat(p)  # a file, or a member of a tar shard
+        if st is None:
+            raise FileNotFoundError(f"image not found: {p}")
+        h.update(f"{p}\0{st[0]}\0{st[1]}\n".encode())
     return h.hexdigest()
 
 

@@ -16,11 +16,19 @@ The rule (docs/own_data.md, "Images"):
 open_clip's transform converts with ``convert("RGB")`` alone: it ignores EXIF orientation and clips
 16-bit values above 255 to white. Every unreadable image is a :class:`~npc.csv_format.DataError` naming
 the file, which ``--skip_unreadable_images`` turns into a skip where the run allows one.
+
+An image is a file path, or a :class:`TarMember`: one member of a tar shard (webdataset shards,
+npc/sources/webdataset_shards.py). Everything that reads, checks or sizes an image takes either
+(:func:`image_stat`, :func:`image_size`, :func:`image_exists`, :func:`image_sha256`).
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 import warnings
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -35,6 +43,79 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.Decompression
                  Image.DecompressionBombWarning)
 
 
+@dataclass(frozen=True)
+class TarMember:
+    """An image stored as member ``name`` of tar file ``shard``: its data's ``size`` bytes start at byte
+    ``offset`` of the shard (a shard index records them). Small and picklable: loader workers get it as they
+    get a path."""
+
+    shard: str
+    offset: int
+    size: int
+    name: str
+
+    def __str__(self) -> str:  # how messages name it: the shard and the member
+        return f"{self.shard}:{self.name}"
+
+    def read(self) -> bytes:
+        """The member's bytes; a shard shorter than its index says is an :class:`OSError` naming it."""
+        with open(self.shard, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) != self.size:
+            raise OSError(f"{self.shard} ends inside member {self.name} (the shard was cut short or rewritten)")
+        return data
+
+
+def image_file(ref):
+    """What ``PIL.Image.open`` reads for image ``ref``: the path, or a member's bytes in memory."""
+    return io.BytesIO(ref.read()) if isinstance(ref, TarMember) else ref
+
+
+def image_stat(ref) -> Optional[Tuple[int, int]]:
+    """``(size in bytes, modification time in ns)`` of image ``ref`` (a member: its size and its shard's time),
+    or None when it is missing."""
+    try:
+        st = os.stat(ref.shard if isinstance(ref, TarMember) else ref)
+    except OSError:
+        return None
+    if isinstance(ref, TarMember):
+        return (ref.size, st.st_mtime_ns) if ref.offset + ref.size <= st.st_size else None
+    return st.st_size, st.st_mtime_ns
+
+
+def image_size(ref) -> Optional[int]:
+    """The size in bytes of image ``ref``, or None when it is missing."""
+    st = image_stat(ref)
+    return None if st is None else st[0]
+
+
+def image_exists(ref) -> bool:
+    """Whether image ``ref`` is there: a file, or a member inside its shard."""
+    if isinstance(ref, TarMember):
+        return image_stat(ref) is not None
+    return os.path.isfile(ref)
+
+
+def image_identity(ref):
+    """What distinguishes image ``ref`` from any other on this machine (a file's device and inode, a member's
+    shard and offset), or None when it is missing."""
+    try:
+        st = os.stat(ref.shard if isinstance(ref, TarMember) else ref)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) + ((ref.offset,) if isinstance(ref, TarMember) else ())
+
+
+def image_sha256(ref) -> str:
+    """Hex SHA-256 of image ``ref``'s bytes (a file's is cached per size and modification time)."""
+    if isinstance(ref, TarMember):
+        return hashlib.sha256(ref.read()).hexdigest()
+    from npc.io import cached_file_sha256
+
+    return cached_file_sha256(ref)
+
+
 def _reason(e: BaseException) -> str:
     if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return (f"{str(e).split(', could be')[0]} (PIL's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS: "
@@ -46,7 +127,7 @@ def _open(path) -> Image.Image:
     """``Image.open`` with PIL's decompression-bomb warning raised as an error."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return Image.open(path)
+        return Image.open(image_file(path))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -94,7 +175,7 @@ def header_problem(path) -> Optional[str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path):
+            with Image.open(image_file(path)):
                 return None
     except Image.DecompressionBombError:
         return None

@@ -209,9 +209,13 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
     g = group("your own data: --dataset csv (open_clip's CSV convention; docs/own_data.md)")
     g.add_argument("--train_data", type=str, default=None,
                    help="CSV/TSV file of the training pairs: one row per (image, caption); rows of the same image "
-                        "are one image with several captions; image paths relative to the file's folder or absolute")
-    g.add_argument("--dev_data", type=str, default=None, help="CSV/TSV file of the dev split (picks the best epoch)")
-    g.add_argument("--test_data", type=str, default=None, help="CSV/TSV file of the test split (the final table)")
+                        "are one image with several captions; image paths relative to the file's folder or absolute. "
+                        "--dataset webdataset: tar shards, 'DIR/{00000..00009}.tar', a .tar or a text file listing "
+                        "shards (docs/shards.md)")
+    g.add_argument("--dev_data", type=str, default=None,
+                   help="CSV/TSV file (or webdataset shards) of the dev split (picks the best epoch)")
+    g.add_argument("--test_data", type=str, default=None,
+                   help="CSV/TSV file (or webdataset shards) of the test split (the final table)")
     g.add_argument("--csv_img_key", type=str, default="filepath", help="column of the image paths")
     g.add_argument("--csv_caption_key", type=str, default="title", help="column of the captions")
     g.add_argument("--csv_separator", type=separator_arg, default="\t",

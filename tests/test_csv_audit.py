@@ -260,8 +260,8 @@ def test_eval_with_another_test_csv_needs_no_dataset_flag(tmp_path):
                          "--test_data", str(other), "--logs_dir", str(tmp_path / "logs"), "--num_workers", "0",
                          "--no_progress"])
     assert res["dataset"] == "csv" and res["results"]["test"]["images"] == 4
-    with pytest.raises(ConfigError, match=r"--test_data is for --dataset csv \(the checkpoint's run has --dataset "
-                                          r"demo\)"):
+    with pytest.raises(ConfigError, match=r"--test_data is for --dataset csv or webdataset \(the checkpoint's run "
+                                          r"has --dataset demo\)"):
         eval_changes(parse_args(["--eval", "--resume", "x.pt", "--test_data", str(other)], "npc"), {"dataset": "demo"})
 
 

@@ -52,6 +52,7 @@ def source_for(data):
 from npc.sources import release  # noqa: E402,F401
 from npc.sources import karpathy  # noqa: E402,F401
 from npc.sources import csv_files  # noqa: E402,F401
+from npc.sources import webdataset_shards  # noqa: E402,F401
 
 FORMAT_CHOICES = tuple(_SOURCES)  # what --data_format accepts (auto: found on disk)
 # The datasets whose splits are files given by --train_data, --dev_data, --test_data (no --dataset_root).

@@ -1,0 +1,295 @@
+"""Web-scale pairs in webdataset tar shards, as img2dataset writes them (docs/shards.md).
+
+A split is one or more uncompressed tar shards: ``--train_data 'DIR/{00000..00099}.tar'`` (open_clip's
+brace notation; ``::`` joins several), a single ``.tar``, or a text file listing shard paths, one a line
+(relative to the list's folder, or absolute). A sample is the members of one key (the member name up to
+the first dot of its file name): an image (``.jpg``, ``.jpeg``, ``.png``, ``.webp``, ...), its caption
+(``.txt``, UTF-8) and anything else (img2dataset's ``.json``), which is ignored. A pair's key is
+``<shard file name>:<sample key>``.
+
+Random access (every NPC step needs the memory-bank pairs of its batch, anywhere in the data): each shard's
+members are indexed once, by the standard library's ``tarfile``, into ``<shard>.npcidx.json`` beside it
+(written atomically): every sample's key, its image member's offset and size, and its caption. The index
+records the shard's size and modification time and is rebuilt when either differs. An image is then a
+:class:`npc.images.TarMember` (shard, offset, size, name) that the one decoding rule (npc/images.py) reads
+with one seek. Files derived from a split go beside its shards, as CSV's go beside the CSV:
+``<stem>.train_caps.txt``, ``<stem>.<r>_noise_train_caps.txt`` and ``<stem>.memory_bank/<model>/``, where
+``<stem>`` is the ``--train_data`` file name without ``.tar`` (braces and commas dropped).
+
+Captions are one line each in the derived caption files: a line break inside a caption becomes a space, and
+the spaces around it are removed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from npc import data as D
+from npc.csv_format import DataError
+from npc.images import TarMember
+from npc.io import atomic_write_lines, atomic_write_text
+from npc.locks import file_lock
+from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
+from npc.sources import register
+from npc.sources.base import DataSource, check_num_anns_uniform
+
+log = logging.getLogger("npc")
+
+SPLIT_FLAGS = D.CSV_SPLIT_FLAGS
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+CAPTION_EXT = "txt"
+INDEX_SUFFIX = ".npcidx.json"
+INDEX_FORMAT = "npc shard index"
+INDEX_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- which shards a flag names
+
+def expand_braces(pattern: str) -> List[str]:
+    """open_clip's (braceexpand's) notation: ``{000..012}`` a range of numbers (zero-padded to the first
+    bound's width), ``{a,b}`` alternatives; several groups multiply. A brace without its pair stays itself."""
+    start = pattern.find("{")
+    if start < 0:
+        return [pattern]
+    depth = 0
+    for end in range(start, len(pattern)):
+        depth += {"{": 1, "}": -1}.get(pattern[end], 0)
+        if depth == 0:
+            break
+    else:
+        return [pattern]
+    body, head, tail = pattern[start + 1:end], pattern[:start], pattern[end + 1:]
+    m = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
+    if m:
+        a, b = int(m.group(1)), int(m.group(2))
+        width = len(m.group(1)) if m.group(1).startswith("0") else 0
+        step = 1 if b >= a else -1
+        options = [str(k).zfill(width) for k in range(a, b + step, step)]
+    else:
+        options, depth, cur = [], 0, ""
+        for c in body:  # split on the commas outside nested braces
+            depth += {"{": 1, "}": -1}.get(c, 0)
+            if c == "," and depth == 0:
+                options.append(cur)
+                cur = ""
+            else:
+                cur += c
+        options.append(cur)
+        options = [o for opt in options for o in expand_braces(opt)]
+        if len(options) == 1:  # "{x}": not a group
+            options = ["{" + options[0] + "}"]
+    return [h + o + t for o in options for h in [head] for t in expand_braces(tail)]
+
+
+def shard_paths(spec: str, flag: str) -> List[Path]:
+    """The shards ``spec`` names (``flag``: the flag that gave it, for messages); every one must exist."""
+    if not spec:
+        raise DataError(f"--dataset webdataset: {flag} is empty: give shards (DIR/{{00000..00009}}.tar, a .tar, or "
+                        f"a text file listing shards)")
+    shards: List[Path] = []
+    for part in spec.split("::"):
+        if "{" in part or part.endswith(".tar"):
+            shards += [Path(p) for p in expand_braces(part)]
+            continue
+        listing = Path(part)
+        if not listing.is_file():
+            raise DataError(f"{flag} {part}: no such file (expected a .tar shard, a brace pattern such as "
+                            f"DIR/{{00000..00009}}.tar, or a text file listing shards)")
+        try:
+            lines = listing.read_text(encoding="utf-8").split("\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{flag} {part}: cannot read the list of shards: {e}") from None
+        for k, line in enumerate(lines, 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                if line.endswith(".tar") or "{" in line:
+                    shards += [listing.parent / p for p in expand_braces(line)]  # an absolute path stays itself
+                else:
+                    raise DataError(f"{listing}, line {k}: {line!r} is not a .tar shard ({flag})")
+    missing = [p for p in shards if not p.is_file()]
+    if missing:
+        raise DataError(f"{flag} {spec}: {len(missing)} of {len(shards)} shard(s) not found, e.g. {missing[0]}")
+    if not shards:
+        raise DataError(f"{flag} {spec}: names no shard")
+    names = [p.name for p in shards]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{flag} {spec}: the shard name {twice[0]} is listed twice (a pair's key is its shard's "
+                        f"file name and its sample key)")
+    return shards
+
+
+# ----------------------------------------------------------------------------- a shard's index
+
+def index_path(shard) -> Path:
+    return Path(f"{shard}{INDEX_SUFFIX}")
+
+
+def _caption(raw: bytes, shard: Path, member: str) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{shard}: member {member}: the caption is not UTF-8 ({e.reason} at byte {e.start})") from None
+    return re.sub(r"\s*(?:\r\n|\n|\r)\s*", " ", text).strip()
+
+
+def build_index(shard: Path) -> List[list]:
+    """Each sample of ``shard``, in member order: ``[key, image extension, offset, size, caption]``. A sample
+    without an image or a caption, with two images, or with an empty caption is a :class:`DataError` naming
+    the shard and the key."""
+    samples: Dict[str, list] = {}
+    try:
+        with tarfile.open(shard, mode="r:") as tf:  # uncompressed only: random access needs plain offsets
+            for m in tf:
+                if not m.isfile():
+                    continue
+                folder, _, base = m.name.rpartition("/")
+                if "." not in base:
+                    continue
+                stem, ext = base.split(".", 1)
+                key, ext = (f"{folder}/{stem}" if folder else stem), ext.lower()
+                s = samples.setdefault(key, [key, None, None, None, None])
+                if ext in IMAGE_EXTS:
+                    if s[1] is not None:
+                        raise DataError(f"{shard}: sample {key} has two images ({key}.{s[1]}, {m.name})")
+                    s[1:4] = [ext, m.offset_data, m.size]
+                elif ext == CAPTION_EXT:
+                    caption = _caption(tf.extractfile(m).read(), shard, m.name)
+                    if not caption:
+                        raise DataError(f"{shard}: sample {key}: empty caption ({m.name})")
+                    s[4] = caption
+    except tarfile.TarError as e:
+        raise DataError(f"{shard}: not an uncompressed tar file ({e}); webdataset shards are read by random "
+                        f"access: decompress .tar.gz shards first") from None
+    out = []
+    for key, s in samples.items():
+        if s[1] is None and s[4] is None:
+            continue  # only other members (a .json): not a pair
+        if s[1] is None:
+            raise DataError(f"{shard}: sample {key} has a caption ({key}.txt) but no image "
+                            f"({', '.join('.' + e for e in IMAGE_EXTS)})")
+        if s[4] is None:
+            raise DataError(f"{shard}: sample {key} has an image ({key}.{s[1]}) but no caption ({key}.txt)")
+        out.append(s)
+    return out
+
+
+_INDEXES: Dict[Tuple[str, int, int], List[list]] = {}
+
+
+def shard_index(shard: Path) -> List[list]:
+    """``shard``'s samples (:func:`build_index`): from ``<shard>.npcidx.json`` when it was built from the shard
+    as it is now (its size and modification time), else built and written there (atomically; a folder that
+    cannot be written keeps it in memory for this process)."""
+    st = os.stat(shard)
+    key = (str(shard), st.st_size, st.st_mtime_ns)
+    if key in _INDEXES:
+        return _INDEXES[key]
+    path = index_path(shard)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None
+    if (isinstance(saved, dict) and saved.get("format") == INDEX_FORMAT and saved.get("version") == INDEX_VERSION
+            and saved.get("size") == st.st_size and saved.get("mtime_ns") == st.st_mtime_ns):
+        samples = saved["samples"]
+    else:
+        samples = build_index(shard)
+        text = json.dumps({"format": INDEX_FORMAT, "version": INDEX_VERSION, "shard": shard.name, "size": st.st_size,
+                           "mtime_ns": st.st_mtime_ns, "samples": samples}, ensure_ascii=False, separators=(",", ":"))
+        try:
+            atomic_write_text(path, text + "\n")
+        except OSError as e:
+            log.warning(f"warning: cannot write the index of {shard} ({e}): it is rebuilt at every start")
+    _INDEXES[key] = samples
+    return samples
+
+
+def read_shards(spec: str, split: str, flag: str) -> D.Split:
+    """Split ``split`` of the shards ``spec`` names: one pair per sample, in shard order then member order."""
+    captions, ids, refs = [], [], []
+    for shard in shard_paths(spec, flag):
+        for key, ext, offset, size, caption in shard_index(shard):
+            ids.append(f"{shard.name}:{key}")
+            refs.append(TarMember(str(shard), offset, size, f"{key}.{ext}"))
+            captions.append(caption)
+    if len(ids) < 2:
+        raise DataError(f"{flag} {spec}: the {split} split has {len(ids)} sample(s); retrieval needs at least 2")
+    return D.Split(split, captions, ids, refs, np.arange(len(ids), dtype=np.int64), 1, Path(spec), pair_keys=ids)
+
+
+def derived_path(spec: str, name: str) -> Path:
+    """A file derived from a split's shards, beside them: ``<stem>.<name>``."""
+    first = Path(spec.split("::")[0])
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", first.name[:-4] if first.name.endswith(".tar") else first.stem)
+    stem = stem.strip("_.") or "shards"
+    folder = first.parent
+    if "{" in str(folder):
+        folder = shard_paths(spec, "--train_data")[0].parent
+    return folder / f"{stem}.{name}"
+
+
+# ----------------------------------------------------------------------------- the source
+
+@register
+class WebdatasetShards(DataSource):
+    format = "webdataset"
+    datasets = ("webdataset",)
+    key_name = "shard key"  # <shard file name>:<sample key>
+    may_share_images = True
+    reads_split_files = True
+
+    def expected_files(self) -> str:
+        return ("webdataset tar shards (--train_data, --dev_data, --test_data: a .tar, a brace pattern such as "
+                "DIR/{00000..00009}.tar, or a text file listing shards)")
+
+    def describe(self) -> str:
+        files = ", ".join(f"{SPLIT_FLAGS[s]} {f}" for s, f in self.data.split_files().items() if f)
+        return f"webdataset shards ({files})"
+
+    def where(self, split: str) -> str:
+        return SPLIT_FLAGS.get(split, f"--{split}_data")
+
+    def spec(self, split: str) -> str:
+        f = self.data.split_files().get(split)
+        if not f:
+            raise DataError(f"--dataset webdataset: the {split} split needs {self.where(split)} "
+                            f"'DIR/{{00000..00009}}.tar' (or a .tar, or a text file listing shards)")
+        return str(f)
+
+    def read_split(self, split: str, check_images: bool) -> D.Split:
+        # Every image is a member the shard's index found: there is no file to check. Decoding problems are
+        # found when the image is read (check_data.py --decode reads them all).
+        return read_shards(self.spec(split), split, self.where(split))
+
+    def noisy_train(self, log, check_images: bool):
+        d, spec = self.data, self.spec("train")
+        split = self.read_split("train", check_images)
+        k = check_num_anns_uniform(split, Path(spec), d.noise_mode)
+        clean = derived_path(spec, TRAIN_CAPS)  # the captions in split order, which the noise shuffles
+        prefix = clean.name[:-len(TRAIN_CAPS)]
+        with file_lock(clean.parent / f".{clean.name}.lock", f"the captions of {spec}", wait=True, log=log):
+            if not clean.is_file() or read_caption_lines(clean) != split.captions:
+                atomic_write_lines(clean, split.captions)
+            caps_path, mask = ensure_noisy_split(clean.parent, d.noise_ratio, seed=d.noise_seed, mode=d.noise_mode,
+                                                 num_anns=k or 1, log=log, prefix=prefix)
+            split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
+        return split, mask
+
+    def listed_at(self, split: D.Split, image_index: int) -> str:
+        ref = split.image_paths[image_index]
+        return f"{ref.shard}, sample {split.image_ids[image_index].split(':', 1)[1]}"
+
+    def missing_images_advice(self) -> str:
+        return ("missing images: a shard is shorter than its index says (cut short, or rewritten in the same "
+                "second): copy the shard again, or delete its .npcidx.json beside it to index it anew")
+
+    def bank_dir(self, model_key) -> Path:
+        return derived_path(self.spec("train"), "memory_bank") / model_key()
