@@ -126,8 +126,11 @@ def clean_probability(losses: np.ndarray, seed: int = 0) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- step 3
 
-def nearest(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """Index of the most similar key (cosine; both L2-normalized) for every query, in chunks."""
+def nearest(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 4096, max_scores: int = 1 << 28) -> torch.Tensor:
+    """Index of the most similar key (cosine; both L2-normalized) for every query, in chunks of queries whose
+    score block holds at most ``max_scores`` elements (1 GiB in fp32, whatever the number of keys: at 3M keys a
+    block of 4096 queries would be 49 GB). The chunking does not change the result."""
+    chunk = max(1, min(chunk, max_scores // max(1, keys.shape[0])))
     out = []
     for start in range(0, queries.shape[0], chunk):
         out.append((queries[start:start + chunk] @ keys.t()).argmax(dim=1))

@@ -142,3 +142,14 @@ def test_gmm_separates_two_loss_modes():
     losses = np.concatenate([rng.normal(1.0, 0.2, 300), rng.normal(4.0, 0.3, 100)])
     p = mb.clean_probability(losses)
     assert (p[:300] > 0.9).mean() > 0.95 and (p[300:] < 0.1).mean() > 0.95
+
+
+def test_the_banks_nearest_neighbour_search_is_the_same_in_any_chunking():
+    from npc.memory_bank import nearest
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(300, 16, generator=g), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(700, 16, generator=g), dim=1)
+    whole = (q @ k.t()).argmax(dim=1)
+    for chunk, max_scores in ((4096, 1 << 28), (7, 1 << 28), (4096, 700 * 3), (4096, 1)):
+        assert torch.equal(nearest(q, k, chunk=chunk, max_scores=max_scores), whole)
