@@ -18,6 +18,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from npc.errors import UserError
+
 DETECTORS = {"p_clean": "GMM p(clean) (the memory bank's)", "cosine": "cosine of the pair",
              "osa_score": "OSA's debiased score"}
 
@@ -46,7 +48,7 @@ COLUMNS = {
 THUMB_PX = 96
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A report that cannot be written as asked; the message names the flag or file."""
 
 

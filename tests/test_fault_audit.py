@@ -243,11 +243,10 @@ import os, sys, time
 from npc.locks import file_lock
 
 with file_lock(sys.argv[1], "the run folder", wait=False):
-    child = os.fork()
-    if child == 0:
+    if os.fork() == 0:  # the child says its pid once it runs: past the fork hooks, as a worker would be
+        print(os.getpid(), flush=True)
         time.sleep(60)
         os._exit(0)
-    print(child, flush=True)
     time.sleep(60)
 """
 
