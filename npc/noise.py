@@ -128,11 +128,11 @@ def image_shuffle(captions: Sequence[str], num_anns: int, ratio: float,
     """
     r = _check_fraction(ratio)
     if isinstance(num_anns, bool) or not isinstance(num_anns, (int, np.integer)) or num_anns < 1:
-        raise ValueError(f"num_anns must be a positive integer, got {num_anns!r}")
+        raise ConfigError(f"--num_anns must be a positive integer, got {num_anns!r}")
     captions = list(captions)
     if len(captions) % num_anns:
-        raise ValueError(f"{len(captions)} captions are not a whole number of images of "
-                         f"num_anns={num_anns} captions each")
+        raise NoisySplitError(f"{len(captions)} captions are not a whole number of images of --num_anns "
+                              f"{num_anns} captions each (--noise_mode image moves whole images' captions)")
     n_img = len(captions) // num_anns
     k = int(r * n_img)
     rng = np.random.default_rng(seed)
