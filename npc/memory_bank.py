@@ -312,10 +312,16 @@ def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split: S
                       batch_size: int, clean_threshold: float = 0.9, noise_mask: Optional[np.ndarray] = None,
                       seed: int = 0) -> Tuple[BankIndex, Dict, np.ndarray]:
     """Steps 1-3 from encoded features. Returns the bank, a summary, and p(clean) per pair."""
+    from npc.self_check import separability
+
     losses = per_sample_losses(img_feats, txt_feats, split.caption_image, scale, batch_size)
-    p_clean = clean_probability(losses, seed=seed)
+    x, gmm, clean = fit_loss_gmm(losses, seed=seed)
+    p_clean = gmm.predict_proba(x[:, None])[:, clean]  # clean_probability, kept with its fit
     bank = build_bank_index(img_feats, txt_feats, split.caption_image, p_clean, clean_threshold)
     info = bank_quality(p_clean, clean_threshold, noise_mask)
+    info["self_check"] = separability(img_feats, txt_feats, split.caption_image, p_clean,
+                                      {"means": gmm.means_.ravel().tolist(), "variances": gmm.covariances_.ravel().tolist()},
+                                      what="the training pairs")
     info.update(clean_threshold=clean_threshold, bank_batch_size=batch_size,
                 self_image_fraction=float(np.mean(split.caption_image[bank.image_bank] == np.arange(split.num_images))),
                 self_text_fraction=float(np.mean(bank.text_bank == np.arange(len(split)))))
@@ -387,6 +393,9 @@ def reusable_bank(inputs: BankInputs, train_split, wanted: Dict) -> Optional[Ban
                                    f"{'; '.join(differ)}. Pass --rebuild_bank to rebuild it for this run (it "
                                    f"replaces the files), or use the bank's settings")
     log.info(f"memory bank: reusing {name}")
+    check = built.get("self_check")
+    if isinstance(check, dict) and check.get("can_see") is False:
+        log.warning(f"memory bank: {check.get('message')}")
     return load_bank(bank_dir, d.noise_ratio, train_split, d.noise_mode, trust_pickle=inputs.bank.trust_pickle)
 
 
@@ -462,4 +471,6 @@ def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, t
         msg += f", precision {summary['precision']:.3f} recall {summary['recall']:.3f} against the noise mask"
     log.info(msg + f"; wrote {paths[0]} and {paths[1].name} (encoding {encoded:.1f} s, the rest "
                    f"{time.perf_counter() - t0 - encoded:.1f} s)")
+    check = summary["self_check"]
+    (log.info if check["can_see"] else log.warning)(f"memory bank: {check['message']}")
     return bank

@@ -160,6 +160,7 @@ def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") 
     from npc.model import RANDOM_INIT_SEED, create_model, load_checkpoint_weights, logit_scale
     from npc.osa import random_shift
     from npc.run_setup import prepare_demo, setup_logging, show_progress
+    from npc.self_check import separability
     from npc.sources import source_for
     from npc.train_utils import autocast_for, resolve_device, resolve_precision
 
@@ -198,6 +199,8 @@ def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") 
     scores = score_pairs(img, txt, split.caption_image, scale=logit_scale(model).item(),
                          bank_batch_size=cfg.bank.bank_batch_size, bank_seed=cfg.bank.bank_seed, osa_shift=shift)
     order = suspicion_order(scores.p_clean, scores.cosine)
+    check = separability(img, txt, split.caption_image, scores.p_clean, scores.gmm, what="these pairs")
+    (log.info if check["can_see"] else log.warning)(f"noise report: {check['message']}")
     t_score = time.perf_counter()
     top = order[:rep.top]
     candidates = best_captions(img[torch.as_tensor(split.caption_image[top], device=img.device)], txt,
@@ -217,7 +220,7 @@ def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") 
         "timing": {"device": str(device), "threads": torch.get_num_threads(),
                    "setup_s": round(t_setup - t_start, 3), "encode_s": round(t_encode - t_setup, 3),
                    "score_s": round(t_score - t_encode, 3), "candidates_s": round(t_cand - t_score, 3)},
-        "command": command, "versions": versions(),
+        "self_check": check, "command": command, "versions": versions(),
     }
     d = ReportData(split=split, scores=scores, clean_threshold=cfg.bank.clean_threshold, order=order,
                    lines=np.asarray(lines), images=user_images(split, cfg.data.dataset_root),
