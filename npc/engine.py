@@ -192,7 +192,7 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
                         r.writer.add_histogram(f"weights/{name}", res.weights[sel], t.step)
         if info.is_main:  # what the method did to each pair (npc/pair_weights.py), before the checkpoint
             pair_weights.record_epoch(r.run_dir, epoch + 1, t.dataset.split, t.method.name, t.sampler,
-                                      res.weights, res.indices)
+                                      res.weights, res.indices, dataset_root=cfg.data.dataset_root)
         if info.is_main:
             end_of_epoch(r, t, epoch + 1, record, evaluate_dev(t.model), res)
         barrier(info)

@@ -14,7 +14,10 @@ beside a CSV training split, one folder per model and initial weights; where tra
 ``<r>_mbank_txt_idx.npy``: int64 (n_train_captions,), sample index -> clean sample index;
 ``<r>_mbank_info.json``: how the bank was built and what it found;
 ``<r>_mbank_pclean.npy``: float64 (n_train_captions,), the GMM's p(clean) of every pair (for the
-``gmm_filter`` / ``pclean_weight`` baselines and the study of the estimators).
+``gmm_filter`` / ``pclean_weight`` baselines and the study of the estimators);
+``<r>_mbank_pclean.csv``: the same p(clean) and the clean set, one row per training pair in your order
+(for a CSV file, ``line``: its line number there), with the image and the caption (npc/pair_table.py).
+The info file records the self-check too (npc/self_check.py): whether the model tells the pairs apart.
 The release's files (pickled dicts ``str(image_id) -> array``, ``str(sample) -> array``) are read
 through a restricted unpickler that only admits numpy arrays inside plain dicts.
 """
@@ -203,6 +206,17 @@ def save_pclean(p_clean: np.ndarray, bank_dir, noise_ratio, noise_mode: str = "c
     path = pclean_path(bank_dir, noise_ratio, noise_mode)
     atomic_save_npy(path, np.asarray(p_clean, dtype=np.float64))
     return path
+
+
+def save_pclean_csv(p_clean: np.ndarray, clean_threshold: float, split: Split, bank_dir, data: DataConfig) -> Path:
+    """``<r>_mbank_pclean.csv``: p(clean) and the clean set keyed by your own rows (npc/pair_table.py):
+    ``line``/``key``, ``image``, ``caption``, ``p_clean``, ``clean`` (1: p(clean) > --clean_threshold)."""
+    from npc.pair_table import user_images, write_pair_csv
+
+    path = pclean_path(bank_dir, data.noise_ratio, data.noise_mode).with_suffix(".csv")
+    p = np.asarray(p_clean, dtype=np.float64)
+    return write_pair_csv(path, split, user_images(split, data.dataset_root),
+                          {"p_clean": p, "clean": (p > clean_threshold).astype(np.int64)})
 
 
 def load_pclean(bank_dir, noise_ratio, n_pairs: int, noise_mode: str = "caption") -> np.ndarray:
@@ -462,8 +476,9 @@ def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, t
                                                batch_size=b.bank_batch_size, clean_threshold=b.clean_threshold,
                                                noise_mask=noise_mask, seed=b.bank_seed)
     summary.update(provenance)
-    paths = save_bank(bank, bank_dir_for(d, inputs.model) if bank_dir is None else bank_dir, d.noise_ratio,
-                      d.noise_mode, summary, p_clean=p_clean)
+    bank_dir = bank_dir_for(d, inputs.model) if bank_dir is None else bank_dir
+    paths = save_bank(bank, bank_dir, d.noise_ratio, d.noise_mode, summary, p_clean=p_clean)
+    save_pclean_csv(p_clean, b.clean_threshold, train_split, bank_dir, d)
     msg = f"memory bank: {summary['n_clean']} of {summary['n_pairs']} pairs clean (p>{b.clean_threshold})"
     if isinstance(summary.get("precision"), str):
         msg += f", precision and recall {summary['precision']}"

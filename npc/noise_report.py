@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from npc.pair_table import user_images  # noqa: F401  (where callers have found it)
 from npc.report_page import (COLUMNS, DETECTORS, ReportData, ReportError, _num, check_out_folder,  # noqa: F401
                              detector_metrics, ranks_of, write_report)
 
@@ -107,18 +108,6 @@ def versions() -> Dict[str, str]:
     import open_clip
 
     return {"torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()}
-
-
-def user_images(split, dataset_root) -> List[str]:
-    """Each image as the user names it: the path relative to the dataset folder, or as its split lists it."""
-    if dataset_root is None:
-        return [str(i) for i in split.image_ids]
-    root = Path(dataset_root).resolve()
-    out = []
-    for p in split.image_paths:
-        p = Path(p).resolve()
-        out.append(str(p.relative_to(root)) if p.is_relative_to(root) else str(p))
-    return out
 
 
 def clean_captions_of(source, split) -> Optional[List[str]]:
