@@ -326,7 +326,8 @@ def _report(rows, run_dir: Path, cfg, info: DistInfo, title: str, extra: Optiona
     log.info(f"{title} (encoded in {e.eval_precision}, --ties {e.ties}, --eval_batch_size {e.eval_batch_size}; ties: "
              f"queries whose ground truth scores exactly as a wrong candidate)\n{table}")
     result = {"experiments": cfg.run.experiments, "dataset": cfg.data.dataset, "noise_ratio": str(cfg.data.noise_ratio),
-              "method": cfg.method.name, "eval_precision": cfg.evaluation.eval_precision, "ties": cfg.evaluation.ties,
+              "method": cfg.method.name, "eval_precision": e.eval_precision, "ties": e.ties,
+              "eval_batch_size": e.eval_batch_size,
               "results": results_by_split(rows, splits),
               **(extra or {})}
     name = "eval_results.json" if cfg.run.eval else "results.json"
