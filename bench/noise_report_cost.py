@@ -120,7 +120,7 @@ def part_vitb32(n: int, batch: int = 64) -> dict:
     from npc.data import Split
     from npc.evaluation import encode_split
     from npc.model import create_model
-    from npc.synthetic import write_paper_size_jpegs
+    from studylib.paper_images import write_paper_size_jpegs
 
     baseline = rss_mib()
     rng = np.random.default_rng(0)

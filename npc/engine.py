@@ -193,7 +193,7 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
                         r.writer.add_histogram(f"weights/{name}", res.weights[sel], t.step)
         if info.is_main:  # what the method did to each pair (npc/pair_weights.py), before the checkpoint
             pair_weights.record_epoch(r.run_dir, epoch + 1, t.dataset.split, t.method.name, t.sampler,
-                                      res.weights, res.indices)
+                                      res.weights, res.indices, dataset_root=cfg.data.dataset_root)
         if info.is_main:
             end_of_epoch(r, t, epoch + 1, record, evaluate_dev(t.model), res)
         barrier(info)
@@ -327,7 +327,8 @@ def _report(rows, run_dir: Path, cfg, info: DistInfo, title: str, extra: Optiona
     log.info(f"{title} (encoded in {e.eval_precision}, --ties {e.ties}, --eval_batch_size {e.eval_batch_size}; ties: "
              f"queries whose ground truth scores exactly as a wrong candidate)\n{table}")
     result = {"experiments": cfg.run.experiments, "dataset": cfg.data.dataset, "noise_ratio": str(cfg.data.noise_ratio),
-              "method": cfg.method.name, "eval_precision": cfg.evaluation.eval_precision, "ties": cfg.evaluation.ties,
+              "method": cfg.method.name, "eval_precision": e.eval_precision, "ties": e.ties,
+              "eval_batch_size": e.eval_batch_size,
               "results": results_by_split(rows, splits),
               **(extra or {})}
     name = "eval_results.json" if cfg.run.eval else "results.json"

@@ -14,7 +14,10 @@ beside a CSV training split, one folder per model and initial weights; where tra
 ``<r>_mbank_txt_idx.npy``: int64 (n_train_captions,), sample index -> clean sample index;
 ``<r>_mbank_info.json``: how the bank was built and what it found;
 ``<r>_mbank_pclean.npy``: float64 (n_train_captions,), the GMM's p(clean) of every pair (for the
-``gmm_filter`` / ``pclean_weight`` baselines and the study of the estimators).
+``gmm_filter`` / ``pclean_weight`` baselines and the study of the estimators);
+``<r>_mbank_pclean.csv``: the same p(clean) and the clean set, one row per training pair in your order
+(for a CSV file, ``line``: its line number there), with the image and the caption (npc/pair_table.py).
+The info file records the self-check too (npc/self_check.py): whether the model tells the pairs apart.
 The release's files (pickled dicts ``str(image_id) -> array``, ``str(sample) -> array``) are read
 through a restricted unpickler that only admits numpy arrays inside plain dicts.
 """
@@ -208,6 +211,17 @@ def save_pclean(p_clean: np.ndarray, bank_dir, noise_ratio, noise_mode: str = "c
     return path
 
 
+def save_pclean_csv(p_clean: np.ndarray, clean_threshold: float, split: Split, bank_dir, data: DataConfig) -> Path:
+    """``<r>_mbank_pclean.csv``: p(clean) and the clean set keyed by your own rows (npc/pair_table.py):
+    ``line``/``key``, ``image``, ``caption``, ``p_clean``, ``clean`` (1: p(clean) > --clean_threshold)."""
+    from npc.pair_table import user_images, write_pair_csv
+
+    path = pclean_path(bank_dir, data.noise_ratio, data.noise_mode).with_suffix(".csv")
+    p = np.asarray(p_clean, dtype=np.float64)
+    return write_pair_csv(path, split, user_images(split, data.dataset_root),
+                          {"p_clean": p, "clean": (p > clean_threshold).astype(np.int64)})
+
+
 def load_pclean(bank_dir, noise_ratio, n_pairs: int, noise_mode: str = "caption") -> np.ndarray:
     """p(clean) per training pair, written by the same build as the bank (the release has no such file).
 
@@ -315,10 +329,16 @@ def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split: S
                       batch_size: int, clean_threshold: float = 0.9, noise_mask: Optional[np.ndarray] = None,
                       seed: int = 0) -> Tuple[BankIndex, Dict, np.ndarray]:
     """Steps 1-3 from encoded features. Returns the bank, a summary, and p(clean) per pair."""
+    from npc.self_check import separability
+
     losses = per_sample_losses(img_feats, txt_feats, split.caption_image, scale, batch_size)
-    p_clean = clean_probability(losses, seed=seed)
+    x, gmm, clean = fit_loss_gmm(losses, seed=seed)
+    p_clean = gmm.predict_proba(x[:, None])[:, clean]  # clean_probability, kept with its fit
     bank = build_bank_index(img_feats, txt_feats, split.caption_image, p_clean, clean_threshold)
     info = bank_quality(p_clean, clean_threshold, noise_mask)
+    info["self_check"] = separability(img_feats, txt_feats, split.caption_image, p_clean,
+                                      {"means": gmm.means_.ravel().tolist(), "variances": gmm.covariances_.ravel().tolist()},
+                                      what="the training pairs")
     info.update(clean_threshold=clean_threshold, bank_batch_size=batch_size,
                 self_image_fraction=float(np.mean(split.caption_image[bank.image_bank] == np.arange(split.num_images))),
                 self_text_fraction=float(np.mean(bank.text_bank == np.arange(len(split)))))
@@ -390,6 +410,9 @@ def reusable_bank(inputs: BankInputs, train_split, wanted: Dict) -> Optional[Ban
                                    f"{'; '.join(differ)}. Pass --rebuild_bank to rebuild it for this run (it "
                                    f"replaces the files), or use the bank's settings")
     log.info(f"memory bank: reusing {name}")
+    check = built.get("self_check")
+    if isinstance(check, dict) and check.get("can_see") is False:
+        log.warning(f"memory bank: {check.get('message')}")
     return load_bank(bank_dir, d.noise_ratio, train_split, d.noise_mode, trust_pickle=inputs.bank.trust_pickle)
 
 
@@ -456,8 +479,9 @@ def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, t
                                                batch_size=b.bank_batch_size, clean_threshold=b.clean_threshold,
                                                noise_mask=noise_mask, seed=b.bank_seed)
     summary.update(provenance)
-    paths = save_bank(bank, bank_dir_for(d, inputs.model) if bank_dir is None else bank_dir, d.noise_ratio,
-                      d.noise_mode, summary, p_clean=p_clean)
+    bank_dir = bank_dir_for(d, inputs.model) if bank_dir is None else bank_dir
+    paths = save_bank(bank, bank_dir, d.noise_ratio, d.noise_mode, summary, p_clean=p_clean)
+    save_pclean_csv(p_clean, b.clean_threshold, train_split, bank_dir, d)
     msg = f"memory bank: {summary['n_clean']} of {summary['n_pairs']} pairs clean (p>{b.clean_threshold})"
     if isinstance(summary.get("precision"), str):
         msg += f", precision and recall {summary['precision']}"
@@ -465,4 +489,6 @@ def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, t
         msg += f", precision {summary['precision']:.3f} recall {summary['recall']:.3f} against the noise mask"
     log.info(msg + f"; wrote {paths[0]} and {paths[1].name} (encoding {encoded:.1f} s, the rest "
                    f"{time.perf_counter() - t0 - encoded:.1f} s)")
+    check = summary["self_check"]
+    (log.info if check["can_see"] else log.warning)(f"memory bank: {check['message']}")
     return bank

@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from npc.pair_table import user_images  # noqa: F401  (where callers have found it)
 from npc.report_page import (COLUMNS, DETECTORS, ReportData, ReportError, _num, check_out_folder,  # noqa: F401
                              detector_metrics, ranks_of, write_report)
 
@@ -109,18 +110,6 @@ def versions() -> Dict[str, str]:
     return {"torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()}
 
 
-def user_images(split, dataset_root) -> List[str]:
-    """Each image as the user names it: the path relative to the dataset folder, or as its split lists it."""
-    if dataset_root is None:
-        return [str(i) for i in split.image_ids]
-    root = Path(dataset_root).resolve()
-    out = []
-    for p in split.image_paths:
-        p = Path(p).resolve()
-        out.append(str(p.relative_to(root)) if p.is_relative_to(root) else str(p))
-    return out
-
-
 def clean_captions_of(source, split) -> Optional[List[str]]:
     """The training captions before the noise (the same pairs in the same order), for a split this project
     made noisy (``source``: its data source); None when there is no noise of this project's."""
@@ -160,6 +149,7 @@ def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") 
     from npc.model import RANDOM_INIT_SEED, create_model, load_checkpoint_weights, logit_scale
     from npc.osa import random_shift
     from npc.run_setup import prepare_demo, setup_logging, show_progress
+    from npc.self_check import separability
     from npc.sources import source_for
     from npc.train_utils import autocast_for, resolve_device, resolve_precision
 
@@ -198,6 +188,8 @@ def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") 
     scores = score_pairs(img, txt, split.caption_image, scale=logit_scale(model).item(),
                          bank_batch_size=cfg.bank.bank_batch_size, bank_seed=cfg.bank.bank_seed, osa_shift=shift)
     order = suspicion_order(scores.p_clean, scores.cosine)
+    check = separability(img, txt, split.caption_image, scores.p_clean, scores.gmm, what="these pairs")
+    (log.info if check["can_see"] else log.warning)(f"noise report: {check['message']}")
     t_score = time.perf_counter()
     top = order[:rep.top]
     candidates = best_captions(img[torch.as_tensor(split.caption_image[top], device=img.device)], txt,
@@ -217,7 +209,7 @@ def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") 
         "timing": {"device": str(device), "threads": torch.get_num_threads(),
                    "setup_s": round(t_setup - t_start, 3), "encode_s": round(t_encode - t_setup, 3),
                    "score_s": round(t_score - t_encode, 3), "candidates_s": round(t_cand - t_score, 3)},
-        "command": command, "versions": versions(),
+        "self_check": check, "command": command, "versions": versions(),
     }
     d = ReportData(split=split, scores=scores, clean_threshold=cfg.bank.clean_threshold, order=order,
                    lines=np.asarray(lines), images=user_images(split, cfg.data.dataset_root),

@@ -19,6 +19,10 @@ holds one row per finished epoch. Arrays (``np.load(path)``, no pickle):
 ``npc_bank_only`` computes and logs NPC's weights but its loss uses none: its file holds the computed
 weights, as its log does. Without an estimator, the drawn pairs are those of the epoch's batches
 (pairs of images that ``--skip_unreadable_images`` left out still count as drawn).
+``pair_weights.csv`` beside it holds the same weights keyed by your own rows: one row per training pair in
+your order (for a CSV file, ``line``: its line number there), the image, the caption and a column
+``weight_epoch<k>`` per epoch (npc/pair_table.py).
+
 A resumed run keeps the rows of the epochs its checkpoint finished and writes the others again.
 """
 from __future__ import annotations
@@ -33,7 +37,10 @@ from typing import Optional
 import numpy as np
 from npc.errors import BadFileError, MissingFileError
 
+from npc.pair_table import user_images, write_pair_csv
+
 FILE_NAME = "pair_weights.npz"
+CSV_NAME = "pair_weights.csv"
 KINDS = ("estimator", "selection", "uniform")
 
 
@@ -115,7 +122,7 @@ def load_pair_weights(path) -> PairWeights:
 
 
 def record_epoch(run_dir, epoch: int, split, method: str, sampler, weights: Optional[np.ndarray] = None,
-                 indices: Optional[np.ndarray] = None) -> Path:
+                 indices: Optional[np.ndarray] = None, dataset_root=None) -> Path:
     """Add epoch ``epoch``'s row to ``run_dir/pair_weights.npz`` (rows of later epochs, left by a run
     stopped before its checkpoint, are dropped). ``weights``/``indices``: the epoch's gathered per-step
     weights and pair indices, or None for a method without an estimator (then ``sampler`` says which
@@ -146,4 +153,11 @@ def record_epoch(run_dir, epoch: int, split, method: str, sampler, weights: Opti
     np.savez_compressed(buf, weights=np.stack(rows).astype(np.float32), epochs=np.asarray(epochs, dtype=np.int64),
                         kind=np.array(kind), method=np.array(method), split_sha256=np.array(fingerprint))
     atomic_write_bytes(path, buf.getvalue())
+    write_csv(path.with_name(CSV_NAME), split, np.stack(rows), epochs, user_images(split, dataset_root))
     return path
+
+
+def write_csv(path, split, weights: np.ndarray, epochs, images) -> Path:
+    """``pair_weights.csv``: the same weights, one row per training pair in your order (npc/pair_table.py),
+    a column ``weight_epoch<k>`` per epoch (empty: the epoch did not draw the pair)."""
+    return write_pair_csv(path, split, images, {f"weight_epoch{int(e)}": w for e, w in zip(epochs, weights)})

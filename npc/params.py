@@ -196,7 +196,9 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
     g.add_argument("--beta2", type=float, default=0.98, help="AdamW beta2")
     g.add_argument("--eps", type=float, default=1e-6, help="AdamW epsilon")
     g.add_argument("--weight_decay", type=float, default=0.2, help="AdamW weight decay (on all parameters, as the release)")
-    g.add_argument("--warmup", type=_non_negative_int, default=None, help="linear warmup steps (default 500 real, 50 demo)")
+    g.add_argument("--warmup", type=_non_negative_int, default=None,
+                   help="linear warmup steps (default 500 real, 50 demo; a run with fewer steps in all than the "
+                        "default warms up over 10%% of its steps, at least 1)")
     g.add_argument("--resume", type=str, default=None,
                    help="checkpoint to resume or evaluate: a path (this project's or the reference release's "
                         "format) or 'latest' (the latest.pt of --experiments)")

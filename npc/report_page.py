@@ -339,6 +339,7 @@ PAGE_CSS = """
 *{box-sizing:border-box}
 html{-webkit-text-size-adjust:100%;text-size-adjust:100%}
 body{font-family:sans-serif;margin:0 auto;padding:12px 18px;color:#222;max-width:1250px}
+.warn{background:#fde8e4;border:1px solid #d95f0e;padding:8px 12px;border-radius:4px}
 h1{font-size:21px} h2{font-size:17px;margin-top:26px}
 p{overflow-wrap:anywhere}
 table{border-collapse:collapse;font-size:13px} td,th{border-bottom:1px solid #ddd;padding:4px 7px;vertical-align:top;
@@ -429,6 +430,15 @@ def _pair_row(d: ReportData, j: int, rank: int, runs: Dict[str, np.ndarray], wit
     return f"<tr{cls}>{''.join(cells)}</tr>"
 
 
+def banner(meta: Dict) -> str:
+    """The self-check's warning at the top of the page when the model barely tells the pairs apart (else nothing)."""
+    check = meta.get("self_check")
+    if not check or check.get("can_see", True):
+        return ""
+    return (f'<p class="warn" id="self-check"><strong>{html.escape(check["message"])}</strong> The ranking below is '
+            f'then close to random.</p>')
+
+
 def render_html(d: ReportData, summary: Dict) -> str:
     """``index.html``: self-contained (inline CSS and SVG, images as data URIs, no script, no URL)."""
     e = html.escape
@@ -470,7 +480,8 @@ def render_html(d: ReportData, summary: Dict) -> str:
     head_row = "<tr class=\"head\"><th>rank</th><th>image</th><th>caption</th><th>scores</th>"
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
             f"content=\"width=device-width, initial-scale=1\"><title>noise report</title>"
-            f"<style>{PAGE_CSS}</style></head><body><h1>Noise report: which pairs look mismatched</h1>{head}{det}"
+            f"<style>{PAGE_CSS}</style></head><body><h1>Noise report: which pairs look mismatched</h1>{banner(meta)}"
+            f"{head}{det}"
             f"{figs}<h2 id=\"suspicious\">The {len(top)} most suspicious pairs</h2><table class=\"pairs\">"
             f"{head_row}{cand_head}</tr>{sus}</table><h2 id=\"trusted\">The {len(trusted)} most trusted pairs, for "
             f"contrast</h2><table class=\"pairs\">{head_row}</tr>{tru}</table><p class=\"muted\">Every pair, ranked: "

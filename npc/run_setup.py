@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -137,6 +137,11 @@ def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
         cfg = cfg.replace_flags(**resume_changes(cfg, flags_of_saved(resume_ckpt), f"{resume_path}"))
     if resumed:
         notes += run_checks(cfg, info)
+    short = None if resumed or cfg.run.eval else short_run_warmup(cfg.data, cfg.optim, cfg.explicit)
+    if short is not None:  # a resumed run keeps the warmup its checkpoint recorded
+        notes.append(f"--warmup {short[0]}: this run has {short[1]} steps in all, fewer than the default warmup "
+                     f"{cfg.optim.warmup}, so it warms up over 10% of them (pass --warmup to choose)")
+        cfg = cfg.replace_flags(warmup=short[0])
     if not cfg.run.resume and not cfg.run.eval and (run_dir / "params.txt").exists():
         reclaim_run_folder(run_dir, ckpt_dir, info)
         notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
@@ -210,10 +215,31 @@ def preflight(data: DataConfig, optim: OptimConfig, evaluating: bool, explicit: 
     if data.dataset != "demo" and not {"lr", "warmup"} & explicit:
         return [f"warning: the real-data defaults (--lr {optim.lr:g}, --warmup {optim.warmup}) are the release's for "
                 f"MSCOCO-size data, and this run has {steps} steps in all ({n} pairs / --batch_size "
-                f"{optim.batch_size} x {optim.epochs} epochs): pass a --warmup below {steps} and a larger --lr "
-                f"(docs/own_data.md)"]
+                f"{optim.batch_size} x {optim.epochs} epochs): the warmup becomes {relative_warmup(steps)} steps (10% "
+                f"of the run); pass a larger --lr (docs/own_data.md)"]
+    if "warmup" not in explicit:
+        return []  # the default warmup becomes relative (short_run_warmup), said in the log
     return [f"warning: --warmup {optim.warmup} is longer than the whole run ({steps} steps: {n} pairs / --batch_size "
             f"{optim.batch_size} x {optim.epochs} epochs): the learning rate never reaches --lr {optim.lr:g}"]
+
+
+#: A run shorter than its default warmup warms up over this share of its steps instead.
+SHORT_RUN_WARMUP = 0.1
+
+
+def relative_warmup(steps: int) -> int:
+    return max(1, int(SHORT_RUN_WARMUP * steps))
+
+
+def short_run_warmup(data: DataConfig, optim: OptimConfig, explicit: frozenset) -> Optional[Tuple[int, int]]:
+    """A run whose steps in all are fewer than the default warmup (``--warmup`` not given): (the warmup it gets
+    instead, 10% of its steps and at least 1; its steps), else None. Steps as the sampler counts them: the
+    training pairs // --batch_size (the last, incomplete batch dropped) x --epochs."""
+    if "warmup" in explicit or (data.dataset == "demo" and not (Path(data.dataset_root) / "demo_info.json").is_file()):
+        return None
+    n = len(source_for(data).load_split("train", check_images=False))
+    steps = n // optim.batch_size * optim.epochs
+    return (relative_warmup(steps), steps) if steps < optim.warmup else None
 
 
 def data_checks(data: DataConfig, model: ModelConfig, evaluating: bool) -> List[str]:
