@@ -180,16 +180,17 @@ def write_pairs_csv(path: Path, d: ReportData) -> None:
 # ----------------------------------------------------------------------------- the page
 
 def thumbnail_uri(path, px: int = THUMB_PX) -> Optional[str]:
-    """A small JPEG of the image as a ``data:`` URI (None if it cannot be read)."""
-    from PIL import Image, UnidentifiedImageError
+    """A small JPEG of the image (a file or a shard's member, decoded by the one rule of npc/images.py) as a
+    ``data:`` URI (None if it cannot be read)."""
+    from npc.csv_format import DataError
+    from npc.images import open_rgb
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((px, px))
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=85)
-    except (OSError, UnidentifiedImageError):
+        im = open_rgb(path)
+        im.thumbnail((px, px))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=85)
+    except (DataError, OSError):
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
