@@ -420,9 +420,10 @@ def ensure_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, 
         decision = broadcast_object(decision, info)
         if decision.startswith("error"):
             raise UserError(f"rank {info.rank}: rank 0 could not prepare the memory bank ({decision[7:]})")
-        if decision == "build":
-            bank = build_bank(inputs, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
-                              progress, wanted, info=info)
+        if decision == "build":  # the run's random state is the same whether the bank was built or reused
+            with torch.random.fork_rng(devices=[]):  # (the encoding's data loader draws its seed from it)
+                bank = build_bank(inputs, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
+                                  progress, wanted, info=info)
         barrier(info)  # rank 0 has written the files
     if bank is None:
         bank = load_bank(bank_dir, d.noise_ratio, train_split, d.noise_mode, trust_pickle=inputs.bank.trust_pickle)

@@ -24,7 +24,8 @@ import torch
 from npc import data as D
 from npc import memory_bank as mb
 from npc.config import DataConfig, ModelConfig, OptimConfig, RunConfig, RunPaths, flags_of_saved
-from npc.checkpoint import (CHECKPOINT_FORMAT, name_run, open_resume, reclaim_run_folder, resolve_resume)
+from npc.checkpoint import (CHECKPOINT_FORMAT, check_resume_target, name_run, open_resume, reclaim_run_folder,
+                            resolve_resume)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import ensure_demo_base, ensure_demo_base_for, ensure_demo_data
 from npc.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
@@ -133,8 +134,17 @@ def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
     else:
         resume, resume_path, resume_ckpt = open_resume(cfg.run, run_dir, ckpt_dir, notes.append)
         cfg = cfg.replace_flags(resume=resume)
+        if resume_path is not None:  # only the run's own latest state continues an occupied folder
+            check_resume_target(run_dir, ckpt_dir, resume_path, info)
     if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not cfg.run.eval:
         cfg = cfg.replace_flags(**resume_changes(cfg, flags_of_saved(resume_ckpt), f"{resume_path}"))
+        done = resume_ckpt.get("epoch", 0)
+        if "optimizer" in resume_ckpt and done > cfg.optim.epochs:
+            raise ConfigError(f"--epochs {cfg.optim.epochs}: {resume_path} has already trained {done} epochs; pass "
+                              f"--epochs {done} or more to continue it (or evaluate it with --eval --resume)")
+        if "optimizer" in resume_ckpt and done == cfg.optim.epochs:
+            notes.append(f"{resume_path}: the run already has its {done} epochs; nothing to train (pass a larger "
+                         f"--epochs to continue it): evaluating its best checkpoint")
     if resumed:
         notes += run_checks(cfg, info)
     if not cfg.run.resume and not cfg.run.eval and (run_dir / "params.txt").exists():

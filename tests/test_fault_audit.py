@@ -301,3 +301,80 @@ def test_sigterm_stops_a_run_with_one_line_in_its_log(fresh_root, base_dir, tmp_
     assert (logs / "t" / "log.txt").read_text().rstrip().splitlines()[-1].endswith(done.stderr.strip())
     with file_lock(logs / "t" / ".lock", "the run folder", wait=False):  # released
         pass
+
+
+# ----------------------------------------------------------------------------- resuming into a run folder
+
+def _tree(folder):
+    """Every file of a folder with its bytes (what a refused command must leave as it was), but log.txt, which
+    only grows: its first line (in this process the refusal's line goes to the log of the run set up last)."""
+    return {p.relative_to(folder): p.read_bytes().splitlines()[0] if p.name == "log.txt" else p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def test_only_a_runs_own_latest_state_resumes_into_its_folder(fresh_root, base_dir, tmp_path, capsys):
+    import main_CLIP
+    from helpers import _records, run_args
+    from npc.cli import cli
+
+    logs = tmp_path / "logs"
+    args = lambda *a: run_args(fresh_root, base_dir, logs, "--noise_ratio", "0.2", *a)  # noqa: E731
+    main_CLIP.main(args("--epochs", "2", "--experiments", "A"))
+    main_CLIP.main(args("--epochs", "1", "--experiments", "B"))
+    a, b = logs / "A", logs / "B"
+    before = {run: _tree(run) for run in (a, b)}
+    refused = [("A", a / "checkpoints" / "best.pt"),  # weights only, of the same run
+               ("B", a / "checkpoints" / "latest.pt")]  # another run's full state
+    for name, ckpt in refused:
+        assert cli(main_CLIP.main, args("--epochs", "3", "--experiments", name, "--resume", str(ckpt))) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --resume {ckpt}: {logs / name} already holds a run (its latest checkpoint "
+                              f"{logs / name / 'checkpoints' / 'latest.pt'})") and err.count("\n") == 1, err
+        assert "--resume latest" in err and "another --experiments" in err
+    assert {run: _tree(run) for run in (a, b)} == before  # nothing of either run changed
+    # the run's own latest.pt, by its path, continues it as --resume latest does
+    main_CLIP.main(args("--epochs", "3", "--experiments", "A", "--resume", str(a / "checkpoints" / "latest.pt")))
+    assert [r["epoch"] for r in _records(a)] == [1, 2, 3]
+    # another run's checkpoint starts a new folder
+    main_CLIP.main(args("--epochs", "2", "--experiments", "C", "--resume", str(b / "checkpoints" / "latest.pt")))
+    assert [r["epoch"] for r in _records(logs / "C")] == [2] and _tree(b) == before[b]
+    # a folder whose run died before its first checkpoint is reclaimed: the dead run's partial logs go
+    (logs / "D" / "checkpoints").mkdir(parents=True)
+    (logs / "D" / "params.txt").write_text("dataset: demo\n")
+    (logs / "D" / "metrics.jsonl").write_text('{"epoch": 1, "dead": true}\n')
+    main_CLIP.main(args("--epochs", "2", "--experiments", "D", "--resume", str(b / "checkpoints" / "latest.pt")))
+    assert _records(logs / "D") == [r for r in _records(logs / "D") if "dead" not in r] and len(_records(logs / "D")) == 1
+
+
+def test_fewer_epochs_than_the_run_has_are_refused(fresh_root, base_dir, tmp_path, capsys):
+    import main_CLIP
+    from helpers import run_args
+    from npc.cli import cli
+
+    logs = tmp_path / "logs"
+    main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "3", "--experiments", "A"))
+    before = _tree(logs / "A")
+    argv = run_args(fresh_root, base_dir, logs, "--experiments", "A", "--resume", "latest", "--epochs", "2")
+    assert cli(main_CLIP.main, argv) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: --epochs 2: {logs / 'A' / 'checkpoints' / 'latest.pt'} has already trained 3 epochs; pass "
+                   f"--epochs 3 or more to continue it (or evaluate it with --eval --resume)\n")
+    assert _tree(logs / "A") == before
+    res = main_CLIP.main(argv[:-1] + ["3"])  # as many as it has: nothing trained, said so
+    out = capsys.readouterr().out
+    assert "the run already has its 3 epochs; nothing to train" in out and res["best_dev"]["epoch"] >= 1
+
+
+def test_the_random_state_is_the_same_whether_the_bank_was_built_or_reused(fresh_root, base_dir, tmp_path):
+    import main_NPC
+    from helpers import run_args
+
+    logs = tmp_path / "logs"
+    states = []
+    for name in ("built", "reused"):
+        main_NPC.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--noise_ratio", "0.2", "--experiments", name))
+        states.append(torch.load(logs / name / "checkpoints" / "latest.pt", weights_only=False)["rng"])
+    log = (logs / "built" / "log.txt").read_text() + (logs / "reused" / "log.txt").read_text()
+    assert "memory bank: encoding" in log and "memory bank: reusing" in log
+    assert torch.equal(states[0]["torch"], states[1]["torch"])
+    assert states[0]["python"] == states[1]["python"] and torch.equal(states[0]["numpy"][1], states[1]["numpy"][1])
