@@ -3,7 +3,9 @@ them (16-bit, EXIF-rotated) or refuses (decompression bombs), a disk that fills 
 a run folder's lock after a kill, SIGTERM, and files that are not checkpoints. Each case ends in one clear
 line naming the file or flag, or in the right result; nothing on disk is lost (docs/failure.md)."""
 import errno
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -378,3 +380,84 @@ def test_the_random_state_is_the_same_whether_the_bank_was_built_or_reused(fresh
     assert "memory bank: encoding" in log and "memory bank: reusing" in log
     assert torch.equal(states[0]["torch"], states[1]["torch"])
     assert states[0]["python"] == states[1]["python"] and torch.equal(states[0]["numpy"][1], states[1]["numpy"][1])
+
+
+# ----------------------------------------------------------------------------- the memory bank is published as one unit
+
+# Runs get_memorybank.py and SIGKILLs itself as it starts writing the bank's file whose name ends with argv[1]
+# (leaving that write's temporary file half written, as a kill does).
+BANK_KILL_SCRIPT = r"""
+import os, signal, sys
+from pathlib import Path
+import get_memorybank
+from npc import memory_bank as mb
+
+target = sys.argv[1]
+
+def killing(real):
+    def write(path, *a, **kw):
+        path = Path(path)
+        if path.name.endswith(target):
+            path.with_name(f".{path.name}.half.tmp").write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, *a, **kw)
+    return write
+
+mb.atomic_save_npy, mb.atomic_write_json = killing(mb.atomic_save_npy), killing(mb.atomic_write_json)
+get_memorybank.main(sys.argv[2:])
+"""
+
+
+def _bank_lines(run_dir):
+    """What a run's log says about its memory bank, without the time stamps."""
+    return [line.split(" | ", 1)[1] for line in (run_dir / "log.txt").read_text().splitlines()
+            if " | memory bank" in line]
+
+
+def test_a_bank_cut_short_anywhere_is_rebuilt_and_the_releases_files_still_load(fresh_root, base_dir, tmp_path):
+    import main_NPC
+    from helpers import run_args
+    from npc import memory_bank as mb
+
+    logs = tmp_path / "logs"
+    args = run_args(fresh_root, base_dir, logs, "--noise_ratio", "0.4")
+    bank_dir = data.memory_bank_dir(fresh_root)
+    names = {k: bank_dir / f"0.4_mbank_{k}" for k in ("img_idx.npy", "txt_idx.npy", "pclean.npy", "info.json")}
+    for k, target in enumerate(("txt_idx.npy", "pclean.npy", "info.json")):
+        shutil.rmtree(bank_dir, ignore_errors=True)  # the first build of the bank is cut short
+        done = subprocess.run([sys.executable, "-c", BANK_KILL_SCRIPT, target, *args], env=_child_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == -9, done.stderr[-2000:]
+        assert not names["info.json"].exists() and list(bank_dir.glob("*.tmp"))  # what the kill left
+        main_NPC.main(args + ["--epochs", "1", "--experiments", f"r{k}"])
+        said = _bank_lines(logs / f"r{k}")
+        assert said[0].startswith(f"memory bank: {bank_dir}/0.4_mbank_* is incomplete (") and \
+            said[0].endswith("an interrupted build): rebuilding the bank"), said
+        assert sum("incomplete" in m for m in said) == 1 and any("memory bank: encoding" in m for m in said)
+        info = json.loads(names["info.json"].read_text())
+        assert mb.bank_files_match(bank_dir, 0.4, "caption", info) and "p_clean_sha256" in info
+        assert not list(bank_dir.glob("*.tmp")) and not list(bank_dir.glob(".*partial"))
+    # the release's files (its two arrays, no p(clean), no info file) are reused as they are, with a warning
+    for k in ("pclean.npy", "info.json"):
+        names[k].unlink()
+    kept = {p: p.read_bytes() for p in bank_dir.iterdir()}
+    main_NPC.main(args + ["--epochs", "1", "--experiments", "release"])
+    said = _bank_lines(logs / "release")
+    assert any("has no record of what it was built from" in m for m in said) and any("reusing" in m for m in said)
+    assert not any("encoding" in m for m in said) and {p: p.read_bytes() for p in bank_dir.iterdir()} == kept
+
+
+def test_get_memorybank_says_what_it_replaces(fresh_root, base_dir, tmp_path, capsys):
+    import get_memorybank
+    from helpers import run_args
+
+    args = run_args(fresh_root, base_dir, tmp_path / "logs", "--noise_ratio", "0.4")
+    get_memorybank.main(args)
+    assert "replacing" not in capsys.readouterr().out  # nothing there yet
+    get_memorybank.main(args + ["--clean_threshold", "0.5", "--bank_seed", "3"])
+    lines = [line.split(" | ", 1)[1] for line in capsys.readouterr().out.splitlines() if "replacing" in line]
+    bank = data.memory_bank_dir(fresh_root)
+    assert lines == [f"memory bank: replacing {bank}/0.4_mbank_*, built with other settings: --clean_threshold 0.5 "
+                     f"(the bank has 0.9); --bank_seed 3 (the bank has 99)"]
+    get_memorybank.main(args + ["--clean_threshold", "0.5", "--bank_seed", "3"])
+    assert f"memory bank: replacing {bank}/0.4_mbank_*, built with the same settings" in capsys.readouterr().out
