@@ -81,6 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.train_data is not None:
             from npc.config import DataConfig
             from npc.sources import source_for
+            from npc.sources.csv_files import derived_prefix
 
             data = DataConfig(dataset="csv", train_data=str(args.train_data), csv_img_key=args.csv_img_key,
                               csv_caption_key=args.csv_caption_key, csv_separator=args.csv_separator,
@@ -91,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             # the mask of a ratio > 0 is the noise this script made; at 0 the data is used as is
             path, mask = ensure_noisy_split(path.parent, args.noise_ratio, seed=args.seed, mode=args.noise_mode,
                                             num_anns=split.uniform_num_anns or 1, force=args.force,
-                                            prefix=f"{args.train_data.stem}.")
+                                            prefix=derived_prefix(data))
         else:
             ann_dir = args.dataset_root / "annotations" / "scan_split"
             path, mask = ensure_noisy_split(ann_dir, args.noise_ratio, seed=args.seed,

@@ -461,3 +461,44 @@ def test_get_memorybank_says_what_it_replaces(fresh_root, base_dir, tmp_path, ca
                      f"(the bank has 0.9); --bank_seed 3 (the bank has 99)"]
     get_memorybank.main(args + ["--clean_threshold", "0.5", "--bank_seed", "3"])
     assert f"memory bank: replacing {bank}/0.4_mbank_*, built with the same settings" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- files derived from a CSV, per reading options
+
+# Loads the noisy training split of argv[1] read with caption column argv[2], argv[3] times; prints how many
+# loads did not give that column's captions (as a multiset: the noise shuffles them) with a mask of their length.
+CAPTION_KEY_SCRIPT = r"""
+import csv, sys
+from collections import Counter
+from npc.config import DataConfig
+from npc.sources import source_for
+
+path, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(path, encoding="utf-8", newline="") as f:
+    own = Counter(row[key] for row in csv.DictReader(f, delimiter="\t"))
+data = DataConfig(dataset="csv", train_data=path, csv_caption_key=key, noise_ratio=0.2)
+wrong = 0
+for _ in range(n):
+    split, mask = source_for(data).load_train(log=lambda *_: None, check_images=False)
+    wrong += Counter(split.captions) != own or len(mask) != len(split.captions)
+print(wrong, split.caps_file.name)
+"""
+
+
+def test_two_caption_columns_of_one_csv_never_read_each_others_captions(tmp_path):
+    files = make_images_and_csvs(tmp_path / "data", n_train=12, n_dev=2, n_test=2)
+    train = files["train"]
+    lines = train.read_text(encoding="utf-8").splitlines()
+    train.write_text("filepath\ttitle\talt\n" + "".join(f"{line}\tALT {line.split(chr(9))[1]}\n" for line in lines[1:]),
+                     encoding="utf-8")
+    procs = [subprocess.Popen([sys.executable, "-c", CAPTION_KEY_SCRIPT, str(train), key, "1000"], env=_child_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for key in ("title", "alt")]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    (wrong_title, title_file), (wrong_alt, alt_file) = (o[0].split() for o in outs)
+    assert wrong_title == wrong_alt == "0"
+    # the default options keep the default names (existing files stay valid); another column has its own
+    assert title_file == "train.0.2_noise_train_caps.txt" and (train.parent / "train.train_caps.txt").is_file()
+    assert alt_file.startswith("train.alt-") and alt_file.endswith(".0.2_noise_train_caps.txt")
+    assert (train.parent / alt_file.replace("0.2_noise_", "")).read_text(encoding="utf-8").startswith("ALT ")
+    assert not (train.parent / "train.train_caps.txt").read_text(encoding="utf-8").startswith("ALT ")
