@@ -136,6 +136,7 @@ def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
         cfg = cfg.replace_flags(resume=resume)
         if resume_path is not None:  # only the run's own latest state continues an occupied folder
             check_resume_target(run_dir, ckpt_dir, resume_path, info)
+    refuse_unnamed_model(resume_path, resume_ckpt, cfg)
     if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not cfg.run.eval:
         cfg = cfg.replace_flags(**resume_changes(cfg, flags_of_saved(resume_ckpt), f"{resume_path}"))
         done = resume_ckpt.get("epoch", 0)
@@ -162,6 +163,17 @@ def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
     return Run(cfg=cfg, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
                progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
                resume_ckpt=resume_ckpt, state=state)
+
+
+def refuse_unnamed_model(path: Optional[Path], ckpt, cfg: RunConfig) -> None:
+    """A bare state dict names no model: without --vision_model the run would build the default one (and
+    fetch its weights) for weights of unknown shape."""
+    if path is None or "vision_model" in cfg.explicit:
+        return
+    if isinstance(ckpt, dict) and any(k in ckpt for k in ("vision_model", "name", "args", "config")):
+        return
+    raise ConfigError(f"--resume {path} holds weights only, without the name of their model: pass --vision_model "
+                      f"(the architecture they were trained as, e.g. --vision_model ViT-B/32 or npc-tiny)")
 
 
 def run_checks(cfg: RunConfig, info: DistInfo) -> List[str]:

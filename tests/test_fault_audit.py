@@ -502,3 +502,95 @@ def test_two_caption_columns_of_one_csv_never_read_each_others_captions(tmp_path
     assert alt_file.startswith("train.alt-") and alt_file.endswith(".0.2_noise_train_caps.txt")
     assert (train.parent / alt_file.replace("0.2_noise_", "")).read_text(encoding="utf-8").startswith("ALT ")
     assert not (train.parent / "train.train_caps.txt").read_text(encoding="utf-8").startswith("ALT ")
+
+
+# ----------------------------------------------------------------------------- remedies that work
+
+def test_a_noise_seed_mismatch_on_csv_data_names_the_command_that_rebuilds_it(tmp_path):
+    import shlex
+
+    import construct_noise
+    from npc.config import DataConfig
+    from npc.noise import NoisySplitError
+    from npc.sources import source_for
+
+    files = make_images_and_csvs(tmp_path / "data", n_train=12, n_dev=2, n_test=2, sep=",")
+    train = files["train"]
+    assert construct_noise.main(["--train_data", str(train), "--csv_separator", "comma", "--noise_ratio", "0.2",
+                                 "--seed", "1"]) == 0
+    d = DataConfig(dataset="csv", train_data=str(train), csv_separator=",", noise_ratio=0.2)
+    with pytest.raises(NoisySplitError) as e:
+        source_for(d).load_train(log=lambda *_: None)
+    message = str(e.value)
+    assert "was built with noise seed 1, this run asks for 99" in message and "--dataset_root" not in message
+    command = message.split("rebuild it with ", 1)[1].split(" (its memory bank")[0]
+    assert command == (f"python construct_noise.py --train_data {train} --csv_separator comma --noise_ratio 0.2 "
+                       f"--noise_mode caption --seed 99 --force")
+    assert construct_noise.main(shlex.split(command)[2:]) == 0  # the remedy, as given
+    assert source_for(d).load_train(log=lambda *_: None)[1].sum() > 0
+
+
+@pytest.mark.parametrize("script", ["construct_noise", "export_model"])
+def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(script, capsys):
+    import importlib
+
+    parser = importlib.import_module(script).build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dataset", "csv", "--noise_ratio", "0.2"] if script == "construct_noise"
+                          else ["x.pt", "--out", "y.pt", "--vision", "npc-micro"])
+    assert "unrecognized arguments: --" in capsys.readouterr().err
+
+
+def test_a_bare_state_dict_without_vision_model_says_to_pass_it(fresh_root, base_dir, tmp_path, capsys):
+    import main_CLIP
+    from helpers import run_args
+    from npc.cli import cli
+    from npc.model import create_model
+
+    bare = tmp_path / "weights.pt"
+    torch.save(create_model(MODEL, "none", init_seed=0)[0].state_dict(), bare)
+    argv = run_args(fresh_root, base_dir, tmp_path / "logs", "--eval", "--resume", str(bare), "--experiments", "e")
+    i = argv.index("--vision_model")
+    assert cli(main_CLIP.main, argv[:i] + argv[i + 2:]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: --resume {bare} holds weights only, without the name of their model: pass --vision_model "
+                   f"(the architecture they were trained as, e.g. --vision_model ViT-B/32 or npc-tiny)\n")
+    assert main_CLIP.main(argv)["results"]  # the remedy: the same command with --vision_model
+
+
+def test_a_full_disk_at_a_lock_file_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    from npc import locks
+    from npc.cli import cli
+
+    def no_space(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(locks.os, "pwrite", no_space)
+    lock = tmp_path / "bank" / ".0.2_mbank_img_idx.npy.lock"
+
+    def take(argv):
+        with locks.file_lock(lock, "the memory bank", wait=True):
+            pass
+
+    assert cli(take, []) == 1
+    assert capsys.readouterr().err == (f"error: cannot write the lock file {lock} of the memory bank: disk full or "
+                                       f"file too large (No space left on device); free some space (or raise the "
+                                       f"file-size limit, ulimit -f) and run it again\n")
+    monkeypatch.undo()
+    with locks.file_lock(lock, "the memory bank", wait=False):  # nothing held it
+        pass
+
+
+@pytest.mark.parametrize("encoding,named,bom", [("utf-16", "UTF-16", "a byte-order mark"),
+                                                ("utf-16-le", "UTF-16-LE", "NUL bytes between its characters"),
+                                                ("utf-16-be", "UTF-16-BE", "NUL bytes between its characters")])
+def test_a_utf16_csv_is_named_utf16(tmp_path, encoding, named, bom):
+    text = "filepath\ttitle\nimages/a.png\ta caf\u00e9\nimages/b.png\ta dog\n"
+    path = tmp_path / "train.csv"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(DataError) as e:
+        data.read_csv_split(path, "train", check_images=False)
+    assert str(e.value) == (f"{path}, line 1: the file is {named} text ({bom}), not utf-8: pass --csv_encoding "
+                            f"{encoding}, or save it as UTF-8")
+    split = data.read_csv_split(path, "train", encoding=encoding, check_images=False)  # the remedy
+    assert sorted(split.captions) == ["a caf\u00e9", "a dog"]

@@ -23,6 +23,21 @@ SPLIT_FLAGS = D.CSV_SPLIT_FLAGS
 READING_OPTIONS = ("csv_img_key", "csv_caption_key", "csv_separator", "csv_encoding")
 
 
+def construct_noise_command(data) -> str:
+    """``python construct_noise.py --train_data FILE`` with the reading options that differ from the defaults."""
+    from dataclasses import fields
+
+    from npc.csv_format import separator_name
+
+    defaults = {f.name: f.default for f in fields(type(data))}
+    cmd = f"python construct_noise.py --train_data {data.train_data}"
+    for k in READING_OPTIONS:
+        value = getattr(data, k)
+        if value != defaults[k]:
+            cmd += f" --{k} {separator_name(value) if k == 'csv_separator' else value}"
+    return cmd
+
+
 def derived_prefix(data) -> str:
     """The start of the names of the files derived from the training CSV (``<prefix>train_caps.txt``, the noisy
     split and its mask): ``<stem>.`` when it is read with the default options, else ``<stem>.<caption
@@ -83,7 +98,8 @@ class CsvFiles(DataSource):
             if not clean.is_file() or read_caption_lines(clean) != split.captions:
                 atomic_write_lines(clean, split.captions)
             caps_path, mask = ensure_noisy_split(source.parent, d.noise_ratio, seed=d.noise_seed, mode=d.noise_mode,
-                                                 num_anns=k or 1, log=log, prefix=prefix)
+                                                 num_anns=k or 1, log=log, prefix=prefix,
+                                                 rebuild_command=construct_noise_command(d))
             split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
         return split, mask
 
