@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 import threading
+from functools import partial
 
 # The project's own errors (npc.errors.UserError: data, bank, noise, flags, locks, a non-finite loss,
 # unavailable weights), a value the user gave (ValueError) and a file problem (OSError: missing,
@@ -54,6 +55,28 @@ class Terminated(KeyboardInterrupt):
 def _terminate(signum, frame):
     raise Terminated()
 
+
+# Ctrl-C while a process forks (a data loader starting its workers): Python runs the fork's handlers (logging's
+# among them) in between, and a KeyboardInterrupt raised inside one of them is printed as "Exception ignored"
+# and lost, so the run went on. SIGINT and SIGTERM are held back while the process forks (handlers registered
+# later run first before a fork and last after it) and let through by the C library's call, which runs no
+# Python handler: Python's handler then runs in the code that called fork, and the script stops as it should.
+def _hold_signals_while_forking() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        mask = ctypes.create_string_buffer(1024)  # a sigset_t (128 bytes on Linux)
+        if libc.sigemptyset(mask) or libc.sigaddset(mask, signal.SIGINT) or libc.sigaddset(mask, signal.SIGTERM):
+            return
+        hold = partial(libc.pthread_sigmask, signal.SIG_BLOCK, mask, None)
+        let_through = partial(libc.pthread_sigmask, signal.SIG_UNBLOCK, mask, None)
+    except (OSError, AttributeError):  # no C library to call (Windows has no fork either)
+        return
+    os.register_at_fork(before=hold, after_in_parent=let_through, after_in_child=let_through)
+
+
+_hold_signals_while_forking()
 
 STOPPED = {False: ("interrupted (Ctrl-C)", 130), True: ("terminated (SIGTERM)", 143)}
 RESUME_NOTE = "; the files written so far are whole: a training run continues with --resume latest"

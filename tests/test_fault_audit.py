@@ -594,3 +594,50 @@ def test_a_utf16_csv_is_named_utf16(tmp_path, encoding, named, bom):
                             f"{encoding}, or save it as UTF-8")
     split = data.read_csv_split(path, "train", encoding=encoding, check_images=False)  # the remedy
     assert sorted(split.captions) == ["a caf\u00e9", "a dog"]
+
+
+# ----------------------------------------------------------------------------- --device
+
+@pytest.mark.parametrize("device", ["foo", "cuda", "cuda:7", "mps"])
+def test_a_device_this_machine_lacks_is_one_line_naming_device(device, fresh_root, base_dir, tmp_path, capsys):
+    import main_CLIP
+    from helpers import run_args
+    from npc.cli import cli
+    from npc.train_utils import available_devices
+
+    if device in available_devices():
+        pytest.skip(f"this machine has {device}")
+    logs = tmp_path / "logs"
+    assert cli(main_CLIP.main, run_args(fresh_root, base_dir, logs, "--device", device, "--experiments", "d")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --device {device}: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert f"it has {', '.join(available_devices())}" in err or f"this machine has {', '.join(available_devices())}" in err
+    assert not (logs / "d").exists()
+
+
+# ----------------------------------------------------------------------------- Ctrl-C as a process forks
+
+# Ctrl-C arrives while the process forks (as a data loader starts its workers): a fork handler registered before
+# npc.cli's sends it. The script must stop (exit code 130, one line), not print "Exception ignored" and go on.
+FORK_SIGINT_SCRIPT = r"""
+import os, signal, sys, time
+os.register_at_fork(before=lambda: os.kill(os.getpid(), signal.SIGINT))
+from npc.cli import cli
+
+def main(argv):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    time.sleep(0.5)
+    print("went on", flush=True)
+
+sys.exit(cli(main, []))
+"""
+
+
+def test_ctrl_c_while_the_process_forks_stops_it():
+    done = subprocess.run([sys.executable, "-c", FORK_SIGINT_SCRIPT], env=_child_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 130 and "went on" not in done.stdout, done.stderr
+    assert done.stderr.startswith("interrupted (Ctrl-C); ") and done.stderr.count("\n") == 1, done.stderr
