@@ -19,7 +19,7 @@ import torch
 
 from npc.config import RunPaths
 from npc.distributed import DistInfo, barrier
-from npc.errors import ExistingFileError
+from npc.errors import ConfigError, ExistingFileError
 from npc.io import atomic_copy, atomic_torch_save
 from npc.model import read_checkpoint
 from npc.train_utils import rng_state
@@ -153,6 +153,9 @@ def name_run(paths: RunPaths, default_name: str, info: DistInfo):
             name = [experiments]
             dist.broadcast_object_list(name, src=0)
             experiments = name[0]
+    if Path(experiments).name != experiments or experiments in (".", "..") or Path(experiments).is_absolute():
+        raise ConfigError(f"--experiments {experiments}: a run's name is a plain folder name inside --logs_dir "
+                          f"{paths.logs} (no / or ..); to write elsewhere, pass --logs_dir")
     run_dir = Path(paths.logs) / experiments
     ckpt_dir = Path(paths.checkpoint_path) if paths.checkpoint_path else run_dir / "checkpoints"
     if paths.resume == "latest" and not paths.eval and not run_dir.exists() and latest_checkpoint(ckpt_dir) is None:

@@ -641,3 +641,50 @@ def test_ctrl_c_while_the_process_forks_stops_it():
                           timeout=60)
     assert done.returncode == 130 and "went on" not in done.stdout, done.stderr
     assert done.stderr.startswith("interrupted (Ctrl-C); ") and done.stderr.count("\n") == 1, done.stderr
+
+
+# ----------------------------------------------------------------------------- messages that are true
+
+def test_a_non_finite_loss_says_what_is_kept_and_what_to_try(fresh_root, base_dir, tmp_path, monkeypatch, capsys):
+    import main_CLIP
+    from helpers import run_args
+    from npc import steps
+    from npc.cli import cli
+
+    logs = tmp_path / "logs"
+    assert cli(main_CLIP.main, run_args(fresh_root, base_dir, logs, "--epochs", "1", "--lr", "1e6",
+                                        "--experiments", "a")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: non-finite loss nan at epoch 1, step ") and err.count("\n") == 1, err
+    assert err.endswith("No checkpoint was written (none before epoch 1 ended): run it again under the same "
+                        "--experiments with a lower --lr than 1e+06\n")  # fp32 already: no --precision fp32
+    assert not (logs / "a" / "checkpoints" / "latest.pt").exists()
+    real, done = steps.train_step, [0]
+
+    def nan_at_step_30(*a, **kw):  # 25 steps per epoch: in epoch 2
+        out = real(*a, **kw)
+        done[0] += 1
+        return {**out, "loss": out["loss"] * float("nan")} if done[0] == 30 else out
+
+    monkeypatch.setattr(steps, "train_step", nan_at_step_30)
+    assert cli(main_CLIP.main, run_args(fresh_root, base_dir, logs, "--epochs", "2", "--experiments", "b")) == 1
+    err = capsys.readouterr().err
+    latest = logs / "b" / "checkpoints" / "latest.pt"
+    assert err.endswith(f"Its last checkpoint (epoch 1, {latest}) is kept; a resumed run keeps its --lr: start a new "
+                        f"run (another --experiments) with a lower --lr than 0.0002\n"), err
+    assert torch.load(latest, weights_only=False)["epoch"] == 1
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", "ABSOLUTE"])
+def test_experiments_is_a_plain_name_inside_logs_dir(name, fresh_root, base_dir, tmp_path, capsys):
+    import main_CLIP
+    from helpers import run_args
+    from npc.cli import cli
+
+    name = str(tmp_path / "elsewhere") if name == "ABSOLUTE" else name
+    logs = tmp_path / "box" / "logs"
+    assert cli(main_CLIP.main, run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", name)) == 1
+    assert capsys.readouterr().err == (f"error: --experiments {name}: a run's name is a plain folder name inside "
+                                       f"--logs_dir {logs} (no / or ..); to write elsewhere, pass --logs_dir\n")
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "box" / "x").exists()
+    assert not logs.exists() or not any(logs.iterdir())
