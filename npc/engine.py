@@ -141,7 +141,7 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
         from npc.image_cache import ImageCache
 
         open_cache = partial(ImageCache, cfg.data.image_cache, f"{cfg.data.dataset}_train", train_split.image_paths,
-                             preprocess)
+                             preprocess, split=train_split)  # its unreadable images are left out or named
         if info.is_main:  # rank 0 builds (or validates) the cache; the others open it afterwards
             image_source = open_cache(num_workers=cfg.data.num_workers, progress=r.progress, log=log.info)
         barrier(info)

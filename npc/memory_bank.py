@@ -33,6 +33,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from npc import data as D
 from npc.data import Split
 from npc.loaders import BankIndex
 from npc.config import BankConfig, DataConfig, ModelConfig
@@ -499,6 +500,32 @@ def say_what_is_replaced(bank_dir: Path, d: DataConfig, wanted: Dict) -> None:
              + (f"built with other settings: {'; '.join(differ)}" if differ else "built with the same settings"))
 
 
+def with_unreadable_images(bank: BankIndex, summary: Dict, p_clean: np.ndarray, split: Split, dropped: Sequence[int],
+                           noise_mask: Optional[np.ndarray]) -> Tuple[BankIndex, Dict, np.ndarray]:
+    """The bank of the readable images (``--skip_unreadable_images``) as a bank of the whole ``split``: indices
+    mapped back, each entry of a dropped image pointing to the pair itself (a batch leaves out every pair that
+    needs an unreadable image), its pairs not clean (p(clean) 0); the summary counts them. Warns once."""
+    dropped_caption = np.isin(split.caption_image, np.asarray(dropped, dtype=np.int64))
+    caption_of = np.nonzero(~dropped_caption)[0]  # a readable pair's index in the whole split
+    image_of = np.setdiff1d(np.arange(split.num_images), dropped)
+    text_bank = np.arange(len(split), dtype=np.int64)
+    text_bank[caption_of] = caption_of[bank.text_bank]
+    image_bank = np.searchsorted(split.caption_image, np.arange(split.num_images)).astype(np.int64)  # its 1st pair
+    image_bank[image_of] = caption_of[bank.image_bank]
+    full = np.zeros(len(split), dtype=np.float64)
+    full[caption_of] = p_clean
+    threshold = summary["clean_threshold"]
+    summary = {**summary, **bank_quality(full, threshold, noise_mask),
+               "unreadable_images": len(dropped), "unreadable_pairs": int(dropped_caption.sum()),
+               "self_image_fraction": float(np.mean(split.caption_image[image_bank] == np.arange(split.num_images))),
+               "self_text_fraction": float(np.mean(text_bank == np.arange(len(split))))}
+    i = dropped[0]
+    log.warning(f"memory bank: left out {len(dropped)} unreadable training image(s) and their "
+                f"{int(dropped_caption.sum())} pair(s) (--skip_unreadable_images), e.g. {split.image_paths[i]} "
+                f"({split.describe_image(i)}): {D.decode_error(split.image_paths[i])}; their pairs count as not clean")
+    return BankIndex(image_bank=image_bank, text_bank=text_bank), summary, full
+
+
 def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
                provenance: Dict, info: Optional[DistInfo] = None, bank_dir: Optional[Path] = None,
                model_name: str = "the initial model") -> Optional[BankIndex]:
@@ -513,15 +540,19 @@ def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, t
 
     t0 = time.perf_counter()
     d, b = inputs.data, inputs.bank
-    img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=inputs.encode_batch_size,
+    readable, dropped = (D.readable_split(train_split, skip=True) if d.skip_unreadable_images
+                         else (train_split, []))  # without the flag, an unreadable image stops the encoding
+    img, txt = encode_split(model, readable, preprocess, tokenizer, batch_size=inputs.encode_batch_size,
                             device=device, autocast=autocast, num_workers=inputs.num_workers,
                             progress=progress and info.is_main, desc="bank", info=info, report=log.info)
     encoded = time.perf_counter() - t0
     if not info.is_main:
         return None
-    bank, summary, p_clean = build_memory_bank(img, txt, train_split, logit_scale(model).item(),
+    bank, summary, p_clean = build_memory_bank(img, txt, readable, logit_scale(model).item(),
                                                batch_size=b.bank_batch_size, clean_threshold=b.clean_threshold,
-                                               noise_mask=noise_mask, seed=b.bank_seed)
+                                               noise_mask=noise_mask if not dropped else None, seed=b.bank_seed)
+    if dropped:
+        bank, summary, p_clean = with_unreadable_images(bank, summary, p_clean, train_split, dropped, noise_mask)
     summary.update(provenance)
     paths = save_bank(bank, bank_dir_for(d, inputs.model) if bank_dir is None else bank_dir, d.noise_ratio,
                       d.noise_mode, summary, p_clean=p_clean)

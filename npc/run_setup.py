@@ -263,6 +263,14 @@ def data_checks(data: DataConfig, model: ModelConfig, evaluating: bool) -> List[
     if evaluating or not source.may_share_images:
         return notes  # the published datasets' splits are disjoint
     train = source.load_split("train", check_images=False)
+    for name, split in {"train": train, **splits}.items():  # a split a user made may list an image twice
+        twice = D.duplicate_images(split)
+        if twice:
+            i, j = twice[0]
+            notes.append(f"warning: {len(twice)} image(s) of {source.where(name)} {split.source_file} are another of "
+                         f"its images again (the same file or the same bytes under another name), e.g. "
+                         f"{split.image_paths[i]} ({split.describe_image(i)}) is {split.image_paths[j]}: each is an "
+                         f"image of its own with its own captions (list the captions under one name to pool them)")
     for name, split in splits.items():
         shared = D.shared_images(train, split)
         if shared:

@@ -688,3 +688,90 @@ def test_experiments_is_a_plain_name_inside_logs_dir(name, fresh_root, base_dir,
                                        f"--logs_dir {logs} (no / or ..); to write elsewhere, pass --logs_dir\n")
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "box" / "x").exists()
     assert not logs.exists() or not any(logs.iterdir())
+
+
+# ----------------------------------------------------------------------------- CSV data: unreadable and repeated images
+
+def _csv_flags(files, logs, *extra):
+    return ["--dataset", "csv", "--train_data", str(files["train"]), "--dev_data", str(files["dev"]),
+            "--test_data", str(files["test"]), "--vision_model", MODEL, "--pretrained", "none", "--logs_dir", str(logs),
+            "--batch_size", "8", "--eval_batch_size", "64", "--lr", "1e-4", "--warmup", "2", "--num_workers", "0",
+            "--no_progress", "--epochs", "1", *extra]
+
+
+@pytest.fixture
+def damaged_csv(tmp_path):
+    """CSV data whose training split has a truncated PNG image (its header reads, its pixels do not) and one
+    image twice under two names; returns the files, the split and the indices of the truncated image and of
+    the copy and its original."""
+    files = make_images_and_csvs(tmp_path / "data", n_train=12, n_dev=4, n_test=4)  # 12 different pictures
+    train = data.read_csv_split(files["train"], "train", check_images=False)
+    bad, copy, original = [i for i, p in enumerate(train.image_paths) if p.suffix == ".png"][:3]
+    raw = train.image_paths[bad].read_bytes()
+    train.image_paths[bad].write_bytes(raw[:len(raw) // 2])
+    shutil.copyfile(train.image_paths[original], train.image_paths[copy])
+    return files, train, bad, min(copy, original), max(copy, original)
+
+
+def test_the_image_cache_skips_or_names_an_unreadable_training_image(damaged_csv, tmp_path, capsys):
+    import main_CLIP
+    from npc.cli import cli
+
+    files, train, bad, _, _ = damaged_csv
+    logs, cache = tmp_path / "logs", tmp_path / "cache"
+    assert cli(main_CLIP.main, _csv_flags(files, logs, "--image_cache", str(cache), "--experiments", "a")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read image {train.image_paths[bad]}") and err.count("\n") == 1, err
+    assert f"(train split, {files['train']}, line " in err and "--skip_unreadable_images" in err
+    res = main_CLIP.main(_csv_flags(files, logs, "--image_cache", str(cache), "--skip_unreadable_images",
+                                    "--experiments", "b"))
+    assert res["results"]
+    records = [json.loads(line) for line in (logs / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["skipped_images"] == 1
+    assert "image cache: reusing" in (logs / "b" / "log.txt").read_text()  # the cache records the image, once
+
+
+def test_an_image_listed_twice_in_a_split_is_one_warning_with_a_count(damaged_csv, tmp_path):
+    import main_CLIP
+
+    files, train, _, first, again = damaged_csv
+    logs = tmp_path / "logs"
+    main_CLIP.main(_csv_flags(files, logs, "--skip_unreadable_images", "--experiments", "a"))
+    warnings = [line for line in (logs / "a" / "log.txt").read_text().splitlines() if "image(s) of --train_data" in line]
+    assert len(warnings) == 1, warnings
+    assert (f"warning: 1 image(s) of --train_data {files['train']} are another of its images again (the same file or "
+            f"the same bytes under another name), e.g. {train.image_paths[again]} (train split") in warnings[0]
+    assert warnings[0].endswith(f"is {train.image_paths[first]}: each is an image of its own with its own captions (list "
+                                f"the captions under one name to pool them)")
+
+
+def test_the_memory_bank_leaves_out_unreadable_training_images(damaged_csv, tmp_path, capsys):
+    import main_NPC
+    from npc import memory_bank as mb
+    from npc.cli import cli
+    from npc.params import parse_args
+
+    files, train, bad, _, _ = damaged_csv
+    logs = tmp_path / "logs"
+    argv = _csv_flags(files, logs, "--noise_ratio", "0.2", "--batch_size", "4")
+    assert cli(main_NPC.main, argv + ["--experiments", "a"]) == 1  # without the flag: one line naming it
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read image {train.image_paths[bad]}") and err.count("\n") == 1, err
+    res = main_NPC.main(argv + ["--skip_unreadable_images", "--experiments", "b"])
+    assert res["results"]
+    said = [line for line in (logs / "b" / "log.txt").read_text().splitlines() if "unreadable training image" in line]
+    assert len(said) == 1 and "memory bank: left out 1 unreadable training image(s) and their " in said[0]
+    assert str(train.image_paths[bad]) in said[0] and said[0].endswith("their pairs count as not clean")
+    cfg = parse_args(argv, "npc")
+    bank_dir = mb.bank_dir_for(cfg.data, cfg.model)
+    info = json.loads(mb.bank_paths(bank_dir, 0.2)[2].read_text())
+    split = data.read_csv_split(files["train"], "train", check_images=False)
+    pairs = np.nonzero(split.caption_image == bad)[0]
+    assert info["unreadable_images"] == 1 and info["unreadable_pairs"] == len(pairs) and info["n_pairs"] == len(split)
+    bank = mb.load_bank(bank_dir, 0.2, split)
+    p_clean = mb.load_pclean(bank_dir, 0.2, len(split))
+    assert (bank.text_bank[pairs] == pairs).all() and split.caption_image[bank.image_bank[bad]] == bad  # themselves
+    assert (p_clean[pairs] == 0).all()
+    others = np.setdiff1d(np.arange(len(split)), pairs)
+    assert not np.isin(bank.text_bank[others], pairs).any()  # no readable pair's entry needs the unreadable image
+    assert not np.isin(split.caption_image[bank.image_bank[np.setdiff1d(np.arange(split.num_images), [bad])]], [bad]).any()
