@@ -66,11 +66,11 @@ def _hold_signals_while_forking() -> None:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        mask = ctypes.create_string_buffer(1024)  # a sigset_t (128 bytes on Linux)
+        mask, before = ctypes.create_string_buffer(1024), ctypes.create_string_buffer(1024)  # sigset_t: 128 bytes
         if libc.sigemptyset(mask) or libc.sigaddset(mask, signal.SIGINT) or libc.sigaddset(mask, signal.SIGTERM):
             return
-        hold = partial(libc.pthread_sigmask, signal.SIG_BLOCK, mask, None)
-        let_through = partial(libc.pthread_sigmask, signal.SIG_UNBLOCK, mask, None)
+        hold = partial(libc.pthread_sigmask, signal.SIG_BLOCK, mask, before)
+        let_through = partial(libc.pthread_sigmask, signal.SIG_SETMASK, before, None)  # the mask as it was
     except (OSError, AttributeError):  # no C library to call (Windows has no fork either)
         return
     os.register_at_fork(before=hold, after_in_parent=let_through, after_in_child=let_through)

@@ -775,3 +775,22 @@ def test_the_memory_bank_leaves_out_unreadable_training_images(damaged_csv, tmp_
     others = np.setdiff1d(np.arange(len(split)), pairs)
     assert not np.isin(bank.text_bank[others], pairs).any()  # no readable pair's entry needs the unreadable image
     assert not np.isin(split.caption_image[bank.image_bank[np.setdiff1d(np.arange(split.num_images), [bad])]], [bad]).any()
+
+
+# After a fork, parent and child have the signal mask they had before it (SIGINT let through, others as set).
+FORK_MASK_SCRIPT = r"""
+import os, signal
+import npc.cli  # noqa: F401
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+blocked = lambda: signal.pthread_sigmask(signal.SIG_BLOCK, set())  # noqa: E731
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if signal.SIGUSR1 in blocked() and signal.SIGINT not in blocked() else 3)
+print(signal.SIGUSR1 in blocked(), signal.SIGINT in blocked(), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_fork_keeps_the_signal_mask():
+    done = subprocess.run([sys.executable, "-c", FORK_MASK_SCRIPT], env=_child_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["True", "False", "0"], done.stderr
