@@ -38,7 +38,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(allow_abbrev=False,
         description="Create the noisy copy of train_caps.txt used for noisy-correspondence "
                     "training (or report the existing one).")
     p.add_argument("--dataset_root", type=Path,
@@ -80,19 +80,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("give one of --dataset_root (a dataset in the SCAN layout) or --train_data (a CSV file)")
     try:
         if args.train_data is not None:
+            from dataclasses import replace
+
             from npc.config import DataConfig
             from npc.sources import source_for
+            from npc.sources.csv_files import construct_noise_command, derived_prefix
 
             data = DataConfig(dataset="csv", train_data=str(args.train_data), csv_img_key=args.csv_img_key,
                               csv_caption_key=args.csv_caption_key, csv_separator=args.csv_separator,
                               csv_encoding=args.csv_encoding, noise_ratio=args.noise_ratio, noise_seed=args.seed,
                               noise_mode=args.noise_mode)
-            split, _ = source_for(data).noisy_train(log=lambda *_: None, check_images=True)
-            path = split.caps_file
+            # the captions in split order (ratio 0: no noisy split is read, so --force can replace any)
+            split, _ = source_for(replace(data, noise_ratio=0)).noisy_train(log=lambda *_: None, check_images=True)
             # the mask of a ratio > 0 is the noise this script made; at 0 the data is used as is
-            path, mask = ensure_noisy_split(path.parent, args.noise_ratio, seed=args.seed, mode=args.noise_mode,
-                                            num_anns=split.uniform_num_anns or 1, force=args.force,
-                                            prefix=f"{args.train_data.stem}.")
+            path, mask = ensure_noisy_split(split.caps_file.parent, args.noise_ratio, seed=args.seed,
+                                            mode=args.noise_mode, num_anns=split.uniform_num_anns or 1,
+                                            force=args.force, prefix=derived_prefix(data),
+                                            rebuild_command=construct_noise_command(data))
         else:
             ann_dir = args.dataset_root / "annotations" / "scan_split"
             path, mask = ensure_noisy_split(ann_dir, args.noise_ratio, seed=args.seed,

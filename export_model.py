@@ -17,7 +17,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Write a checkpoint's weights as a file that "
+    p = argparse.ArgumentParser(allow_abbrev=False, description="Write a checkpoint's weights as a file that "
                                             "open_clip.create_model_and_transforms(NAME, pretrained=FILE) loads")
     p.add_argument("checkpoint", help="a checkpoint of this project (best.pt, latest.pt), the reference release's, "
                                       "or a state dict")

@@ -37,7 +37,7 @@ def write_split(dataset_root: Path, out: Path, split: str, n_images: int, name: 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="folder to write images/ and train/dev/test.csv into")
     p.add_argument("--train", type=int, default=600, help="training images (from the demo's train split)")
     p.add_argument("--dev", type=int, default=100, help="dev images (from the demo's dev split)")

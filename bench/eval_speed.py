@@ -96,7 +96,8 @@ def images_per_s(loader, n: int) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default: ViT-B/32 on CUDA, npc-tiny on CPU")
     p.add_argument("--images", type=int, default=5000, help="images (MSCOCO 5K: 5,000)")
     p.add_argument("--num_anns", type=int, default=5, help="captions per image")

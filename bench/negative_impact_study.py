@@ -326,7 +326,8 @@ def render(record: dict, out_md: Path, out_png: Path) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--noise", default="0.4,0.6", help="comma list of noise ratios")
     p.add_argument("--checkpoints", default="base,npc_epoch1", help="comma list of base, npc_epoch1")
     p.add_argument("--batches", type=int, default=40, help="training batches (of 128 pairs) scored per setting")

@@ -173,7 +173,7 @@ def table(record: dict) -> list:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
     p.add_argument("--repeats", type=int, default=3, help="runs of the demo part (the median is reported)")
     p.add_argument("--scale_pairs", type=int, default=120_000)

@@ -212,7 +212,8 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="one seed, 2 epochs, noise 0 and 0.6")
     p.add_argument("--search", action="store_true", help="learning-rate search on dev (see module doc)")
     p.add_argument("--render", action="store_true", help="only render table and plot from the JSON")

@@ -97,7 +97,8 @@ def render(records: list) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fractions", default="0.6,0.4", help="comma list: the share of pairs weighed 0")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--mask_seed", type=int, default=99)

@@ -439,7 +439,7 @@ def compare(check: str, precision: str, runs: Dict, perms: List[torch.Tensor], e
 # ----------------------------------------------------------------------------- driver
 
 def _child(argv: List[str]) -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(allow_abbrev=False)
     p.add_argument("--side", choices=("ref", "own"))
     p.add_argument("--check")
     p.add_argument("--ref_dir")
@@ -533,7 +533,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["--_child"]:
         _child(argv[1:])
         return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--npc_release", type=str, help="checkout of github.com/ZhangXu0963/NPC")
     p.add_argument("--osa", type=str, help="checkout of github.com/leolee99/OSA")

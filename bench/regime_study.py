@@ -564,7 +564,8 @@ def _figure(det, npc_rows, order, bases, out_png: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=("detection", "npc", "harshness"), help="what to measure")
     p.add_argument("--bases", default="tiny-e6", help=f"comma list of {', '.join(BASES)}")
     p.add_argument("--noise", default="0.4", help="comma list of noise ratios")

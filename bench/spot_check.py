@@ -28,7 +28,7 @@ def threads_of(record: dict) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="METHOD:NOISE:SEED")
     p.add_argument("--out", default="spot_check.json", help="file name under bench/results/noisy_benchmark/")
     a = p.parse_args(argv)

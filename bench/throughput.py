@@ -277,7 +277,8 @@ def time_loading_paper_size(args) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default: npc-tiny on CPU, ViT-B/32 on CUDA")
     p.add_argument("--batch", type=int, default=None, help="default: 128 on CPU, 256 on CUDA")
     p.add_argument("--device", default=None)

@@ -81,7 +81,7 @@ def one_step(method_name: str, precision: str, weights: dict, model_name: str, b
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="npc-micro")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default=None)

@@ -51,7 +51,7 @@ def plan_renames(images_dir: Path) -> Tuple[List[Tuple[Path, Path]], List[str]]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(allow_abbrev=False,
         description="Rename COCO_train2014_*/COCO_val2014_* images to COCO_2014_* in place. "
                     "Dry run unless --apply.")
     p.add_argument("images_dir", type=Path,

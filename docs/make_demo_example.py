@@ -76,7 +76,7 @@ def render(root: Path, n_train: int, n_pretrain: int, num_anns: int, image_size:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=None, help="demo dataset folder (default: a temp folder)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "demo_example.png")
     ap.add_argument("--seed", type=int, default=0)

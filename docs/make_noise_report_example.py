@@ -111,7 +111,7 @@ def render(folder: Path, out: Path, n_suspicious: int = 5, n_trusted: int = 2) -
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--report", type=Path, required=True, help="a report folder written by find_noisy_pairs.py")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "noise_report_example.png")
     args = ap.parse_args(argv)

@@ -19,10 +19,10 @@ import torch
 
 from npc.config import RunPaths
 from npc.distributed import DistInfo, barrier
+from npc.errors import ConfigError, ExistingFileError, MissingFileError
 from npc.io import atomic_copy, atomic_torch_save
 from npc.model import read_checkpoint
 from npc.train_utils import rng_state
-from npc.errors import ConfigError, MissingFileError
 
 CHECKPOINT_FORMAT = "npc-reimpl/1"
 log = logging.getLogger("npc")
@@ -153,6 +153,9 @@ def name_run(paths: RunPaths, default_name: str, info: DistInfo):
             name = [experiments]
             dist.broadcast_object_list(name, src=0)
             experiments = name[0]
+    if Path(experiments).name != experiments or experiments in (".", "..") or Path(experiments).is_absolute():
+        raise ConfigError(f"--experiments {experiments}: a run's name is a plain folder name inside --logs_dir "
+                          f"{paths.logs} (no / or ..); to write elsewhere, pass --logs_dir")
     run_dir = Path(paths.logs) / experiments
     ckpt_dir = Path(paths.checkpoint_path) if paths.checkpoint_path else run_dir / "checkpoints"
     if paths.resume == "latest" and not paths.eval and not run_dir.exists() and latest_checkpoint(ckpt_dir) is None:
@@ -194,6 +197,25 @@ def reclaim_run_folder(run_dir: Path, ckpt_dir: Path, info: DistInfo) -> None:
     if info.is_main:  # the dead run's partial logs would mix with this run's
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+
+
+def check_resume_target(run_dir: Path, ckpt_dir: Path, resume_path: Path, info: DistInfo) -> None:
+    """A run may resume into its folder only from that folder's latest state (``--resume latest``, or the
+    path of its newest checkpoint). A folder that holds a run (a checkpoint or results) is refused any
+    other checkpoint (the same run's best.pt or an older epoch file, another run's): resuming it would
+    replace the run's checkpoints and mix both histories in its metrics, TensorBoard and pair weights.
+    A folder whose run ended before its first checkpoint is reclaimed, as a fresh run reclaims it."""
+    own = latest_checkpoint(ckpt_dir)
+    if own is not None and Path(resume_path).resolve() == own.resolve():
+        return
+    if own is not None or (run_dir / "results.json").exists():
+        held = f"its latest checkpoint {own}" if own is not None else "its results.json"
+        raise ExistingFileError(f"--resume {resume_path}: {run_dir} already holds a run ({held}); resuming another "
+                                f"checkpoint into it would replace that run's checkpoints and mix both histories: "
+                                f"continue it with --resume latest, or start from {resume_path} under another "
+                                f"--experiments")
+    if (run_dir / "params.txt").exists():
+        reclaim_run_folder(run_dir, ckpt_dir, info)
 
 
 def repair_best(ckpt_dir: Path, ckpt: Dict) -> None:

@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 import threading
+from functools import partial
 
 # The project's own errors only (npc.errors.UserError: flags, data, files missing or malformed, a file
 # that cannot be written, the bank, noise, locks, a non-finite loss, unavailable weights): each names
@@ -53,6 +54,28 @@ class Terminated(KeyboardInterrupt):
 def _terminate(signum, frame):
     raise Terminated()
 
+
+# Ctrl-C while a process forks (a data loader starting its workers): Python runs the fork's handlers (logging's
+# among them) in between, and a KeyboardInterrupt raised inside one of them is printed as "Exception ignored"
+# and lost, so the run went on. SIGINT and SIGTERM are held back while the process forks (handlers registered
+# later run first before a fork and last after it) and let through by the C library's call, which runs no
+# Python handler: Python's handler then runs in the code that called fork, and the script stops as it should.
+def _hold_signals_while_forking() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        mask, before = ctypes.create_string_buffer(1024), ctypes.create_string_buffer(1024)  # sigset_t: 128 bytes
+        if libc.sigemptyset(mask) or libc.sigaddset(mask, signal.SIGINT) or libc.sigaddset(mask, signal.SIGTERM):
+            return
+        hold = partial(libc.pthread_sigmask, signal.SIG_BLOCK, mask, before)
+        let_through = partial(libc.pthread_sigmask, signal.SIG_SETMASK, before, None)  # the mask as it was
+    except (OSError, AttributeError):  # no C library to call (Windows has no fork either)
+        return
+    os.register_at_fork(before=hold, after_in_parent=let_through, after_in_child=let_through)
+
+
+_hold_signals_while_forking()
 
 STOPPED = {False: ("interrupted (Ctrl-C)", 130), True: ("terminated (SIGTERM)", 143)}
 RESUME_NOTE = "; the files written so far are whole: a training run continues with --resume latest"

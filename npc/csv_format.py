@@ -72,8 +72,27 @@ def encoding_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def utf16_encoding(raw: bytes) -> str:
+    """The UTF-16 (or UTF-32) encoding ``raw`` is in, by its byte-order mark or the NUL bytes of its first
+    characters (text in UTF-8 or a one-byte encoding has none), or ``""``."""
+    for bom, name in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+                      (codecs.BOM_UTF16_BE, "utf-16")):
+        if raw.startswith(bom):
+            return name
+    head = raw[:4096]
+    if b"\x00" not in head:
+        return ""
+    return "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
+
+
 def decode(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
-    """The file's text; bytes that are not ``encoding`` are an error naming the line and the flag."""
+    """The file's text; bytes that are not ``encoding`` are an error naming the line and the flag (a UTF-16
+    file read as another encoding: naming UTF-16)."""
+    wide = utf16_encoding(raw)
+    if wide and not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+        raise DataError(f"{path}, line 1: the file is {wide.upper()} text (" + ("a byte-order mark" if wide in (
+            "utf-16", "utf-32") else "NUL bytes between its characters") + f"), not {encoding}: pass --csv_encoding "
+            f"{wide}, or save it as UTF-8")
     codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding  # skips a byte-order mark
     try:
         return raw.decode(codec)

@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -333,6 +333,32 @@ def readable_split(split: Split, skip: bool = False):
                         f"{split.num_images - len(bad)} readable image(s) ({len(bad)} unreadable); retrieval needs at "
                         f"least 2")
     return split.without_images([i for i, _ in bad]), [i for i, _ in bad]
+
+
+def duplicate_images(split: Split) -> List[Tuple[int, int]]:
+    """``(i, j)`` for every image ``i`` of ``split`` that is an earlier image ``j`` again: the same file under
+    another name, or a file of the same bytes (hashed only where the sizes agree)."""
+    from npc.io import cached_file_sha256
+
+    first, by_size, out = {}, {}, []
+    for i, p in enumerate(split.image_paths):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in first:
+            out.append((i, first[(st.st_dev, st.st_ino)]))
+            continue
+        first[(st.st_dev, st.st_ino)] = i
+        by_size.setdefault(st.st_size, []).append(i)
+    for same in by_size.values():
+        if len(same) > 1:
+            seen = {}
+            for i in same:
+                j = seen.setdefault(cached_file_sha256(split.image_paths[i]), i)
+                if j != i:
+                    out.append((i, j))
+    return sorted(out)
 
 
 def shared_images(train: Split, other: Split) -> List[int]:

@@ -142,7 +142,7 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
         from npc.image_cache import ImageCache
 
         open_cache = partial(ImageCache, cfg.data.image_cache, f"{cfg.data.dataset}_train", train_split.image_paths,
-                             preprocess)
+                             preprocess, split=train_split)  # its unreadable images are left out or named
         if info.is_main:  # rank 0 builds (or validates) the cache; the others open it afterwards
             image_source = open_cache(num_workers=cfg.data.num_workers, progress=r.progress, log=log.info)
         barrier(info)
@@ -173,9 +173,12 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
         t.sampler.set_epoch(epoch)
         if t.estimator is not None:
             t.estimator.on_epoch(epoch, cfg.optim.epochs)
-        res = train_one_epoch(t.step_fn, t.loader, model=t.model, optimizers=t.optimizers, epoch=epoch,
-                              start_step=t.step, lr_fn=t.lr_fn, device=r.device, info=info, display=cfg.run.display,
-                              writer=r.writer, progress=r.progress)
+        try:
+            res = train_one_epoch(t.step_fn, t.loader, model=t.model, optimizers=t.optimizers, epoch=epoch,
+                                  start_step=t.step, lr_fn=t.lr_fn, device=r.device, info=info,
+                                  display=cfg.run.display, writer=r.writer, progress=r.progress)
+        except NonFiniteLoss as e:
+            raise NonFiniteLoss(f"{e}. {non_finite_remedy(r)}") from None
         t.step += res.steps
         record = {"epoch": epoch + 1, "step": t.step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}
         if t.method.bank_update and (epoch + 1) % t.method.bank_update == 0 and epoch + 1 < cfg.optim.epochs:
@@ -198,6 +201,21 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
             end_of_epoch(r, t, epoch + 1, record, evaluate_dev(t.model), res)
         barrier(info)
     return end_epoch
+
+
+def non_finite_remedy(r: Run) -> str:
+    """What is kept of a run whose loss stopped being finite, and what to try (true of this run)."""
+    from npc.checkpoint import checkpoint_epoch, latest_checkpoint
+
+    cfg = r.cfg
+    kept = latest_checkpoint(r.ckpt_dir)
+    lower = f"a lower --lr than {cfg.optim.lr:g}" + ("" if cfg.optim.precision == "fp32" else
+                                                    f" or --precision fp32 (this run: {cfg.optim.precision})")
+    if kept is None:
+        return (f"No checkpoint was written (none before epoch 1 ended): run it again under the same --experiments "
+                f"with {lower}")
+    return (f"Its last checkpoint (epoch {checkpoint_epoch(kept)}, {kept}) is kept; a resumed run keeps its --lr: "
+            f"start a new run (another --experiments) with {lower}")
 
 
 @dataclass
@@ -236,8 +254,7 @@ def train_one_epoch(step_fn: Callable, loader, *, model, optimizers, epoch: int,
             indices.append(gather_no_grad(batch["index"], info).cpu())
         loss, rows = mean_over_ranks(out["loss"], len(batch["index"]), info)  # the global batch's, not rank 0's
         if not math.isfinite(loss):
-            raise NonFiniteLoss(f"non-finite loss {loss} at epoch {epoch + 1}, step {step}; stopping. The last "
-                                f"good checkpoint is kept. Try a lower --lr or --precision fp32.")
+            raise NonFiniteLoss(f"non-finite loss {loss} at epoch {epoch + 1}, step {step}; stopping")
         total += loss
         n_steps += 1
         n_pairs += rows

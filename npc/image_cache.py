@@ -60,23 +60,33 @@ def fingerprint(paths: Sequence[Path], pil_transform) -> str:
 
 
 class _Decode(Dataset):
-    def __init__(self, paths, pil_transform):
-        self.paths, self.t = list(paths), pil_transform
+    """Image ``i`` after the PIL-level steps, and ``""``; an unreadable one: zeros of ``shape`` and why."""
+
+    def __init__(self, paths, pil_transform, shape=None):
+        self.paths, self.t, self.shape = list(paths), pil_transform, shape
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
+        from npc.csv_format import DataError
         from npc.images import load_image  # the one decoding rule, with the PIL-level steps only
 
-        return load_image(self.paths[i], lambda img: torch.from_numpy(np.asarray(self.t(img), dtype=np.uint8).copy()))
+        try:
+            pixels = load_image(self.paths[i], lambda img: torch.from_numpy(np.asarray(self.t(img), dtype=np.uint8).copy()))
+            return pixels, ""
+        except DataError as e:
+            if self.shape is None:
+                raise
+            return torch.zeros(self.shape, dtype=torch.uint8), str(e)
 
 
 class ImageCache:
     """``cache[indices]`` -> uint8 tensor (len, H, W, 3) of preprocessed images of one split."""
 
     def __init__(self, folder, name: str, paths: Sequence[Path], preprocess, *, num_workers: int = 2,
-                 progress: bool = True, log=print):
+                 progress: bool = True, log=print, split=None):
+        self.split = split  # names the split and caption lines of an unreadable image
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.array_path = self.folder / f"{name}.u8"
@@ -96,6 +106,7 @@ class ImageCache:
             log(f"image cache: reusing {self.array_path}")
         self.shape = tuple(meta["shape"])
         self.array = np.memmap(self.array_path, dtype=np.uint8, mode="r", shape=self.shape)
+        self.unreadable = {int(i): why for i, why in meta.get("unreadable", {}).items()}  # image -> why
 
     def _stale(self, meta, fp: str) -> bool:
         return meta is None or meta.get("fingerprint") != fp or not self.array_path.is_file()
@@ -107,14 +118,29 @@ class ImageCache:
             return None
 
     def _build(self, paths, fp: str, num_workers: int, progress: bool) -> dict:
-        first = _Decode(paths[:1], self.pil)[0]
+        """The cache of every image; an unreadable one is recorded (with why) and read as an error (a batch
+        that needs it is refused naming it, or with --skip_unreadable_images left out: npc.loaders)."""
+        from npc.csv_format import DataError
+
+        first = None
+        for k in range(len(paths)):  # the size after preprocessing: of the first readable image
+            try:
+                first = _Decode(paths[k:k + 1], self.pil)[0][0]
+                break
+            except DataError:
+                continue
+        if first is None:
+            raise DataError(f"image cache: none of the {len(paths)} images can be read, e.g. "
+                            f"{_Decode(paths[:1], self.pil, ())[0][1]}")
         shape = (len(paths), *first.shape)
+        unreadable = {}
         tmp = self.array_path.with_name(f".{self.array_path.name}.{os.getpid()}.tmp")
         try:
             out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-            loader = DataLoader(_Decode(paths, self.pil), batch_size=64, num_workers=num_workers)
+            loader = DataLoader(_Decode(paths, self.pil, shape[1:]), batch_size=64, num_workers=num_workers)
             pos = 0
-            for batch in tqdm(loader, desc="image cache", disable=not progress, leave=False):
+            for batch, why in tqdm(loader, desc="image cache", disable=not progress, leave=False):
+                unreadable.update({str(pos + k): w for k, w in enumerate(why) if w})
                 if batch.shape[1:] != shape[1:]:
                     raise ValueError(f"images of different sizes after preprocessing: {tuple(batch.shape[1:])} "
                                      f"vs {shape[1:]}")
@@ -129,7 +155,8 @@ class ImageCache:
             if tmp.exists():
                 tmp.unlink()
             raise
-        meta = {"fingerprint": fp, "shape": list(shape), "mean": self.mean, "std": self.std, "n_images": len(paths)}
+        meta = {"fingerprint": fp, "shape": list(shape), "mean": self.mean, "std": self.std, "n_images": len(paths),
+                "unreadable": unreadable}
         atomic_write_json(self.meta_path, meta)
         return meta
 
@@ -138,4 +165,10 @@ class ImageCache:
 
     def __call__(self, indices) -> torch.Tensor:
         idx = np.asarray(indices, dtype=np.int64)
+        bad = [int(i) for i in idx if int(i) in self.unreadable]
+        if bad:
+            from npc.loaders import _UnreadableImage
+
+            where = f" ({self.split.describe_image(bad[0])})" if self.split is not None else ""
+            raise _UnreadableImage(f"{self.unreadable[bad[0]]}{where}", bad[0])
         return torch.from_numpy(np.ascontiguousarray(self.array[idx]))

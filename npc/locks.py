@@ -55,6 +55,20 @@ def _holder(fd: int) -> str:
         return "another process"
 
 
+def _lock_file_error(e: OSError, path: Path, what: str) -> OSError:
+    """A lock file that cannot be written: a full disk is one line naming it and the remedy; any other error
+    keeps its cause, with the file's name."""
+    from npc.errors import DiskFullError
+    from npc.io import FULL_DISK_ERRNOS
+
+    if e.errno in FULL_DISK_ERRNOS:
+        return DiskFullError(f"cannot write the lock file {path} of {what}: disk full or file too large "
+                             f"({os.strerror(e.errno)}); free some space (or raise the file-size limit, ulimit -f) "
+                             f"and run it again")
+    return e if e.filename is not None else OSError(e.errno, f"cannot write the lock file of {what}: {e.strerror}",
+                                                    str(path))
+
+
 @contextmanager
 def file_lock(path: PathLike, what: str, *, wait: bool, hint: str = "",
               log: Callable[[str], None] = print) -> Iterator[None]:
@@ -64,8 +78,11 @@ def file_lock(path: PathLike, what: str, *, wait: bool, hint: str = "",
     ``wait``, else raise :class:`LockedError` naming the holder, followed by ``hint``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise _lock_file_error(e, path, what) from None
     token, held = object(), False
     try:
         try:
@@ -77,8 +94,11 @@ def file_lock(path: PathLike, what: str, *, wait: bool, hint: str = "",
             log(f"{what} is in use by {holder}: waiting for it to finish")
             fcntl.flock(fd, fcntl.LOCK_EX)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+        except OSError as e:
+            raise _lock_file_error(e, path, what) from None
         _HELD[fd], held = token, True
         yield
     finally:

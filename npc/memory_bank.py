@@ -36,13 +36,14 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from npc import data as D
 from npc.data import Split
 from npc.loaders import BankIndex
 from npc.config import BankConfig, DataConfig, ModelConfig
 from npc.detection import weight_auc
 from npc.distributed import DistInfo, barrier, broadcast_object
 from npc.errors import MissingFileError, UserError
-from npc.io import atomic_save_npy, atomic_write_json, file_sha256, read_json
+from npc.io import atomic_save_npy, atomic_write_json, atomic_write_text, file_sha256, read_json
 from npc.locks import file_lock
 from npc.losses import clip_loss_per_sample
 from npc.noise import ratio_tags
@@ -176,18 +177,54 @@ def bank_quality(p_clean: np.ndarray, clean_threshold: float, noise_mask: Option
 
 # ----------------------------------------------------------------------------- files
 
+def partial_marker(bank_dir, noise_ratio, noise_mode: str = "caption") -> Path:
+    """``.<r>_mbank.partial``: present while a build writes the bank's files (removed after its info file)."""
+    img_path = bank_paths(bank_dir, noise_ratio, noise_mode)[0]
+    return img_path.with_name("." + img_path.name.replace("_img_idx.npy", ".partial"))
+
+
+def remove_stale_temporaries(bank_dir, noise_ratio, noise_mode: str = "caption") -> int:
+    """The temporary files of this bank's writes that a kill cut short (call under the bank's lock: no writer
+    of these files is live); returns how many were removed."""
+    stem = bank_paths(bank_dir, noise_ratio, noise_mode)[0].name.replace("_img_idx.npy", "_")
+    stale = [p for p in Path(bank_dir).glob(f".{stem}*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def save_bank(bank: BankIndex, bank_dir, noise_ratio, noise_mode: str, info: Dict,
               p_clean: Optional[np.ndarray] = None) -> Tuple[Path, Path]:
-    """Both arrays (and p(clean) when given), then the info file, which records their fingerprints: a
-    set that a crash left half replaced does not match its info, and :func:`bank_files_match` tells."""
+    """The bank as one unit: a marker that a build is under way, both arrays (and p(clean) when given),
+    then the info file, which records their fingerprints, then the marker goes. A set that a crash left
+    half replaced does not match its info (:func:`bank_files_match`); one cut before its first info file
+    has the marker (:func:`partial_bank`); either is rebuilt, never used."""
     img_path, txt_path, info_path = bank_paths(bank_dir, noise_ratio, noise_mode)
+    marker = partial_marker(bank_dir, noise_ratio, noise_mode)
+    atomic_write_text(marker, "a build of this memory bank is under way, or was cut short: it is rebuilt\n")
     atomic_save_npy(img_path, bank.image_bank)
     atomic_save_npy(txt_path, bank.text_bank)
     info = {**info, "image_bank_sha256": file_sha256(img_path), "text_bank_sha256": file_sha256(txt_path)}
     if p_clean is not None:
         info["p_clean_sha256"] = file_sha256(save_pclean(p_clean, bank_dir, noise_ratio, noise_mode))
     atomic_write_json(info_path, info)
+    marker.unlink(missing_ok=True)
     return img_path, txt_path
+
+
+def partial_bank(bank_dir, noise_ratio, noise_mode: str = "caption") -> Optional[str]:
+    """Why the bank's files without an info file are the remains of a build this project cut short (its
+    marker, a p(clean) file, a missing text bank), or None: the release's files, which have no info file."""
+    img_path, txt_path, info_path = bank_paths(bank_dir, noise_ratio, noise_mode)
+    if info_path.is_file():
+        return None
+    if partial_marker(bank_dir, noise_ratio, noise_mode).is_file():
+        return "a build was cut short"
+    if pclean_path(bank_dir, noise_ratio, noise_mode).is_file():
+        return f"{pclean_path(bank_dir, noise_ratio, noise_mode).name} is there but not {info_path.name}"
+    if not txt_path.is_file():
+        return f"{txt_path.name} is missing"
+    return None
 
 
 def bank_files_match(bank_dir, noise_ratio, noise_mode: str, info: Dict) -> bool:
@@ -372,6 +409,17 @@ def _same_initial_weights(key: str, built: Dict, wanted: Dict) -> bool:
     return key == "pretrained" and "initial_weights" in built and built["initial_weights"] == wanted["initial_weights"]
 
 
+def bank_differences(built: Dict, wanted: Dict) -> list:
+    """The settings a bank was built with (``built``, its info file) that differ from ``wanted``, one phrase each."""
+    differ = [f"{flag} {wanted[k]} (the bank has {built.get(k)})" for k, flag in BANK_INPUT_FLAGS.items()
+              if built.get(k) != wanted[k] and not _same_initial_weights(k, built, wanted)]
+    if built.get("initial_weights", wanted["initial_weights"]) != wanted["initial_weights"]:
+        differ.append(f"--pretrained {wanted['pretrained']}: other initial weights than the bank was built from "
+                      f"(the content differs: {wanted['initial_weights'][:19]}, the bank has "
+                      f"{built['initial_weights'][:19]})")
+    return differ
+
+
 def reusable_bank(inputs: BankInputs, train_split, wanted: Dict) -> Optional[BankIndex]:
     """The existing bank if it was built from ``wanted``; None if missing or built from another noisy split.
 
@@ -387,6 +435,10 @@ def reusable_bank(inputs: BankInputs, train_split, wanted: Dict) -> Optional[Ban
     built = read_json(info_path) or {}
     if "batch_size" in built and "bank_batch_size" not in built:  # recorded by earlier versions
         built["bank_batch_size"] = built["batch_size"]
+    partial = partial_bank(bank_dir, d.noise_ratio, d.noise_mode)
+    if partial:
+        log.info(f"memory bank: {name} is incomplete ({partial}: an interrupted build): rebuilding the bank")
+        return None
     if "noisy_split_sha256" not in built:
         log.warning(f"memory bank: {name} has no record of what it was built from (the release's files, or an older "
                     f"version's): reused as is; pass --rebuild_bank to rebuild it from this run's inputs")
@@ -399,12 +451,7 @@ def reusable_bank(inputs: BankInputs, train_split, wanted: Dict) -> Optional[Ban
                  f"build?): rebuilding the bank")
         return None
     else:
-        differ = [f"{flag} {wanted[k]} (the bank has {built.get(k)})" for k, flag in BANK_INPUT_FLAGS.items()
-                  if built.get(k) != wanted[k] and not _same_initial_weights(k, built, wanted)]
-        if built.get("initial_weights", wanted["initial_weights"]) != wanted["initial_weights"]:
-            differ.append(f"--pretrained {wanted['pretrained']}: other initial weights than the bank was built from "
-                          f"(the content differs: {wanted['initial_weights'][:19]}, the bank has "
-                          f"{built['initial_weights'][:19]})")
+        differ = bank_differences(built, wanted)
         if differ:
             raise BankFileError(f"memory bank {name} was built with other settings than this run asks for: "
                                    f"{'; '.join(differ)}. Pass --rebuild_bank to rebuild it for this run (it "
@@ -434,25 +481,75 @@ def ensure_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, 
         bank, decision = None, "build"
         if info.is_main:
             try:
-                bank = None if rebuild else reusable_bank(inputs, train_split, wanted)
+                partial = partial_bank(bank_dir, d.noise_ratio, d.noise_mode)  # said once, under the lock
+                bank = None if rebuild or partial else reusable_bank(inputs, train_split, wanted)
                 if bank is None:
                     stack.enter_context(file_lock(bank_dir / f".{img_path.name}.lock",
                                                   f"the memory bank {img_path.parent}", wait=True, log=log.info))
                     bank = None if rebuild else reusable_bank(inputs, train_split, wanted)  # built while we waited?
                 decision = "reuse" if bank is not None else "build"
+                if decision == "build":  # the lock is held: no other writer of these files is live
+                    remove_stale_temporaries(bank_dir, d.noise_ratio, d.noise_mode)
+                    if rebuild:
+                        say_what_is_replaced(bank_dir, d, wanted)
             except BaseException as e:
                 broadcast_object(f"error: {type(e).__name__}: {e}", info)  # the other ranks stop too
                 raise
         decision = broadcast_object(decision, info)
         if decision.startswith("error"):
             raise UserError(f"rank {info.rank}: rank 0 could not prepare the memory bank ({decision[7:]})")
-        if decision == "build":
-            bank = build_bank(inputs, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
-                              progress, wanted, info=info)
+        if decision == "build":  # the run's random state is the same whether the bank was built or reused
+            with torch.random.fork_rng(devices=[]):  # (the encoding's data loader draws its seed from it)
+                bank = build_bank(inputs, model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
+                                  progress, wanted, info=info)
         barrier(info)  # rank 0 has written the files
     if bank is None:
         bank = load_bank(bank_dir, d.noise_ratio, train_split, d.noise_mode, trust_pickle=inputs.bank.trust_pickle)
     return bank
+
+
+def say_what_is_replaced(bank_dir: Path, d: DataConfig, wanted: Dict) -> None:
+    """``--rebuild_bank`` (and get_memorybank.py) over an existing bank: one line naming it and, when its info
+    file records them, the settings it was built with that this build changes."""
+    img_path, _, info_path = bank_paths(bank_dir, d.noise_ratio, d.noise_mode)
+    if not img_path.is_file():
+        return
+    name = f"{img_path.parent}/{img_path.name.replace('_img_idx.npy', '_*')}"
+    built = read_json(info_path)
+    if not built or "noisy_split_sha256" not in built:
+        log.info(f"memory bank: replacing {name} (no record of what it was built from)")
+        return
+    differ = bank_differences(built, wanted)
+    if built["noisy_split_sha256"] != wanted["noisy_split_sha256"]:
+        differ.insert(0, f"another version of {wanted['noisy_split']}")
+    log.info(f"memory bank: replacing {name}, "
+             + (f"built with other settings: {'; '.join(differ)}" if differ else "built with the same settings"))
+
+
+def with_unreadable_images(bank: BankIndex, summary: Dict, p_clean: np.ndarray, split: Split, dropped: Sequence[int],
+                           noise_mask: Optional[np.ndarray]) -> Tuple[BankIndex, Dict, np.ndarray]:
+    """The bank of the readable images (``--skip_unreadable_images``) as a bank of the whole ``split``: indices
+    mapped back, each entry of a dropped image pointing to the pair itself (a batch leaves out every pair that
+    needs an unreadable image), its pairs not clean (p(clean) 0); the summary counts them. Warns once."""
+    dropped_caption = np.isin(split.caption_image, np.asarray(dropped, dtype=np.int64))
+    caption_of = np.nonzero(~dropped_caption)[0]  # a readable pair's index in the whole split
+    image_of = np.setdiff1d(np.arange(split.num_images), dropped)
+    text_bank = np.arange(len(split), dtype=np.int64)
+    text_bank[caption_of] = caption_of[bank.text_bank]
+    image_bank = np.searchsorted(split.caption_image, np.arange(split.num_images)).astype(np.int64)  # its 1st pair
+    image_bank[image_of] = caption_of[bank.image_bank]
+    full = np.zeros(len(split), dtype=np.float64)
+    full[caption_of] = p_clean
+    threshold = summary["clean_threshold"]
+    summary = {**summary, **bank_quality(full, threshold, noise_mask),
+               "unreadable_images": len(dropped), "unreadable_pairs": int(dropped_caption.sum()),
+               "self_image_fraction": float(np.mean(split.caption_image[image_bank] == np.arange(split.num_images))),
+               "self_text_fraction": float(np.mean(text_bank == np.arange(len(split))))}
+    i = dropped[0]
+    log.warning(f"memory bank: left out {len(dropped)} unreadable training image(s) and their "
+                f"{int(dropped_caption.sum())} pair(s) (--skip_unreadable_images), e.g. {split.image_paths[i]} "
+                f"({split.describe_image(i)}): {D.decode_error(split.image_paths[i])}; their pairs count as not clean")
+    return BankIndex(image_bank=image_bank, text_bank=text_bank), summary, full
 
 
 def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
@@ -469,15 +566,19 @@ def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, t
 
     t0 = time.perf_counter()
     d, b = inputs.data, inputs.bank
-    img, txt = encode_split(model, train_split, preprocess, tokenizer, batch_size=inputs.encode_batch_size,
+    readable, dropped = (D.readable_split(train_split, skip=True) if d.skip_unreadable_images
+                         else (train_split, []))  # without the flag, an unreadable image stops the encoding
+    img, txt = encode_split(model, readable, preprocess, tokenizer, batch_size=inputs.encode_batch_size,
                             device=device, autocast=autocast, num_workers=inputs.num_workers,
                             progress=progress and info.is_main, desc="bank", info=info, report=log.info)
     encoded = time.perf_counter() - t0
     if not info.is_main:
         return None
-    bank, summary, p_clean = build_memory_bank(img, txt, train_split, logit_scale(model).item(),
+    bank, summary, p_clean = build_memory_bank(img, txt, readable, logit_scale(model).item(),
                                                batch_size=b.bank_batch_size, clean_threshold=b.clean_threshold,
-                                               noise_mask=noise_mask, seed=b.bank_seed)
+                                               noise_mask=noise_mask if not dropped else None, seed=b.bank_seed)
+    if dropped:
+        bank, summary, p_clean = with_unreadable_images(bank, summary, p_clean, train_split, dropped, noise_mask)
     summary.update(provenance)
     bank_dir = bank_dir_for(d, inputs.model) if bank_dir is None else bank_dir
     paths = save_bank(bank, bank_dir, d.noise_ratio, d.noise_mode, summary, p_clean=p_clean)

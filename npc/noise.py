@@ -259,7 +259,8 @@ def _load_mask(path: Path, n: int) -> Optional[np.ndarray]:
 
 def ensure_noisy_split(ann_dir: PathLike, noise_ratio, *, seed: int = DEFAULT_SEED,
                        mode: str = "caption", num_anns: int = 5, force: bool = False,
-                       log: Callable[[str], None] = print, prefix: str = "") -> Tuple[Path, np.ndarray]:
+                       log: Callable[[str], None] = print, prefix: str = "",
+                       rebuild_command: Optional[str] = None) -> Tuple[Path, np.ndarray]:
     """Return ``(path of the noisy training captions, noise mask)``, building the file if needed.
 
     Args:
@@ -272,6 +273,8 @@ def ensure_noisy_split(ann_dir: PathLike, noise_ratio, *, seed: int = DEFAULT_SE
         log: called with one human-readable line per action.
         prefix: of every file name: ``<prefix>train_caps.txt`` is the clean file, the noisy one
             ``<prefix><r>_noise_train_caps.txt`` (a CSV dataset: ``<csv stem>.``).
+        rebuild_command: how the user names this data to construct_noise.py (default: ``python
+            construct_noise.py --dataset_root <the dataset's root>``), for the messages.
 
     Behaviour:
         * ratio 0: ``train_caps.txt`` itself and an all-False mask; nothing is written.
@@ -301,19 +304,19 @@ def ensure_noisy_split(ann_dir: PathLike, noise_ratio, *, seed: int = DEFAULT_SE
         log(f"noise ratio 0: using the clean training captions {train_path}")
         return train_path, np.zeros(len(read_caption_lines(train_path)), dtype=bool)
     build = dict(noise_ratio=noise_ratio, seed=seed, mode=mode, num_anns=num_anns, log=log, prefix=prefix)
-    found = None if force else _reusable(ann_dir, train_path, **build)
+    found = None if force else _reusable(ann_dir, train_path, **build, rebuild_command=rebuild_command)
     if found is not None:
         return found
     # Only a build takes the lock (a read-only dataset with its noisy files stays usable); a
     # process that waited for another's build finds its file ready.
     with file_lock(ann_dir / f".{noisy_caps_path(ann_dir, noise_ratio, mode, prefix).name}.lock",
                    f"the noisy split of {ann_dir}", wait=True, log=log):
-        found = None if force else _reusable(ann_dir, train_path, **build)
+        found = None if force else _reusable(ann_dir, train_path, **build, rebuild_command=rebuild_command)
         return found if found is not None else _build(ann_dir, train_path, **build)
 
 
 def _reusable(ann_dir: Path, train_path: Path, *, noise_ratio, seed: int, mode: str, num_anns: int,
-              log, prefix: str = "") -> Optional[Tuple[Path, np.ndarray]]:
+              log, prefix: str = "", rebuild_command: Optional[str] = None) -> Optional[Tuple[Path, np.ndarray]]:
     """The existing noisy split if it was built from this ``train_caps.txt`` with this seed; None to build."""
     existing = find_noisy_caps(ann_dir, noise_ratio, mode, prefix)
     if existing is None:
@@ -331,9 +334,10 @@ def _reusable(ann_dir: Path, train_path: Path, *, noise_ratio, seed: int, mode: 
     if built is not None and built.get("seed") is not None and built["seed"] != seed:
         raise NoisySplitError(
             f"{existing} was built with noise seed {built['seed']}, this run asks for {seed}: pass "
-            f"--noise_seed {built['seed']} (construct_noise.py: --seed), or rebuild it with python construct_noise.py "
-            f"--dataset_root {ann_dir.parent.parent} --noise_ratio {noise_ratio} --noise_mode {mode} --seed {seed} "
-            f"--force (its memory bank is then rebuilt too)")
+            f"--noise_seed {built['seed']} (construct_noise.py: --seed), or rebuild it with "
+            f"{rebuild_command or f'python construct_noise.py --dataset_root {ann_dir.parent.parent}'} "
+            f"--noise_ratio {noise_ratio} --noise_mode {mode} --seed {seed} --force (its memory bank is then rebuilt "
+            f"too)")
     noisy = read_caption_lines(existing)
     if len(noisy) != n:
         raise NoisySplitError(

@@ -24,7 +24,8 @@ import torch
 from npc import data as D
 from npc import memory_bank as mb
 from npc.config import DataConfig, ModelConfig, OptimConfig, RunConfig, RunPaths, flags_of_saved
-from npc.checkpoint import (CHECKPOINT_FORMAT, name_run, open_resume, reclaim_run_folder, resolve_resume)
+from npc.checkpoint import (CHECKPOINT_FORMAT, check_resume_target, name_run, open_resume, reclaim_run_folder,
+                            resolve_resume)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
 from npc.demo import ensure_demo_base, ensure_demo_base_for, ensure_demo_data
 from npc.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
@@ -133,8 +134,18 @@ def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
     else:
         resume, resume_path, resume_ckpt = open_resume(cfg.run, run_dir, ckpt_dir, notes.append)
         cfg = cfg.replace_flags(resume=resume)
+        if resume_path is not None:  # only the run's own latest state continues an occupied folder
+            check_resume_target(run_dir, ckpt_dir, resume_path, info)
+    refuse_unnamed_model(resume_path, resume_ckpt, cfg)
     if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not cfg.run.eval:
         cfg = cfg.replace_flags(**resume_changes(cfg, flags_of_saved(resume_ckpt), f"{resume_path}"))
+        done = resume_ckpt.get("epoch", 0)
+        if "optimizer" in resume_ckpt and done > cfg.optim.epochs:
+            raise ConfigError(f"--epochs {cfg.optim.epochs}: {resume_path} has already trained {done} epochs; pass "
+                              f"--epochs {done} or more to continue it (or evaluate it with --eval --resume)")
+        if "optimizer" in resume_ckpt and done == cfg.optim.epochs:
+            notes.append(f"{resume_path}: the run already has its {done} epochs; nothing to train (pass a larger "
+                         f"--epochs to continue it): evaluating its best checkpoint")
     if resumed:
         notes += run_checks(cfg, info)
     short = None if resumed or cfg.run.eval else short_run_warmup(cfg.data, cfg.optim, cfg.explicit)
@@ -157,6 +168,17 @@ def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
     return Run(cfg=cfg, info=info, device=device, precision=precision, autocast=autocast_for(precision, device),
                progress=progress, run_dir=run_dir, ckpt_dir=ckpt_dir, resume_path=resume_path,
                resume_ckpt=resume_ckpt, state=state)
+
+
+def refuse_unnamed_model(path: Optional[Path], ckpt, cfg: RunConfig) -> None:
+    """A bare state dict names no model: without --vision_model the run would build the default one (and
+    fetch its weights) for weights of unknown shape."""
+    if path is None or "vision_model" in cfg.explicit:
+        return
+    if isinstance(ckpt, dict) and any(k in ckpt for k in ("vision_model", "name", "args", "config")):
+        return
+    raise ConfigError(f"--resume {path} holds weights only, without the name of their model: pass --vision_model "
+                      f"(the architecture they were trained as, e.g. --vision_model ViT-B/32 or npc-tiny)")
 
 
 def run_checks(cfg: RunConfig, info: DistInfo) -> List[str]:
@@ -267,6 +289,14 @@ def data_checks(data: DataConfig, model: ModelConfig, evaluating: bool) -> List[
     if evaluating or not source.may_share_images:
         return notes  # the published datasets' splits are disjoint
     train = source.load_split("train", check_images=False)
+    for name, split in {"train": train, **splits}.items():  # a split a user made may list an image twice
+        twice = D.duplicate_images(split)
+        if twice:
+            i, j = twice[0]
+            notes.append(f"warning: {len(twice)} image(s) of {source.where(name)} {split.source_file} are another of "
+                         f"its images again (the same file or the same bytes under another name), e.g. "
+                         f"{split.image_paths[i]} ({split.describe_image(i)}) is {split.image_paths[j]}: each is an "
+                         f"image of its own with its own captions (list the captions under one name to pool them)")
     for name, split in splits.items():
         shared = D.shared_images(train, split)
         if shared:

@@ -16,10 +16,37 @@ import numpy as np
 import torch
 
 
+def available_devices() -> list:
+    """The ``--device`` values this machine can run on."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
 def resolve_device(device: Optional[str]) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device``, or cuda when a GPU is there, else cpu. A device this machine does not have (or a name torch
+    does not know) is one line naming the flag and what is available."""
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from npc.errors import ConfigError
+
+    available = available_devices()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {device}: not a device name; this machine has {', '.join(available)}") from None
+    usable = dev.type == "cpu" or (dev.type == "cuda" and torch.cuda.is_available()
+                                   and (dev.index is None or dev.index < torch.cuda.device_count())) \
+        or (dev.type == "mps" and "mps" in available)
+    if not usable:
+        why = "no GPU that torch can use" if dev.type == "cuda" and not torch.cuda.is_available() else "no such device"
+        raise ConfigError(f"--device {device}: this machine has {why}; it has {', '.join(available)} (leave "
+                          f"--device out to take cuda when there is a GPU, else cpu)")
+    return dev
 
 
 def resolve_precision(precision: Optional[str], device: torch.device, dataset: str = "demo") -> str:

@@ -2,10 +2,13 @@
 
 Rows of the same image form one image with several captions (any number). Files derived from a
 split go beside its CSV: ``<stem>.train_caps.txt`` (the captions in split order, which the noise
-protocol shuffles), ``<stem>.<r>_noise_train_caps.txt``, ``<stem>.memory_bank/<model>_<weights>_<key>/``.
+protocol shuffles), ``<stem>.<r>_noise_train_caps.txt`` (read with other options than the defaults:
+``<stem>.<caption column>-<hash>.train_caps.txt`` and so on, :func:`derived_prefix`),
+``<stem>.memory_bank/<model>_<weights>_<key>/``.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from npc import data as D
@@ -17,6 +20,40 @@ from npc.sources import register
 from npc.sources.base import DataSource, check_num_anns_uniform
 
 SPLIT_FLAGS = D.CSV_SPLIT_FLAGS
+READING_OPTIONS = ("csv_img_key", "csv_caption_key", "csv_separator", "csv_encoding")
+
+
+def construct_noise_command(data) -> str:
+    """``python construct_noise.py --train_data FILE`` with the reading options that differ from the defaults."""
+    from dataclasses import fields
+
+    from npc.csv_format import separator_name
+
+    defaults = {f.name: f.default for f in fields(type(data))}
+    cmd = f"python construct_noise.py --train_data {data.train_data}"
+    for k in READING_OPTIONS:
+        value = getattr(data, k)
+        if value != defaults[k]:
+            cmd += f" --{k} {separator_name(value) if k == 'csv_separator' else value}"
+    return cmd
+
+
+def derived_prefix(data) -> str:
+    """The start of the names of the files derived from the training CSV (``<prefix>train_caps.txt``, the noisy
+    split and its mask): ``<stem>.`` when it is read with the default options, else ``<stem>.<caption
+    column>-<8 hex digits of the reading options>.``, so that one CSV read with another caption column,
+    image column, separator or encoding has files of its own."""
+    import hashlib
+    from dataclasses import fields
+
+    stem = Path(data.train_data).stem
+    defaults = {f.name: f.default for f in fields(type(data))}
+    options = {k: getattr(data, k) for k in READING_OPTIONS}
+    if all(options[k] == defaults[k] for k in READING_OPTIONS):
+        return f"{stem}."
+    digest = hashlib.sha256(repr(sorted(options.items())).encode("utf-8")).hexdigest()[:8]
+    label = re.sub(r"[^A-Za-z0-9_-]+", "-", data.csv_caption_key).strip("-")[:24] or "caption"
+    return f"{stem}.{label}-{digest}."
 
 
 @register
@@ -55,12 +92,14 @@ class CsvFiles(DataSource):
         d, source = self.data, self.file("train")
         split = self.read_split("train", check_images)
         k = check_num_anns_uniform(split, source, d.noise_mode)
-        clean = D.csv_derived_path(source, TRAIN_CAPS)  # the captions in split order, which the noise shuffles
+        prefix = derived_prefix(d)  # the files of other reading options (another caption column) are others
+        clean = source.parent / f"{prefix}{TRAIN_CAPS}"  # the captions in split order, which the noise shuffles
         with file_lock(source.parent / f".{clean.name}.lock", f"the captions of {source}", wait=True, log=log):
             if not clean.is_file() or read_caption_lines(clean) != split.captions:
                 atomic_write_lines(clean, split.captions)
             caps_path, mask = ensure_noisy_split(source.parent, d.noise_ratio, seed=d.noise_seed, mode=d.noise_mode,
-                                                 num_anns=k or 1, log=log, prefix=f"{source.stem}.")
+                                                 num_anns=k or 1, log=log, prefix=prefix,
+                                                 rebuild_command=construct_noise_command(d))
             split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
         return split, mask
 
