@@ -108,4 +108,5 @@ class CsvFiles(DataSource):
                 "path in the CSV or put the file there")
 
     def bank_dir(self, model_key) -> Path:
-        return D.csv_derived_path(self.file("train"), "memory_bank") / model_key()
+        # <stem>.memory_bank/ with the default reading options, one folder per other caption column etc.
+        return self.file("train").parent / f"{derived_prefix(self.data)}memory_bank" / model_key()
