@@ -292,12 +292,6 @@ def _check_csv_image(image_path: Path, csv_path: Path, line: int) -> None:
         raise DataError(f"{csv_path}, line {line}: cannot read image {image_path}: {why}")
 
 
-def csv_derived_path(csv_path, name: str) -> Path:
-    """A file derived from a CSV split, beside it: ``<stem>.<name>``."""
-    csv_path = Path(csv_path)
-    return csv_path.with_name(f"{csv_path.stem}.{name}")
-
-
 _DECODED: Dict[tuple, Optional[str]] = {}
 
 
