@@ -166,8 +166,8 @@ def name_run(paths: RunPaths, default_name: str, info: DistInfo):
     return experiments, run_dir, ckpt_dir
 
 
-def no_run_to_continue(run_dir: Path, ckpt_dir: Path) -> FileNotFoundError:
-    return FileNotFoundError(f"--resume latest: {run_dir} holds no run to continue (no checkpoint in {ckpt_dir}); "
+def no_run_to_continue(run_dir: Path, ckpt_dir: Path) -> MissingFileError:
+    return MissingFileError(f"--resume latest: {run_dir} holds no run to continue (no checkpoint in {ckpt_dir}); "
                              f"check --experiments")
 
 

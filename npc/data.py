@@ -329,55 +329,53 @@ def readable_split(split: Split, skip: bool = False):
     return split.without_images([i for i, _ in bad]), [i for i, _ in bad]
 
 
+class _SameImages:
+    """Images by what makes two the same: the same file (or tar member) under any name, or the same bytes
+    (hashed only where the sizes agree, once each)."""
+
+    def __init__(self):
+        self.by_identity, self.by_size, self.hashes = {}, {}, {}
+
+    def _hash(self, ref) -> str:
+        key = str(ref)
+        if key not in self.hashes:
+            self.hashes[key] = images.image_sha256(ref)
+        return self.hashes[key]
+
+    def find(self, ref) -> Optional[int]:
+        """The index under which an image the same as ``ref`` was added, or None."""
+        ident = images.image_identity(ref)
+        if ident is None:
+            return None
+        if ident in self.by_identity:
+            return self.by_identity[ident]
+        same_size = self.by_size.get(images.image_size(ref), [])
+        return next((i for i, q in same_size if self._hash(q) == self._hash(ref)), None)
+
+    def add(self, ref, index: int) -> None:
+        ident = images.image_identity(ref)
+        if ident is not None:
+            self.by_identity.setdefault(ident, index)
+            self.by_size.setdefault(images.image_size(ref), []).append((index, ref))
+
+
 def duplicate_images(split: Split) -> List[Tuple[int, int]]:
     """``(i, j)`` for every image ``i`` of ``split`` that is an earlier image ``j`` again: the same file under
-    another name, or a file of the same bytes (hashed only where the sizes agree)."""
-    from npc.io import cached_file_sha256
-
-    first, by_size, out = {}, {}, []
+    another name, or a file of the same bytes."""
+    seen, out = _SameImages(), []
     for i, p in enumerate(split.image_paths):
-        try:
-            st = os.stat(p)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in first:
-            out.append((i, first[(st.st_dev, st.st_ino)]))
-            continue
-        first[(st.st_dev, st.st_ino)] = i
-        by_size.setdefault(st.st_size, []).append(i)
-    for same in by_size.values():
-        if len(same) > 1:
-            seen = {}
-            for i in same:
-                j = seen.setdefault(cached_file_sha256(split.image_paths[i]), i)
-                if j != i:
-                    out.append((i, j))
-    return sorted(out)
+        j = seen.find(p)
+        if j is None:
+            seen.add(p, i)
+        else:
+            out.append((i, j))
+    return out
 
 
 def shared_images(train: Split, other: Split) -> List[int]:
     """Indices of ``other``'s images that are also images of ``train``: the same file, or a file of the same
-    bytes (hashed only where the sizes agree)."""
-    def stat(p):  # a file or a member of a tar shard (npc/images.py)
-        ident = images.image_identity(p)
-        return None if ident is None else (ident, images.image_size(p))
-
-    files, by_size = set(), {}
-    for p in train.image_paths:
-        st = stat(p)
-        if st is not None:
-            files.add(st[0])
-            by_size.setdefault(st[1], []).append(p)
-    shared, hashes = [], {}
-    for i, p in enumerate(other.image_paths):
-        st = stat(p)
-        if st is None:
-            continue
-        if st[0] in files:
-            shared.append(i)
-        elif st[1] in by_size:
-            if st[1] not in hashes:
-                hashes[st[1]] = {images.image_sha256(q) for q in by_size[st[1]]}
-            if images.image_sha256(p) in hashes[st[1]]:
-                shared.append(i)
-    return shared
+    bytes."""
+    seen = _SameImages()
+    for i, p in enumerate(train.image_paths):
+        seen.add(p, i)
+    return [i for i, p in enumerate(other.image_paths) if seen.find(p) is not None]

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from npc.errors import UserError
+from npc.errors import UserError, WriteError
 
 DETECTORS = {"p_clean": "GMM p(clean) (the memory bank's)", "cosine": "cosine of the pair",
              "osa_score": "OSA's debiased score"}
@@ -507,8 +507,11 @@ def publish_folder(out: Path, build: Callable[[Path], None]) -> Path:
     """Run ``build(tmp)`` in a temporary folder beside ``out``, then rename it to ``out`` (replacing an
     earlier report): ``out`` is complete or absent, never half-written."""
     out = check_out_folder(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:  # a read-only folder, a full disk: name the report we meant to write
+        raise WriteError(e.errno, f"cannot write the report: {e.strerror}", str(out)) from None
     try:
         build(tmp)
         os.chmod(tmp, 0o777 & ~_umask())
@@ -519,8 +522,10 @@ def publish_folder(out: Path, build: Callable[[Path], None]) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, UserError):
+            raise WriteError(e.errno, f"cannot write the report: {e.strerror}", str(out)) from None
         raise
     return out
 

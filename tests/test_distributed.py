@@ -129,7 +129,8 @@ def test_bank_built_by_two_processes_equals_one(demo_root, base_dir, tmp_path, p
         mp.start_processes(_bank_worker, args=(world, _free_port(), argv), nprocs=world, join=True,
                            start_method="spawn")
         files[world] = _bank_files(root)
-    assert sorted(files[1]) == ["0.6_mbank_img_idx.npy", "0.6_mbank_info.json", "0.6_mbank_pclean.npy",
+    assert sorted(files[1]) == ["0.6_mbank_img_idx.npy", "0.6_mbank_info.json", "0.6_mbank_pclean.csv",
+                                "0.6_mbank_pclean.npy",
                                 "0.6_mbank_txt_idx.npy"]
     for name in files[1]:
         assert files[1][name] == files[2][name], name
@@ -253,7 +254,7 @@ def test_torchrun_npc_run_builds_the_bank_one_process_builds(demo_root, base_dir
     mp.start_processes(_bank_worker, args=(1, _free_port(), run_args(roots[1], base_dir, tmp_path / "logs", *flags)),
                        nprocs=1, join=True, start_method="spawn")
     a, b = _bank_files(roots[0]), _bank_files(roots[1])
-    assert len(a) == 4 and a == b
+    assert len(a) == 5 and "0.6_mbank_pclean.csv" in a and a == b
 
 
 # ----------------------------------------------------------------------------- one writer per run folder

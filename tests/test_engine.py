@@ -9,6 +9,7 @@ import get_memorybank
 import main_CLIP
 import main_NPC
 from helpers import run_args
+from npc.errors import ConfigError
 
 
 def _weights(path):
@@ -155,7 +156,7 @@ def test_keep_checkpoints_keeps_the_last_k_epoch_files(fresh_root, base_dir, tmp
 def test_existing_run_is_not_overwritten(fresh_root, base_dir, tmp_path):
     logs = tmp_path / "logs"
     main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "x"))
-    with pytest.raises(SystemExit, match="already holds a run"):
+    with pytest.raises(ConfigError, match="already holds a run"):
         main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "x"))
 
 

@@ -253,13 +253,13 @@ def test_cache_builders_wait_for_each_other(root, tmp_path):
 
 def test_bank_is_the_same_whichever_run_builds_it(demo_root, base_dir, tmp_path, monkeypatch):
     seeds = []
-    real = mb.clean_probability
+    real = mb.fit_loss_gmm
 
     def spy(losses, seed=0):
         seeds.append(seed)
         return real(losses, seed=seed)
 
-    monkeypatch.setattr(mb, "clean_probability", spy)
+    monkeypatch.setattr(mb, "fit_loss_gmm", spy)
     roots = [tmp_path / "a" / "demo", tmp_path / "b" / "demo"]
     for r in roots:
         shutil.copytree(demo_root, r)
