@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from npc import loaders, pair_weights, steps
+from npc import bank_update, loaders, pair_weights, steps
 from npc import memory_bank as mb
 from npc.checkpoint import (CHECKPOINT_FORMAT, complete_publish, publish_epoch,
                             save_checkpoint, wait_past_event_files)
@@ -85,6 +85,7 @@ def run(cfg: RunConfig) -> Dict:
             return _report(rows, r.run_dir, cfg, r.info, title=f"evaluation of {r.resume_path or cfg.model.pretrained}",
                            splits=test_splits)
         train_split, noise_mask, dev = load_train_data(r)
+        check_initial_model(r, model, dev, preprocess, tokenizer)
         trainer = build_trainer(r, model, preprocess, tokenizer, train_split, noise_mask)
         open_logs(r, trainer, stack)
         r.state.started = True  # from here on a failure keeps the run's folder (its logs, its checkpoints)
@@ -94,6 +95,20 @@ def run(cfg: RunConfig) -> Dict:
                      f"--experiments {cfg.run.experiments} --resume latest")
             return {"stopped_after": end_epoch}
         return final_evaluation(r, trainer, test_splits, preprocess, tokenizer)
+
+
+def check_initial_model(r: Run, model, dev, preprocess, tokenizer) -> None:
+    """A new run on a user's data whose method builds no memory bank (whose build checks the model itself,
+    npc/self_check.py) checks that its initial model tells the dev split's pairs apart: one line either way."""
+    cfg = r.cfg
+    if not r.info.is_main or r.resume_path is not None or cfg.data.dataset == "demo" or "bank" in cfg.method.method().needs:
+        return
+    from npc.self_check import check_model
+
+    check = check_model(model, dev, preprocess, tokenizer, device=r.device, autocast=r.autocast,
+                        batch_size=cfg.evaluation.eval_batch_size, num_workers=cfg.data.num_workers,
+                        what="the dev split's pairs")
+    (log.info if check["can_see"] else log.warning)(f"the initial model: {check['message']}")
 
 
 def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask) -> Trainer:
@@ -161,7 +176,7 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
                            keep=cfg.run.keep_checkpoints)
     r.resume_ckpt = None  # optimizer states can be large: not kept for the whole run
     if trainer.bank_in_force:  # the bank a resumed --bank_update run had rebuilt
-        use_bank(r, trainer, trainer.bank_in_force)
+        bank_update.use_bank(r, trainer, trainer.bank_in_force)
     return trainer
 
 
@@ -182,7 +197,7 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
         t.step += res.steps
         record = {"epoch": epoch + 1, "step": t.step, "train_loss": res.loss, "pairs_per_s": res.pairs_per_s}
         if t.method.bank_update and (epoch + 1) % t.method.bank_update == 0 and epoch + 1 < cfg.optim.epochs:
-            record["bank"] = update_bank(r, t, epoch + 1)
+            record["bank"] = bank_update.update_bank(r, t, epoch + 1)
         if res.skipped_images:
             record["skipped_images"] = res.skipped_images
             log.warning(f"epoch {epoch + 1}: left out the pairs of {res.skipped_images} unreadable image(s) "
@@ -397,36 +412,3 @@ def open_logs(r: Run, t: Trainer, stack: ExitStack) -> None:
             except (ValueError, KeyError, TypeError):
                 pass  # a line cut short by a kill
         atomic_write_lines(metrics, kept)
-
-
-def update_bank(r: Run, t: Trainer, epoch: int) -> Dict:
-    """``--bank_update``: the memory bank rebuilt from the current model into the run's folder
-    (``banks/epoch<k>/``), with the provenance record of any bank; returns its quality."""
-    from npc.detection import weight_auc
-
-    cfg, split = r.cfg, t.dataset.split
-    folder = f"banks/epoch{epoch}"
-    provenance = mb.bank_provenance(bank_inputs(cfg), split, weights=f"{cfg.run.experiments} after epoch {epoch}")
-    mb.build_bank(bank_inputs(cfg), t.model, split, t.noise_mask, t.dataset.preprocess, t.dataset.tokenizer, r.device,
-                  r.autocast, r.progress, provenance, info=r.info, bank_dir=r.run_dir / folder,
-                  model_name=f"the model after epoch {epoch}")  # every rank encodes its share, rank 0 writes
-    barrier(r.info)
-    p_clean = use_bank(r, t, folder)
-    built = mb.read_json(mb.bank_paths(r.run_dir / folder, cfg.data.noise_ratio, cfg.data.noise_mode)[2]) or {}
-    quality = {k: built[k] for k in ("clean_fraction", "precision", "recall") if k in built}
-    if t.noise_mask is not None and 0 < t.noise_mask.sum() < len(t.noise_mask):
-        quality["p_clean_auc"] = weight_auc(p_clean, t.noise_mask)
-    return quality
-
-
-def use_bank(r: Run, t: Trainer, folder: str) -> np.ndarray:
-    """Train on the bank in the run's ``folder`` from now on; returns its p(clean)."""
-    cfg, split = r.cfg, t.dataset.split
-    bank_dir = r.run_dir / folder
-    if t.method.uses_bank:
-        t.dataset.bank = mb.load_bank(bank_dir, cfg.data.noise_ratio, split, cfg.data.noise_mode)
-    p_clean = mb.load_pclean(bank_dir, cfg.data.noise_ratio, len(split), cfg.data.noise_mode)
-    if t.estimator is not None:
-        t.estimator.bank_changed(p_clean)
-    t.bank_in_force = folder
-    return p_clean

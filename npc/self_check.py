@@ -117,3 +117,16 @@ def separability(img_feats: torch.Tensor, txt_feats: torch.Tensor, caption_image
                           f"weights that know your kind of images: real CLIP weights (--pretrained openai, "
                           f"docs/own_data.md); the demo's base knows only the demo's drawn scenes")
     return out
+
+
+def check_model(model, split, preprocess, tokenizer, *, device, autocast=None, batch_size: int = 256,
+                num_workers: int = 0, what: str = "your pairs") -> Dict:
+    """:func:`separability` of ``model`` on ``split``, its features encoded here (a run whose method builds no
+    memory bank checks its initial model on the dev split this way). The global random state is left as it
+    was: the encoding's data loader draws its seed from it, and the run's draws must not depend on the check."""
+    from npc.evaluation import encode_split
+
+    with torch.random.fork_rng(devices=[]):
+        img, txt = encode_split(model, split, preprocess, tokenizer, batch_size=batch_size, device=device,
+                                autocast=autocast, num_workers=num_workers, progress=False, desc="self-check")
+    return separability(img, txt, split.caption_image, what=what)

@@ -8,6 +8,9 @@ must stay cheap: npc is imported inside the functions that need it.
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -202,3 +205,49 @@ def clip_step(model, opt, batch, *, info=None, autocast=None, grad_clip=10.0, we
 
     return train_step(model, opt, batch, None if weights is None else FixedWeights(), "clip", info=info,
                       autocast=autocast, grad_clip=grad_clip)
+
+
+# ----------------------------------------------------------------------------- several processes
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bank_worker(rank, world, port, argv):
+    torch.set_num_threads(1)  # the same arithmetic in every process (float sums depend on the thread count)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")
+    import get_memorybank
+
+    get_memorybank.main(argv)
+
+
+# One rank of a 2-process torchrun job (gloo, CPU) SIGKILLs itself after a number of its optimizer steps.
+TORCHRUN_KILL = r"""
+import os, sys
+import torch
+torch.set_num_threads(1)
+from helpers import before_step, kill_self
+
+at, victim = int(sys.argv[1]), int(sys.argv[2])
+if at and int(os.environ["RANK"]) == victim:
+    before_step(at + 1, kill_self)
+import main_CLIP
+from npc.cli import cli
+sys.exit(cli(main_CLIP.main, sys.argv[3:]))
+"""
+
+
+def torchrun_command(script, *args):
+    """A 2-process torchrun of ``script ARGS`` on CPU: (command, environment, working folder)."""
+    env = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "--monitor_interval", "0.1", str(script), *map(str, args)]
+    return cmd, env, REPO
+
+
+def torchrun(script, at, victim, argv):
+    cmd, env, repo = torchrun_command(script, at, victim, *argv)
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)

@@ -4,7 +4,6 @@ import copy
 import os
 import re
 import shutil
-import socket
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ import torch.multiprocessing as mp
 
 from npc.distributed import DistInfo
 from npc.model import create_model
-from helpers import clip_step, method_step
+from helpers import TORCHRUN_KILL, bank_worker, clip_step, free_port, method_step, torchrun, torchrun_command
 
 B = 8
 
@@ -74,19 +73,13 @@ def _worker(rank, world, port, kind, result_dir, first=None):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("first", [None, 3], ids=["equal_shares", "uneven_shares"])
 @pytest.mark.parametrize("kind", ["clip", "paper", "release", "first_order"])
 def test_two_processes_equal_one(kind, first, tmp_path):
     """Equal shares (4 + 4 pairs) and uneven ones (3 + 5, ``DistInfo.uneven``: what --skip_unreadable_images
     leaves): the losses, weights and updated parameters of one process on all 8 pairs."""
     ref_params, ref_loss, ref_w = _step(kind, DistInfo(), _local_batch(0, 1))
-    mp.start_processes(_worker, args=(2, _free_port(), kind, str(tmp_path), first), nprocs=2, join=True,
+    mp.start_processes(_worker, args=(2, free_port(), kind, str(tmp_path), first), nprocs=2, join=True,
                        start_method="spawn")
     parts = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(2)]
     assert torch.allclose(torch.cat([p["loss"] for p in parts]), ref_loss, atol=1e-5)
@@ -98,15 +91,6 @@ def test_two_processes_equal_one(kind, first, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the memory bank, built by every rank
-
-def _bank_worker(rank, world, port, argv):
-    torch.set_num_threads(1)  # the same arithmetic in every process (float sums depend on the thread count)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank), HF_HUB_OFFLINE="1")
-    import get_memorybank
-
-    get_memorybank.main(argv)
-
 
 def _bank_files(root):
     from npc.data import memory_bank_dir
@@ -126,7 +110,7 @@ def test_bank_built_by_two_processes_equals_one(demo_root, base_dir, tmp_path, p
         shutil.copytree(demo_root, root)
         argv = run_args(root, base_dir, tmp_path / "logs", "--noise_ratio", "0.6", "--eval_batch_size", "16",
                         "--pretrained", pretrained)
-        mp.start_processes(_bank_worker, args=(world, _free_port(), argv), nprocs=world, join=True,
+        mp.start_processes(bank_worker, args=(world, free_port(), argv), nprocs=world, join=True,
                            start_method="spawn")
         files[world] = _bank_files(root)
     assert sorted(files[1]) == ["0.6_mbank_img_idx.npy", "0.6_mbank_info.json", "0.6_mbank_pclean.csv",
@@ -162,42 +146,6 @@ def test_random_init_is_seeded_and_leaves_the_global_stream():
 
 # ----------------------------------------------------------------------------- a torchrun job that loses a rank
 
-# One rank of a 2-process torchrun job (gloo, CPU) SIGKILLs itself after a number of its optimizer steps.
-TORCHRUN_KILL = r"""
-import os, sys
-import torch
-torch.set_num_threads(1)
-from helpers import before_step, kill_self
-
-at, victim = int(sys.argv[1]), int(sys.argv[2])
-if at and int(os.environ["RANK"]) == victim:
-    before_step(at + 1, kill_self)
-import main_CLIP
-from npc.cli import cli
-sys.exit(cli(main_CLIP.main, sys.argv[3:]))
-"""
-
-
-def _torchrun_command(script, *args):
-    """A 2-process torchrun of ``script ARGS`` on CPU: (command, environment, working folder)."""
-    from pathlib import Path
-    import sys
-
-    from helpers import CHILD_PYTHONPATH
-
-    env = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "--monitor_interval", "0.1", str(script), *map(str, args)]
-    return cmd, env, Path(__file__).resolve().parents[1]
-
-
-def _torchrun(script, at, victim, argv):
-    import subprocess
-
-    cmd, env, repo = _torchrun_command(script, at, victim, *argv)
-    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_torchrun_rank_killed_mid_epoch_then_resume_equals_uninterrupted(demo_root, base_dir, tmp_path):
     import json
 
@@ -209,10 +157,10 @@ def test_torchrun_rank_killed_mid_epoch_then_resume_equals_uninterrupted(demo_ro
     shutil.copytree(demo_root, root)  # the runs add a noisy split to it
     logs = tmp_path / "logs"
     common = ("--epochs", "2", "--noise_ratio", "0.2", "--batch_size", "32", "--eval_splits", "dev")
-    full = _torchrun(script, 0, 0, run_args(root, base_dir, logs, *common, "--experiments", "full"))
+    full = torchrun(script, 0, 0, run_args(root, base_dir, logs, *common, "--experiments", "full"))
     assert full.returncode == 0, full.stderr[-3000:]
 
-    killed = _torchrun(script, 20, 1, run_args(root, base_dir, logs, *common, "--experiments", "k"))
+    killed = torchrun(script, 20, 1, run_args(root, base_dir, logs, *common, "--experiments", "k"))
     out = killed.stdout + killed.stderr
     assert killed.returncode != 0
     # the job ends, naming the rank that died and how; the run's last checkpoint is epoch 1's
@@ -224,7 +172,7 @@ def test_torchrun_rank_killed_mid_epoch_then_resume_equals_uninterrupted(demo_ro
     ckpts = logs / "k" / "checkpoints"
     assert torch.load(ckpts / "latest.pt", map_location="cpu", weights_only=True)["epoch"] == 1
 
-    resumed = _torchrun(script, 0, 0, run_args(root, base_dir, logs, *common, "--experiments", "k",
+    resumed = torchrun(script, 0, 0, run_args(root, base_dir, logs, *common, "--experiments", "k",
                                                "--resume", "latest"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = torch.load(logs / "full/checkpoints/latest.pt", map_location="cpu", weights_only=True)
@@ -247,11 +195,11 @@ def test_torchrun_npc_run_builds_the_bank_one_process_builds(demo_root, base_dir
     script = tmp_path / "run.py"
     script.write_text(TORCHRUN_KILL.replace("main_CLIP", "main_NPC"))
     flags = ("--noise_ratio", "0.6", "--batch_size", "32")
-    job = _torchrun(script, 0, 0, run_args(roots[0], base_dir, tmp_path / "logs", *flags, "--epochs", "1",
+    job = torchrun(script, 0, 0, run_args(roots[0], base_dir, tmp_path / "logs", *flags, "--epochs", "1",
                                            "--eval_splits", "dev", "--experiments", "n2"))
     assert job.returncode == 0, job.stderr[-3000:]
     assert "(2 processes)" in job.stdout
-    mp.start_processes(_bank_worker, args=(1, _free_port(), run_args(roots[1], base_dir, tmp_path / "logs", *flags)),
+    mp.start_processes(bank_worker, args=(1, free_port(), run_args(roots[1], base_dir, tmp_path / "logs", *flags)),
                        nprocs=1, join=True, start_method="spawn")
     a, b = _bank_files(roots[0]), _bank_files(roots[1])
     assert len(a) == 5 and "0.6_mbank_pclean.csv" in a and a == b
@@ -309,7 +257,7 @@ def test_torchrun_run_folder_lock_holds_across_ranks(demo_root, base_dir, tmp_pa
     flags = ("--epochs", "1", "--batch_size", "32", "--eval_splits", "dev")
     script, flag = tmp_path / "pause.py", tmp_path / "flag"
     script.write_text(TORCHRUN_PAUSE)
-    cmd, env, repo = _torchrun_command(script, flag, *run_args(demo_root, base_dir, logs, *flags, "--experiments", "live"))
+    cmd, env, repo = torchrun_command(script, flag, *run_args(demo_root, base_dir, logs, *flags, "--experiments", "live"))
     job = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(flag.with_suffix(".paused"), job)
@@ -330,7 +278,7 @@ def test_torchrun_run_folder_lock_holds_across_ranks(demo_root, base_dir, tmp_pa
     kill_script = tmp_path / "kill.py"
     kill_script.write_text(TORCHRUN_KILL)
     with file_lock(held / ".lock", "the test's run", wait=False):
-        refused = _torchrun(kill_script, 0, 0, run_args(demo_root, base_dir, logs, *flags, "--experiments", "held"))
+        refused = torchrun(kill_script, 0, 0, run_args(demo_root, base_dir, logs, *flags, "--experiments", "held"))
     assert refused.returncode != 0
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert errors and all(f"the run folder {held} is in use by pid {os.getpid()} " in line for line in errors), \
@@ -366,7 +314,7 @@ def test_torchrun_skip_unreadable_images_keeps_ranks_in_step(demo_root, base_dir
     logs = tmp_path / "logs"
     script = tmp_path / "run.py"
     script.write_text(TORCHRUN_KILL)
-    job = _torchrun(script, 0, 0, run_args(root, base_dir, logs, *flags, "--experiments", "two"))
+    job = torchrun(script, 0, 0, run_args(root, base_dir, logs, *flags, "--experiments", "two"))
     assert job.returncode == 0, job.stderr[-3000:]
     torch.set_num_threads(1)
     try:
@@ -388,7 +336,7 @@ def test_torchrun_resume_of_a_run_that_does_not_exist_leaves_no_folder(demo_root
 
     script, logs = tmp_path / "run.py", tmp_path / "logs"
     script.write_text(TORCHRUN_KILL)
-    job = _torchrun(script, 0, 0, run_args(demo_root, base_dir, logs, "--epochs", "1", "--experiments", "typo",
+    job = torchrun(script, 0, 0, run_args(demo_root, base_dir, logs, "--epochs", "1", "--experiments", "typo",
                                            "--resume", "latest"))
     assert job.returncode != 0
     errors = [line for line in job.stderr.splitlines() if line.startswith("error:")]

@@ -6,11 +6,10 @@ import pytest
 
 import find_noisy_pairs
 import main_CLIP
-from helpers import make_images_and_csvs
+from helpers import csv_flags, make_images_and_csvs
 from npc import data
 from npc.memory_bank import pclean_path
 from npc.pair_weights import load_pair_weights
-from test_own_data import csv_flags
 
 
 def read_csv(path):

@@ -8,9 +8,8 @@ import torch
 
 import find_noisy_pairs
 import main_CLIP
-from helpers import MODEL, make_images_and_csvs
+from helpers import MODEL, csv_flags, make_images_and_csvs
 from npc.self_check import min_own_auc, separability
-from test_own_data import csv_flags
 
 RANDOM_WORDS = ["stone", "river", "glass", "orange", "quiet", "seven", "paper", "window", "lamp", "cloud", "green",
                 "metal", "small", "old", "dog", "tree", "bread", "north", "soft", "bridge"]
@@ -115,3 +114,25 @@ def test_a_run_whose_model_cannot_see_warns_at_the_banks_build_and_records_the_n
     main_CLIP.main(csv_flags(files, logs, "--experiments", "again", "--method", "gmm_filter", "--noise_ratio", "0.3"))
     again = (logs / "again" / "log.txt").read_text()
     assert "memory bank: reusing" in again and "scores near chance" in again
+
+
+def test_a_run_that_builds_no_bank_checks_its_initial_model_on_the_dev_split(tmp_path):
+    files = make_images_and_csvs(tmp_path / "mydata")
+    logs = tmp_path / "logs"
+    main_CLIP.main(csv_flags(files, logs, "--experiments", "plain", "--method", "clip"))  # random weights: blind
+    log = (logs / "plain" / "log.txt").read_text()
+    assert "the initial model: warning: scores near chance: this model barely tells the dev split's pairs apart" in log
+    assert "memory bank" not in log
+    # the check draws nothing from the run's random state: the same run with the check's encoding skipped
+    # trains to the same weights (the dev split holds 6 images: it cannot change what training draws)
+    first = (logs / "plain" / "metrics.jsonl").read_text().splitlines()[0]
+    import npc.engine as engine
+
+    real, engine.check_initial_model = engine.check_initial_model, lambda *a, **k: None
+    try:
+        main_CLIP.main(csv_flags(files, logs, "--experiments", "unchecked", "--method", "clip"))
+    finally:
+        engine.check_initial_model = real
+    again = (logs / "unchecked" / "metrics.jsonl").read_text().splitlines()[0]
+    drop = lambda line: {k: v for k, v in json.loads(line).items() if k != "pairs_per_s"}  # noqa: E731
+    assert drop(first) == drop(again)

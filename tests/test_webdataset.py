@@ -202,17 +202,17 @@ def test_torchrun_npc_run_on_shards_builds_the_bank_one_process_builds(demo_root
     both ranks; get_memorybank.py in one process writes the same bytes."""
     import torch.multiprocessing as mp
 
-    from test_distributed import TORCHRUN_KILL, _bank_worker, _free_port, _torchrun
+    from helpers import TORCHRUN_KILL, bank_worker, free_port, torchrun
 
     specs = [demo_as_shards(demo_root, tmp_path / w / "shards", csv=False) for w in ("one", "two")]
     script = tmp_path / "run.py"
     script.write_text(TORCHRUN_KILL.replace("main_CLIP", "main_NPC"))
     flags = ("--noise_ratio", "0.6", "--batch_size", "32")
-    job = _torchrun(script, 0, 0, run_flags(specs[1], base_dir, tmp_path / "logs", *flags, "--epochs", "1",
+    job = torchrun(script, 0, 0, run_flags(specs[1], base_dir, tmp_path / "logs", *flags, "--epochs", "1",
                                             "--eval_splits", "dev", "--experiments", "n2"))
     assert job.returncode == 0, job.stderr[-3000:]
     assert "(2 processes)" in job.stdout
-    mp.start_processes(_bank_worker, args=(1, _free_port(), run_flags(specs[0], base_dir, tmp_path / "logs", *flags)),
+    mp.start_processes(bank_worker, args=(1, free_port(), run_flags(specs[0], base_dir, tmp_path / "logs", *flags)),
                        nprocs=1, join=True, start_method="spawn")
     files = []
     for w in ("one", "two"):

@@ -7,7 +7,7 @@ from typing import Callable, ClassVar, Dict, Optional, Tuple
 import numpy as np
 
 from npc.csv_format import DataError
-from npc.data import Split, readable_split
+from npc.data import CSV_SPLIT_FLAGS, Split, readable_split
 
 
 class DataSource:
@@ -90,6 +90,32 @@ class DataSource:
     def fingerprint_flags(self, splits) -> Dict[str, str]:
         """The flag that names each split, for a resume refused because a split changed."""
         return {s: self.where(s) for s in splits}
+
+
+class SplitFiles(DataSource):
+    """A format whose splits are files the user names with --train_data, --dev_data and --test_data (no
+    --dataset_root): files a user made, so dev and test may hold training images. Subclasses set ``label``
+    (what the files are) and ``file_hint`` (how a split's flag names them)."""
+
+    may_share_images = True
+    reads_split_files = True
+    label: ClassVar[str]
+    file_hint: ClassVar[str]
+
+    def describe(self) -> str:
+        files = ", ".join(f"{self.where(s)} {f}" for s, f in self.data.split_files().items() if f)
+        return f"{self.label} ({files})"
+
+    def where(self, split: str) -> str:
+        return CSV_SPLIT_FLAGS.get(split, f"--{split}_data")
+
+    def split_spec(self, split: str) -> str:
+        """What the split's flag names; a split without it is an error naming the flag."""
+        f = self.data.split_files().get(split)
+        if not f:
+            raise DataError(f"--dataset {self.data.dataset}: the {split} split needs {self.where(split)} "
+                            f"{self.file_hint}")
+        return str(f)
 
 
 def check_num_anns_uniform(split: Split, source: Path, noise_mode: str) -> Optional[int]:

@@ -12,14 +12,12 @@ import re
 from pathlib import Path
 
 from npc import data as D
-from npc.csv_format import DataError
 from npc.io import atomic_write_lines
 from npc.locks import file_lock
 from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
 from npc.sources import register
-from npc.sources.base import DataSource, check_num_anns_uniform
+from npc.sources.base import SplitFiles, check_num_anns_uniform
 
-SPLIT_FLAGS = D.CSV_SPLIT_FLAGS
 READING_OPTIONS = ("csv_img_key", "csv_caption_key", "csv_separator", "csv_encoding")
 
 
@@ -57,28 +55,18 @@ def derived_prefix(data) -> str:
 
 
 @register
-class CsvFiles(DataSource):
+class CsvFiles(SplitFiles):
     format = "csv"
     datasets = ("csv",)
     key_name = "csv_line"  # the pair's line in its CSV file
-    may_share_images = True
-    reads_split_files = True
+    label = "CSV files"
+    file_hint = "FILE.csv"
 
     def expected_files(self) -> str:
         return "CSV files (--train_data, --dev_data, --test_data)"
 
-    def describe(self) -> str:
-        files = ", ".join(f"{SPLIT_FLAGS[s]} {f}" for s, f in self.data.split_files().items() if f)
-        return f"CSV files ({files})"
-
-    def where(self, split: str) -> str:
-        return SPLIT_FLAGS.get(split, f"--{split}_data")
-
     def file(self, split: str) -> Path:
-        f = self.data.split_files().get(split)
-        if not f:
-            raise DataError(f"--dataset csv: the {split} split needs {self.where(split)} FILE.csv")
-        return Path(f)
+        return Path(self.split_spec(split))
 
     def options(self):
         d = self.data

@@ -38,11 +38,10 @@ from npc.io import atomic_write_lines, atomic_write_text
 from npc.locks import file_lock
 from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
 from npc.sources import register
-from npc.sources.base import DataSource, check_num_anns_uniform
+from npc.sources.base import SplitFiles, check_num_anns_uniform
 
 log = logging.getLogger("npc")
 
-SPLIT_FLAGS = D.CSV_SPLIT_FLAGS
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 CAPTION_EXT = "txt"
 INDEX_SUFFIX = ".npcidx.json"
@@ -239,30 +238,19 @@ def derived_path(spec: str, name: str) -> Path:
 # ----------------------------------------------------------------------------- the source
 
 @register
-class WebdatasetShards(DataSource):
+class WebdatasetShards(SplitFiles):
     format = "webdataset"
     datasets = ("webdataset",)
     key_name = "shard key"  # <shard file name>:<sample key>
-    may_share_images = True
-    reads_split_files = True
+    label = "webdataset shards"
+    file_hint = "'DIR/{00000..00009}.tar' (or a .tar, or a text file listing shards)"
 
     def expected_files(self) -> str:
         return ("webdataset tar shards (--train_data, --dev_data, --test_data: a .tar, a brace pattern such as "
                 "DIR/{00000..00009}.tar, or a text file listing shards)")
 
-    def describe(self) -> str:
-        files = ", ".join(f"{SPLIT_FLAGS[s]} {f}" for s, f in self.data.split_files().items() if f)
-        return f"webdataset shards ({files})"
-
-    def where(self, split: str) -> str:
-        return SPLIT_FLAGS.get(split, f"--{split}_data")
-
     def spec(self, split: str) -> str:
-        f = self.data.split_files().get(split)
-        if not f:
-            raise DataError(f"--dataset webdataset: the {split} split needs {self.where(split)} "
-                            f"'DIR/{{00000..00009}}.tar' (or a .tar, or a text file listing shards)")
-        return str(f)
+        return self.split_spec(split)
 
     def read_split(self, split: str, check_images: bool) -> D.Split:
         # Every image is a member the shard's index found: there is no file to check. Decoding problems are
