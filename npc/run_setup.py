@@ -118,8 +118,10 @@ def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
         cfg, eval_path, eval_ckpt = open_eval_checkpoint(cfg, notes.append, info)
     cfg = resolve_data_format(cfg, notes.append)
     resumed = bool(cfg.run.resume) and not cfg.run.eval
+    steps = None  # the run's optimizer steps in all, as the checks count them
     if not resumed:  # a resumed run is checked once its flags are restored
-        notes += run_checks(cfg, info)
+        found, steps = run_checks(cfg, info)
+        notes += found
     existed = bool(cfg.run.experiments) and (Path(cfg.run.logs) / cfg.run.experiments).exists()
     default_name = (f"eval_{cfg.data.dataset}" if cfg.run.eval else
                     f"{cfg.method.name}_{cfg.data.dataset}_noise{cfg.data.noise_ratio}")
@@ -146,13 +148,12 @@ def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
         if "optimizer" in resume_ckpt and done == cfg.optim.epochs:
             notes.append(f"{resume_path}: the run already has its {done} epochs; nothing to train (pass a larger "
                          f"--epochs to continue it): evaluating its best checkpoint")
-    if resumed:
-        notes += run_checks(cfg, info)
-    short = None if resumed or cfg.run.eval else short_run_warmup(cfg.data, cfg.optim, cfg.explicit)
-    if short is not None:  # a resumed run keeps the warmup its checkpoint recorded
-        notes.append(f"--warmup {short[0]}: this run has {short[1]} steps in all, fewer than the default warmup "
-                     f"{cfg.optim.warmup}, so it warms up over 10% of them (pass --warmup to choose)")
-        cfg = cfg.replace_flags(warmup=short[0])
+    if resumed:  # (a resumed run keeps the warmup its checkpoint recorded)
+        notes += run_checks(cfg, info)[0]
+    elif steps is not None and steps < cfg.optim.warmup and "warmup" not in cfg.explicit:
+        notes.append(f"--warmup {relative_warmup(steps)}: this run has {steps} steps in all, fewer than the default "
+                     f"warmup {cfg.optim.warmup}, so it warms up over 10% of them (pass --warmup to choose)")
+        cfg = cfg.replace_flags(warmup=relative_warmup(steps))
     if not cfg.run.resume and not cfg.run.eval and (run_dir / "params.txt").exists():
         reclaim_run_folder(run_dir, ckpt_dir, info)
         notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
@@ -181,10 +182,16 @@ def refuse_unnamed_model(path: Optional[Path], ckpt, cfg: RunConfig) -> None:
                       f"(the architecture they were trained as, e.g. --vision_model ViT-B/32 or npc-tiny)")
 
 
-def run_checks(cfg: RunConfig, info: DistInfo) -> List[str]:
-    """:func:`preflight` and :func:`data_checks` of a configuration."""
-    return (preflight(cfg.data, cfg.optim, cfg.run.eval, cfg.explicit, info)
-            + data_checks(cfg.data, cfg.model, cfg.run.eval))
+def run_checks(cfg: RunConfig, info: DistInfo) -> Tuple[List[str], Optional[int]]:
+    """:func:`preflight` and :func:`data_checks` of a configuration: their warnings, and the run's optimizer steps
+    in all (None when evaluating or before the demo is generated)."""
+    notes, steps = preflight(cfg.data, cfg.optim, cfg.run.eval, cfg.explicit, info)
+    return notes + data_checks(cfg.data, cfg.model, cfg.run.eval), steps
+
+
+def demo_to_generate(data: DataConfig) -> bool:
+    """The demo, not generated yet: it is, on first use, at its default size (nothing of it to check)."""
+    return data.dataset == "demo" and not (Path(data.dataset_root) / "demo_info.json").is_file()
 
 
 def lock_run_folder(run_dir: Path, info: DistInfo, stack: ExitStack) -> None:
@@ -207,22 +214,25 @@ def resolve_data_format(cfg: RunConfig, note: Callable[[str], None]) -> RunConfi
     """The configuration with ``--data_format auto`` replaced by the format found on disk (one line in the log;
     recorded with the run). The demo, generated on first use, is in the release's layout."""
     source = source_for(cfg.data)
-    if cfg.data.dataset != "demo" or (Path(cfg.data.dataset_root) / "demo_info.json").is_file():
+    if not demo_to_generate(cfg.data):
         note(f"data: {cfg.data.dataset} read from {source.describe()}")
     return cfg if cfg.data.data_format == source.format else cfg.replace_flags(data_format=source.format)
 
 
-def preflight(data: DataConfig, optim: OptimConfig, evaluating: bool, explicit: frozenset, info: DistInfo) -> List[str]:
+def preflight(data: DataConfig, optim: OptimConfig, evaluating: bool, explicit: frozenset,
+              info: DistInfo) -> Tuple[List[str], Optional[int]]:
     """The checks that can fail on the flags and the data's sizes, before anything (a folder, a noisy split,
     a bank, the demo's base) is written: the splits are there, the batch fits the training pairs. Returns
-    warnings (a warmup longer than the run; the real-data defaults on a small dataset)."""
-    if data.dataset == "demo" and not (Path(data.dataset_root) / "demo_info.json").is_file():
-        return []  # generated on first use, at its default size
+    warnings (a warmup longer than the run; the real-data defaults on a small dataset) and the run's optimizer
+    steps in all, as the sampler counts them: the training pairs // --batch_size (the last, incomplete batch
+    dropped) x --epochs (None when evaluating or before the demo is generated)."""
+    if demo_to_generate(data):
+        return [], None
     source = source_for(data)
     for s in data.eval_split_names:
         source.load_split(s, check_images=False)
     if evaluating:
-        return []
+        return [], None
     source.load_split("dev", check_images=False)
     n = len(source.load_split("train", check_images=False))
     world = info.world_size
@@ -233,16 +243,16 @@ def preflight(data: DataConfig, optim: OptimConfig, evaluating: bool, explicit: 
                          f"--batch_size of at most {n}")
     steps = n // optim.batch_size * optim.epochs
     if optim.warmup <= steps:
-        return []
+        return [], steps
     if data.dataset != "demo" and not {"lr", "warmup"} & explicit:
         return [f"warning: the real-data defaults (--lr {optim.lr:g}, --warmup {optim.warmup}) are the release's for "
                 f"MSCOCO-size data, and this run has {steps} steps in all ({n} pairs / --batch_size "
                 f"{optim.batch_size} x {optim.epochs} epochs): the warmup becomes {relative_warmup(steps)} steps (10% "
-                f"of the run); pass a larger --lr (docs/own_data.md)"]
+                f"of the run); pass a larger --lr (docs/own_data.md)"], steps
     if "warmup" not in explicit:
-        return []  # the default warmup becomes relative (short_run_warmup), said in the log
+        return [], steps  # the default warmup becomes relative (setup_run), said in the log
     return [f"warning: --warmup {optim.warmup} is longer than the whole run ({steps} steps: {n} pairs / --batch_size "
-            f"{optim.batch_size} x {optim.epochs} epochs): the learning rate never reaches --lr {optim.lr:g}"]
+            f"{optim.batch_size} x {optim.epochs} epochs): the learning rate never reaches --lr {optim.lr:g}"], steps
 
 
 #: A run shorter than its default warmup warms up over this share of its steps instead.
@@ -253,24 +263,13 @@ def relative_warmup(steps: int) -> int:
     return max(1, int(SHORT_RUN_WARMUP * steps))
 
 
-def short_run_warmup(data: DataConfig, optim: OptimConfig, explicit: frozenset) -> Optional[Tuple[int, int]]:
-    """A run whose steps in all are fewer than the default warmup (``--warmup`` not given): (the warmup it gets
-    instead, 10% of its steps and at least 1; its steps), else None. Steps as the sampler counts them: the
-    training pairs // --batch_size (the last, incomplete batch dropped) x --epochs."""
-    if "warmup" in explicit or (data.dataset == "demo" and not (Path(data.dataset_root) / "demo_info.json").is_file()):
-        return None
-    n = len(source_for(data).load_split("train", check_images=False))
-    steps = n // optim.batch_size * optim.epochs
-    return (relative_warmup(steps), steps) if steps < optim.warmup else None
-
-
 def data_checks(data: DataConfig, model: ModelConfig, evaluating: bool) -> List[str]:
     """The checks of the data's content before anything is written: the demo's base is asked for with one of
     the demo's models; every image of the evaluation splits (dev, test) decodes (or, with
     --skip_unreadable_images, how many are left out); how many images of dev and test are training images too
     (for sources whose splits a user made). Returns warnings, one line each."""
-    if data.dataset == "demo" and not (Path(data.dataset_root) / "demo_info.json").is_file():
-        return []  # generated on first use
+    if demo_to_generate(data):
+        return []
     if model.pretrained == "demo-base" and data.dataset != "demo" and open_clip_name(model.vision_model) not in DEMO_MODELS:
         raise ConfigError(f"--pretrained demo-base is the base of the demo's models ({', '.join(DEMO_MODELS)}); this "
                           f"run has --vision_model {model.vision_model}: pass --vision_model npc-tiny (the demo's), or "
