@@ -122,10 +122,18 @@ def fit_loss_gmm(losses: np.ndarray, seed: int = 0):
     return x, gmm, int(np.argmin(gmm.means_.ravel()))
 
 
+def clean_probability_and_fit(losses: np.ndarray, seed: int = 0) -> Tuple[np.ndarray, Dict]:
+    """Posterior of the low-loss component of a 2-component GMM (the release's GMM settings), and the fit:
+    ``means``, ``variances``, ``weights`` (on the min-max scaled losses), ``clean_component``, ``converged``."""
+    x, gmm, clean = fit_loss_gmm(losses, seed)
+    fit = {"means": gmm.means_.ravel().tolist(), "variances": gmm.covariances_.ravel().tolist(),
+           "weights": gmm.weights_.ravel().tolist(), "clean_component": clean, "converged": bool(gmm.converged_)}
+    return gmm.predict_proba(x[:, None])[:, clean], fit
+
+
 def clean_probability(losses: np.ndarray, seed: int = 0) -> np.ndarray:
     """Posterior of the low-loss component of a 2-component GMM (the release's GMM settings)."""
-    x, gmm, clean_component = fit_loss_gmm(losses, seed)
-    return gmm.predict_proba(x[:, None])[:, clean_component]
+    return clean_probability_and_fit(losses, seed)[0]
 
 
 # ----------------------------------------------------------------------------- step 3
@@ -369,12 +377,10 @@ def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split: S
     from npc.self_check import separability
 
     losses = per_sample_losses(img_feats, txt_feats, split.caption_image, scale, batch_size)
-    x, gmm, clean = fit_loss_gmm(losses, seed=seed)
-    p_clean = gmm.predict_proba(x[:, None])[:, clean]  # clean_probability, kept with its fit
+    p_clean, fit = clean_probability_and_fit(losses, seed=seed)
     bank = build_bank_index(img_feats, txt_feats, split.caption_image, p_clean, clean_threshold)
     info = bank_quality(p_clean, clean_threshold, noise_mask)
-    info["self_check"] = separability(img_feats, txt_feats, split.caption_image, p_clean,
-                                      {"means": gmm.means_.ravel().tolist(), "variances": gmm.covariances_.ravel().tolist()},
+    info["self_check"] = separability(img_feats, txt_feats, split.caption_image, p_clean, fit,
                                       what="the training pairs")
     info.update(clean_threshold=clean_threshold, bank_batch_size=batch_size,
                 self_image_fraction=float(np.mean(split.caption_image[bank.image_bank] == np.arange(split.num_images))),

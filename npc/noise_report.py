@@ -4,7 +4,7 @@ Every training pair is scored by the detectors of this project that need no trai
 encoding of the split with the model under study:
 
 * ``p_clean``: the memory bank's GMM p(clean), computed by the bank's own functions
-  (:func:`npc.memory_bank.per_sample_losses`, :func:`npc.memory_bank.fit_loss_gmm`) with the bank's
+  (:func:`npc.memory_bank.per_sample_losses`, :func:`npc.memory_bank.clean_probability_and_fit`) with the bank's
   settings (``--bank_batch_size``, ``--bank_seed``): the numbers of ``<r>_mbank_pclean.npy`` built
   with the same model and flags.
 * ``cosine``: the cosine of the pair's image and caption features (DataComp's CLIP score).
@@ -72,12 +72,9 @@ def score_pairs(img: torch.Tensor, txt: torch.Tensor, caption_image: np.ndarray,
     from npc import memory_bank as mb
 
     losses = mb.per_sample_losses(img, txt, caption_image, scale, bank_batch_size)
-    x, gmm, clean = mb.fit_loss_gmm(losses, seed=bank_seed)
-    p_clean = gmm.predict_proba(x[:, None])[:, clean]  # npc.memory_bank.clean_probability, kept with its fit
+    p_clean, fit = mb.clean_probability_and_fit(losses, seed=bank_seed)
     cosine = pair_cosines(img, txt, caption_image)
-    fit = {"means": gmm.means_.ravel().tolist(), "variances": gmm.covariances_.ravel().tolist(),
-           "weights": gmm.weights_.ravel().tolist(), "clean_component": clean, "converged": bool(gmm.converged_),
-           "loss_min": float(losses.min()), "loss_max": float(losses.max())}
+    fit.update(loss_min=float(losses.min()), loss_max=float(losses.max()))
     return PairScores(cosine=cosine, p_clean=p_clean, osa_score=scale * cosine - osa_shift, losses=losses, gmm=fit,
                       osa_shift=float(osa_shift), logit_scale=float(scale))
 
