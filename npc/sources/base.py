@@ -8,6 +8,9 @@ import numpy as np
 
 from npc.csv_format import DataError
 from npc.data import CSV_SPLIT_FLAGS, Split, readable_split
+from npc.io import atomic_write_lines
+from npc.locks import file_lock
+from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
 
 
 class DataSource:
@@ -116,6 +119,24 @@ class SplitFiles(DataSource):
             raise DataError(f"--dataset {self.data.dataset}: the {split} split needs {self.where(split)} "
                             f"{self.file_hint}")
         return str(f)
+
+
+def noisy_beside(data, split: Split, clean: Path, what, log: Callable[[str], None],
+                 rebuild_command: Optional[str] = None) -> Tuple[Split, np.ndarray]:
+    """The noise of a format whose captions are no caption file of its own (CSV, Karpathy's JSON, shards): the
+    training ``split``'s captions, in split order, written to ``clean`` (``<prefix>train_caps.txt``, which the
+    noise protocol shuffles) and the noisy split beside it, under one lock, so that a process never reads
+    another's captions; ``split`` takes the noisy captions. ``what``: the data, for messages."""
+    k = check_num_anns_uniform(split, what, data.noise_mode)
+    folder, prefix = clean.parent, clean.name[:-len(TRAIN_CAPS)]
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / f".{clean.name}.lock", f"the captions of {what}", wait=True, log=log):
+        if not clean.is_file() or read_caption_lines(clean) != split.captions:
+            atomic_write_lines(clean, split.captions)
+        caps_path, mask = ensure_noisy_split(folder, data.noise_ratio, seed=data.noise_seed, mode=data.noise_mode,
+                                             num_anns=k or 1, log=log, prefix=prefix, rebuild_command=rebuild_command)
+        split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
+    return split, mask
 
 
 def check_num_anns_uniform(split: Split, source: Path, noise_mode: str) -> Optional[int]:

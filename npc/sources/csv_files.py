@@ -12,11 +12,9 @@ import re
 from pathlib import Path
 
 from npc import data as D
-from npc.io import atomic_write_lines
-from npc.locks import file_lock
-from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
+from npc.noise import TRAIN_CAPS
 from npc.sources import register
-from npc.sources.base import SplitFiles, check_num_anns_uniform
+from npc.sources.base import SplitFiles, noisy_beside
 
 READING_OPTIONS = ("csv_img_key", "csv_caption_key", "csv_separator", "csv_encoding")
 
@@ -77,19 +75,11 @@ class CsvFiles(SplitFiles):
         return D.read_csv_split(self.file(split), split, **self.options(), check_images=check_images)
 
     def noisy_train(self, log, check_images: bool):
-        d, source = self.data, self.file("train")
-        split = self.read_split("train", check_images)
-        k = check_num_anns_uniform(split, source, d.noise_mode)
-        prefix = derived_prefix(d)  # the files of other reading options (another caption column) are others
-        clean = source.parent / f"{prefix}{TRAIN_CAPS}"  # the captions in split order, which the noise shuffles
-        with file_lock(source.parent / f".{clean.name}.lock", f"the captions of {source}", wait=True, log=log):
-            if not clean.is_file() or read_caption_lines(clean) != split.captions:
-                atomic_write_lines(clean, split.captions)
-            caps_path, mask = ensure_noisy_split(source.parent, d.noise_ratio, seed=d.noise_seed, mode=d.noise_mode,
-                                                 num_anns=k or 1, log=log, prefix=prefix,
-                                                 rebuild_command=construct_noise_command(d))
-            split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
-        return split, mask
+        source = self.file("train")
+        # the files of other reading options (another caption column) are others: derived_prefix
+        return noisy_beside(self.data, self.read_split("train", check_images),
+                            source.parent / f"{derived_prefix(self.data)}{TRAIN_CAPS}", source, log,
+                            rebuild_command=construct_noise_command(self.data))
 
     def missing_images_advice(self) -> str:
         return ("missing images: a CSV's image paths are relative to the CSV file's folder (or absolute): fix the "

@@ -12,11 +12,9 @@ from pathlib import Path
 
 from npc import data as D
 from npc.csv_format import DataError
-from npc.io import atomic_write_lines
-from npc.locks import file_lock
-from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
+from npc.noise import TRAIN_CAPS
 from npc.sources import register
-from npc.sources.base import DataSource, check_num_anns_uniform
+from npc.sources.base import DataSource, noisy_beside
 
 
 @register
@@ -60,19 +58,8 @@ class KarpathyJson(DataSource):
                                    num_anns=self.data.num_anns or 5, check_images=check_images)
 
     def noisy_train(self, log, check_images: bool):
-        d = self.data
-        split = self.read_split("train", check_images)
-        k = check_num_anns_uniform(split, self.json_path(), d.noise_mode)
-        out = self.derived_dir()
-        out.mkdir(parents=True, exist_ok=True)
-        clean = out / TRAIN_CAPS
-        with file_lock(out / f".{TRAIN_CAPS}.lock", f"the captions of {self.json_path()}", wait=True, log=log):
-            if not clean.is_file() or read_caption_lines(clean) != split.captions:
-                atomic_write_lines(clean, split.captions)
-            caps_path, mask = ensure_noisy_split(out, d.noise_ratio, seed=d.noise_seed, mode=d.noise_mode,
-                                                 num_anns=k or 1, log=log)
-            split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
-        return split, mask
+        return noisy_beside(self.data, self.read_split("train", check_images), self.derived_dir() / TRAIN_CAPS,
+                            self.json_path(), log)
 
     def listed_at(self, split: D.Split, image_index: int) -> str:
         from npc.karpathy import describe_entry, split_entries

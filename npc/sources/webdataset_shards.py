@@ -34,11 +34,10 @@ import numpy as np
 from npc import data as D
 from npc.csv_format import DataError
 from npc.images import TarMember
-from npc.io import atomic_write_lines, atomic_write_text
-from npc.locks import file_lock
-from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
+from npc.io import atomic_write_text
+from npc.noise import TRAIN_CAPS
 from npc.sources import register
-from npc.sources.base import SplitFiles, check_num_anns_uniform
+from npc.sources.base import SplitFiles, noisy_beside
 
 log = logging.getLogger("npc")
 
@@ -258,18 +257,9 @@ class WebdatasetShards(SplitFiles):
         return read_shards(self.spec(split), split, self.where(split))
 
     def noisy_train(self, log, check_images: bool):
-        d, spec = self.data, self.spec("train")
-        split = self.read_split("train", check_images)
-        k = check_num_anns_uniform(split, Path(spec), d.noise_mode)
-        clean = derived_path(spec, TRAIN_CAPS)  # the captions in split order, which the noise shuffles
-        prefix = clean.name[:-len(TRAIN_CAPS)]
-        with file_lock(clean.parent / f".{clean.name}.lock", f"the captions of {spec}", wait=True, log=log):
-            if not clean.is_file() or read_caption_lines(clean) != split.captions:
-                atomic_write_lines(clean, split.captions)
-            caps_path, mask = ensure_noisy_split(clean.parent, d.noise_ratio, seed=d.noise_seed, mode=d.noise_mode,
-                                                 num_anns=k or 1, log=log, prefix=prefix)
-            split.captions, split.caps_file = read_caption_lines(caps_path), caps_path
-        return split, mask
+        spec = self.spec("train")
+        return noisy_beside(self.data, self.read_split("train", check_images), derived_path(spec, TRAIN_CAPS),
+                            spec, log)
 
     def listed_at(self, split: D.Split, image_index: int) -> str:
         ref = split.image_paths[image_index]
