@@ -251,3 +251,16 @@ def torchrun_command(script, *args):
 def torchrun(script, at, victim, argv):
     cmd, env, repo = torchrun_command(script, at, victim, *argv)
     return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+
+
+def npc_bank_by_torchrun_and_by_one_process(tmp_path, two: list, one: list) -> None:
+    """main_NPC on ``two`` (its flags, 2 processes under torchrun: every rank encodes its share of the bank
+    inside the run, 1 epoch, dev only), then get_memorybank.py on ``one`` (its flags, 1 process)."""
+    import torch.multiprocessing as mp
+
+    script = tmp_path / "run.py"
+    script.write_text(TORCHRUN_KILL.replace("main_CLIP", "main_NPC"))
+    job = torchrun(script, 0, 0, [*two, "--epochs", "1", "--eval_splits", "dev", "--experiments", "n2"])
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "(2 processes)" in job.stdout
+    mp.start_processes(bank_worker, args=(1, free_port(), one), nprocs=1, join=True, start_method="spawn")

@@ -189,18 +189,14 @@ def test_torchrun_npc_run_builds_the_bank_one_process_builds(demo_root, base_dir
     bytes get_memorybank.py writes in one process."""
     from helpers import run_args
 
+    from helpers import npc_bank_by_torchrun_and_by_one_process
+
     roots = [tmp_path / "a" / "demo", tmp_path / "b" / "demo"]
     for root in roots:
         shutil.copytree(demo_root, root)
-    script = tmp_path / "run.py"
-    script.write_text(TORCHRUN_KILL.replace("main_CLIP", "main_NPC"))
     flags = ("--noise_ratio", "0.6", "--batch_size", "32")
-    job = torchrun(script, 0, 0, run_args(roots[0], base_dir, tmp_path / "logs", *flags, "--epochs", "1",
-                                           "--eval_splits", "dev", "--experiments", "n2"))
-    assert job.returncode == 0, job.stderr[-3000:]
-    assert "(2 processes)" in job.stdout
-    mp.start_processes(bank_worker, args=(1, free_port(), run_args(roots[1], base_dir, tmp_path / "logs", *flags)),
-                       nprocs=1, join=True, start_method="spawn")
+    npc_bank_by_torchrun_and_by_one_process(tmp_path, run_args(roots[0], base_dir, tmp_path / "logs", *flags),
+                                            run_args(roots[1], base_dir, tmp_path / "logs", *flags))
     a, b = _bank_files(roots[0]), _bank_files(roots[1])
     assert len(a) == 5 and "0.6_mbank_pclean.csv" in a and a == b
 

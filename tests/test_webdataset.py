@@ -200,20 +200,12 @@ def test_csv_set_and_shards_of_the_same_pairs_give_the_same_bank_and_losses(shar
 def test_torchrun_npc_run_on_shards_builds_the_bank_one_process_builds(demo_root, base_dir, tmp_path):
     """As tests/test_distributed.py's test of the demo's folder: main_NPC under torchrun encodes the bank on
     both ranks; get_memorybank.py in one process writes the same bytes."""
-    import torch.multiprocessing as mp
-
-    from helpers import TORCHRUN_KILL, bank_worker, free_port, torchrun
+    from helpers import npc_bank_by_torchrun_and_by_one_process
 
     specs = [demo_as_shards(demo_root, tmp_path / w / "shards", csv=False) for w in ("one", "two")]
-    script = tmp_path / "run.py"
-    script.write_text(TORCHRUN_KILL.replace("main_CLIP", "main_NPC"))
     flags = ("--noise_ratio", "0.6", "--batch_size", "32")
-    job = torchrun(script, 0, 0, run_flags(specs[1], base_dir, tmp_path / "logs", *flags, "--epochs", "1",
-                                            "--eval_splits", "dev", "--experiments", "n2"))
-    assert job.returncode == 0, job.stderr[-3000:]
-    assert "(2 processes)" in job.stdout
-    mp.start_processes(bank_worker, args=(1, free_port(), run_flags(specs[0], base_dir, tmp_path / "logs", *flags)),
-                       nprocs=1, join=True, start_method="spawn")
+    npc_bank_by_torchrun_and_by_one_process(tmp_path, run_flags(specs[1], base_dir, tmp_path / "logs", *flags),
+                                            run_flags(specs[0], base_dir, tmp_path / "logs", *flags))
     files = []
     for w in ("one", "two"):
         [bank] = (tmp_path / w / "shards" / "00000..00002.memory_bank").iterdir()
