@@ -82,12 +82,18 @@ def test_coco_train_is_train_then_restval_with_original_names(karpathy_roots):
     assert sub.describe_image(1) == f"train split, image {s.image_ids[2]} of {json_path} ({', '.join(s.pair_keys[10:15])})"
 
 
+def _linked_images(root, folder):
+    """``folder/`` holding the tiny Flickr30K's images (hard links), for a test that changes or moves them."""
+    folder.mkdir(parents=True)
+    for p in (root / "flickr30k-images").iterdir():
+        os.link(p, folder / p.name)
+    return folder
+
+
 def test_flickr_images_folder_may_be_images(karpathy_roots, tmp_path):
     root, json_path = karpathy_roots["f30k"]
     moved = tmp_path / "f30k"
-    (moved / "images").mkdir(parents=True)
-    for p in (root / "flickr30k-images").iterdir():
-        os.link(p, moved / "images" / p.name)
+    _linked_images(root, moved / "images")
     s = read_karpathy_split(json_path, moved, "f30k", "test")
     assert all(p.parent == moved / "images" for p in s.image_paths)
 
@@ -170,9 +176,7 @@ def test_a_sentence_without_raw_and_a_wrong_file(karpathy_roots, tmp_path):
 def test_a_missing_image_is_named_with_its_entry(karpathy_roots, tmp_path):
     root, json_path = karpathy_roots["f30k"]
     copy = tmp_path / "f30k"
-    (copy / "flickr30k-images").mkdir(parents=True)
-    for p in (root / "flickr30k-images").iterdir():
-        os.link(p, copy / "flickr30k-images" / p.name)
+    _linked_images(root, copy / "flickr30k-images")
     entry = _entries(json_path, ["val"])[2]
     (copy / "flickr30k-images" / entry["filename"]).unlink()
     with pytest.raises(DataError) as err:
