@@ -11,6 +11,9 @@ runs already recorded are skipped, so an interrupted benchmark continues where i
     python bench/noisy_benchmark.py --quick         # one seed, 2 epochs, noise 0/0.6: a smoke run
     python bench/noisy_benchmark.py --search        # learning-rate search on the dev split (40% noise)
     python bench/noisy_benchmark.py --render        # table + plot from the recorded JSON into bench/results/noisy_benchmark/
+    python bench/noisy_benchmark.py --jobs 2 ...    # two runs at a time, each with OMP_NUM_THREADS=1 (2 CPUs)
+
+Each record keeps ``omp_num_threads`` and ``concurrent_jobs``: its ``seconds`` are wall time under that load.
 
 Learning rates come from ``--search`` (dev split only, never test): for each method the lr with the
 best dev rsum at 40% noise, seed 0, among ``--lrs``; the chosen values are written to
@@ -77,7 +80,7 @@ def collect(method: str, run_dir: Path, noise: str) -> dict:
     return rec
 
 
-def run_one(method, noise, seed, *, epochs, lr, logs, tag) -> dict:
+def run_one(method, noise, seed, *, epochs, lr, logs, tag, jobs: int = 1) -> dict:
     exp = f"{tag}_{method}_n{noise}_s{seed}" + (f"_lr{lr:g}" if tag == "search" else "")
     run_dir = logs / exp
     if run_dir.exists():  # a run interrupted half-way: start it again from scratch
@@ -85,14 +88,18 @@ def run_one(method, noise, seed, *, epochs, lr, logs, tag) -> dict:
 
         shutil.rmtree(run_dir)
     cmd = command_for(method, noise, seed, epochs=epochs, lr=lr, logs=logs, exp=exp)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if jobs > 1:  # concurrent torch jobs on shared cores: one thread each, or they fight over the cores
+        env["OMP_NUM_THREADS"] = "1"
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"run failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     rec = {"method": method, "noise_ratio": float(noise), "seed": seed, "epochs": 0 if method == "base" else epochs,
            "lr": lr, **collect(method, run_dir, noise), "seconds": round(seconds, 1),
-           "command": " ".join(["python"] + cmd[1:]), "git_commit": git_commit(), **run_environment()}
+           "command": " ".join(["python"] + cmd[1:]), "git_commit": git_commit(), **run_environment(),
+           "omp_num_threads": env.get("OMP_NUM_THREADS"), "concurrent_jobs": jobs}
     return rec
 
 
@@ -113,23 +120,32 @@ def key(rec) -> tuple:
     return rec["method"], float(rec["noise_ratio"]), rec["seed"], rec["epochs"], rec.get("lr")
 
 
-def run_grid(methods, noises, seeds, *, epochs, lrs: dict, out: Path, logs: Path, tag: str) -> list:
+def run_grid(methods, noises, seeds, *, epochs, lrs: dict, out: Path, logs: Path, tag: str, jobs: int = 1) -> list:
+    """Every (seed, noise, method) not recorded yet, ``jobs`` at a time; each record is appended to ``out``
+    (atomically, by this process only) as its run ends."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     records = load(out)
     done = {key(r) for r in records}
+    todo = []
     for seed in seeds:
         for noise in noises:
             for method in methods:
                 lr = None if method == "base" else lrs.get(method, lrs.get(get_method(method).lr_group))
                 k = (method, float(noise), seed, 0 if method == "base" else epochs, lr)
-                if k in done:
-                    continue
-                rec = run_one(method, noise, seed, epochs=epochs, lr=lr, logs=logs, tag=tag)
-                records.append(rec)
-                done.add(k)
-                atomic_write_json(out, records)
-                extra = f" weight AUC {rec['weight_auc']:.3f}" if "weight_auc" in rec else ""
-                print(f"{method:12s} noise {noise:4s} seed {seed}: rsum {rec['rsum']:.1f}{extra} "
-                      f"({rec['seconds']:.0f}s)", flush=True)
+                if k not in done:
+                    done.add(k)
+                    todo.append((method, noise, seed, lr))
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(run_one, method, noise, seed, epochs=epochs, lr=lr, logs=logs, tag=tag, jobs=jobs)
+                   for method, noise, seed, lr in todo]
+        for future in as_completed(futures):
+            rec = future.result()
+            records.append(rec)
+            atomic_write_json(out, records)
+            extra = f" weight AUC {rec['weight_auc']:.3f}" if "weight_auc" in rec else ""
+            print(f"{rec['method']:12s} noise {rec['noise_ratio']:.1f} seed {rec['seed']}: rsum {rec['rsum']:.1f}{extra} "
+                  f"({rec['seconds']:.0f}s)", flush=True)
     return records
 
 
@@ -226,6 +242,8 @@ def main(argv=None) -> int:
     p.add_argument("--search_noise", default="0.4", help="noise ratio of the --search runs")
     p.add_argument("--out", type=Path, default=None,
                    help="results JSON (default bench/results/noisy_benchmark/noisy_benchmark.json)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time (each with OMP_NUM_THREADS=1 when > 1; default 1)")
     p.add_argument("--logs", type=Path, default=REPO / "bench" / "runs", help="where run folders go")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
@@ -245,7 +263,7 @@ def main(argv=None) -> int:
         if not lrs:
             print("no bench/results/noisy_benchmark/lr_chosen.json: using the demo's default learning rates")
         run_grid(args.methods, args.noise.split(","), [int(s) for s in args.seeds.split(",")], epochs=args.epochs,
-                 lrs=lrs, out=out, logs=args.logs, tag="quick" if args.quick else "bench")
+                 lrs=lrs, out=out, logs=args.logs, tag="quick" if args.quick else "bench", jobs=args.jobs)
     records = load(out)
     table = render(records, out.with_suffix(".md"), out.with_suffix(".png"))  # beside the records
     print(table)
