@@ -32,7 +32,7 @@ from pathlib import Path
 
 from npc.io import atomic_write_json
 from npc.methods import METHODS as METHOD_REGISTRY
-from npc.methods import get_method
+from npc.methods import base_name, compose, get_method
 from npc.reporting import REPO, environment, git_commit, pyplot, repo_relative, save_figure, write_table
 
 # The rows: "base" (the demo's base model, evaluated without training) and the methods of npc.methods.
@@ -43,14 +43,34 @@ RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 RESULTS = REPO / "bench" / "results" / "noisy_benchmark"
 
 
+def method_options(method: str) -> list:
+    """A row's method as command-line flags: a registered name, or one with options (``npc_paper[bank_weight=0.5]``,
+    the name the run itself gives that composition)."""
+    base = base_name(method)
+    options = [item for item in method[len(base) + 1:-1].split(",") if item] if method != base else []
+    return ["--method", base] + [x for item in options for x in ("--method_opt", item)]
+
+
+def check_method(method: str) -> None:
+    """A row's method must be a registered one or a composition of options the run names the same way."""
+    from npc.method_flags import parse_method_opts
+
+    if method == "base":
+        return
+    options = parse_method_opts(method_options(method)[3::2])
+    name = compose(get_method(base_name(method)), options=options).name
+    if name != method:
+        raise SystemExit(f"--methods {method}: the run names this method {name}; give that name")
+
+
 def command_for(method: str, noise: str, seed: int, *, epochs: int, lr: float | None, logs: Path, exp: str,
                 extra=()) -> list:
-    script = "main_CLIP.py" if method == "base" else f"main_{get_method(method).script.upper()}.py"
+    script = "main_CLIP.py" if method == "base" else f"main_{get_method(base_name(method)).script.upper()}.py"
     cmd = [sys.executable, script, "--dataset", "demo", "--noise_ratio", noise, "--seed", str(seed),
            "--logs", repo_relative(logs), "--experiments", exp, "--no_progress"]
     if method == "base":
         return cmd + ["--eval", *extra]
-    cmd += ["--method", method, "--epochs", str(epochs)]
+    cmd += [*method_options(method), "--epochs", str(epochs)]
     if lr is not None:
         cmd += ["--lr", repr(lr)]
     return cmd + list(extra)
@@ -70,7 +90,7 @@ def collect(method: str, run_dir: Path, noise: str) -> dict:
             rec["weight_auc_per_epoch"] = [e["weight_auc"] for e in npc]
             rec["mean_w_clean"] = statistics.fmean(e["mean_weight_clean"] for e in npc)
             rec["mean_w_noisy"] = statistics.fmean(e["mean_weight_noisy"] for e in npc)
-        if "bank" in get_method(method).needs:
+        if "bank" in get_method(base_name(method)).needs:
             bank_info = REPO / "dataset" / "demo" / "annotations" / "memory_bank" / f"{noise}_mbank_info.json"
             if bank_info.is_file():
                 info = json.loads(bank_info.read_text())
@@ -81,7 +101,8 @@ def collect(method: str, run_dir: Path, noise: str) -> dict:
 
 
 def run_one(method, noise, seed, *, epochs, lr, logs, tag, jobs: int = 1) -> dict:
-    exp = f"{tag}_{method}_n{noise}_s{seed}" + (f"_lr{lr:g}" if tag == "search" else "")
+    folder = "".join(c if c.isalnum() or c in "_.-" else "_" for c in method)  # npc_paper[bank_weight=0.5]
+    exp = f"{tag}_{folder}_n{noise}_s{seed}" + (f"_lr{lr:g}" if tag == "search" else "")
     run_dir = logs / exp
     if run_dir.exists():  # a run interrupted half-way: start it again from scratch
         import shutil
@@ -131,7 +152,7 @@ def run_grid(methods, noises, seeds, *, epochs, lrs: dict, out: Path, logs: Path
     for seed in seeds:
         for noise in noises:
             for method in methods:
-                lr = None if method == "base" else lrs.get(method, lrs.get(get_method(method).lr_group))
+                lr = None if method == "base" else lrs.get(method, lrs.get(get_method(base_name(method)).lr_group))
                 k = (method, float(noise), seed, 0 if method == "base" else epochs, lr)
                 if k not in done:
                     done.add(k)
@@ -185,7 +206,9 @@ def mean_std_cell(values, digits: int = 1) -> str:
 
 def render(records: list, out_md: Path, out_png: Path) -> str:
     noises = sorted({r["noise_ratio"] for r in records})
-    methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+    # Registered methods in the table's order, each followed by its recorded compositions (e.g. other options).
+    methods = [n for m in METHODS for n in sorted({r["method"] for r in records if base_name(r["method"]) == m},
+                                                   key=lambda n: (n != m, n))]
     lines = ["| method | noise | seeds | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | rsum "
              "| weight AUC | s/run |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -227,6 +250,19 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
     return table
 
 
+def split_methods(text: str) -> list:
+    """``"clip,npc_paper[a=1,b=2]"`` -> ``["clip", "npc_paper[a=1,b=2]"]``: commas inside brackets stay."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [m for m in (*out, cur) if m]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,7 +272,9 @@ def main(argv=None) -> int:
     p.add_argument("--noise", default="0.0,0.2,0.4,0.6", help="comma list of noise ratios")
     p.add_argument("--seeds", default="0,1,2", help="comma list of training seeds")
     p.add_argument("--methods", default="base,clip,npc_paper,npc_release",
-                   help="comma list of " + ", ".join(METHODS) + " (npc_bank_only: ablation, weights fixed to 1)")
+                   help="comma list of " + ", ".join(METHODS) + " (npc_bank_only: ablation, weights fixed to 1); a "
+                        "method with options as the run names it, e.g. 'npc_paper[bank_weight=0.5]' (a comma "
+                        "inside brackets belongs to the method)")
     p.add_argument("--epochs", type=int, default=5, help="training epochs of every fine-tuning run")
     p.add_argument("--lrs", default="1e-4,2e-4,5e-4,1e-3", help="--search candidates")
     p.add_argument("--search_noise", default="0.4", help="noise ratio of the --search runs")
@@ -246,10 +284,12 @@ def main(argv=None) -> int:
                    help="runs at a time (each with OMP_NUM_THREADS=1 when > 1; default 1)")
     p.add_argument("--logs", type=Path, default=REPO / "bench" / "runs", help="where run folders go")
     args = p.parse_args(argv)
-    args.methods = [m for m in args.methods.split(",") if m]
-    unknown = set(args.methods) - set(METHODS)
+    args.methods = split_methods(args.methods)
+    unknown = {m for m in args.methods if base_name(m) not in METHODS}
     if unknown:
         p.error(f"--methods: unknown {sorted(unknown)}")
+    for m in args.methods:
+        check_method(m)
     args.lrs = [float(x) for x in args.lrs.split(",")]
     if args.quick:
         args.seeds, args.epochs, args.noise = "0", 2, "0.0,0.6"

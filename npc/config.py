@@ -69,7 +69,7 @@ class ModelConfig:
 class MethodConfig:
     """The method, stored once: its name (a registered method, or one composed from it) and its parts.
 
-    ``options`` are the weight estimator's, typed (``(key, value)`` pairs, sorted). Earlier versions'
+    ``options`` are the weight estimator's and the objective's, typed (``(key, value)`` pairs, sorted). Earlier versions'
     flags (``--npc_variant`` ...) are translated into these parts at the command line's edge."""
 
     name: str

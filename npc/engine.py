@@ -149,7 +149,7 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
             if m is not None:
                 compile_towers(m)
         log.info("torch.compile: image and text transformers (the first steps compile)")
-    step_fn = partial(steps.train_step, model, optimizer, estimator=estimator, objective=method.objective,
+    step_fn = partial(steps.train_step, model, optimizer, estimator=estimator, objective=method.build_objective(),
                       info=info, autocast=r.autocast, grad_clip=cfg.optim.grad_clip, reweight=method.reweight)
 
     image_source = None

@@ -28,6 +28,7 @@ from npc.negative_impact import (_phase, _siamese_step, encode_groups, first_ord
                                  npc_weights, sync_siamese_, trainable)
 from npc.step_state import rank_share
 from npc.errors import ConfigError
+from npc.options import Option, resolve_declared
 
 
 @dataclass
@@ -44,29 +45,6 @@ class RunInputs:
     epochs: int = 1                           # the run's --epochs
 
 
-@dataclass(frozen=True)
-class Option:
-    """An option of an estimator: ``--method_opt NAME=VALUE`` sets it; recorded with the run."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    choices: Tuple = ()
-
-    def parse(self, value: Any) -> Any:
-        """``value`` (a value or its command-line text) as this option's type; an error names the option."""
-        try:
-            v = self.type(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"--method_opt {self.name}={value}: expected {self.type.__name__}") from None
-        if self.type is float and not math.isfinite(v):
-            raise ConfigError(f"--method_opt {self.name}={value}: expected a finite number")
-        if self.choices and v not in self.choices:
-            raise ConfigError(f"--method_opt {self.name}={value}: one of {', '.join(map(str, self.choices))}")
-        return v
-
-
 class WeightEstimator:
     """Per-pair weights of a step; see the module docstring."""
 
@@ -79,13 +57,7 @@ class WeightEstimator:
     @classmethod
     def resolve_options(cls, given: Mapping[str, Any]) -> Dict[str, Any]:
         """Every option, typed: those ``given`` (values or their text), the others at their defaults."""
-        known = {o.name: o for o in cls.options}
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            have = ", ".join(f"{o.name} ({o.help})" for o in cls.options) or "none"
-            raise ConfigError(f"--method_opt {', '.join(unknown)}: not an option of the {cls.name} estimator "
-                             f"(its options: {have})")
-        return {name: o.parse(given[name]) if name in given else o.default for name, o in known.items()}
+        return resolve_declared(cls.options, given, f"the {cls.name} estimator")
 
     def bind(self, run: RunInputs) -> None:
         """Called once per run, before the first step."""

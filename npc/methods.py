@@ -30,7 +30,7 @@ class Method:
     objective: str                    # a name in npc.steps.OBJECTIVES
     subset: str = "all"
     reweight: bool = True             # False: weights computed and logged, the loss uses none (ablation)
-    options: Mapping = field(default_factory=dict)  # the estimator's options that differ from its defaults
+    options: Mapping = field(default_factory=dict)  # the estimator's and objective's options off their defaults
     benchmark_only: bool = False
     bank_update: int = 0              # rebuild the memory bank from the current model every N epochs (0: never)
     summary: str = ""
@@ -66,17 +66,44 @@ class Method:
         return frozenset(needs)
 
     def option_values(self) -> Dict:
-        """Every option of the estimator, with this method's values (its defaults where the method sets none)."""
-        if self.estimator is None:
-            return {}
-        from npc.estimators import estimator_class
-
-        return estimator_class(self.estimator).resolve_options(self.options)
+        """Every option of the estimator and the objective, with this method's values (the defaults where the
+        method sets none)."""
+        return resolve_options(self.estimator, self.objective, self.options)
 
     def build_estimator(self):
         from npc.estimators import build_estimator
 
-        return build_estimator(self.estimator, **self.option_values())
+        values = self.option_values()
+        return build_estimator(self.estimator, **{o.name: values[o.name] for o in _declared(self.estimator, None)})
+
+    def build_objective(self):
+        from npc.steps import build_objective
+
+        values = self.option_values()
+        return build_objective(self.objective, **{o.name: values[o.name] for o in _declared(None, self.objective)})
+
+
+def _declared(estimator: Optional[str], objective: Optional[str]) -> tuple:
+    """The options the estimator and the objective declare (``--method_opt``)."""
+    from npc.estimators import estimator_class
+    from npc.steps import OBJECTIVES
+
+    return ((estimator_class(estimator).options if estimator else ())
+            + (OBJECTIVES[objective].options if objective else ()))
+
+
+def resolve_options(estimator: Optional[str], objective: str, given: Mapping) -> Dict:
+    """Every option of this estimator and objective, typed: those ``given``, the others at their defaults."""
+    from npc.options import resolve_declared
+
+    owners = [f"the {estimator} estimator"] if estimator and _declared(estimator, None) else []
+    if _declared(None, objective):
+        owners.append(f"the {objective} objective")
+    if given and not owners:
+        raise ConfigError(f"--method_opt {', '.join(given)}: "
+                          + (f"the {estimator} estimator and the {objective} objective have no options" if estimator
+                             else f"no weight estimator, and the {objective} objective has no options"))
+    return resolve_declared(_declared(estimator, objective), given, " and ".join(owners))
 
 
 METHODS: Dict[str, Method] = {}
@@ -155,30 +182,27 @@ def compose(base: Method, *, objective: Optional[str] = None, reweight: Optional
             estimator: Optional[str] = None, options: Optional[Mapping] = None,
             bank_update: Optional[int] = None) -> Method:
     """``base`` with parts replaced: the registered method of those parts if there is one, else
-    ``base[part=value,...]``. ``options`` (the estimator's, values or their command-line text) add to
-    the base's when the estimator stays, replace them when it changes. Giving a method's own parts
+    ``base[part=value,...]``. ``options`` (the estimator's and the objective's, values or their
+    command-line text) add to the base's; the base's options of an estimator or objective that is
+    replaced are dropped. Giving a method's own parts
     returns it unchanged. Unknown options or values are an error naming them."""
     est = base.estimator if estimator is None else estimator
-    kept = dict(base.options) if est == base.estimator else {}
-    new = replace(base, estimator=est, objective=base.objective if objective is None else objective,
-                  reweight=base.reweight if reweight is None else reweight,
+    obj = base.objective if objective is None else objective
+    # The base's options stay while their owner (its estimator, its objective) does.
+    own_est = {o.name for o in _declared(base.estimator, None)}
+    kept = {k: v for k, v in base.options.items() if (est == base.estimator if k in own_est else obj == base.objective)}
+    new = replace(base, estimator=est, objective=obj, reweight=base.reweight if reweight is None else reweight,
                   bank_update=base.bank_update if bank_update is None else bank_update)
-    if est is not None:
-        from npc.estimators import estimator_class
-
-        cls = estimator_class(est)
-        values = cls.resolve_options({**kept, **dict(options or {})})
-        defaults = cls.resolve_options({})
-        new = replace(new, options={k: v for k, v in values.items() if v != defaults[k]})
-    elif options:
-        raise ConfigError(f"--method_opt {', '.join(options)}: the method {base.name} has no weight estimator, "
-                         f"so no options")
-    else:
-        new = replace(new, options={})
+    values = resolve_options(est, obj, {**kept, **dict(options or {})})
+    defaults = resolve_options(est, obj, {})
+    new = replace(new, options={k: v for k, v in values.items() if v != defaults[k]})
     for m in (base, *METHODS.values()):
         if _parts(m) == _parts(new):
             return m
-    before, after = base.option_values() if est == base.estimator else {}, new.option_values()
+    # The name says the options that differ from the base's (an objective's option is compared by name).
+    before, after = base.option_values(), new.option_values()
+    if est != base.estimator:
+        before = {k: v for k, v in before.items() if k not in own_est}
     diffs = [f"{k}={getattr(new, k)}" for k in ("estimator", "objective", "reweight", "bank_update")
              if getattr(new, k) != getattr(base, k)]
     diffs += [f"{k}={v}" for k, v in sorted(after.items()) if before.get(k) != v]

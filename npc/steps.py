@@ -16,16 +16,22 @@ Objectives (docs/method.md sections 4 and 5):
              computes (its weights scale the batch mean; its bank loss trains nothing).
 
 ``L_bank`` is the image-side bank pairs' contrastive loss plus the text-side ones' (the authors'
-code sums the two sides).
+code sums the two sides). ``paper`` weighs it by its option ``bank_weight`` (``--method_opt
+bank_weight=W``; default 1, the authors' sum; 0.5 is the mean of the two sides, this project's loss
+before it followed their code).
+
+An objective's options are declared like an estimator's (:class:`npc.estimators.Option`) and set by
+the same ``--method_opt NAME=VALUE``; the method keeps both in one mapping (names are unique across the two).
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Dict, Optional, Sequence
+from typing import ClassVar, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad
+from npc.options import Option, resolve_declared
 from npc.negative_impact import GROUPS, _phase, encode_groups, trainable
 from npc.step_state import StepState, rank_share
 
@@ -63,6 +69,7 @@ class Objective:
 
     name = ""
     uses_bank = False
+    options: ClassVar[Tuple[Option, ...]] = ()  # what --method_opt may set; the constructor takes them by name
 
     def loss(self, state: StepState, weights: Optional[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -91,11 +98,17 @@ def bank_loss(state: StepState) -> torch.Tensor:
 class PaperObjective(Objective):
     name = "paper"
     uses_bank = True
+    options = (Option("bank_weight", float, 1.0, "the memory-bank loss's weight in A's loss (1: the sum of its "
+                                                 "two sides, as the authors' code; 0.5: their mean)", minimum=0.0),)
+
+    def __init__(self, bank_weight: float = 1.0):
+        self.bank_weight = bank_weight
 
     def loss(self, state, weights):
         pair = state.losses["pair"]
         w = torch.ones_like(pair) if weights is None else weights.to(pair.dtype)
-        return (w * pair).mean() + bank_loss(state)
+        bank = bank_loss(state)
+        return (w * pair).mean() + (bank if self.bank_weight == 1.0 else self.bank_weight * bank)
 
 
 class ReleaseObjective(Objective):
@@ -128,7 +141,13 @@ class ReleaseObjective(Objective):
         return clip_and_step(state.params, optimizer, grad_clip)
 
 
-OBJECTIVES: Dict[str, Objective] = {o.name: o for o in (ClipObjective(), PaperObjective(), ReleaseObjective())}
+OBJECTIVES: Dict[str, type] = {o.name: o for o in (ClipObjective, PaperObjective, ReleaseObjective)}
+
+
+def build_objective(name: str, **options) -> Objective:
+    """The objective ``name`` with its ``options`` (typed; the others at their defaults)."""
+    cls = OBJECTIVES[name]
+    return cls(**resolve_declared(cls.options, options, f"the {name} objective"))
 
 
 # ----------------------------------------------------------------------------- the step
@@ -141,7 +160,7 @@ def train_step(model, optimizer, batch: Dict[str, torch.Tensor], estimator, obje
     ``estimator`` may be None (every weight 1, nothing estimated). ``reweight=False`` is an
     ablation: the weights are computed and returned, the loss uses none.
     """
-    objective = OBJECTIVES[objective] if isinstance(objective, str) else objective
+    objective = build_objective(objective) if isinstance(objective, str) else objective
     uses_bank = objective.uses_bank or getattr(estimator, "uses_bank", False)
     clip = objective.name == "clip"  # the phases' names, as the profiles know them
     state = forward(model, batch, estimator, uses_bank=uses_bank, info=info, autocast=autocast,

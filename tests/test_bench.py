@@ -6,6 +6,7 @@ import copy
 import io
 import json
 
+import pytest
 import torch
 
 from bench import throughput
@@ -99,3 +100,55 @@ def _features(model, batch):
     from npc.model import encode
 
     return encode(model, batch["images"][batch["pair_img"]], batch["texts"][batch["pair_txt"]])
+
+
+def test_benchmark_rows_with_options_run_as_the_method_names_them():
+    """A row ``npc_paper[bank_weight=0.5]`` runs main_NPC.py with that method and option, and the run's own
+    configuration gives it the same name (the key its records are found by)."""
+    from bench import noisy_benchmark as nb
+    from npc.params import parse_args
+
+    assert nb.split_methods("clip,npc_paper[bank_weight=0.5],small_loss[ramp_epochs=1,tau=0.3]") == [
+        "clip", "npc_paper[bank_weight=0.5]", "small_loss[ramp_epochs=1,tau=0.3]"]
+    for row in ("npc_paper[bank_weight=0.5]", "small_loss[ramp_epochs=1,tau=0.3]", "npc_release"):
+        nb.check_method(row)
+        cmd = nb.command_for(row, "0.4", 1, epochs=5, lr=2e-4, logs=nb.REPO / "bench" / "runs", exp="x")
+        script = cmd[1]
+        flags = cmd[2:]
+        assert script == ("main_NPC.py" if row.startswith("npc") else "main_CLIP.py")
+        assert parse_args(flags, script[len("main_"):-len(".py")].lower()).method.name == row
+    with pytest.raises(SystemExit, match="the run names this method npc_paper\\[bank_weight=0.5\\]"):
+        nb.check_method("npc_paper[bank_weight=0.50]")
+
+
+def test_benchmark_grid_records_every_run_once_with_concurrent_jobs(tmp_path, monkeypatch):
+    """--jobs 2: every run of the grid is recorded once, by the one writer, and a second call runs nothing."""
+    import json
+    import threading
+
+    from bench import noisy_benchmark as nb
+
+    calls, lock = [], threading.Lock()
+
+    def fake_run(method, noise, seed, *, epochs, lr, logs, tag, jobs=1):
+        with lock:
+            calls.append((method, noise, seed, jobs))
+        return {"method": method, "noise_ratio": float(noise), "seed": seed, "epochs": epochs, "lr": lr,
+                **{k: 10.0 for k in nb.RECALLS}, "rsum": 100.0 + seed, "seconds": 1.0}
+
+    monkeypatch.setattr(nb, "run_one", fake_run)
+    out = tmp_path / "records.json"
+    methods = ["clip", "npc_paper[bank_weight=0.5]"]
+    nb.run_grid(methods, ["0.4", "0.6"], [0, 1], epochs=5, lrs={"clip": 2e-4, "npc": 1e-4}, out=out, logs=tmp_path, tag="t",
+                jobs=2)
+    records = json.loads(out.read_text())
+    assert len(records) == len(calls) == 8 and {c[3] for c in calls} == {2}
+    assert len({nb.key(r) for r in records}) == 8
+    assert {r["lr"] for r in records if r["method"] == "clip"} == {2e-4}
+    assert {r["lr"] for r in records if r["method"] != "clip"} == {1e-4}  # the lr of its base's family
+    nb.run_grid(methods, ["0.4", "0.6"], [0, 1], epochs=5, lrs={"clip": 2e-4, "npc": 1e-4}, out=out, logs=tmp_path, tag="t",
+                jobs=2)
+    assert len(calls) == 8 and len(json.loads(out.read_text())) == 8
+    table = nb.render(records + [dict(records[0], method="npc_paper")], tmp_path / "t.md", tmp_path / "t.png")
+    rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]]
+    assert rows.index("npc_paper") + 1 == rows.index("npc_paper[bank_weight=0.5]")  # a composition after its base

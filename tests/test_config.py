@@ -101,7 +101,7 @@ def test_estimator_options_come_from_the_command_line_typed_and_checked():
         parse_args(["--method_opt", "impl=fast"], "npc")
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_args(["--method", "small_loss", "--method_opt", "tau"], "clip")
-    with pytest.raises(ValueError, match="has no weight estimator"):
+    with pytest.raises(ValueError, match="no weight estimator, and the clip objective has no options"):
         parse_args(["--method_opt", "tau=0.3"], "clip")
 
 

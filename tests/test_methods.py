@@ -16,13 +16,13 @@ from npc.steps import train_step
 from helpers import _per_sample, _setup
 
 
-def _sgd_step_equals(model, a0, batch, weights, bank: bool = False):
-    """``model`` is ``a0`` after one SGD step (lr 1) on ``mean_i(w_i l_i)`` (``bank``: plus the memory-bank
+def _sgd_step_equals(model, a0, batch, weights, bank: float = 0.0):
+    """``model`` is ``a0`` after one SGD step (lr 1) on ``mean_i(w_i l_i)`` (plus ``bank`` x the memory-bank
     loss ``mean_i l_bankI_i + mean_i l_bankT_i``), written out."""
     ref = copy.deepcopy(a0)
     loss = (weights * _per_sample(ref, batch, "pair")).mean()
     if bank:
-        loss = loss + _per_sample(ref, batch, "bankI").mean() + _per_sample(ref, batch, "bankT").mean()
+        loss = loss + bank * (_per_sample(ref, batch, "bankI").mean() + _per_sample(ref, batch, "bankT").mean())
     grads = torch.autograd.grad(loss, list(ref.parameters()), allow_unused=True)
     return all(torch.allclose(p1, p0 - (g if g is not None else 0), atol=1e-5)
                for p0, p1, g in zip(a0.parameters(), model.parameters(), grads))
@@ -120,7 +120,43 @@ def test_npc_pclean_is_the_pclean_weighted_loss_plus_the_bank_loss_written_out()
     out = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, est, "paper", grad_clip=0.0)
     w = torch.tensor([0.9, 0.1, 0.5, 0.7, 0.2, 1.0])
     assert torch.equal(out["weights"], w)
-    assert _sgd_step_equals(model, a0, batch, w, bank=True)
+    assert _sgd_step_equals(model, a0, batch, w, bank=1.0)
+
+
+@pytest.mark.parametrize("bank_weight", [0.5, 0.0])
+def test_the_paper_objective_weighs_the_bank_loss_by_its_bank_weight_option(bank_weight):
+    """``--method_opt bank_weight=W``: A's step is on mean_i(w_i l_i) + W x the bank loss, written out (the
+    default 1 is the test above); the method's name and options say it, and its estimator is unchanged."""
+    cfg = parse_args(["--method", "npc_pclean", "--method_opt", f"bank_weight={bank_weight}"], "npc")
+    m = cfg.method.method()
+    assert m.name == f"npc_pclean[bank_weight={bank_weight}]" and ("bank_weight", bank_weight) in cfg.method.options
+    assert f"bank_weight={bank_weight}" in cfg.flat()["method_opt"]
+    model, batch = _setup()
+    a0 = copy.deepcopy(model)
+    p_clean = np.array([0.9, 0.1, 0.5, 0.7, 0.2, 1.0, 0.3], dtype=np.float32)
+    est = m.build_estimator()
+    est.bind(estimators.RunInputs(model=model, make_optimizer=None, info=None, p_clean=p_clean))
+    train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, est, m.build_objective(), grad_clip=0.0)
+    w = torch.tensor([0.9, 0.1, 0.5, 0.7, 0.2, 1.0])
+    assert _sgd_step_equals(model, a0, batch, w, bank=bank_weight)
+    assert not _sgd_step_equals(model, a0, batch, w, bank=1.0)
+
+
+def test_bank_weight_is_an_option_of_the_paper_objective_only():
+    npc = parse_args([], "npc").method
+    assert ("bank_weight", 1.0) in npc.options and npc.name == "npc_paper"  # recorded with every NPC run
+    assert parse_args(["--method_opt", "bank_weight=1"], "npc").method.name == "npc_paper"  # the default: no new name
+    with pytest.raises(ValueError, match="--method_opt bank_weight: not an option of the siamese estimator"):
+        parse_args(["--method", "npc_release", "--method_opt", "bank_weight=0.5"], "npc")  # its bank loss trains nothing
+    with pytest.raises(ValueError, match="not an option of the siamese estimator and the paper objective "
+                                         r"\(their options: .*bank_weight"):
+        parse_args(["--method_opt", "bank_wieght=0.5"], "npc")
+    with pytest.raises(ValueError, match="--method_opt bank_weight=-1: must be >= 0"):
+        parse_args(["--method_opt", "bank_weight=-1"], "npc")
+    with pytest.raises(ValueError, match="--method_opt bank_weight=x: expected float"):
+        parse_args(["--method_opt", "bank_weight=x"], "npc")
+    # --npc_variant release drops the paper objective's option with the objective
+    assert parse_args(["--method", "npc_paper", "--npc_variant", "release"], "npc").method.name == "npc_release"
 
 
 def test_oracle_filter_trains_on_the_truly_clean_pairs_only(fresh_root, base_dir, tmp_path, monkeypatch):
