@@ -43,6 +43,15 @@ RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 RESULTS = REPO / "bench" / "results" / "noisy_benchmark"
 
 
+def check_same_tree() -> None:
+    """The runs execute the entry points of the tree ``npc`` was imported from: refuse to run from another
+    checkout (an editable install of one tree, this script from another), whose records would name the wrong code."""
+    here = Path(__file__).resolve().parents[1]
+    if here != REPO.resolve():
+        raise SystemExit(f"bench/noisy_benchmark.py is in {here} but imports npc from {REPO}: run it with "
+                         f"PYTHONPATH={here}")
+
+
 def method_options(method: str) -> list:
     """A row's method as command-line flags: a registered name, or one with options (``npc_paper[bank_weight=0.5]``,
     the name the run itself gives that composition)."""
@@ -204,11 +213,33 @@ def mean_std_cell(values, digits: int = 1) -> str:
     return "{0:.{2}f} ± {1:.{2}f}".format(*mean_std(values), digits) if values else "–"
 
 
+def table_methods(records: list) -> list:
+    """The recorded methods in the table's order: registered ones, each followed by its recorded compositions
+    (e.g. with other options)."""
+    return [n for m in METHODS for n in sorted({r["method"] for r in records if base_name(r["method"]) == m},
+                                               key=lambda n: (n != m, n))]
+
+
+def summary_table(records: list) -> str:
+    """The README's table: test rsum per noise ratio (mean ± std over the seeds) and the mean weight AUC at
+    40% and 60% noise, one row per recorded method."""
+    noises = sorted({r["noise_ratio"] for r in records})
+    auc_noises = [n for n in (0.4, 0.6) if n in noises]
+    lines = ["| method | " + " | ".join(f"{n:.0%}" for n in noises) + " | "
+             + " | ".join(f"weight AUC {n:.0%}" for n in auc_noises) + " |",
+             "|---|" + "---|" * (len(noises) + len(auc_noises))]
+    for m in table_methods(records):
+        rows = {n: [r for r in records if r["method"] == m and r["noise_ratio"] == n] for n in noises}
+        cells = [mean_std_cell([r["rsum"] for r in rows[n]]) for n in noises]
+        aucs = [[r["weight_auc"] for r in rows[n] if r.get("weight_auc") is not None] for n in auc_noises]
+        cells += [f"{statistics.fmean(a):.3f}" if a else "–" for a in aucs]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render(records: list, out_md: Path, out_png: Path) -> str:
     noises = sorted({r["noise_ratio"] for r in records})
-    # Registered methods in the table's order, each followed by its recorded compositions (e.g. other options).
-    methods = [n for m in METHODS for n in sorted({r["method"] for r in records if base_name(r["method"]) == m},
-                                                   key=lambda n: (n != m, n))]
+    methods = table_methods(records)
     lines = ["| method | noise | seeds | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | rsum "
              "| weight AUC | s/run |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -298,6 +329,7 @@ def main(argv=None) -> int:
         search(args)
         return 0
     if not args.render:
+        check_same_tree()
         chosen_path = RESULTS / "lr_chosen.json"
         lrs = json.loads(chosen_path.read_text()) if chosen_path.is_file() else {}
         if not lrs:
@@ -307,6 +339,7 @@ def main(argv=None) -> int:
     records = load(out)
     table = render(records, out.with_suffix(".md"), out.with_suffix(".png"))  # beside the records
     print(table)
+    print("\nthe README's table (tests/test_docs.py checks it):\n" + summary_table(records))
     return 0
 
 
