@@ -237,7 +237,32 @@ def summary_table(records: list) -> str:
     return "\n".join(lines)
 
 
-def render(records: list, out_md: Path, out_png: Path) -> str:
+def per_seed_table(records: list, noises=(0.4, 0.6)) -> str:
+    """Test rsum per seed at ``noises`` for every method recorded at all of them, and the share of the damage
+    undone at the last: (rsum - CLIP's at that noise) / (CLIP's at 0% - CLIP's at that noise), means over seeds."""
+    def rsums(m, noise):
+        return sorted(((r["seed"], r["rsum"]) for r in records if r["method"] == m and r["noise_ratio"] == noise))
+
+    def mean(m, noise):
+        values = [v for _, v in rsums(m, noise)]
+        return statistics.fmean(values) if values else None
+
+    last = noises[-1]
+    clean, noisy = mean("clip", 0.0), mean("clip", last)
+    lines = ["| method | " + " | ".join(f"rsum {n:.0%} (seeds " + " / ".join(str(s) for s, _ in rsums("clip", n)) + ")"
+                                       for n in noises) + f" | gap closed at {last:.0%} |",
+             "|---|" + "---|" * (len(noises) + 1)]
+    for m in table_methods(records):
+        if m == "base" or not all(rsums(m, n) for n in noises):
+            continue
+        cells = [f"{mean(m, n):.1f} (" + " / ".join(f"{v:.1f}" for _, v in rsums(m, n)) + ")" for n in noises]
+        gap = "–" if clean is None or noisy is None else f"{(mean(m, last) - noisy) / (clean - noisy):.1%}"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {gap} |")
+    return "\n".join(lines)
+
+
+def full_table(records: list) -> list:
+    """Every recall, rsum, weight AUC and wall time per method and noise ratio (mean ± std over the seeds)."""
     noises = sorted({r["noise_ratio"] for r in records})
     methods = table_methods(records)
     lines = ["| method | noise | seeds | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | rsum "
@@ -252,7 +277,13 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
             auc = mean_std_cell([r["weight_auc"] for r in rs if r.get("weight_auc") is not None], digits=3)
             secs = statistics.fmean(r["seconds"] for r in rs)
             lines.append(f"| {m} | {noise:.0%} | {len(rs)} | " + " | ".join(cells) + f" | {auc} | {secs:.0f} |")
-    table = write_table(lines, out_md)
+    return lines
+
+
+def render(records: list, out_md: Path, out_png: Path) -> str:
+    noises = sorted({r["noise_ratio"] for r in records})
+    methods = table_methods(records)
+    table = write_table(full_table(records), out_md)
     plt = pyplot()
     if plt is None:
         return table
@@ -340,6 +371,7 @@ def main(argv=None) -> int:
     table = render(records, out.with_suffix(".md"), out.with_suffix(".png"))  # beside the records
     print(table)
     print("\nthe README's table (tests/test_docs.py checks it):\n" + summary_table(records))
+    print("\nper seed (docs/studies/benchmark.md):\n" + per_seed_table(records))
     return 0
 
 

@@ -153,3 +153,16 @@ def test_benchmark_grid_records_every_run_once_with_concurrent_jobs(tmp_path, mo
     table = nb.render(records + base_rows, tmp_path / "t.md", tmp_path / "t.png")
     rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]]
     assert rows == ["clip", "npc_paper", "npc_paper[bank_weight=0.5]"] * 2  # per noise; a composition after its base
+
+
+def test_the_attempts_choice_follows_its_stated_rule():
+    """The choice reads dev numbers only and applies the rule docs/studies/benchmark.md states."""
+    from bench.choose_on_dev import choose
+
+    ref = {0.4: 314.0, 0.6: 312.0}
+    devs = {"a": {0.4: 315.0, 0.6: 310.0}, "b": {0.4: 313.0, 0.6: 318.0}}
+    assert choose(["a", "b"], ref, devs) == "a"  # only a keeps 40%: the better 60% of b does not count
+    devs["b"][0.4] = 316.0
+    assert choose(["a", "b"], ref, devs) == "b"  # both pass: the higher at 60%
+    devs["a"][0.4] = devs["b"][0.4] = 300.0
+    assert choose(["a", "b"], ref, devs) == "b"  # none passes: the higher at 60%
