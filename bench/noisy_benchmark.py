@@ -293,6 +293,8 @@ def render(records: list, out_md: Path, out_png: Path) -> str:
               ("added since (dashed: references)", [m for m in methods if m in refs or m not in _FIRST], refs))
     fig, axes = plt.subplots(1, 2, figsize=(15, 5), sharey=True)
     for ax, (title, shown, dashed_refs) in zip(axes, panels):
+        if len(shown) > 10:  # more rows than tab10's colours: none shares one
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)
         for m in shown:
             xs, mus, sds = [], [], []
             for noise in noises:

@@ -239,3 +239,38 @@ def test_readme_headline_table_is_the_benchmarks_record():
     for changed in ({"rsum": records[i]["rsum"] + 0.3}, {"weight_auc": records[i]["weight_auc"] + 0.01},
                     {"method": "npc_paper[bank_weight=0.3]"}):
         assert summary_table([*records[:i], {**records[i], **changed}, *records[i + 1:]]) not in readme, changed
+
+
+def test_the_benchmark_page_tables_are_the_records():
+    """docs/studies/benchmark.md's full table and per-seed table are what ``bench/noisy_benchmark.py --render``
+    computes from the records, and a changed record changes them."""
+    import json
+
+    from bench.noisy_benchmark import RESULTS, full_table, per_seed_table
+
+    records = json.loads((RESULTS / "noisy_benchmark.json").read_text(encoding="utf-8"))
+    page = (REPO / "docs" / "studies" / "benchmark.md").read_text(encoding="utf-8")
+    for name, make in (("full", lambda rs: "\n".join(full_table(rs))), ("per seed", per_seed_table)):
+        assert make(records) in page, f"benchmark.md's {name} table is not the records':\n{make(records)}"
+        i = next(i for i, r in enumerate(records) if r["method"] == "pclean_weight" and r["noise_ratio"] == 0.6)
+        assert make([*records[:i], {**records[i], "rsum": records[i]["rsum"] + 0.3}, *records[i + 1:]]) not in page
+
+
+def test_the_benchmark_records_are_whole():
+    """Every registered method (the benchmark-only oracles included) has 3 seeds at each noise ratio it was
+    ever benchmarked at, in the current records: the superseded file holds only history."""
+    import json
+
+    from bench.noisy_benchmark import RESULTS
+    from npc.methods import METHODS
+
+    records = json.loads((RESULTS / "noisy_benchmark.json").read_text(encoding="utf-8"))
+    superseded = json.loads((RESULTS / "noisy_benchmark_superseded.json").read_text(encoding="utf-8"))
+    seeds = {}
+    for r in records:
+        seeds.setdefault((r["method"], r["noise_ratio"]), set()).add(r["seed"])
+    wanted = {(r["method"], r["noise_ratio"]) for r in superseded} | {(m, 0.4) for m in METHODS} | {
+        (m, 0.6) for m in METHODS}
+    missing = sorted(f"{m} at {n:.0%}: seeds {sorted(seeds.get((m, n), ()))}" for m, n in wanted
+                     if seeds.get((m, n), set()) != {0, 1, 2})
+    assert not missing, missing
