@@ -98,7 +98,7 @@ class MethodConfig:
         from npc import methods as M
 
         base = M.get_method(M.base_name(name))
-        parts = dict(item.split("=", 1) for item in name[len(base.name) + 1:-1].split(",") if "=" in item)
+        parts = M.name_parts(name)
         options = dict(str(item).split("=", 1) for item in method_opt or ())
         reweight = parts.get("reweight")
         m = M.compose(base, objective=parts.get("objective"), estimator=parts.get("estimator"),

@@ -70,17 +70,20 @@ class Method:
         method sets none)."""
         return resolve_options(self.estimator, self.objective, self.options)
 
+    def _own_options(self, estimator: Optional[str], objective: Optional[str]) -> Dict:
+        """This method's option values that the given part (its estimator or its objective) declares."""
+        values = self.option_values()
+        return {o.name: values[o.name] for o in _declared(estimator, objective)}
+
     def build_estimator(self):
         from npc.estimators import build_estimator
 
-        values = self.option_values()
-        return build_estimator(self.estimator, **{o.name: values[o.name] for o in _declared(self.estimator, None)})
+        return build_estimator(self.estimator, **self._own_options(self.estimator, None))
 
     def build_objective(self):
         from npc.steps import build_objective
 
-        values = self.option_values()
-        return build_objective(self.objective, **{o.name: values[o.name] for o in _declared(None, self.objective)})
+        return build_objective(self.objective, **self._own_options(None, self.objective))
 
 
 def _declared(estimator: Optional[str], objective: Optional[str]) -> tuple:
@@ -222,3 +225,11 @@ def check_bank_update(m: Method) -> None:
 def base_name(name: str) -> str:
     """The registered method a composed name (``npc_paper[impl=naive]``) starts from."""
     return name.split("[", 1)[0]
+
+
+def name_parts(name: str) -> Dict[str, str]:
+    """The ``part=value`` items of a composed name (``npc_paper[estimator=first_order,impl=naive]``), as text;
+    empty for a registered name."""
+    base = base_name(name)
+    inner = name[len(base) + 1:-1] if name != base else ""
+    return dict(item.split("=", 1) for item in inner.split(",") if "=" in item)

@@ -20,7 +20,7 @@ code sums the two sides). ``paper`` weighs it by its option ``bank_weight`` (``-
 bank_weight=W``; default 1, the authors' sum; 0.5 is the mean of the two sides, this project's loss
 before it followed their code).
 
-An objective's options are declared like an estimator's (:class:`npc.estimators.Option`) and set by
+An objective's options are declared like an estimator's (:class:`npc.options.Option`) and set by
 the same ``--method_opt NAME=VALUE``; the method keeps both in one mapping (names are unique across the two).
 """
 from __future__ import annotations
@@ -107,8 +107,7 @@ class PaperObjective(Objective):
     def loss(self, state, weights):
         pair = state.losses["pair"]
         w = torch.ones_like(pair) if weights is None else weights.to(pair.dtype)
-        bank = bank_loss(state)
-        return (w * pair).mean() + (bank if self.bank_weight == 1.0 else self.bank_weight * bank)
+        return (w * pair).mean() + self.bank_weight * bank_loss(state)  # x 1.0 is exact: the default is unchanged
 
 
 class ReleaseObjective(Objective):
