@@ -32,8 +32,8 @@ from pathlib import Path
 
 from npc.io import atomic_write_json
 from npc.methods import METHODS as METHOD_REGISTRY
-from npc.methods import base_name, compose, get_method
-from npc.reporting import REPO, environment, git_commit, pyplot, repo_relative, save_figure, write_table
+from npc.methods import base_name, compose, get_method, name_parts
+from npc.reporting import REPO, device_name, environment, git_commit, pyplot, repo_relative, save_figure, write_table
 
 # The rows: "base" (the demo's base model, evaluated without training) and the methods of npc.methods.
 # The table's order: the first grid's rows, then the methods registered since.
@@ -55,19 +55,19 @@ def check_same_tree() -> None:
 def method_options(method: str) -> list:
     """A row's method as command-line flags: a registered name, or one with options (``npc_paper[bank_weight=0.5]``,
     the name the run itself gives that composition)."""
-    base = base_name(method)
-    options = [item for item in method[len(base) + 1:-1].split(",") if item] if method != base else []
-    return ["--method", base] + [x for item in options for x in ("--method_opt", item)]
+    return ["--method", base_name(method)] + [x for k, v in name_parts(method).items() for x in ("--method_opt", f"{k}={v}")]
 
 
 def check_method(method: str) -> None:
     """A row's method must be a registered one or a composition of options the run names the same way."""
-    from npc.method_flags import parse_method_opts
+    from npc.errors import ConfigError
 
     if method == "base":
         return
-    options = parse_method_opts(method_options(method)[3::2])
-    name = compose(get_method(base_name(method)), options=options).name
+    try:
+        name = compose(get_method(base_name(method)), options=name_parts(method)).name
+    except ConfigError as e:
+        raise SystemExit(f"--methods {method}: {e}") from None
     if name != method:
         raise SystemExit(f"--methods {method}: the run names this method {name}; give that name")
 
@@ -128,18 +128,21 @@ def run_one(method, noise, seed, *, epochs, lr, logs, tag, jobs: int = 1) -> dic
         raise RuntimeError(f"run failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     rec = {"method": method, "noise_ratio": float(noise), "seed": seed, "epochs": 0 if method == "base" else epochs,
            "lr": lr, **collect(method, run_dir, noise), "seconds": round(seconds, 1),
-           "command": " ".join(["python"] + cmd[1:]), "git_commit": git_commit(), **run_environment(),
+           "command": " ".join(["python"] + cmd[1:]), "git_commit": git_commit(), **run_environment(env),
            "omp_num_threads": env.get("OMP_NUM_THREADS"), "concurrent_jobs": jobs}
     return rec
 
 
-def run_environment() -> dict:
-    """Device and versions of the runs (subprocesses with this process's environment: the same torch, the same
-    OMP_NUM_THREADS, so the same thread count)."""
+def run_environment(run_env: dict) -> dict:
+    """Device and versions of a run: the same torch as this process; on CPU the thread count of the run's own
+    environment (``OMP_NUM_THREADS`` when set there, e.g. by ``--jobs``; else this process's)."""
     import torch
 
-    env = environment("", None, "cuda" if torch.cuda.is_available() else "cpu")
-    return {k: env[k] for k in ("device", "torch", "cuda", "open_clip", "python")}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    env = environment("", None, device)
+    threads = run_env.get("OMP_NUM_THREADS")
+    return {**{k: env[k] for k in ("torch", "cuda", "open_clip", "python")},
+            "device": device_name(device, int(threads) if threads else None)}
 
 
 def load(path: Path) -> list:

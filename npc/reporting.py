@@ -40,12 +40,13 @@ def command(script: str, argv: Optional[Sequence[str]]) -> str:
     return shlex.join(["python", f"bench/{Path(script).name}", *args])
 
 
-def device_name(device) -> str:
+def device_name(device, threads: Optional[int] = None) -> str:
+    """The device in words; on CPU with the thread count (``threads``: another process's, else this one's)."""
     import torch
 
     if getattr(device, "type", str(device)) == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    return f"cpu ({threads or torch.get_num_threads()} threads, {platform.machine()})"
 
 
 def environment(script: str, argv: Optional[Sequence[str]], device) -> dict:

@@ -119,6 +119,8 @@ def test_benchmark_rows_with_options_run_as_the_method_names_them():
         assert parse_args(flags, script[len("main_"):-len(".py")].lower()).method.name == row
     with pytest.raises(SystemExit, match="the run names this method npc_paper\\[bank_weight=0.5\\]"):
         nb.check_method("npc_paper[bank_weight=0.50]")
+    with pytest.raises(SystemExit, match="--methods npc_paper\\[bank_wieght=0.5\\]: --method_opt bank_wieght"):
+        nb.check_method("npc_paper[bank_wieght=0.5]")  # one line naming the row, no traceback
 
 
 def test_benchmark_grid_records_every_run_once_with_concurrent_jobs(tmp_path, monkeypatch):
@@ -166,3 +168,17 @@ def test_the_attempts_choice_follows_its_stated_rule():
     assert choose(["a", "b"], ref, devs) == "b"  # both pass: the higher at 60%
     devs["a"][0.4] = devs["b"][0.4] = 300.0
     assert choose(["a", "b"], ref, devs) == "b"  # none passes: the higher at 60%
+
+
+def test_a_benchmark_record_names_the_thread_count_its_run_used():
+    """--jobs runs its subprocesses with OMP_NUM_THREADS=1: their records must say 1 thread, whatever this
+    process has (bench/spot_check.py reruns a record with the count its device field names)."""
+    import torch
+
+    from bench import noisy_benchmark as nb
+
+    if torch.cuda.is_available():
+        pytest.skip("the thread count is a CPU record's")
+    assert nb.run_environment({"OMP_NUM_THREADS": "1"})["device"].startswith("cpu (1 threads")
+    assert nb.run_environment({"OMP_NUM_THREADS": "3"})["device"].startswith("cpu (3 threads")
+    assert nb.run_environment({})["device"].startswith(f"cpu ({torch.get_num_threads()} threads")
