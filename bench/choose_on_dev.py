@@ -58,4 +58,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from npc.cli import cli
+
+    sys.exit(cli(main, sys.argv[1:]))

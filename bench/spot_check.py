@@ -15,11 +15,13 @@ import argparse
 import os
 import re
 import sys
+from pathlib import Path
 
-from noisy_benchmark import RECALLS, RESULTS, load, run_one
+from noisy_benchmark import RECALLS, RESULTS, load, noise_item, run_one, seed_item
 
-from npc.io import atomic_write_json
-from npc.reporting import REPO, environment
+from npc.errors import ConfigError
+from npc.io import atomic_write_json, read_json
+from npc.reporting import REPO, environment, repo_relative
 
 
 def threads_of(record: dict) -> int:
@@ -32,22 +34,36 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", metavar="METHOD:NOISE:SEED")
     p.add_argument("--out", default="spot_check.json", help="file name under bench/results/noisy_benchmark/")
     a = p.parse_args(argv)
+    if Path(a.out).name != a.out or not a.out.endswith(".json"):
+        p.error(f"--out {a.out}: a file name ending in .json (written under {repo_relative(RESULTS)})")
+    earlier = read_json(RESULTS / a.out) if (RESULTS / a.out).exists() else {"rows": []}
+    if not (isinstance(earlier, dict) and "rows" in earlier):
+        p.error(f"--out {a.out}: {repo_relative(RESULTS / a.out)} exists and is not a spot check's record: choose "
+                f"another name")
+    specs = []
+    for spec in a.runs:
+        parts = spec.split(":")
+        try:
+            if len(parts) != 3 or not parts[0]:
+                raise argparse.ArgumentTypeError("three parts")
+            specs.append((spec, parts[0], noise_item(parts[1]), seed_item(parts[2])))
+        except argparse.ArgumentTypeError as e:
+            p.error(f"{spec}: not METHOD:NOISE:SEED ({e})")
     records = load(RESULTS / "noisy_benchmark.json")
     rows = []
-    for spec in a.runs:
-        method, noise, seed = spec.split(":")
+    for spec, method, noise, seed in specs:
         rec = next((r for r in records if r["method"] == method and r["noise_ratio"] == float(noise)
-                    and r["seed"] == int(seed)), None)
+                    and r["seed"] == seed), None)
         if rec is None:
-            raise SystemExit(f"{spec}: no such record in {RESULTS / 'noisy_benchmark.json'}")
+            raise ConfigError(f"{spec}: no such record in {repo_relative(RESULTS / 'noisy_benchmark.json')}")
         threads = threads_of(rec)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the runner's subprocess inherits it
-        new = run_one(method, noise, int(seed), epochs=rec["epochs"], lr=rec.get("lr"), logs=REPO / "bench" / "runs",
+        new = run_one(method, noise, seed, epochs=rec["epochs"], lr=rec.get("lr"), logs=REPO / "bench" / "runs",
                       tag="spot")
         # Records written before the evaluation rounded its percentages carry float noise (17.599999999999998):
         # a recall over 500 images is a multiple of 0.2, so 6 decimals tell every difference.
         equal = all(round(new[k], 6) == round(rec[k], 6) for k in (*RECALLS, "rsum"))
-        rows.append({"method": method, "noise_ratio": float(noise), "seed": int(seed), "threads": threads,
+        rows.append({"method": method, "noise_ratio": float(noise), "seed": seed, "threads": threads,
                      "recorded_rsum": rec["rsum"], "rsum": new["rsum"], "every_recall_equal": equal,
                      "recorded_commit": rec["git_commit"], "command": new["command"], "seconds": new["seconds"]})
         print(f"{spec}: recorded {rec['rsum']:.2f}, now {new['rsum']:.2f} ({'equal' if equal else 'DIFFERENT'})",
@@ -59,4 +75,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from npc.cli import cli
+
+    sys.exit(cli(lambda argv: sys.exit(main(argv)), sys.argv[1:]))

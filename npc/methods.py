@@ -229,7 +229,19 @@ def base_name(name: str) -> str:
 
 def name_parts(name: str) -> Dict[str, str]:
     """The ``part=value`` items of a composed name (``npc_paper[estimator=first_order,impl=naive]``), as text;
-    empty for a registered name."""
+    empty for a registered name. A malformed one (no closing ``]`` last, an item without ``=``, a part given
+    twice) is a :class:`ConfigError` naming it, never read as another name."""
     base = base_name(name)
-    inner = name[len(base) + 1:-1] if name != base else ""
-    return dict(item.split("=", 1) for item in inner.split(",") if "=" in item)
+    if name == base:
+        return {}
+    if not name.endswith("]"):
+        raise ConfigError(f"{name}: a composed method name ends with ']' (NAME[part=value,...])")
+    items = [item for item in name[len(base) + 1:-1].split(",") if item]
+    bad = [item for item in items if not item.split("=", 1)[0] or "=" not in item]
+    if bad:
+        raise ConfigError(f"{name}: {bad[0]!r} is not part=value (NAME[part=value,...])")
+    parts = dict(item.split("=", 1) for item in items)
+    if len(parts) < len(items):
+        twice = next(k for k in parts if sum(item.split("=", 1)[0] == k for item in items) > 1)
+        raise ConfigError(f"{name}: {twice} given twice")
+    return parts

@@ -11,6 +11,7 @@ import torch
 
 from bench import throughput
 
+from npc.errors import ConfigError
 from npc.model import create_model
 from npc.negative_impact import phase_timings
 from helpers import clip_step, method_step
@@ -117,9 +118,9 @@ def test_benchmark_rows_with_options_run_as_the_method_names_them():
         flags = cmd[2:]
         assert script == ("main_NPC.py" if row.startswith("npc") else "main_CLIP.py")
         assert parse_args(flags, script[len("main_"):-len(".py")].lower()).method.name == row
-    with pytest.raises(SystemExit, match="the run names this method npc_paper\\[bank_weight=0.5\\]"):
+    with pytest.raises(ConfigError, match="the run names this method npc_paper\\[bank_weight=0.5\\]"):
         nb.check_method("npc_paper[bank_weight=0.50]")
-    with pytest.raises(SystemExit, match="--methods npc_paper\\[bank_wieght=0.5\\]: --method_opt bank_wieght"):
+    with pytest.raises(ConfigError, match="--methods npc_paper\\[bank_wieght=0.5\\]: --method_opt bank_wieght"):
         nb.check_method("npc_paper[bank_wieght=0.5]")  # one line naming the row, no traceback
 
 
