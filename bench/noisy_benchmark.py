@@ -262,14 +262,23 @@ def run_one(method, noise, seed, *, epochs, lr, logs, tag, jobs: int = 1) -> dic
     finally:
         CHILDREN.finished(proc)
     seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        if CHILDREN.stopping is not None:
-            raise RunStopped(label)
+    if proc.returncode != 0 and CHILDREN.stopping is not None:
+        raise RunStopped(label)
+    try:
+        if proc.returncode != 0:
+            raise RunFailed(child_error(label, proc.returncode, stderr, failed_log))
+        try:
+            results = collect(method, run_dir, noise)
+        except (OSError, ValueError, KeyError, TypeError, StopIteration) as e:
+            cause = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else repr(e)
+            raise RunFailed(f"{label}: the run ended without results this runner can read ({cause}; its output: "
+                            f"{repo_relative(failed_log)})") from None
+    except RunFailed:
         atomic_write_text(failed_log, f"$ {' '.join(cmd)}\n--- stdout\n{stdout}\n--- stderr\n{stderr}")
-        raise RunFailed(child_error(label, proc.returncode, stderr, failed_log))
+        raise
     failed_log.unlink(missing_ok=True)
     rec = {"method": method, "noise_ratio": float(noise), "seed": seed, "epochs": 0 if method == "base" else epochs,
-           "lr": lr, **collect(method, run_dir, noise), "seconds": round(seconds, 1),
+           "lr": lr, **results, "seconds": round(seconds, 1),
            "command": " ".join(["python"] + cmd[1:]), "git_commit": git_commit(), **run_environment(env),
            "omp_num_threads": env.get("OMP_NUM_THREADS"), "concurrent_jobs": jobs}
     return rec
