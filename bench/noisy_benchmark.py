@@ -4,8 +4,13 @@ On the demo dataset, for each noise ratio and seed, runs the real entry points
 (``main_CLIP.py``, ``main_NPC.py``) as subprocesses with identical epochs, batch and data, and
 records test recalls, wall time, NPC's noise-detection quality (ROC-AUC of its weights against the
 ground-truth noise mask, mean weight of clean and noisy pairs) and the memory bank's clean-set
-precision/recall. Results are appended to a JSON list after every run (written atomically), and
-runs already recorded are skipped, so an interrupted benchmark continues where it stopped.
+precision/recall. Each run's record is added to a JSON list as the run ends: read, merged and written
+atomically under the list's lock, so that runners sharing one ``--out`` keep each other's records. Runs
+already recorded are skipped, so an interrupted benchmark continues where it stopped; a run that fails is one
+line (the training's own error) and the others go on and are recorded; Ctrl-C or SIGTERM stops the runner with
+its trainings (each runs in a session of its own, so the runner passes the signal on), starts no other run and
+records none of the stopped ones. The folder of a run not recorded is removed when the run starts again, unless
+a live process holds its lock (a training that outlived a runner killed with SIGKILL): that run is refused.
 
     python bench/noisy_benchmark.py                 # full: noise 0/0.2/0.4/0.6 x seeds 0/1/2 (hours on 2 CPUs)
     python bench/noisy_benchmark.py --quick         # one seed, 2 epochs, noise 0/0.6: a smoke run
