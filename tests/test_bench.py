@@ -509,3 +509,25 @@ def test_a_restart_never_deletes_a_live_run_folder(tmp_path):
     code, _, stderr = bench.run("--noise", "0.4", "--seeds", "0", "--methods", "clip,npc_paper")
     assert code == 0, stderr
     assert sorted(r["method"] for r in bench.records()) == ["clip", "npc_paper"]
+
+
+def test_spot_check_and_the_choice_report_bad_arguments_and_records_in_one_line(tmp_path, monkeypatch, capsys):
+    """bench/spot_check.py's METHOD:NOISE:SEED and --out are checked as parsed; both scripts read the records as
+    the runner does: a cut file is one line naming it."""
+    from bench import choose_on_dev, spot_check
+    from npc.errors import BadFileError
+
+    for args, says in ((["clip:0.4"], "clip:0.4: not METHOD:NOISE:SEED"),
+                       (["clip:x:0"], "'x' is not a number"),
+                       (["clip:0.4:-1"], "-1 is not a seed"),
+                       (["clip:0.4:0", "--out", "../x.json"], "a file name ending in .json"),
+                       (["clip:0.4:0", "--out", "noisy_benchmark.json"], "is not a spot check's record")):
+        with pytest.raises(SystemExit) as e:
+            spot_check.main(args)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 2 and says in err, err
+    (tmp_path / "noisy_benchmark.json").write_text('[{"method": "clip", "noise_ratio": 0.4, "se')
+    for module, args in ((spot_check, ["clip:0.4:0"]), (choose_on_dev, ["a", "b"])):
+        monkeypatch.setattr(module, "RESULTS", tmp_path)
+        with pytest.raises(BadFileError, match="noisy_benchmark.json is not a whole JSON file"):
+            module.main(args)
