@@ -372,9 +372,10 @@ def execute(todo: list, out: Path, *, key_of, jobs: int, report) -> list:
         return rec
 
     failures, added = [], []
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    futures = [pool.submit(work, k, kwargs) for k, kwargs in todo]
+    pool, futures = ThreadPoolExecutor(max_workers=jobs), []
     try:
+        for k, kwargs in todo:
+            futures.append(pool.submit(work, k, kwargs))
         for future in as_completed(futures):
             try:
                 rec = future.result()
