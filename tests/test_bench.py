@@ -444,21 +444,25 @@ def test_two_runners_on_one_out_keep_each_others_records(tmp_path):
     assert len({nb.key(r) for r in bench.records()}) == 4
 
 
-def test_sigterm_stops_the_runner_and_its_child(tmp_path):
-    """SIGTERM to the runner alone: its training child stops too (it used to run on as an orphan), no queued run
-    starts, nothing of the stopped run is recorded, one line, exit code 143."""
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigterm_stops_the_runner_and_its_children(tmp_path, jobs):
+    """SIGTERM to the runner alone: its training children stop too (they used to run on as orphans), no queued
+    run starts, nothing of the stopped runs is recorded, one line, exit code 143."""
     import os
     import signal
 
     bench = Bench(tmp_path)
-    proc = bench.start("--noise", "0.4", "--seeds", "0", "--methods", "clip,npc_paper", seconds={"clip": 120})
-    child = bench.wait_started("bench_clip_n0.4_s0")
+    running = ["clip", "npc_paper"][:jobs]
+    proc = bench.start("--noise", "0.4", "--seeds", "0", "--methods", "clip,npc_paper,npc_release", "--jobs", str(jobs),
+                       seconds={m: 120 for m in running})
+    children = [bench.wait_started(f"bench_{m}_n0.4_s0") for m in running]
     os.kill(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     lines = _one_line_error(stderr)
     assert proc.returncode == 143 and len(lines) == 1, stderr
-    assert lines[0].startswith("terminated (SIGTERM): 1 run(s) stopped, not recorded; 0 recorded"), lines
-    assert _wait_gone(child) and [e for e, _ in bench.starts()] == ["bench_clip_n0.4_s0"]
+    assert lines[0].startswith(f"terminated (SIGTERM): {jobs} run(s) stopped, not recorded; 0 recorded"), lines
+    assert all(_wait_gone(child) for child in children)
+    assert sorted(e for e, _ in bench.starts()) == [f"bench_{m}_n0.4_s0" for m in running]
     assert bench.records() == []
 
 
