@@ -2,6 +2,7 @@
 with the project's features and the run's test recalls; its model card; its safetensors; its guards."""
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -78,6 +79,18 @@ def test_a_folder_export_loads_with_open_clip_alone_with_the_runs_features_and_r
     torch.testing.assert_close(theirs["img"], img, rtol=0, atol=1e-6)
     torch.testing.assert_close(theirs["txt"], txt, rtol=0, atol=1e-6)
     assert torch.equal(theirs["tokens"], tokenizer(split.captions[:2]))  # the run's context length, its token ids
+
+    # docs/own_data.md's example, as written, on this folder and these images
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "own_data.md").read_text(encoding="utf-8")
+    example = re.search(r"^## 6\. Take the model away.*?```python\n(.*?)```", doc, re.S | re.M).group(1)
+    images = [str(p) for p in split.image_paths[:2]]
+    example = (example.replace('"local-dir:mine"', repr(f"local-dir:{folder}"))
+               .replace('["mydata/images/0001.jpg", "mydata/images/0002.png"]', repr(images))
+               .replace('["a red bicycle leaning on a wall", "two dogs running on a beach"]', repr(split.captions[:2])))
+    assert '"local-dir:mine"' not in example and "mydata/" not in example
+    shown = subprocess.run([sys.executable, "-c", example], check=True, cwd=tmp_path, capture_output=True, text=True,
+                           env={**env, "HF_HUB_OFFLINE": "1"})
+    assert "tensor([[" in shown.stdout
 
     # the same test recalls as the run's results.json
     recorded = json.loads((trained_run["dir"] / "results.json").read_text())["results"]["test"]
