@@ -246,8 +246,7 @@ def export_folder(checkpoint, out, vision_model: Optional[str] = None) -> Dict[s
     check_out_folder(checkpoint, out)  # before anything is read or written
     t = trained_model(checkpoint, vision_model)
     ckpt = t["ckpt"] if isinstance(t["ckpt"], dict) else {}
-    model = t["model"]
-    model.load_state_dict(fp32_state(model))  # fp32 storage, one tensor per name (safetensors refuses shared ones)
+    model = t["model"]  # fp32: built so, the checkpoint's tensors cast into it
     card = model_card(checkpoint, t, out)
 
     def build(tmp: Path) -> None:
@@ -421,14 +420,17 @@ def model_card(checkpoint: Path, t: Dict, out: Path) -> str:
     if hub:
         front += ["base_model:", f"- {hub}"]
     front.append("---")
-    what = method.get("name") or "unknown (the checkpoint records no method)"
-    lines = [f"# {name} fine-tuned with {what}", "",
+    what = method.get("name") or "not recorded (a checkpoint without this project's flags)"
+    title = f"# {name} fine-tuned with {method['name']}" if method.get("name") else f"# {name}, from {checkpoint.name}"
+    lines = [title, "",
              "A CLIP model fine-tuned on image-caption pairs by this project (NPC, \"Negative Pre-aware for Noisy "
              "Cross-Modal Matching\", AAAI 2024, reimplemented on open_clip), exported with `export_model.py` as "
              "open_clip's hub folder.", "", "## What it is", ""]
-    options = ", ".join(f"{k}={v}" for k, v in (method.get("options") or {}).items()) or "none"
-    lines.append(f"- **Method:** `{what}`" + (f" (objective `{method.get('objective')}`, weight estimator "
-                                              f"`{method.get('estimator')}`, options `{options}`)" if method else ""))
+    parts = [f"objective `{method['objective']}`"] if method.get("objective") else []
+    parts.append(f"weight estimator `{method['estimator']}`" if method.get("estimator") else "no weight estimator")
+    if method.get("options"):
+        parts.append("options `" + ", ".join(f"{k}={v}" for k, v in method["options"].items()) + "`")
+    lines.append(f"- **Method:** `{what}`" + (f" ({', '.join(parts)})" if method else ""))
     lines.append(f"- **Base model:** open_clip `{name}` (`--vision_model {t['vision_model']}`), initial weights "
                  f"`--pretrained {pretrained}`" + (f" ({hub})" if hub else ""))
     prints = ckpt.get("fingerprints") or {}
@@ -472,8 +474,9 @@ def model_card(checkpoint: Path, t: Dict, out: Path) -> str:
         lines.append("Not found: no run folder with log.txt or results.json beside the checkpoint.")
     check = self_check_line(folder, ckpt) if ckpt else None
     lines += ["", "## What the self-check said about the data", "",
-              check if check else "Nothing recorded: the run's log holds no self-check line (the demo's data is not "
-                                  "checked, and a run without a memory bank checks only a user's dev split)."]
+              check if check else "Nothing recorded: the run's log holds no self-check line (a run checks its model when it "
+                                  "builds its memory bank, and a method without one on a user's dev split; a run "
+                                  "without a bank on the demo's data checks nothing)."]
     lines += ["", "## How to load it", "", "With open_clip alone (no `add_model_config`, nothing of this project):", "",
               "```python", "import open_clip", "",
               f"model, _, preprocess = open_clip.create_model_and_transforms(\"local-dir:{out}\")",

@@ -190,4 +190,5 @@ def test_a_vit_b_32_export_holds_open_clips_config_of_it(tmp_path):
     theirs, own = loaded.state_dict(), model.state_dict()
     assert set(theirs) == set(own) and all(torch.equal(theirs[k], own[k]) for k in own)
     card = (out / "README.md").read_text()
-    assert "# ViT-B-32-quickgelu fine-tuned with unknown" in card and "Not recorded" in card
+    assert "\n# ViT-B-32-quickgelu, from vit.pt\n" in card and "**Method:** `not recorded" in card
+    assert "## The run's command\n\nNot recorded" in card and "## Test results\n\nNot found" in card
