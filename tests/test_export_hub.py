@@ -168,7 +168,7 @@ def test_a_folder_export_replaces_only_an_earlier_export_and_refuses_another_mod
 def test_a_vit_b_32_export_holds_open_clips_config_of_it(tmp_path):
     """ViT-B/32 (random weights: nothing downloaded) exports as open_clip's ViT-B-32-quickgelu, QuickGELU included,
     with OpenAI's preprocessing and 77 tokens; open_clip builds it from the folder with the same weights. A bare
-    state dict records no run: the card says so."""
+    state dict records no run: the card says so. The slowest test of this file (three ViT-B/32 models built)."""
     import open_clip
 
     from npc.model import create_model
@@ -183,6 +183,13 @@ def test_a_vit_b_32_export_holds_open_clips_config_of_it(tmp_path):
     assert config["preprocess_cfg"]["mean"] == list(open_clip.OPENAI_DATASET_MEAN)
     assert config["preprocess_cfg"]["std"] == list(open_clip.OPENAI_DATASET_STD)
     assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 77
+    # the tokenizer's files are open_clip's vocabulary: its ids, OpenAI's names of the two special tokens, its merges
+    vocab, simple = json.loads((out / "vocab.json").read_text()), open_clip.tokenizer.SimpleTokenizer()
+    names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    assert vocab == {names.get(k, k): v for k, v in simple.encoder.items()} and vocab["<|endoftext|>"] == 49407
+    merges = (out / "merges.txt").read_text().splitlines()
+    assert merges[0] == "#version: 0.2" and [tuple(m.split()) for m in merges[1:]] == sorted(simple.bpe_ranks,
+                                                                                             key=simple.bpe_ranks.get)
 
     loaded = open_clip.create_model("local-dir:" + str(out))
     assert type(loaded.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
@@ -192,3 +199,17 @@ def test_a_vit_b_32_export_holds_open_clips_config_of_it(tmp_path):
     card = (out / "README.md").read_text()
     assert "\n# ViT-B-32-quickgelu, from vit.pt\n" in card and "**Method:** `not recorded" in card
     assert "## The run's command\n\nNot recorded" in card and "## Test results\n\nNot found" in card
+
+
+def test_the_folders_tokenizer_files_tokenize_as_open_clip_in_transformers(request, tmp_path):
+    """Where transformers is installed (it is not a requirement of this project), its CLIPTokenizer reads the
+    folder's files and gives open_clip's token ids on ordinary captions."""
+    transformers = pytest.importorskip("transformers")
+    import open_clip
+
+    out = tmp_path / "mine"
+    run = request.getfixturevalue("trained_run")  # trained only where the test runs
+    export_model.main([str(run["dir"] / "checkpoints" / "best.pt"), "--out", str(out)])
+    theirs, ours = transformers.CLIPTokenizer.from_pretrained(str(out)), open_clip.get_tokenizer(f"local-dir:{out}")
+    for caption in ["a red bicycle leaning on a wall", "Two DOGS running, on a beach!!", "it's 2024: a café"]:
+        assert theirs(caption)["input_ids"] == [t for t in ours([caption])[0].tolist() if t]
