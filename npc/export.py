@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from npc.config import flags_of_saved
-from npc.errors import ConfigError, ExistingFileError, UserError, WriteError
+from npc.errors import ConfigError, DiskFullError, ExistingFileError, UserError, WriteError
 
 EXPORT_FORMAT = "npc-export/1"
 FOLDER_FORMAT = "npc-export-folder/1"
@@ -264,6 +264,8 @@ def export_folder(checkpoint, out, vision_model: Optional[str] = None) -> Dict[s
 def publish_folder(out: Path, build) -> None:
     """Run ``build(tmp)`` in a temporary folder beside ``out``, then rename it to ``out`` (an earlier export or an
     empty folder there is replaced)."""
+    from npc.io import full_disk
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -285,6 +287,10 @@ def publish_folder(out: Path, build) -> None:
             os.replace(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        # safetensors reports a failed write as its own error, naming the OS's ("File too large (os error 27)")
+        if full_disk(e) or (type(e).__name__ == "SafetensorError" and re.search(r"os error (28|27|122)\b", str(e))):
+            raise DiskFullError(f"cannot write the export {out}: disk full or file too large; free some space and run "
+                                f"it again (an earlier export there is kept)") from None
         if isinstance(e, OSError) and not isinstance(e, UserError):
             raise WriteError(e.errno, f"cannot write the export: {e.strerror}", str(out)) from None
         raise

@@ -165,6 +165,31 @@ def test_a_folder_export_replaces_only_an_earlier_export_and_refuses_another_mod
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
 
 
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))  # the weights are 6 MB
+import export_model
+from npc.cli import cli
+sys.exit(cli(export_model.main, sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_keeps_the_earlier_export_and_leaves_nothing_behind(trained_run, tmp_path):
+    from helpers import CHILD_PYTHONPATH
+
+    best = trained_run["dir"] / "checkpoints" / "best.pt"
+    out = tmp_path / "mine"
+    export_model.main([str(best), "--out", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    shown = subprocess.run([sys.executable, "-c", FULL_DISK, str(best), "--out", str(out)], capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": CHILD_PYTHONPATH})
+    assert shown.returncode == 1 and shown.stderr.startswith(f"error: cannot write the export {out}: disk full or file "
+                                                             f"too large") and shown.stderr.count("\n") == 1, shown.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
 def test_a_vit_b_32_export_holds_open_clips_config_of_it(tmp_path):
     """ViT-B/32 (random weights: nothing downloaded) exports as open_clip's ViT-B-32-quickgelu, QuickGELU included,
     with OpenAI's preprocessing and 77 tokens; open_clip builds it from the folder with the same weights. A bare
