@@ -1,26 +1,44 @@
-"""A model to take away: a checkpoint's weights as a file that open_clip loads by itself.
+"""A model to take away: a checkpoint's weights in the form open_clip loads by itself.
 
-:func:`export_open_clip` writes ``{"state_dict": ..., "model_name": ..., ...}``: every parameter in
-fp32 under open_clip's (= OpenAI CLIP's) names, the layout of open_clip's own training checkpoints,
-which ``open_clip.create_model_and_transforms(model_name, pretrained=FILE)`` loads as it is. The other
-entries say what the file holds (the open_clip model name and config, the context length, the source).
+Two forms, one model:
 
-open_clip knows the real architectures by name (``ViT-B/32`` of this project is open_clip's
-``ViT-B-32-quickgelu``: OpenAI's weights use QuickGELU). The demo's tiny configs (``npc-tiny``,
-``npc-micro``) are this project's: their config file is written beside the export as
-``<model_name>.json``, which ``open_clip.add_model_config(path)`` registers under that name.
+* a folder (the default): open_clip's own hub folder, what ``open_clip.push_to_hf_hub`` uploads and
+  ``create_model_and_transforms("local-dir:FOLDER")`` / ``("hf-hub:USER/REPO")`` load. It is written by
+  open_clip's ``save_for_hf``: ``open_clip_config.json`` (the whole model config and the preprocessing
+  config: a demo config needs no ``add_model_config``), ``open_clip_model.safetensors`` (every weight in
+  fp32 under open_clip's names) and the tokenizer's files, plus a model card (``README.md``, the Hugging
+  Face convention) that says what the run did: method, base model, data and its fingerprint, noise,
+  epochs, the run's command, its test table as it printed it, and the self-check of its data.
+* a file (``--out mine.pt``): ``{"state_dict": ..., "model_name": ...}``, the layout of open_clip's training
+  checkpoints, loaded with ``create_model_and_transforms(model_name, pretrained=FILE)``; the demo's tiny
+  configs are written beside it as ``<model_name>.json`` for ``open_clip.add_model_config``.
+
+Neither replaces anything but an earlier export of this module; a checkpoint of another model than
+``--vision_model`` is refused.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from npc.config import flags_of_saved
-from npc.errors import ConfigError, ExistingFileError
+from npc.errors import ConfigError, DiskFullError, ExistingFileError, UserError, WriteError
 
 EXPORT_FORMAT = "npc-export/1"
+FOLDER_FORMAT = "npc-export-folder/1"
+#: ``--out`` names ending so are the one-file form; any other name is a folder.
+FILE_SUFFIXES = (".pt", ".pth")
+#: The files a folder export holds (besides the weights and the config, the tokenizer's and the card).
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+FOLDER_FILES = ("open_clip_config.json", "open_clip_model.safetensors", "README.md", *TOKENIZER_FILES)
+SCRIPTS = {"npc": "main_NPC.py", "clip": "main_CLIP.py"}
+_LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \| ")
 
 
 def checkpoint_model(ckpt) -> Optional[str]:
@@ -28,6 +46,10 @@ def checkpoint_model(ckpt) -> Optional[str]:
     if not isinstance(ckpt, dict):
         return None
     return ckpt.get("vision_model") or flags_of_saved(ckpt).get("vision_model")
+
+
+def is_folder_out(out) -> bool:
+    return Path(out).suffix.lower() not in FILE_SUFFIXES
 
 
 def is_export(path) -> bool:
@@ -38,6 +60,18 @@ def is_export(path) -> bool:
         return torch.load(path, map_location="cpu", mmap=True, weights_only=True).get("format") == EXPORT_FORMAT
     except Exception:
         return False
+
+
+def is_folder_export(folder) -> bool:
+    """Whether ``folder`` is a folder :func:`export_folder` wrote: its config records :data:`FOLDER_FORMAT` and it
+    holds no file of another kind."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))
+        names = {p.name for p in folder.iterdir()}
+    except (OSError, ValueError):
+        return False
+    return (config.get("npc_export") or {}).get("format") == FOLDER_FORMAT and names <= set(FOLDER_FILES)
 
 
 def check_out(checkpoint: Path, out: Path) -> None:
@@ -55,6 +89,23 @@ def check_out(checkpoint: Path, out: Path) -> None:
                                 f"the file away first")
 
 
+def check_out_folder(checkpoint: Path, out: Path) -> None:
+    """A folder ``--out`` is new, empty, or an earlier folder export (replaced whole); anything else is refused:
+    a file, the folder holding the checkpoint being exported, a folder of other files."""
+    if not os.path.lexists(out):
+        return
+    if not out.is_dir():
+        raise ExistingFileError(f"--out {out} exists and is not an export of export_model.py (a file, where the export "
+                                f"is a folder): it is left as it is; choose another --out (a new or empty folder, or "
+                                f"a name ending in .pt for the one-file form)")
+    if checkpoint.exists() and checkpoint.resolve().is_relative_to(out.resolve()):
+        raise ExistingFileError(f"--out {out} is a folder that holds the checkpoint being exported: it is left as it "
+                                f"is; choose another --out (a new or empty folder)")
+    if any(out.iterdir()) and not is_folder_export(out):
+        raise ExistingFileError(f"--out {out} is a folder that holds other files than an export of export_model.py: "
+                                f"it is left as it is; choose another --out (a new or empty folder)")
+
+
 def check_config(path: Path, cfg: Dict) -> None:
     """Refuse to replace a config file beside the export that holds something else than ``cfg`` (a user's file,
     or the config of an earlier export of another context length, which would stop loading)."""
@@ -69,16 +120,14 @@ def check_config(path: Path, cfg: Dict) -> None:
                                 f"as it is; export to another folder (--out), or move the file away first")
 
 
-def export_open_clip(checkpoint, out, vision_model: Optional[str] = None) -> Dict[str, str]:
-    """Write ``checkpoint``'s weights to ``out`` for open_clip; returns ``model_name``, ``file`` and, for a
-    demo config, ``config`` (the config file to register). ``vision_model``: the architecture, needed for a
-    file that does not record it (a bare state dict, the release's); one that contradicts the checkpoint is
-    refused by name."""
-    from npc.io import atomic_torch_save, atomic_write_text
+# ----------------------------------------------------------------------------- the trained model
+
+def trained_model(checkpoint: Path, vision_model: Optional[str] = None) -> Dict:
+    """The checkpoint's weights in an fp32 open_clip model, with what says which model it is: ``model``,
+    ``name`` (open_clip's), ``vision_model``, ``model_cfg`` (the whole config, context length included),
+    ``ckpt`` (the file's content) and ``context_length`` (when the run chose one)."""
     from npc.model import CONFIG_DIR, DEMO_MODELS, create_model, load_checkpoint_weights, open_clip_name, read_checkpoint
 
-    checkpoint, out = Path(checkpoint), Path(out)
-    check_out(checkpoint, out)  # before anything is read or written
     ckpt = read_checkpoint(checkpoint)
     trained = checkpoint_model(ckpt)
     if vision_model and trained and open_clip_name(vision_model) != open_clip_name(trained):
@@ -92,31 +141,378 @@ def export_open_clip(checkpoint, out, vision_model: Optional[str] = None) -> Dic
     model, _, _ = create_model(vision_model, "none", precision="fp32", context_length=context_length)
     load_checkpoint_weights(model, checkpoint, ckpt=ckpt)  # strict: a file of another model is refused, named
     name = open_clip_name(vision_model)
-    state = {k: (v.float() if v.is_floating_point() else v).detach().clone().contiguous()
-             for k, v in model.state_dict().items()}
-    result = {"model_name": name, "file": str(out)}
-    default_length = ((open_clip_config(name) or {}).get("text_cfg") or {}).get("context_length")
-    if context_length and name not in DEMO_MODELS and int(context_length) != default_length:
-        result["context_length"] = int(context_length)  # open_clip must be told: force_context_length
-    cfg = None
     if name in DEMO_MODELS:
         cfg = json.loads((CONFIG_DIR / f"{name}.json").read_text(encoding="utf-8"))
-        if context_length:
-            cfg["text_cfg"]["context_length"] = int(context_length)
+    else:
+        cfg = open_clip_config(name)
+    if context_length:
+        cfg["text_cfg"]["context_length"] = int(context_length)
+    _set_preprocess(model, name, saved.get("pretrained"))
+    return {"model": model.eval(), "name": name, "vision_model": vision_model, "model_cfg": cfg, "ckpt": ckpt,
+            "context_length": int(context_length) if context_length else None}
+
+
+def _set_preprocess(model, name: str, pretrained: Optional[str]) -> None:
+    """The preprocessing the run used: that of its ``--pretrained`` tag where open_clip knows one (its mean, std,
+    interpolation), else open_clip's default, which the run's model had too."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) if pretrained and not os.path.isfile(pretrained) else {}
+    cfg = merge_preprocess_dict(PreprocessCfg(size=model.visual.image_size), tag_cfg or {})
+    open_clip.model.set_model_preprocess_cfg(model, cfg)
+
+
+def fp32_state(model) -> Dict:
+    return {k: (v.float() if v.is_floating_point() else v).detach().clone().contiguous()
+            for k, v in model.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------- the one-file form
+
+def export_open_clip(checkpoint, out, vision_model: Optional[str] = None) -> Dict[str, str]:
+    """Write ``checkpoint``'s weights to ``out`` for open_clip; returns ``model_name``, ``file`` and, for a
+    demo config, ``config`` (the config file to register). ``vision_model``: the architecture, needed for a
+    file that does not record it (a bare state dict, the release's); one that contradicts the checkpoint is
+    refused by name."""
+    from npc.io import atomic_torch_save, atomic_write_text
+    from npc.model import DEMO_MODELS
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    check_out(checkpoint, out)  # before anything is read or written
+    t = trained_model(checkpoint, vision_model)
+    name, ckpt, context_length = t["name"], t["ckpt"], t["context_length"]
+    result = {"model_name": name, "file": str(out)}
+    default_length = ((open_clip_config(name) or {}).get("text_cfg") or {}).get("context_length")
+    if context_length and name not in DEMO_MODELS and context_length != default_length:
+        result["context_length"] = context_length  # open_clip must be told: force_context_length
+    cfg = None
+    if name in DEMO_MODELS:
+        cfg = t["model_cfg"]
         config_path = out.parent / f"{name}.json"
         check_config(config_path, cfg)
         atomic_write_text(config_path, json.dumps(cfg, indent=4) + "\n")
         result["config"] = str(config_path)
     atomic_torch_save({"format": EXPORT_FORMAT, "model_name": name, "model_cfg": cfg,
-                       "context_length": int(model.context_length), "vision_model": vision_model,
+                       "context_length": int(t["model"].context_length), "vision_model": t["vision_model"],
                        "source": checkpoint.name, "epoch": ckpt.get("epoch") if isinstance(ckpt, dict) else None,
-                       "state_dict": state}, out)
+                       "state_dict": fp32_state(t["model"])}, out)
     return result
+
+
+# ----------------------------------------------------------------------------- the folder form
+
+class ClipTokenizerFiles:
+    """The tokenizer of open_clip's CLIP models (its ``SimpleTokenizer``: OpenAI's byte-level BPE) as the files
+    a Hugging Face ``CLIPTokenizer`` saves: ``vocab.json`` and ``merges.txt`` written from open_clip's own
+    vocabulary file, with the special tokens under the names OpenAI's hub tokenizers give them. open_clip's
+    ``save_for_hf`` calls :meth:`save_pretrained` as it does for its HF tokenizers; ``push_to_hf_hub`` uploads
+    the same files for a CLIP model (it takes them from ``openai/clip-vit-large-patch14``, which needs the
+    network). ``get_tokenizer("local-dir:...")`` itself reads the config: no ``hf_tokenizer_name``, so open_clip's
+    SimpleTokenizer with the config's context length."""
+
+    SPECIAL = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+
+    def __init__(self, context_length: int):
+        from open_clip.tokenizer import SimpleTokenizer
+
+        self.context_length = int(context_length)
+        self.tokenizer = SimpleTokenizer(context_length=self.context_length)
+
+    def save_pretrained(self, dest) -> None:
+        from npc.io import atomic_write_text
+
+        dest = Path(dest)
+        vocab = {self.SPECIAL.get(k, k): v for k, v in self.tokenizer.encoder.items()}
+        merges = sorted(self.tokenizer.bpe_ranks, key=self.tokenizer.bpe_ranks.get)
+        bos, eos = self.SPECIAL["<start_of_text>"], self.SPECIAL["<end_of_text>"]
+        special = {"bos_token": bos, "eos_token": eos, "pad_token": eos, "unk_token": eos}
+        config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": self.context_length, "do_lower_case": True,
+                  "errors": "replace", "add_prefix_space": False, "clean_up_tokenization_spaces": True, **special}
+        atomic_write_text(dest / "vocab.json", json.dumps(vocab, ensure_ascii=False) + "\n")
+        atomic_write_text(dest / "merges.txt", "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+        atomic_write_text(dest / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
+        atomic_write_text(dest / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+
+
+def export_folder(checkpoint, out, vision_model: Optional[str] = None) -> Dict[str, str]:
+    """Write ``checkpoint`` as open_clip's hub folder ``out`` (built beside it, renamed into place: complete or
+    absent); returns ``model_name`` (``local-dir:OUT``), ``folder`` and ``card``."""
+    from open_clip.push_to_hf_hub import save_for_hf
+
+    from npc.io import atomic_write_json, atomic_write_text
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    check_out_folder(checkpoint, out)  # before anything is read or written
+    t = trained_model(checkpoint, vision_model)
+    ckpt = t["ckpt"] if isinstance(t["ckpt"], dict) else {}
+    model = t["model"]  # fp32: built so, the checkpoint's tensors cast into it
+    card = model_card(checkpoint, t, out)
+
+    def build(tmp: Path) -> None:
+        save_for_hf(model, ClipTokenizerFiles(model.context_length), t["model_cfg"], tmp, safe_serialization=True)
+        config = json.loads((tmp / "open_clip_config.json").read_text(encoding="utf-8"))
+        config["npc_export"] = {"format": FOLDER_FORMAT, "vision_model": t["vision_model"], "source": checkpoint.name,
+                                "epoch": ckpt.get("epoch"), "method": (flags_of_saved(ckpt) or {}).get("method")}
+        atomic_write_json(tmp / "open_clip_config.json", config)
+        atomic_write_text(tmp / "README.md", card)
+
+    publish_folder(out, build)
+    return {"model_name": f"local-dir:{out}", "folder": str(out), "card": str(out / "README.md")}
+
+
+def publish_folder(out: Path, build) -> None:
+    """Run ``build(tmp)`` in a temporary folder beside ``out``, then rename it to ``out`` (an earlier export or an
+    empty folder there is replaced)."""
+    from npc.io import full_disk
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise WriteError(e.errno, f"cannot write the export: {e.strerror}", str(out)) from None
+    try:
+        build(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        for f in tmp.iterdir():  # the usual permissions (temporary files are made 0600)
+            os.chmod(f, 0o666 & ~mask)
+        os.chmod(tmp, 0o777 & ~mask)
+        if os.path.lexists(out):
+            old = tmp.with_name(tmp.name[:-4] + ".old")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # safetensors reports a failed write as its own error, naming the OS's ("File too large (os error 27)")
+        if full_disk(e) or (type(e).__name__ == "SafetensorError" and re.search(r"os error (28|27|122)\b", str(e))):
+            raise DiskFullError(f"cannot write the export {out}: disk full or file too large; free some space and run "
+                                f"it again (an earlier export there is kept)") from None
+        if isinstance(e, OSError) and not isinstance(e, UserError):
+            raise WriteError(e.errno, f"cannot write the export: {e.strerror}", str(out)) from None
+        raise
+
+
+# ----------------------------------------------------------------------------- the model card
+
+def run_folder(checkpoint: Path, ckpt: Dict) -> Optional[Path]:
+    """The run folder of a training checkpoint: the one its ``checkpoints/`` folder sits in, else the one its
+    flags name (``--logs_dir``/``--experiments``), when it is there."""
+    if checkpoint.resolve().parent.name == "checkpoints":
+        here = checkpoint.resolve().parent.parent
+        if (here / "log.txt").is_file() or (here / "results.json").is_file():
+            return here
+    run = (ckpt.get("config") or {}).get("run") or {}
+    if run.get("logs") and run.get("experiments"):
+        there = Path(run["logs"]) / run["experiments"]
+        if (there / "results.json").is_file() or (there / "log.txt").is_file():
+            return there
+    return None
+
+
+def run_command(ckpt: Dict) -> Optional[str]:
+    """The command that repeats the run, rebuilt from the flags its checkpoint records: the script and every
+    flag whose value differs from the one that script would give it (None for a checkpoint without them)."""
+    from npc.params import parse_args
+
+    config = ckpt.get("config")
+    if not isinstance(config, dict) or config.get("script") not in SCRIPTS:
+        return None
+    script = config["script"]
+    flat = flags_of_saved(ckpt)
+    argv: List[str] = [] if flat.get("dataset") == "demo" else ["--dataset", str(flat.get("dataset"))]
+    try:
+        if flat["method"] != parse_args(argv, script).method.name:
+            argv += ["--method", str(flat["method"])]
+        base = parse_args([*argv, "--method", str(flat["method"])], script).flat()
+    except (UserError, SystemExit, KeyError):
+        return None
+    for key, value in flat.items():
+        if key not in base or key in ("dataset", "method") or value == base[key]:
+            continue
+        flag = "--logs_dir" if key == "logs" else f"--{key}"
+        if key == "method_opt":
+            argv += [x for opt in value if opt not in base[key] for x in ("--method_opt", opt)]
+        elif value is True:
+            argv.append(flag)
+        elif value is None or value is False:
+            continue  # not a value a flag gives
+        else:
+            argv += [flag, value.encode("unicode_escape").decode("ascii") if isinstance(value, str) else str(value)]
+    return shlex.join(["python", SCRIPTS[script], *argv])
+
+
+def printed_table(folder: Optional[Path]) -> Optional[str]:
+    """The last test table the run printed in its log (its title line and table), else the table of its
+    results.json."""
+    if folder is None:
+        return None
+    log = folder / "log.txt"
+    if log.is_file():
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        starts = [i for i, line in enumerate(lines) if _LOG_TIME.match(line) and " after " in line and "epochs" in line
+                  and "(encoded in " in line]
+        if starts:
+            i = starts[-1]
+            table = [_LOG_TIME.sub("", lines[i])]
+            for line in lines[i + 1:]:
+                if _LOG_TIME.match(line):
+                    break
+                table.append(line)
+            return "\n".join(table)
+    results = folder / "results.json"
+    if results.is_file():
+        from npc.evaluation_metrics import format_metrics_table
+
+        rows = json.loads(results.read_text(encoding="utf-8")).get("results") or {}
+        return format_metrics_table({f"{k} ({v['images']} images)" if "images" in v else k: v
+                                     for k, v in rows.items()})
+    return None
+
+
+def self_check_line(folder: Optional[Path], ckpt: Dict) -> Optional[str]:
+    """What the self-check said about the data (npc/self_check.py): the run's log line, else the memory bank's
+    info file the run used."""
+    if folder is not None and (folder / "log.txt").is_file():
+        for line in (folder / "log.txt").read_text(encoding="utf-8", errors="replace").splitlines():
+            found = re.search(r"(self-check: .*|warning: scores near chance: .*)", line)
+            if found:
+                return found.group(1)
+    try:
+        from npc.config import DataConfig, ModelConfig
+        from npc.memory_bank import bank_dir_for, bank_paths
+
+        config = ckpt["config"]
+        data, model = DataConfig(**config["data"]), ModelConfig(**config["model"])
+        info = bank_paths(bank_dir_for(data, model), data.noise_ratio, data.noise_mode)[2]
+        return json.loads(info.read_text(encoding="utf-8"))["self_check"]["message"]
+    except Exception:  # no bank, data moved away, an earlier version's checkpoint: nothing recorded to quote
+        return None
+
+
+def _noise(data: Dict, ckpt: Dict) -> str:
+    ratio = data.get("noise_ratio")
+    if ratio in (None, 0, "0") or float(ratio) == 0:
+        own = "the data's own noise, not measured (no ground-truth mask)" if data.get("dataset") != "demo" else \
+            "the demo's clean captions"
+        return f"none added (`--noise_ratio 0`): {own}"
+    return (f"{float(ratio):.0%} of the training pairs made wrong on purpose (`--noise_ratio {ratio}`, `--noise_mode "
+            f"{data.get('noise_mode')}`, `--noise_seed {data.get('noise_seed')}`)")
+
+
+def _base_hub_id(name: str, pretrained: Optional[str]) -> Optional[str]:
+    import open_clip
+
+    if not pretrained or os.path.isfile(str(pretrained)):
+        return None
+    hub = (open_clip.get_pretrained_cfg(name, pretrained) or {}).get("hf_hub")
+    return hub.strip("/") if hub else None
+
+
+def model_card(checkpoint: Path, t: Dict, out: Path) -> str:
+    """README.md of the folder: front matter of the Hugging Face convention, then what the run did."""
+    ckpt = t["ckpt"] if isinstance(t["ckpt"], dict) else {}
+    flat = flags_of_saved(ckpt) if ckpt else {}
+    config = ckpt.get("config") or {}
+    data, method = config.get("data") or {}, config.get("method") or {}
+    folder = run_folder(checkpoint, ckpt) if ckpt else None
+    name, pretrained = t["name"], flat.get("pretrained")
+    hub = _base_hub_id(name, pretrained)
+    front = ["---", "library_name: open_clip", "pipeline_tag: zero-shot-image-classification", "tags:", "- clip",
+             "- open_clip", "- noisy-correspondence"]
+    if hub:
+        front += ["base_model:", f"- {hub}"]
+    front.append("---")
+    what = method.get("name") or "not recorded (a checkpoint without this project's flags)"
+    title = f"# {name} fine-tuned with {method['name']}" if method.get("name") else f"# {name}, from {checkpoint.name}"
+    lines = [title, "",
+             "A CLIP model fine-tuned on image-caption pairs by this project (NPC, \"Negative Pre-aware for Noisy "
+             "Cross-Modal Matching\", AAAI 2024, reimplemented on open_clip), exported with `export_model.py` as "
+             "open_clip's hub folder.", "", "## What it is", ""]
+    parts = [f"objective `{method['objective']}`"] if method.get("objective") else []
+    parts.append(f"weight estimator `{method['estimator']}`" if method.get("estimator") else "no weight estimator")
+    if method.get("options"):
+        parts.append("options `" + ", ".join(f"{k}={v}" for k, v in method["options"].items()) + "`")
+    lines.append(f"- **Method:** `{what}`" + (f" ({', '.join(parts)})" if method else ""))
+    lines.append(f"- **Base model:** open_clip `{name}` (`--vision_model {t['vision_model']}`), initial weights "
+                 f"`--pretrained {pretrained}`" + (f" ({hub})" if hub else ""))
+    prints = ckpt.get("fingerprints") or {}
+    if data:
+        files = ", ".join(f"{s} `{data[f'{s}_data']}`" for s in ("train", "dev", "test") if data.get(f"{s}_data"))
+        lines.append(f"- **Data:** `--dataset {data.get('dataset')}`" + (f" ({files})" if files else
+                                                                         f" (`{data.get('dataset_root')}`)"))
+    for split in ("train", "dev", "test"):
+        p = prints.get(split)
+        if isinstance(p, dict):
+            lines.append(f"  - {split} fingerprint: sha256 `{p.get('sha256')}` ({p.get('pairs')} pairs, "
+                         f"{p.get('images')} images)")
+    if data:
+        lines.append(f"- **Noise:** {_noise(data, ckpt)}")
+    optim = config.get("optim") or {}
+    best = ckpt.get("best") or {}
+    epochs = f"{optim.get('epochs')} (`--epochs`)" if optim else "not recorded"
+    lines.append(f"- **Epochs:** {epochs}; these weights: `{checkpoint.name}`, after epoch {ckpt.get('epoch')}"
+                 + (f" (best dev epoch {best.get('epoch')}, dev rsum {best['rsum']:.1f})"
+                    if isinstance(best.get("rsum"), (int, float)) else ""))
+    command = run_command(ckpt) if ckpt else None
+    lines += ["", "## The run's command", ""]
+    if command:
+        lines += ["Rebuilt from the flags the checkpoint records (those that differ from the script's defaults):", "",
+                  "```bash", command, "```"]
+    else:
+        lines.append("Not recorded: the checkpoint holds no flags of this project's training scripts.")
+    table = printed_table(folder)
+    lines += ["", "## Test results", ""]
+    if table:
+        results = folder / "results.json"
+        note = ""
+        if results.is_file():
+            run_best = (json.loads(results.read_text(encoding="utf-8")).get("best_dev") or {}).get("epoch")
+            if run_best is not None and ckpt.get("epoch") is not None and run_best != ckpt.get("epoch"):
+                note = (f" These are the run's best dev checkpoint's (epoch {run_best}); the weights exported here are "
+                        f"epoch {ckpt.get('epoch')}'s.")
+        lines += [f"As the run printed them (`{folder / 'log.txt'}`; numbers in `results.json`).{note}", "",
+                  "```text", table, "```"]
+    else:
+        lines.append("Not found: no run folder with log.txt or results.json beside the checkpoint.")
+    check = self_check_line(folder, ckpt) if ckpt else None
+    lines += ["", "## What the self-check said about the data", "",
+              check if check else "Nothing recorded: the run's log holds no self-check line (a run checks its model when it "
+                                  "builds its memory bank, and a method without one on a user's dev split; a run "
+                                  "without a bank on the demo's data checks nothing)."]
+    lines += ["", "## How to load it", "", "With open_clip alone (no `add_model_config`, nothing of this project):", "",
+              "```python", "import open_clip", "",
+              f"model, _, preprocess = open_clip.create_model_and_transforms(\"local-dir:{out}\")",
+              f"tokenizer = open_clip.get_tokenizer(\"local-dir:{out}\")", "```", "",
+              "Published on the Hugging Face Hub (`open_clip.push_to_hf_hub`), the same with "
+              "`\"hf-hub:USER/REPO\"`.", "",
+              "## Files", "",
+              "- `open_clip_config.json`: the model config (`model_cfg`) and the preprocessing (`preprocess_cfg`)",
+              "- `open_clip_model.safetensors`: every weight, fp32, under open_clip's names",
+              "- `vocab.json`, `merges.txt`, `tokenizer_config.json`, `special_tokens_map.json`: the CLIP BPE tokenizer "
+              f"(open_clip's own vocabulary; context length {t['model'].context_length})", ""]
+    return "\n".join(front + lines)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def export(checkpoint, out, vision_model: Optional[str] = None) -> Dict[str, str]:
+    """The folder form, or the one-file form for an ``out`` ending in .pt / .pth."""
+    if is_folder_out(out):
+        return export_folder(checkpoint, out, vision_model)
+    return export_open_clip(checkpoint, out, vision_model)
 
 
 def usage(result: Dict[str, str]) -> str:
     """The Python lines that load an export with open_clip alone."""
     lines = ["import open_clip"]
+    if "folder" in result:
+        lines.append(f"model, _, preprocess = open_clip.create_model_and_transforms({result['model_name']!r})")
+        lines.append(f"tokenizer = open_clip.get_tokenizer({result['model_name']!r})")
+        return "\n".join(lines)
     if "config" in result:
         lines.append(f"open_clip.add_model_config({result['config']!r})  # this project's demo config")
     force = f", force_context_length={result['context_length']}" if "context_length" in result else ""
@@ -131,6 +527,9 @@ def open_clip_model(result: Dict[str, str], device="cpu"):
     """Load an export the way a user would, through open_clip only (for tests and examples)."""
     import open_clip
 
+    if "folder" in result:
+        model, _, preprocess = open_clip.create_model_and_transforms(result["model_name"], device=device)
+        return model.eval(), preprocess, open_clip.get_tokenizer(result["model_name"])
     if "config" in result:
         open_clip.add_model_config(result["config"])
     length = result.get("context_length")
