@@ -333,3 +333,17 @@ def test_estimate_reads_the_weights_a_step_would_use_without_training(name):
                    variant=methods.get_method(name).objective, estimator=est.name)
     assert torch.allclose(out["weights"], ref["weights"], atol=1e-6)
     assert torch.allclose(out["bank_losses"], ref["bank_losses"], atol=1e-6)
+
+
+def test_no_module_falls_back_on_a_missing_estimator():
+    """"No estimator" is the NoWeights object: nothing in the package checks an estimator for None or reads
+    it through getattr (a new member of WeightEstimator is declared there, with its default)."""
+    import re
+    from pathlib import Path
+
+    package = Path(estimators.__file__).parent
+    pattern = re.compile(r"getattr\([^,]*\b(estimator|est)\b[^,]*,|\b(\w+\.)estimator is (not )?None")
+    found = [f"{p.name}: {m.group(0)}" for p in package.rglob("*.py") for m in pattern.finditer(p.read_text())]
+    assert not found, found
+    steps_text = (package / "steps.py").read_text()
+    assert "estimator is None" not in steps_text and "estimator is not None" not in steps_text
