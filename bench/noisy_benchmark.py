@@ -471,23 +471,33 @@ def mean_std_cell(values, digits: int = 1) -> str:
     return "{0:.{2}f} ± {1:.{2}f}".format(*mean_std(values), digits) if values else "–"
 
 
-def table_methods(records: list) -> list:
-    """The recorded methods in the table's order: registered ones, each followed by its recorded compositions
-    (e.g. with other options)."""
-    return [n for m in METHODS for n in sorted({r["method"] for r in records if base_name(r["method"]) == m},
-                                               key=lambda n: (n != m, n))]
+def table_methods(records: list, unrecorded: bool = False) -> list:
+    """The recorded methods in the table's order: registered ones (those registered now, the order of
+    ``METHODS``), each followed by its recorded compositions (e.g. with other options); with ``unrecorded``,
+    a registered method with no record at all keeps its place too."""
+    order = _FIRST + tuple(m for m in METHOD_REGISTRY if m not in _FIRST)
+    names = []
+    for m in order:
+        recorded = sorted({r["method"] for r in records if base_name(r["method"]) == m}, key=lambda n: (n != m, n))
+        names += recorded or ([m] if unrecorded and m != "base" else [])
+    return names
 
 
 def summary_table(records: list) -> str:
     """The README's table: test rsum per noise ratio (mean ± std over the seeds) and the mean weight AUC at
-    40% and 60% noise, one row per recorded method."""
+    40% and 60% noise, one row per recorded method; a registered method without records is a row that says
+    it is not yet benchmarked."""
     noises = sorted({r["noise_ratio"] for r in records})
     auc_noises = [n for n in (0.4, 0.6) if n in noises]
     lines = ["| method | " + " | ".join(f"{n:.0%}" for n in noises) + " | "
              + " | ".join(f"weight AUC {n:.0%}" for n in auc_noises) + " |",
              "|---|" + "---|" * (len(noises) + len(auc_noises))]
-    for m in table_methods(records):
+    for m in table_methods(records, unrecorded=True):
         rows = {n: [r for r in records if r["method"] == m and r["noise_ratio"] == n] for n in noises}
+        if not any(rows.values()):
+            lines.append(f"| {m} | " + " | ".join(["not yet benchmarked"] + ["–"] * (len(noises) + len(auc_noises) - 1))
+                         + " |")
+            continue
         cells = [mean_std_cell([r["rsum"] for r in rows[n]]) for n in noises]
         aucs = [[r["weight_auc"] for r in rows[n] if r.get("weight_auc") is not None] for n in auc_noises]
         cells += [f"{statistics.fmean(a):.3f}" if a else "–" for a in aucs]

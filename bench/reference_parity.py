@@ -316,9 +316,7 @@ def run_project(check: str, inputs: Dict, precision: str, perm, workdir: Path, l
     batches = [permuted(b, perm) for b in inputs["batches"]]
     B = len(batches[0]["index"])
     estimator = methods.get_method(check).build_estimator()
-    if estimator is not None:
-        estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=DistInfo(), batch_size=B,
-                                 seed=inputs["seed"]))
+    estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=DistInfo(), batch_size=B, seed=inputs["seed"]))
     notes = []
     if check == "osa":
         # OSA's shift is drawn from random inputs of a generator seeded with --seed; the reference draws them
@@ -327,7 +325,7 @@ def run_project(check: str, inputs: Dict, precision: str, perm, workdir: Path, l
                      f"(used here, so that the steps are compared on equal terms)")
         estimator.shift = shift
     optimizer = make_opt(model)
-    optimizers = [optimizer, *(estimator.optimizers if estimator is not None else [])]
+    optimizers = [optimizer, *estimator.optimizers]
     method = methods.get_method(check)
     records, weights_out, losses = [], [], []
     for lr, batch in zip(lrs, batches):

@@ -197,7 +197,7 @@ def time_steps(args, device) -> dict:
 
 
 def time_phases(kinds: dict, steps: int) -> dict:
-    """Milliseconds per step in each named phase of the steps (``_phase`` in npc/negative_impact.py)."""
+    """Milliseconds per step in each named phase of the steps (``phase`` in npc/negative_impact.py)."""
     from npc.negative_impact import phase_timings
 
     out = {}

@@ -57,8 +57,7 @@ def one_step(method_name: str, precision: str, weights: dict, model_name: str, b
     method = methods.get_method(method_name)
     make_opt = partial(make_optimizer, lr=lr, beta1=0.9, beta2=0.98, eps=1e-6, weight_decay=0.2)
     estimator = method.build_estimator()
-    if estimator is not None:
-        estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=DistInfo(), batch_size=len(batch["index"])))
+    estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=DistInfo(), batch_size=len(batch["index"])))
     optimizer = make_opt(model)
     before = {n: p.detach().float().clone() for n, p in model.named_parameters()}
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -68,8 +67,7 @@ def one_step(method_name: str, precision: str, weights: dict, model_name: str, b
     seconds = time.perf_counter() - t0
     out = {"method": method_name, "precision": precision, "lr": lr, "step_seconds": seconds}
     parts = [("model", model, optimizer, before)]
-    if estimator is not None and getattr(estimator, "siamese", None) is not None:
-        parts.append(("siamese", estimator.siamese, estimator.optimizer, before))
+    parts += [("siamese", m, o, before) for m, o in zip(estimator.trained_models, estimator.optimizers)]
     for label, m, opt, start in parts:
         delta = torch.cat([(p.detach().float() - start[n]).flatten() for n, p in m.named_parameters()])
         v16 = [opt.state[p]["exp_avg_sq"] for p in m.parameters()

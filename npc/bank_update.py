@@ -39,7 +39,6 @@ def use_bank(r: Run, t, folder: str) -> np.ndarray:
     if t.method.uses_bank:
         t.dataset.bank = mb.load_bank(bank_dir, cfg.data.noise_ratio, split, cfg.data.noise_mode)
     p_clean = mb.load_pclean(bank_dir, cfg.data.noise_ratio, len(split), cfg.data.noise_mode)
-    if t.estimator is not None:
-        t.estimator.bank_changed(p_clean)
+    t.estimator.bank_changed(p_clean)
     t.bank_in_force = folder
     return p_clean

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from npc import data
 from npc import loaders
 from npc.datasets import DATASETS
+from npc.estimators import NoWeights
 from npc.paths import REPO_ROOT
 from npc.io import atomic_torch_save, read_json
 from npc.locks import file_lock
@@ -149,7 +150,7 @@ def _pretrain_base(root, vision_model: str, path: Path, *, device, log, progress
         bar = tqdm(loader, desc=f"base pretraining {epoch + 1}/{recipe['epochs']}", disable=not progress, leave=False)
         for batch in bar:
             set_lr([opt], lr_fn(step, epoch))
-            out = train_step(model, opt, to_device(batch, device), None, "clip", grad_clip=10.0)
+            out = train_step(model, opt, to_device(batch, device), NoWeights(), "clip", grad_clip=10.0)
             bar.set_postfix(loss=f"{float(out['loss']):.3f}")
             step += 1
             if step % every == 0 or step == total:

@@ -69,7 +69,7 @@ class Trainer:
 
     @property
     def optimizers(self):
-        return [self.optimizer, *(self.estimator.optimizers if self.estimator is not None else [])]
+        return [self.optimizer, *self.estimator.optimizers]
 
 
 def run(cfg: RunConfig) -> Dict:
@@ -139,15 +139,14 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     estimator = method.build_estimator()
     make_opt = partial(make_optimizer, lr=cfg.optim.lr, beta1=cfg.optim.beta1, beta2=cfg.optim.beta2, eps=cfg.optim.eps,
                        weight_decay=cfg.optim.weight_decay)
-    if estimator is not None:  # from the initial weights (OSA's frozen copy is the initial model)
-        estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=info, batch_size=cfg.optim.batch_size,
-                                 seed=cfg.optim.seed, p_clean=p_clean, noise_mask=noise_mask, epochs=cfg.optim.epochs))
+    # from the initial weights (OSA's frozen copy is the initial model)
+    estimator.bind(RunInputs(model=model, make_optimizer=make_opt, info=info, batch_size=cfg.optim.batch_size,
+                             seed=cfg.optim.seed, p_clean=p_clean, noise_mask=noise_mask, epochs=cfg.optim.epochs))
     r.load_resumed_weights(model)
     optimizer = make_opt(model)
     if cfg.model.torchcompile:
-        for m in (model, getattr(estimator, "siamese", None)):
-            if m is not None:
-                compile_towers(m)
+        for m in (model, *estimator.trained_models):
+            compile_towers(m)
         log.info("torch.compile: image and text transformers (the first steps compile)")
     step_fn = partial(steps.train_step, model, optimizer, estimator=estimator, objective=method.build_objective(),
                       info=info, autocast=r.autocast, grad_clip=cfg.optim.grad_clip, reweight=method.reweight)
@@ -186,8 +185,7 @@ def fit(r: Run, t: Trainer, evaluate_dev: Callable) -> int:
     end_epoch = cfg.optim.epochs if not cfg.run.stop_after else min(cfg.optim.epochs, t.start_epoch + cfg.run.stop_after)
     for epoch in range(t.start_epoch, end_epoch):
         t.sampler.set_epoch(epoch)
-        if t.estimator is not None:
-            t.estimator.on_epoch(epoch, cfg.optim.epochs)
+        t.estimator.on_epoch(epoch, cfg.optim.epochs)
         try:
             res = train_one_epoch(t.step_fn, t.loader, model=t.model, optimizers=t.optimizers, epoch=epoch,
                                   start_step=t.step, lr_fn=t.lr_fn, device=r.device, info=info,
@@ -332,7 +330,7 @@ def end_of_epoch(r: Run, t: Trainer, epoch: int, record: Dict, dev_rows: Dict, r
     epoch_path = r.ckpt_dir / f"epoch{epoch}.pt"
     ckpt = save_checkpoint(epoch_path, model=t.model, optimizer=t.optimizer, epoch=epoch, step=t.step, best=t.best,
                            config=r.cfg.sections(), name=r.cfg.model.name, vision_model=r.cfg.model.vision_model,
-                           extra={**(t.estimator.state_dict() if t.estimator is not None else {}),
+                           extra={**t.estimator.state_dict(),
                                                "bank_in_force": t.bank_in_force, "fingerprints": r.fingerprints})
     publish_epoch(ckpt, epoch_path, is_best, keep=r.cfg.run.keep_checkpoints)
 
@@ -377,8 +375,7 @@ def restore_training_state(t: Trainer, ckpt: Optional[Dict], ckpt_dir: Path, is_
         return
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and "optimizer" in ckpt:
         t.optimizer.load_state_dict(ckpt["optimizer"])
-        if t.estimator is not None:
-            t.estimator.load_state_dict(ckpt)
+        t.estimator.load_state_dict(ckpt)
         t.start_epoch, t.step, t.best = ckpt["epoch"], ckpt["step"], ckpt["best"]
         t.bank_in_force = ckpt.get("bank_in_force")
         set_rng_state(ckpt["rng"])

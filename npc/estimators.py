@@ -2,14 +2,16 @@
 
 An estimator gets the step's shared forward (:class:`npc.step_state.StepState`: A's per-pair losses
 with their graph, and the memory-bank pairs' losses when it ``uses_bank``) and returns one weight
-per pair, or None for "every pair counts 1". It is built once per run from its options and bound by
+per pair, or None for "every pair counts 1". A method without an estimator has :class:`NoWeights`,
+whose weights are always None. It is built once per run from its options and bound by
 :meth:`WeightEstimator.bind` to what the run has (the model, an optimizer factory, the memory bank's
 p(clean), the ground-truth noise mask of a benchmark split); :meth:`WeightEstimator.on_epoch` is
 called before every epoch, and whatever state it keeps across steps goes into the run's checkpoints
 through ``state_dict``.
 
 A new estimator is a subclass with a ``name`` and its ``options`` (each an :class:`Option`: name,
-type, default, help), registered with :func:`register_estimator`; a method that uses it is one line
+type, default, help), registered with :func:`register_estimator` (the :class:`npc.registry.Registry`
+``ESTIMATORS``); a method that uses it is one line
 in :mod:`npc.methods`, and ``--method_opt NAME=VALUE`` sets its options from the command line.
 """
 from __future__ import annotations
@@ -24,11 +26,12 @@ import torch
 
 from npc.distributed import DistInfo, all_reduce_grads_
 from npc.model import logit_scale
-from npc.negative_impact import (_phase, _siamese_step, encode_groups, first_order_after, first_order_impact,
-                                 npc_weights, sync_siamese_, trainable)
+from npc.negative_impact import (encode_groups, first_order_after, first_order_impact, npc_weights, phase,
+                                 siamese_step, sync_siamese_, trainable)
 from npc.step_state import rank_share
 from npc.errors import ConfigError
 from npc.options import Option, resolve_declared
+from npc.registry import Registry
 
 
 @dataclass
@@ -70,6 +73,11 @@ class WeightEstimator:
         """Optimizers of the estimator's own (their lr follows the run's schedule)."""
         return []
 
+    @property
+    def trained_models(self) -> List[torch.nn.Module]:
+        """Models of the estimator's own that its optimizers train (``--torchcompile`` compiles them with A)."""
+        return []
+
     def weights(self, state) -> Optional[torch.Tensor]:
         raise NotImplementedError
 
@@ -84,30 +92,26 @@ class WeightEstimator:
         """The run's memory bank was rebuilt (``--bank_update``); ``p_clean`` is its GMM's p(clean)."""
 
 
-ESTIMATORS: Dict[str, type] = {}
+class NoWeights(WeightEstimator):
+    """The estimator of a method that has none: every pair counts 1 (its weights are None), nothing is bound,
+    kept or stepped. Not registered: a method names it by ``estimator=None``."""
 
-
-def register_estimator(cls: type) -> type:
-    """Class decorator: make ``cls`` available to methods under ``cls.name``."""
-    if not cls.name or cls.name in ESTIMATORS:
-        raise ValueError(f"estimator name {cls.name!r} is empty or taken")
-    ESTIMATORS[cls.name] = cls
-    return cls
-
-
-def estimator_class(name: str) -> type:
-    try:
-        return ESTIMATORS[name]
-    except KeyError:
-        raise ConfigError(f"unknown estimator {name!r}: one of {sorted(ESTIMATORS)}") from None
-
-
-def build_estimator(name: Optional[str], **options) -> Optional[WeightEstimator]:
-    """The estimator ``name`` with ``options`` (checked and typed; the others at their defaults), or None."""
-    if name is None:
+    def weights(self, state) -> None:
         return None
-    cls = estimator_class(name)
-    return cls(**cls.resolve_options(options))
+
+
+ESTIMATORS = Registry("estimator", prepare=lambda cls, given: cls.resolve_options(given))
+register_estimator = ESTIMATORS.register  # class decorator: make the class available to methods under its name
+
+
+def estimator_class(name: Optional[str]) -> type:
+    """The class registered as ``name`` (None: :class:`NoWeights`); an unknown name is a ConfigError naming the choices."""
+    return NoWeights if name is None else ESTIMATORS.get(name)
+
+
+def build_estimator(name: Optional[str], **options) -> WeightEstimator:
+    """The estimator ``name`` with ``options`` (checked and typed; the others at their defaults); None: NoWeights."""
+    return NoWeights() if name is None else ESTIMATORS.create(name, **options)
 
 
 # ----------------------------------------------------------------------------- NPC's negative impact
@@ -149,6 +153,10 @@ class Siamese(WeightEstimator):
     def optimizers(self):
         return [self.optimizer]
 
+    @property
+    def trained_models(self):
+        return [self.siamese]
+
     def state_dict(self):
         return {"siamese_optimizer": self.optimizer.state_dict()}
 
@@ -158,13 +166,13 @@ class Siamese(WeightEstimator):
 
     def weights(self, s):
         siamese, opt = self.siamese, self.optimizer
-        with _phase("npc.sync_siamese"):
+        with phase("npc.sync_siamese"):
             sync_siamese_(siamese, s.model)
         if self.state == "fresh":
             opt.state.clear()
         if self.impl == "efficient":
             before_I, before_T = s.losses["bankI"].detach(), s.losses["bankT"].detach()
-            with _phase("npc.backward_siamese"):
+            with phase("npc.backward_siamese"):
                 grads = torch.autograd.grad(s.losses["pair"].mean() * rank_share(s),
                                             s.params, retain_graph=s.keep_graph, allow_unused=True)
                 grads = [torch.zeros_like(p) if g is None else g for p, g in zip(s.params, grads)]
@@ -174,8 +182,8 @@ class Siamese(WeightEstimator):
                         p.grad = g
                     all_reduce_grads_(holders, s.info)
                     grads = [p.grad for p in holders]
-            with _phase("npc.step_siamese"):
-                _siamese_step(siamese, opt, grads, self.grad_scale)
+            with phase("npc.step_siamese"):
+                siamese_step(siamese, opt, grads, self.grad_scale)
             s.grads = grads  # the gradient of the mean pair loss: an objective may reuse it (release)
         else:
             with torch.no_grad(), s.autocast():
@@ -187,7 +195,7 @@ class Siamese(WeightEstimator):
             (siamese_loss * self.grad_scale * rank_share(s)).backward()
             all_reduce_grads_(trainable(siamese), s.info)
             opt.step()
-        with _phase("npc.forward_siamese"), torch.no_grad(), s.autocast():
+        with phase("npc.forward_siamese"), torch.no_grad(), s.autocast():
             after = encode_groups(siamese, s.batch, ("bankI", "bankT"), s.info, dedup=self.impl == "efficient")
         return _npc_weights(s, before_I, after["bankI"], before_T, after["bankT"])
 
@@ -215,7 +223,7 @@ class FirstOrder(WeightEstimator):
 
     def weights(self, s):
         before_I, before_T = s.losses["bankI"].detach().float(), s.losses["bankT"].detach().float()
-        with _phase("npc.first_order"):
+        with phase("npc.first_order"):
             scale = logit_scale(s.model)
             f = s.features
             after_I, after_T = first_order_after(

@@ -2,7 +2,8 @@
 
 A method is a composition of three parts:
 
-* a **weight estimator** (:mod:`npc.estimators`): how much each pair counts in a step, or None;
+* a **weight estimator** (:mod:`npc.estimators`): how much each pair counts in a step, or none (every
+  pair counts 1: :class:`npc.estimators.NoWeights`);
 * an **objective** (:mod:`npc.steps`): ``clip``, NPC's ``paper`` loss, or the ``release``'s;
 * a **training subset**: every pair (``all``), the memory bank's clean set (``gmm_clean``), or the
   truly clean pairs (``oracle_clean``, benchmark only).
@@ -10,6 +11,9 @@ A method is a composition of three parts:
 ``main_NPC.py`` runs the methods whose ``script`` is ``npc`` (they take the NPC flags),
 ``main_CLIP.py`` those whose ``script`` is ``clip``. Methods marked ``benchmark_only`` need the
 ground-truth noise mask of a split this project made; they show what a perfect detector gives, never a user's choice.
+
+Methods, estimators, objectives and data sources are registered the same way (:class:`npc.registry.Registry`):
+:func:`register_method` adds one, :func:`get_method` finds one by name (an unknown name is an error listing them).
 """
 from __future__ import annotations
 
@@ -17,16 +21,16 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Optional
 
 from npc.errors import ConfigError
+from npc.registry import Registry
 
 SUBSETS = ("all", "gmm_clean", "oracle_clean")
-OBJECTIVE_NAMES = ("clip", "paper", "release")  # npc.steps.OBJECTIVES
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     script: str                       # "npc" (main_NPC.py) or "clip" (main_CLIP.py)
-    estimator: Optional[str]          # a name in npc.estimators.ESTIMATORS, or None
+    estimator: Optional[str]          # a name in npc.estimators.ESTIMATORS, or None (npc.estimators.NoWeights)
     objective: str                    # a name in npc.steps.OBJECTIVES
     subset: str = "all"
     reweight: bool = True             # False: weights computed and logged, the loss uses none (ablation)
@@ -44,17 +48,17 @@ class Method:
     @property
     def uses_bank(self) -> bool:
         """Whether the batches carry memory-bank pairs."""
-        from npc.estimators import ESTIMATORS
+        from npc.estimators import estimator_class
         from npc.steps import OBJECTIVES
 
-        return OBJECTIVES[self.objective].uses_bank or getattr(ESTIMATORS.get(self.estimator), "uses_bank", False)
+        return OBJECTIVES.get(self.objective).uses_bank or estimator_class(self.estimator).uses_bank
 
     @property
     def needs(self) -> frozenset:
         """What the run must provide: "bank" (the memory bank's files), "p_clean", "noise_mask"."""
-        from npc.estimators import ESTIMATORS
+        from npc.estimators import estimator_class
 
-        needs = set(getattr(ESTIMATORS.get(self.estimator), "needs", ()))
+        needs = set(estimator_class(self.estimator).needs)
         if self.subset == "gmm_clean":
             needs.add("p_clean")
         if self.subset == "oracle_clean":
@@ -91,8 +95,7 @@ def _declared(estimator: Optional[str], objective: Optional[str]) -> tuple:
     from npc.estimators import estimator_class
     from npc.steps import OBJECTIVES
 
-    return ((estimator_class(estimator).options if estimator else ())
-            + (OBJECTIVES[objective].options if objective else ()))
+    return estimator_class(estimator).options + (OBJECTIVES.get(objective).options if objective else ())
 
 
 def resolve_options(estimator: Optional[str], objective: str, given: Mapping) -> Dict:
@@ -109,25 +112,20 @@ def resolve_options(estimator: Optional[str], objective: str, given: Mapping) ->
     return resolve_declared(_declared(estimator, objective), given, " and ".join(owners))
 
 
-METHODS: Dict[str, Method] = {}
+METHODS = Registry("method", flag="--method")
 
 
 def register_method(method: Method) -> Method:
-    """Make ``method`` selectable by ``--method``. (Its estimator's name is checked when it is built:
-    importing this module must stay light, so that ``--help`` answers at once.)"""
-    if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} is registered already")
-    if method.script not in ("npc", "clip") or method.objective not in OBJECTIVE_NAMES or method.subset not in SUBSETS:
-        raise ValueError(f"method {method.name!r}: unknown script, objective or subset")
-    METHODS[method.name] = method
-    return method
+    """Make ``method`` selectable by ``--method``. (Its estimator's and objective's names are checked when
+    they are built: importing this module must stay light, so that ``--help`` answers at once.)"""
+    if method.script not in ("npc", "clip") or method.subset not in SUBSETS:
+        raise ValueError(f"method {method.name!r}: unknown script or subset")
+    return METHODS.register(method)
 
 
 def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ConfigError(f"--method {name}: unknown method; one of {', '.join(METHODS)}") from None
+    """The method registered as ``name``; an unknown name is a ConfigError listing the methods."""
+    return METHODS.get(name)
 
 
 def script_methods(script: str):

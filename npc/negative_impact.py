@@ -1,42 +1,39 @@
-"""NPC's negative pre-awareness (docs/method.md section 4): its weights, the grouped forward every
-step uses, and the first-order estimator. The step itself is :func:`npc.steps.train_step`, the
-siamese estimator :class:`npc.estimators.Siamese`; the variants below are the ``npc_paper`` and
-``npc_release`` methods (:mod:`npc.methods`).
+"""NPC's negative pre-awareness (docs/method.md section 4): the pieces its estimators and every step share.
 
-Step 1 copies the base model A into a siamese A', lets A' take one AdamW step on the batch's mean
+Here: NPC's weights from a pair's memory-bank losses before and after (:func:`npc_weights`); the grouped
+forward every step runs (:func:`encode_groups`: per-pair losses of the batch's pairs and of their
+image-side and text-side bank pairs); the siamese copy's update (:func:`sync_siamese_`,
+:func:`siamese_step`); the closed-form first-order impact (:func:`first_order_impact`,
+:func:`first_order_after`); and the named phases of a step (:func:`phase`, :func:`phase_timings`).
+The step itself is :func:`npc.steps.train_step`; the estimators that use these are
+:class:`npc.estimators.Siamese` and :class:`npc.estimators.FirstOrder`; the methods that compose them
+(``npc_paper``, ``npc_release``, ``npc_first_order``, ...) are in :mod:`npc.methods`.
+
+NPC's step 1 copies the base model A into a siamese A', lets A' take one AdamW step on the batch's mean
 contrastive loss, and compares each pair's memory-bank losses before and after: if learning the
 batch made a pair's clean neighbours *harder* (ratio of before/after losses < 1), the pair is
-likely noisy and is down-weighted, ``w = tanh(ratio)``. Step 2 updates A with the weighted loss
-plus the contrastive loss on the memory-bank pairs.
+likely noisy and is down-weighted, ``w = tanh(ratio)``. Step 2 updates A with the method's objective
+(:mod:`npc.steps`: ``paper``, the weighted loss plus the memory-bank loss; ``release``, what the authors'
+code computes).
 
-Two variants (``--npc_variant``):
-
-``paper``    per-sample weights ``mean_i(w_i l_i)`` and a memory-bank loss that trains A.
-``release``  what the authors' code computes (docs/method.md section 5): ``mean(w) * mean(l)`` (no
-             per-sample weighting), the bank loss without gradient (it trains nothing), and the
-             siamese gradient 4 times that of the mean pair loss (their siamese loss is the sum of
-             the two directions' means, twice the mean pair loss, and it is back-propagated twice;
-             here the gradient is scaled by 4, the same update without the second backward).
-
-Two implementations with the same results (``--npc_impl``):
-
-``naive``      the straightforward sequence: bank forwards of A', forward/backward of A' on the
-               batch, bank forwards of A' again, then forward/backward of A on batch and banks.
-``efficient``  since A' equals A before its step, A's forward serves for the bank losses "before"
-               and its gradient of the unweighted mean loss is A''s gradient: one forward of the
-               distinct images/captions of batch + banks (the pairs' rows in calls of their own,
-               so A''s gradient back-propagates through those rows only), a second backward
-               pass for A's loss, and one no-grad forward of the bank items under the stepped A'.
-               In the release variant A's gradient is ``mean(w)`` times A''s, so there is no
-               second backward pass at all.
+The siamese estimator's options (``--method_opt``): ``impl=naive`` runs A' on its own: bank forwards
+of A', forward/backward of A' on the batch, bank forwards of A' again (``encode_groups(dedup=False)``,
+the way the reference feeds three image batches per step). ``impl=efficient`` (the default, the same
+results) uses that A' equals A before its step: A's forward serves for the bank losses "before" and
+its gradient of the unweighted mean loss is A''s gradient: one forward of the distinct images/captions
+of batch + banks (the pairs' rows in calls of their own, ``first=("pair",)``, so A''s gradient
+back-propagates through those rows only), a second backward pass for A's loss, and one no-grad forward
+of the bank items under the stepped A'. Under the ``release`` objective A's gradient is ``mean(w)``
+times A''s, so there is no second backward pass at all. ``grad_scale`` scales A''s gradient (4: the
+release's), ``state`` keeps A''s AdamW state across steps (``persistent``, as the release does) or
+empties it every step (``fresh``).
 
 Work of the efficient paper step, in encoder passes over rows (B pairs, e bank-only rows, k
 distinct bank rows): forward B + e, backward B (A') and B + e (A), no-grad forward k. A CLIP step
 is forward B, backward B. With every bank entry the pair itself (e = 0, k = B) that is 2x the CLIP
 step (a backward pass costs about two forwards); bank entries that are other pairs add to it.
 
-A' is a persistent module whose parameters are overwritten from A with one fused copy each step;
-it keeps its own AdamW state across steps, as the release does.
+A' is a persistent module whose parameters are overwritten from A with one fused copy each step.
 """
 from __future__ import annotations
 
@@ -55,7 +52,7 @@ _phase_times: Optional[Dict[str, List[float]]] = None
 
 
 @contextmanager
-def _phase(name: str):
+def phase(name: str):
     """A named phase of a step: a range in torch.profiler traces, timed inside ``phase_timings()``."""
     with torch.profiler.record_function(name):
         if _phase_times is None:
@@ -236,7 +233,7 @@ def sync_siamese_(siamese, model) -> None:
     torch._foreach_copy_(trainable(siamese), trainable(model))
 
 
-def _siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: float) -> None:
+def siamese_step(siamese, siamese_opt, grads: Sequence[torch.Tensor], scale: float) -> None:
     """A' steps on ``scale`` times ``grads``; ``grads`` are left as they are (an objective may reuse them)."""
     params = trainable(siamese)
     for p, g in zip(params, grads):

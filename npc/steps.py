@@ -20,7 +20,8 @@ code sums the two sides). ``paper`` weighs it by its option ``bank_weight`` (``-
 bank_weight=W``; default 1, the authors' sum; 0.5 is the mean of the two sides, this project's loss
 before it followed their code).
 
-An objective's options are declared like an estimator's (:class:`npc.options.Option`) and set by
+Objectives register like estimators (:func:`register_objective`, the :class:`npc.registry.Registry`
+``OBJECTIVES``); their options are declared like an estimator's (:class:`npc.options.Option`) and set by
 the same ``--method_opt NAME=VALUE``; the method keeps both in one mapping (names are unique across the two).
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ import torch
 
 from npc.distributed import DistInfo, all_reduce_grads_, gather_no_grad
 from npc.options import Option, resolve_declared
-from npc.negative_impact import GROUPS, _phase, encode_groups, trainable
+from npc.negative_impact import GROUPS, encode_groups, phase, trainable
+from npc.registry import Registry
 from npc.step_state import StepState, rank_share
 
 
@@ -70,6 +72,7 @@ class Objective:
     name = ""
     uses_bank = False
     options: ClassVar[Tuple[Option, ...]] = ()  # what --method_opt may set; the constructor takes them by name
+    reuses_estimator_grads = False  # True: an estimator that took mean_i l_i's gradient need not keep A's graph
 
     def loss(self, state: StepState, weights: Optional[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -79,6 +82,12 @@ class Objective:
         return finish_step(state.model, optimizer, loss, state.info, grad_clip, share=rank_share(state))
 
 
+OBJECTIVES = Registry("objective", prepare=lambda cls, given: resolve_declared(cls.options, given,
+                                                                              f"the {cls.name} objective"))
+register_objective = OBJECTIVES.register  # class decorator: make the objective available to methods under its name
+
+
+@register_objective
 class ClipObjective(Objective):
     name = "clip"
 
@@ -95,6 +104,7 @@ def bank_loss(state: StepState) -> torch.Tensor:
     return state.losses["bankI"].mean() + state.losses["bankT"].mean()
 
 
+@register_objective
 class PaperObjective(Objective):
     name = "paper"
     uses_bank = True
@@ -110,13 +120,14 @@ class PaperObjective(Objective):
         return (w * pair).mean() + self.bank_weight * bank_loss(state)  # x 1.0 is exact: the default is unchanged
 
 
+@register_objective
 class ReleaseObjective(Objective):
     """The release multiplies the batch-mean loss by the batch-mean weight and adds a bank loss computed
     without gradient: its value is logged, it contributes no gradient."""
 
     name = "release"
     uses_bank = True
-    reuses_estimator_grads = True  # an estimator that took mean_i l_i's gradient need not keep A's graph
+    reuses_estimator_grads = True
 
     def loss(self, state, weights):
         pair = state.losses["pair"]
@@ -140,13 +151,9 @@ class ReleaseObjective(Objective):
         return clip_and_step(state.params, optimizer, grad_clip)
 
 
-OBJECTIVES: Dict[str, type] = {o.name: o for o in (ClipObjective, PaperObjective, ReleaseObjective)}
-
-
 def build_objective(name: str, **options) -> Objective:
     """The objective ``name`` with its ``options`` (typed; the others at their defaults)."""
-    cls = OBJECTIVES[name]
-    return cls(**resolve_declared(cls.options, options, f"the {name} objective"))
+    return OBJECTIVES.create(name, **options)
 
 
 # ----------------------------------------------------------------------------- the step
@@ -156,19 +163,20 @@ def train_step(model, optimizer, batch: Dict[str, torch.Tensor], estimator, obje
                reweight: bool = True) -> Dict[str, torch.Tensor]:
     """One update of ``model``: forward, ``estimator``'s weights, ``objective``'s loss and update.
 
-    ``estimator`` may be None (every weight 1, nothing estimated). ``reweight=False`` is an
-    ablation: the weights are computed and returned, the loss uses none.
+    ``estimator`` is a :class:`npc.estimators.WeightEstimator` (:class:`npc.estimators.NoWeights`: every
+    weight 1, nothing estimated). ``reweight=False`` is an ablation: the weights are computed and
+    returned, the loss uses none.
     """
     objective = build_objective(objective) if isinstance(objective, str) else objective
-    uses_bank = objective.uses_bank or getattr(estimator, "uses_bank", False)
+    uses_bank = objective.uses_bank or estimator.uses_bank
     clip = objective.name == "clip"  # the phases' names, as the profiles know them
     state = forward(model, batch, estimator, uses_bank=uses_bank, info=info, autocast=autocast,
-                    keep_graph=not getattr(objective, "reuses_estimator_grads", False),
-                    phase="clip.forward" if clip else "npc.forward_A")
-    weights = None if estimator is None else estimator.weights(state)
+                    keep_graph=not objective.reuses_estimator_grads,
+                    phase_name="clip.forward" if clip else "npc.forward_A")
+    weights = estimator.weights(state)
     used = weights if reweight else None
     loss = objective.loss(state, used)
-    with _phase("clip.update" if clip else "npc.update_A"):
+    with phase("clip.update" if clip else "npc.update_A"):
         grad_norm = objective.update(state, loss, used, optimizer, grad_clip)
     out = {"loss": loss.detach(), "pair_loss": state.losses["pair"].detach(), "weights": weights,
            "grad_norm": torch.tensor(grad_norm)}
@@ -185,20 +193,20 @@ def estimate(model, batch: Dict[str, torch.Tensor], estimator, *, info: Optional
     estimators): the step's forward, then ``estimator.weights``. Returns the weights, the pairs'
     losses and the estimator's extras (e.g. NPC's ratio and bank losses)."""
     state = forward(model, batch, estimator, uses_bank=estimator.uses_bank, info=info, autocast=autocast,
-                    keep_graph=False, phase="estimate.forward")
+                    keep_graph=False, phase_name="estimate.forward")
     weights = estimator.weights(state)
     return {"weights": weights, "pair_loss": state.losses["pair"].detach(), **state.extras}
 
 
 def forward(model, batch: Dict[str, torch.Tensor], estimator, *, uses_bank: bool, info: Optional[DistInfo],
-            autocast, keep_graph: bool, phase: str) -> StepState:
+            autocast, keep_graph: bool, phase_name: str) -> StepState:
     """The step's shared forward: A's per-pair losses of the pairs (and of the bank pairs when
     ``uses_bank``), run as the estimator's ``forward_plan`` asks."""
     info = info or DistInfo()
     autocast = autocast or nullcontext
-    plan = dict(getattr(estimator, "forward_plan", {}) or {})
+    plan = dict(estimator.forward_plan)
     features = {} if plan.pop("features", False) and plan.get("dedup", True) else None
-    with _phase(phase), autocast():
+    with phase(phase_name), autocast():
         losses = encode_groups(model, batch, GROUPS if uses_bank else ("pair",), info, features=features, **plan)
     return StepState(model=model, batch=batch, info=info, autocast=autocast, params=trainable(model), losses=losses,
                      features=features or {}, keep_graph=keep_graph)

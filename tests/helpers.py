@@ -196,14 +196,14 @@ def method_step(model, siamese, opt, sopt, batch, *, variant="paper", impl="effi
 
 def clip_step(model, opt, batch, *, info=None, autocast=None, grad_clip=10.0, weights=None):
     """One step of --method clip (with ``weights``: the CLIP objective with those per-pair weights)."""
-    from npc.estimators import WeightEstimator
+    from npc.estimators import NoWeights, WeightEstimator
     from npc.steps import train_step
 
     class FixedWeights(WeightEstimator):
         def weights(self, state):
             return weights
 
-    return train_step(model, opt, batch, None if weights is None else FixedWeights(), "clip", info=info,
+    return train_step(model, opt, batch, NoWeights() if weights is None else FixedWeights(), "clip", info=info,
                       autocast=autocast, grad_clip=grad_clip)
 
 

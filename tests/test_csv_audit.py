@@ -72,8 +72,7 @@ def test_a_quote_that_does_not_close_on_its_line_is_refused_naming_the_line(tmp_
     """An opening quote without its closing quote would swallow the rest of the file as one caption."""
     rest = "".join(f"images/{n}.png\tcaption {k}\n" for k, n in enumerate("abc" * 30))
     path = write_csv(tmp_path, f"filepath\ttitle\nimages/a.png\ta cat\n{line3}\n{rest}")
-    with pytest.raises(data.DataError, match=r"train\.csv, line 3: a quoted field opens on this line and does not "
-                                             r"close on it") as e:
+    with pytest.raises(data.DataError, match=r"train\.csv, line 3: .*quoted field") as e:
         data.read_csv_split(path, "train")
     assert "\n" not in str(e.value)
 
@@ -86,9 +85,7 @@ def test_the_quote_rule_is_open_clips(tmp_path):
 
 def test_an_unquoted_separator_inside_a_caption_is_refused_naming_the_line(tmp_path):
     path = write_csv(tmp_path, "filepath\ttitle\nimages/a.png\ta cat\nimages/b.png\ta dog\tin the rain\n")
-    with pytest.raises(data.DataError, match=r"train\.csv, line 3: 3 field\(s\) where the header has 2 \(separator "
-                                             r"tab, --csv_separator\): a field that holds the separator must be in "
-                                             r"double quotes"):
+    with pytest.raises(data.DataError, match=r"train\.csv, line 3: .*--csv_separator.*double quotes"):
         data.read_csv_split(path, "train")
     comma = write_csv(tmp_path, "filepath,title\nimages/a.png,a cat\nimages/b.png,a dog, wet\n")
     with pytest.raises(data.DataError, match=r"line 3: 3 field\(s\) where the header has 2 \(separator comma"):
@@ -122,9 +119,7 @@ def test_a_comma_file_end_to_end_with_a_named_separator(tmp_path):
 def test_a_file_in_another_encoding_is_named_with_its_line_and_the_flag(tmp_path, capsys):
     text = "filepath\ttitle\nimages/a.png\ta cat\nimages/b.png\ta dog\nimages/c.png\ta caf\u00e9 at night\n"
     path = write_csv(tmp_path, text, encoding="cp1252")
-    with pytest.raises(data.DataError, match=r"train\.csv, line 4: not valid utf-8 text \(byte 0xe9 at byte 19 of the "
-                                             r"line\): pass the file's encoding with --csv_encoding, e.g. "
-                                             r"--csv_encoding cp1252"):
+    with pytest.raises(data.DataError, match=r"train\.csv, line 4: .*utf-8.*--csv_encoding cp1252"):
         data.read_csv_split(path, "train")
     assert data.read_csv_split(path, "train", encoding="cp1252").captions[2] == "a caf\u00e9 at night"
     assert parse_args(["--csv_encoding", "cp1252"], "npc").data.csv_encoding == "cp1252"
@@ -150,8 +145,7 @@ def test_resume_after_the_training_csv_changed_is_refused_naming_the_split(tmp_p
     files["train"].write_text("".join(lines[:-4]), encoding="utf-8")  # the user edits the file: 31 pairs, now 27
     assert cli(script.main, run + ["--resume", "latest"]) == 1
     err = one_error(capsys)
-    assert "the train split (--train_data) changed since the run started: 31 pairs / 16 images then, 27 / 14 now" \
-        in err
+    assert "(--train_data) changed" in err and "27 / 14" in err
     assert latest.read_bytes() == before and not (tmp_path / "logs" / "r" / "results.json").exists()
 
 
@@ -177,11 +171,12 @@ def test_resume_with_another_weights_file_under_the_same_path_is_refused_naming_
               "--num_workers", "0"]
     monkeypatch.chdir(there)
     assert cli(main_CLIP.main, resume) == 1
-    assert "--pretrained weights.pt: the initial weights changed since the run started" in one_error(capsys)
+    err = one_error(capsys)
+    assert "--pretrained weights.pt" in err and "changed" in err
     monkeypatch.chdir(tmp_path)
     assert cli(main_CLIP.main, resume) == 1
-    assert "--pretrained weights.pt: the run started from a weights file, and there is no such file now" in \
-        one_error(capsys)
+    err = one_error(capsys)
+    assert "--pretrained weights.pt" in err and "no such file" in err
     # a checkpoint of an earlier version records no fingerprints: it resumes, with a note
     latest = tmp_path / "logs" / "w" / "checkpoints" / "latest.pt"
     ckpt = torch.load(latest, weights_only=False)
@@ -260,8 +255,7 @@ def test_eval_with_another_test_csv_needs_no_dataset_flag(tmp_path):
                          "--test_data", str(other), "--logs_dir", str(tmp_path / "logs"), "--num_workers", "0",
                          "--no_progress"])
     assert res["dataset"] == "csv" and res["results"]["test"]["images"] == 4
-    with pytest.raises(ConfigError, match=r"--test_data is for --dataset csv or webdataset \(the checkpoint's run "
-                                          r"has --dataset demo\)"):
+    with pytest.raises(ConfigError, match=r"--test_data is for --dataset csv or webdataset .*--dataset demo"):
         eval_changes(parse_args(["--eval", "--resume", "x.pt", "--test_data", str(other)], "npc"), {"dataset": "demo"})
 
 
@@ -277,8 +271,8 @@ def test_demo_base_is_the_initial_model_for_csv_data_of_the_demos_model(tmp_path
 
     assert ckpt["fingerprints"]["pretrained"] == "sha256:" + file_sha256(base)
     assert cli(main_CLIP.main, run + ["--vision_model", "ViT-B/32", "--experiments", "v"]) == 1
-    assert ("--pretrained demo-base is the base of the demo's models (npc-micro, npc-tiny); this run has "
-            "--vision_model ViT-B/32") in one_error(capsys)
+    err = one_error(capsys)
+    assert all(w in err for w in ("--pretrained demo-base", "--vision_model ViT-B/32", "--vision_model npc-tiny"))
     assert not (tmp_path / "logs" / "v").exists()
 
 

@@ -210,9 +210,8 @@ def test_a_checkpoint_past_the_file_size_limit_is_one_line_and_keeps_the_previou
     done = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT, str(path), str(log_txt)], env=_child_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
-    line = (f"error: cannot write checkpoint {path}: disk full or file too large ([enforce fail at "
-            f"inline_container.cc")
-    assert done.stderr.startswith(line) and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: cannot write checkpoint {path}: disk full") and done.stderr.count("\n") == 1, \
+        done.stderr
     assert "--resume latest" in done.stderr and "Traceback" not in done.stderr
     assert log_txt.read_text().strip() == done.stderr.strip()
     assert path.read_bytes() == before and os.listdir(ckpts) == ["latest.pt"]  # no temporary file left
@@ -738,10 +737,8 @@ def test_an_image_listed_twice_in_a_split_is_one_warning_with_a_count(damaged_cs
     main_CLIP.main(_csv_flags(files, logs, "--skip_unreadable_images", "--experiments", "a"))
     warnings = [line for line in (logs / "a" / "log.txt").read_text().splitlines() if "image(s) of --train_data" in line]
     assert len(warnings) == 1, warnings
-    assert (f"warning: 1 image(s) of --train_data {files['train']} are another of its images again (the same file or "
-            f"the same bytes under another name), e.g. {train.image_paths[again]} (train split") in warnings[0]
-    assert warnings[0].endswith(f"is {train.image_paths[first]}: each is an image of its own with its own captions (list "
-                                f"the captions under one name to pool them)")
+    assert all(w in warnings[0] for w in (f"1 image(s) of --train_data {files['train']}", str(train.image_paths[again]),
+                                          str(train.image_paths[first]), "list the captions under one name"))
 
 
 def test_the_memory_bank_leaves_out_unreadable_training_images(damaged_csv, tmp_path, capsys):
@@ -759,8 +756,8 @@ def test_the_memory_bank_leaves_out_unreadable_training_images(damaged_csv, tmp_
     res = main_NPC.main(argv + ["--skip_unreadable_images", "--experiments", "b"])
     assert res["results"]
     said = [line for line in (logs / "b" / "log.txt").read_text().splitlines() if "unreadable training image" in line]
-    assert len(said) == 1 and "memory bank: left out 1 unreadable training image(s) and their " in said[0]
-    assert str(train.image_paths[bad]) in said[0] and said[0].endswith("their pairs count as not clean")
+    assert len(said) == 1 and "memory bank: left out 1 unreadable training image(s)" in said[0]
+    assert str(train.image_paths[bad]) in said[0] and "not clean" in said[0]
     cfg = parse_args(argv, "npc")
     bank_dir = mb.bank_dir_for(cfg.data, cfg.model)
     info = json.loads(mb.bank_paths(bank_dir, 0.2)[2].read_text())

@@ -51,7 +51,7 @@ def test_dry_run_changes_nothing(images, capsys):
     assert load_script().main([str(images)]) == 0
     assert listing(images) == before
     out = capsys.readouterr().out
-    assert "would rename COCO_train2014_000000000009.jpg -> COCO_2014_000000000009.jpg" in out
+    assert "COCO_train2014_000000000009.jpg -> COCO_2014_000000000009.jpg" in out
     assert "3 file(s) would be renamed" in out
 
 

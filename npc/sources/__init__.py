@@ -5,24 +5,25 @@ on disk: reading each split (images, captions grouped by image, each pair's own 
 files live (the noisy split, the memory bank), and what to call a split in a message. Everything
 downstream (noise, bank, loaders, fingerprints, the noise report) talks to a source, never to a
 format's name. Adding a format is one class, one :func:`register` line and a row in docs/data.md.
+The sources are registered like the methods' parts (:class:`npc.registry.Registry`, keyed by ``format``).
 """
 from __future__ import annotations
 
 from typing import Dict, Type
 
-_SOURCES: Dict[str, Type] = {}
+from npc.registry import Registry
+
+_SOURCES = Registry("data format", key="format", flag="--data_format")
 
 
 def register(cls):
-    """Make a source class selectable under its ``format`` name."""
-    if cls.format in _SOURCES:
-        raise ValueError(f"data source {cls.format!r} is registered already")
-    _SOURCES[cls.format] = cls
-    return cls
+    """Class decorator: make a source class selectable under its ``format`` name."""
+    return _SOURCES.register(cls)
 
 
 def source_classes() -> Dict[str, Type]:
-    return dict(_SOURCES)
+    """Every registered source class by its format name, in the order of registration."""
+    return dict(_SOURCES.items())
 
 
 def source_for(data):
