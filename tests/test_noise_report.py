@@ -137,7 +137,12 @@ def test_report_of_the_demo_has_the_banks_pclean_and_every_detectors_numbers(fre
     page.feed(page_text)
     assert page.refs and all(ref.startswith("data:image/jpeg;base64,") for ref in page.refs)  # all embedded
     rest = re.sub(r"data:image/jpeg;base64,[A-Za-z0-9+/=]+", "", page_text)
-    assert not re.search(r"https?:|//|url\(|@import|<script|<link", rest)  # no URL, nothing fetched
+    assert not re.search(r"https?:|//|url\(|@import|<link|<script[^>]*src|fetch\(|XMLHttpRequest", rest)  # nothing fetched
+    assert rest.count("<script") == 2  # the decision mode: its data and its script, inline
+    # every shown pair's key, as the data source defines it (the demo: the line of its captions file), in report.json
+    assert [r["key"] for r in report["shown"]["rows"]] == [f"line {r['line']}" for r in rows[:7]] + [
+        f"line {r['line']}" for r in rows[::-1][:8]]
+    assert len(report["identity"]["data_fingerprint"]) == 64 and page_text.count('class="d wrong"') == 7 + 8
     shown = [src for section, src in page.images if section == "suspicious"]
     assert len(shown) == 7 and len(page.rows["suspicious"]) == 7
     for r, text in zip(rows[:7], page.rows["suspicious"]):
@@ -228,7 +233,7 @@ def test_a_run_without_per_pair_weights_is_one_line_not_a_histogram():
     from types import SimpleNamespace
 
     from npc.pair_weights import PairWeights
-    from npc.report_page import run_note
+    from npc.report_figures import run_note
 
     def run(kind, method, rows):
         w = np.array(rows, dtype=np.float32)
