@@ -198,12 +198,26 @@ def test_pairs_csv_escapes_formulas_and_the_page_shows_each_candidate_text_once(
 
     files = make_images_and_csvs(tmp_path / "mydata")
     formula = '=HYPERLINK("http://x","y")'
+    tricky = 'A "quoted" cup, </script><script>alert(1)</script> & a // path'
     with open(files["train"], "a", encoding="utf-8") as f:
         f.write(f"images/train_0.jpg\t{formula}\n")
+        f.write(f"images/train_2.jpg\t{tricky}\n")
     out = tmp_path / "report"
     summary = find_noisy_pairs.main(["--dataset", "csv", "--train_data", str(files["train"]), "--vision_model",
                                      "npc-micro", "--pretrained", "none", "--num_workers", "0", "--no_progress",
                                      "--out", str(out), "--top", "60", "--candidates", "12", "--batch_size", "8"])
+    # the page's data for its decision mode: one script element whatever a caption holds, each pair's key the line
+    # of the user's CSV, the caption as pairs.csv writes it
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert page.count("</script>") == 2 and "<script>alert" not in page
+    data = json.loads(re.search(r'<script type="application/json" id="npc-report">(.*?)</script>', page).group(1))
+    with open(out / "pairs.csv", newline="", encoding="utf-8") as f:
+        by_pair = {r["pair"]: r for r in csv.DictReader(f)}
+    assert set(data["pairs"]) == {str(r["pair"]) for r in summary["shown"]["rows"]}
+    assert data["identity"] == summary["identity"] and len(by_pair) <= 60  # every pair shown
+    assert all(v["key"] == f"line {by_pair[p]['line']}" and v["caption"] == by_pair[p]["caption"]
+               for p, v in data["pairs"].items())
+    assert sum(v["caption"] == tricky for v in data["pairs"].values()) == 1
     with open(out / "pairs.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     header, rows = rows[0], rows[1:]
