@@ -5,8 +5,8 @@
 
 Opens the report's index.html from disk (as a user would, no server), decides the first pairs with the keyboard as
 a person would (j to move, w wrong, r right, u not sure; here the split's known noise stands in for the person,
-and one pair is left "not sure"), and captures the decision bar and the first rows. Needs chromium, its driver
-(/usr/bin/chromium, /usr/bin/chromedriver) and selenium, as the page's browser test does.
+and one pair is left "not sure"), and captures the decision bar and the first rows (a 256-colour PNG). Needs chromium, its
+driver (/usr/bin/chromium, /usr/bin/chromedriver) and selenium, as the page's browser test does.
 """
 from __future__ import annotations
 
@@ -53,9 +53,16 @@ def render(report: Path, out: Path, n_decided: int = 6, width: int = 1280, heigh
                 "clip": {"x": 0, "y": top - 8, "width": width, "height": height, "scale": 1}})
         finally:
             driver.quit()
+    import io
+
+    from PIL import Image
+
     from npc.io import atomic_write_bytes
 
-    atomic_write_bytes(out, base64.b64decode(shot["data"]))
+    buf = io.BytesIO()  # 256 colours (fast octree, no dither: the thumbnails keep their colours): a third of the size
+    Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB").quantize(
+        colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(buf, format="PNG", optimize=True)
+    atomic_write_bytes(out, buf.getvalue())
     print(f"wrote {out}")
 
 
