@@ -251,3 +251,21 @@ def test_decisions_made_with_the_keyboard_survive_a_reload_and_download_with_the
     assert [by_pair[p]["rank"] for p in pairs[:4]] == ["1", "2", "3", "4"]
     severe = [m for m in browser.get_log("browser") if m["level"] == "SEVERE"]
     assert severe == []
+
+
+def test_the_docs_screenshot_of_the_decision_mode_is_made_from_a_report(browser, report):
+    """docs/make_review_example.py (docs/review_example.png) on the test's report: the keys it presses decide pairs."""
+    import importlib.util as iu
+
+    from PIL import Image
+
+    spec = iu.spec_from_file_location("make_review_example",
+                                      Path(__file__).resolve().parents[1] / "docs" / "make_review_example.py")
+    script = iu.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    keys = script.keys_for(report, 4)
+    assert len(keys) == 5 and keys[0] == "j" and keys[3] == "u" and set(keys[1:]) <= {"w", "r", "u"}
+    out = Path(os.environ.get("NPC_SCREENSHOTS") or report.parent / "screenshots") / "review_example.png"
+    script.render(report, out, n_decided=4, height=700)
+    with Image.open(out) as im:
+        assert im.size == (1280, 700)
