@@ -137,7 +137,12 @@ def test_report_of_the_demo_has_the_banks_pclean_and_every_detectors_numbers(fre
     page.feed(page_text)
     assert page.refs and all(ref.startswith("data:image/jpeg;base64,") for ref in page.refs)  # all embedded
     rest = re.sub(r"data:image/jpeg;base64,[A-Za-z0-9+/=]+", "", page_text)
-    assert not re.search(r"https?:|//|url\(|@import|<script|<link", rest)  # no URL, nothing fetched
+    assert not re.search(r"https?:|//|url\(|@import|<link|<script[^>]*src|fetch\(|XMLHttpRequest", rest)  # nothing fetched
+    assert rest.count("<script") == 2  # the decision mode: its data and its script, inline
+    # every shown pair's key, as the data source defines it (the demo: the line of its captions file), in report.json
+    assert [r["key"] for r in report["shown"]["rows"]] == [f"line {r['line']}" for r in rows[:7]] + [
+        f"line {r['line']}" for r in rows[::-1][:8]]
+    assert len(report["identity"]["data_fingerprint"]) == 64 and page_text.count('class="d wrong"') == 7 + 8
     shown = [src for section, src in page.images if section == "suspicious"]
     assert len(shown) == 7 and len(page.rows["suspicious"]) == 7
     for r, text in zip(rows[:7], page.rows["suspicious"]):
@@ -193,12 +198,26 @@ def test_pairs_csv_escapes_formulas_and_the_page_shows_each_candidate_text_once(
 
     files = make_images_and_csvs(tmp_path / "mydata")
     formula = '=HYPERLINK("http://x","y")'
+    tricky = 'A "quoted" cup, </script><script>alert(1)</script> & a // path'
     with open(files["train"], "a", encoding="utf-8") as f:
         f.write(f"images/train_0.jpg\t{formula}\n")
+        f.write(f"images/train_2.jpg\t{tricky}\n")
     out = tmp_path / "report"
     summary = find_noisy_pairs.main(["--dataset", "csv", "--train_data", str(files["train"]), "--vision_model",
                                      "npc-micro", "--pretrained", "none", "--num_workers", "0", "--no_progress",
                                      "--out", str(out), "--top", "60", "--candidates", "12", "--batch_size", "8"])
+    # the page's data for its decision mode: one script element whatever a caption holds, each pair's key the line
+    # of the user's CSV, the caption as pairs.csv writes it
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert page.count("</script>") == 2 and "<script>alert" not in page
+    data = json.loads(re.search(r'<script type="application/json" id="npc-report">(.*?)</script>', page).group(1))
+    with open(out / "pairs.csv", newline="", encoding="utf-8") as f:
+        by_pair = {r["pair"]: r for r in csv.DictReader(f)}
+    assert set(data["pairs"]) == {str(r["pair"]) for r in summary["shown"]["rows"]}
+    assert data["identity"] == summary["identity"] and len(by_pair) <= 60  # every pair shown
+    assert all(v["key"] == f"line {by_pair[p]['line']}" and v["caption"] == by_pair[p]["caption"]
+               for p, v in data["pairs"].items())
+    assert sum(v["caption"] == tricky for v in data["pairs"].values()) == 1
     with open(out / "pairs.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     header, rows = rows[0], rows[1:]
@@ -228,7 +247,7 @@ def test_a_run_without_per_pair_weights_is_one_line_not_a_histogram():
     from types import SimpleNamespace
 
     from npc.pair_weights import PairWeights
-    from npc.report_page import run_note
+    from npc.report_figures import run_note
 
     def run(kind, method, rows):
         w = np.array(rows, dtype=np.float32)

@@ -34,7 +34,13 @@ def missing_parts():
 
 
 @pytest.fixture(scope="module")
-def browser():
+def downloads(tmp_path_factory):
+    """The folder the browser downloads into."""
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
     missing = missing_parts()
     if missing:
         message = f"the browser test needs {'; '.join(missing)}"
@@ -51,7 +57,10 @@ def browser():
                 "--hide-scrollbars", "--window-size=1280,900"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     try:
         yield driver
     finally:
@@ -101,6 +110,8 @@ return {
   cap: rect(row.querySelector('td.cap')), cands: rect(row.querySelector('td.cands')), row: rect(row),
   candWidths: Array.from(document.querySelectorAll('td.cands')).map(c => rect(c).width),
   notes: Array.from(document.querySelectorAll('p')).map(p => p.textContent),
+  decide: Array.from(document.querySelectorAll('tr.pr button.d')).filter((b, k) => k % 3 == 0)
+    .map(b => [rect(b).width, rect(b).height]),
 };
 """
 
@@ -119,6 +130,7 @@ def test_the_report_page_fits_a_desktop_and_a_phone_screen(browser, report):
         # (a mobile browser widens its layout to what overflows)
         assert g["inner"] == width, f"laid out {g['inner']} px wide on a {width} px screen"
         assert g["scroll"] <= g["inner"] + 1 and g["bodyScroll"] <= g["inner"] + 1, g  # no sideways scrolling
+        assert len(g["decide"]) == 12 + 8 and all(w > 40 and h > 15 for w, h in g["decide"])  # every row's choices
         assert len(g["images"]) == 12 + 8 and all(done and w > 0 for done, w in g["images"])  # every image decoded
         assert len(g["svgs"]) == 3  # GMM fit, p(clean), cosine; the CLIP run is one line of text
         for left, right, _, height in g["svgs"]:
@@ -137,3 +149,123 @@ def test_the_report_page_fits_a_desktop_and_a_phone_screen(browser, report):
     assert all(right - left > 0.8 * 420 for left, right, _, _ in phone["svgs"])
     assert phone["cands"]["top"] >= phone["cap"]["bottom"] - 1
     assert min(phone["candWidths"]) > 0.8 * phone["row"]["width"]
+
+
+ROW_STATES = """
+return {
+  count: document.getElementById('dec-count').textContent,
+  rows: Array.from(document.querySelectorAll('tr.pr')).map(tr => [Number(tr.dataset.pair), tr.dataset.decision || '',
+                                                                  tr.offsetParent !== null]),
+  current: Array.from(document.querySelectorAll('tr.pr')).findIndex(tr => tr.classList.contains('cur')),
+};
+"""
+
+
+def wait_for(what, seconds=15.0):
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"waited {seconds} s in vain for {what.__doc__ or what}")
+
+
+def test_decisions_made_with_the_keyboard_survive_a_reload_and_download_with_their_keys(browser, report, downloads):
+    import csv
+    import json
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from npc.pair_weights import load_pair_weights
+
+    summary = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    with open(report / "pairs.csv", newline="", encoding="utf-8") as f:
+        by_pair = {int(r["pair"]): r for r in csv.DictReader(f)}
+    layout(browser, 1280)
+    browser.get((report / "index.html").as_uri())
+    browser.execute_script("window.localStorage.clear()")
+    browser.refresh()
+    state = browser.execute_script(ROW_STATES)
+    assert state["count"].startswith("0 of 20 pairs decided") and state["current"] == -1
+    pairs = [p for p, _, _ in state["rows"]]
+    assert pairs == [r["pair"] for r in summary["shown"]["rows"]]  # the page's rows are report.json's, in order
+
+    # typing in a field of the page decides nothing
+    browser.execute_script("const i = document.createElement('input'); i.id = 'typing'; "
+                           "document.getElementById('decide').appendChild(i);")
+    browser.find_element(By.ID, "typing").send_keys("jwwwr")
+    assert browser.execute_script(ROW_STATES)["count"].startswith("0 of 20")
+    browser.execute_script("document.getElementById('typing').remove(); document.activeElement.blur();")
+
+    # j selects the first pair, w/r/u decide it and move on; k goes back, x undoes a decision
+    ActionChains(browser).send_keys("jwwwr").perform()
+    state = browser.execute_script(ROW_STATES)
+    assert [dec for _, dec, _ in state["rows"][:5]] == ["wrong", "wrong", "wrong", "right", ""], state
+    assert state["current"] == 4 and state["count"] == "4 of 20 pairs decided: 3 wrong, 1 right, 0 not sure"
+    ActionChains(browser).send_keys("u").perform()
+    state = browser.execute_script(ROW_STATES)
+    assert state["rows"][4][1] == "unsure" and state["current"] == 5
+    ActionChains(browser).send_keys("kx").perform()
+    state = browser.execute_script(ROW_STATES)
+    assert state["rows"][4][1] == "" and state["current"] == 4 and state["count"].startswith("4 of 20")
+
+    # a click decides too; a click on the chosen decision takes it back
+    button = browser.find_elements(By.CSS_SELECTOR, "tr.pr")[6].find_element(By.CSS_SELECTOR, "button.unsure")
+    button.click()
+    assert browser.execute_script(ROW_STATES)["count"] == "5 of 20 pairs decided: 3 wrong, 1 right, 1 not sure"
+    button.click()
+    assert browser.execute_script(ROW_STATES)["count"].startswith("4 of 20")
+
+    # reopened, the page has every decision back: the counter and each row's state
+    browser.refresh()
+    state = browser.execute_script(ROW_STATES)
+    assert state["count"] == "4 of 20 pairs decided: 3 wrong, 1 right, 0 not sure"
+    assert [dec for _, dec, _ in state["rows"]] == ["wrong"] * 3 + ["right"] + [""] * 16
+
+    # the filter shows the rows of one decision
+    for name, seen in (("wrong", [0, 1, 2]), ("right", [3]), ("undecided", list(range(4, 20))),
+                       ("all", list(range(20)))):
+        browser.find_element(By.CSS_SELECTOR, f'.filt button[data-f="{name}"]').click()
+        rows = browser.execute_script(ROW_STATES)["rows"]
+        assert [k for k, (_, _, visible) in enumerate(rows) if visible] == seen, name
+
+    # the download: the report's identity in its first line, then key,decision,caption of each decided pair
+    browser.find_element(By.ID, "dec-download").click()
+    path = downloads / "decisions.csv"
+    wait_for(lambda: path.is_file() and not list(downloads.glob("*.crdownload")))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    fingerprint = summary["identity"]["data_fingerprint"]
+    assert fingerprint == load_pair_weights(report.parent / "logs" / "plain").split_sha256  # the runs' fingerprint
+    assert lines[0].startswith("#") and f"data_fingerprint {fingerprint}" in lines[0]
+    rows = list(csv.reader(lines[1:]))
+    assert rows[0] == ["key", "decision", "caption"]
+    keys = {r["pair"]: r["key"] for r in summary["shown"]["rows"]}
+    expected = [[keys[p], dec, by_pair[p]["caption"]] for p, dec in zip(pairs[:4], ["wrong"] * 3 + ["right"])]
+    assert rows[1:] == expected
+    # the demo's key is the pair's line in its captions file, as pairs.csv gives it
+    assert [r[0] for r in rows[1:]] == [f"line {by_pair[p]['line']}" for p in pairs[:4]]
+    assert [by_pair[p]["rank"] for p in pairs[:4]] == ["1", "2", "3", "4"]
+    severe = [m for m in browser.get_log("browser") if m["level"] == "SEVERE"]
+    assert severe == []
+
+
+def test_the_docs_screenshot_of_the_decision_mode_is_made_from_a_report(browser, report):
+    """docs/make_review_example.py (docs/review_example.png) on the test's report: the keys it presses decide pairs."""
+    import importlib.util as iu
+
+    from PIL import Image
+
+    spec = iu.spec_from_file_location("make_review_example",
+                                      Path(__file__).resolve().parents[1] / "docs" / "make_review_example.py")
+    script = iu.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    keys = script.keys_for(report, 4)
+    assert len(keys) == 5 and keys[0] == "j" and keys[3] == "u" and set(keys[1:]) <= {"w", "r", "u"}
+    out = Path(os.environ.get("NPC_SCREENSHOTS") or report.parent / "screenshots") / "review_example.png"
+    script.render(report, out, n_decided=4, height=700)
+    with Image.open(out) as im:
+        assert im.size == (1280, 700)
