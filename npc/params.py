@@ -18,8 +18,7 @@ from typing import Dict, Optional, Sequence
 
 from npc.config import DataConfig, MethodConfig, RunConfig
 from npc.csv_format import encoding_arg, separator_arg
-from npc.datasets import DATASETS, DEFAULT_ROOTS
-from npc.datasets import NUM_ANNS  # noqa: F401  (live: a source registered later is seen)
+from npc.datasets import DATASETS, NUM_ANNS, DEFAULT_ROOTS as DATASET_ROOTS  # live views of the sources' datasets
 from npc.errors import ConfigError  # noqa: F401  (where callers have always found it)
 from npc.noise import noise_ratio_arg
 from npc.paths import PRETRAINED_DIR, REPO_ROOT
@@ -57,7 +56,6 @@ DEMO_DEFAULTS = dict(
     grad_clip=10.0,
 )
 
-DATASET_ROOTS = DEFAULT_ROOTS
 CSV_FLAGS = ("train_data", "dev_data", "test_data", "csv_img_key", "csv_caption_key", "csv_separator", "csv_encoding")
 
 
@@ -99,7 +97,7 @@ REPORT_FLAGS = frozenset({"out", "top", "candidates", "trusted", "runs", "batch_
 CHECK_FLAGS = frozenset({"dataset", "data_format", "dataset_root", "num_anns", "no_progress", "decode", *CSV_FLAGS})
 # The flags construct_noise.py uses (its --seed is the noise's seed, as in the release's script).
 NOISE_FLAGS = frozenset({"dataset", "data_format", "dataset_root", "num_anns", "noise_ratio", "noise_mode", "noise_seed",
-                         "seed", "force", *CSV_FLAGS})
+                         "seed", *CSV_FLAGS})
 # The flags get_memorybank.py uses (its --help lists only these).
 BANK_FLAGS = frozenset({
     "experiments", "dataset_root", "num_anns", "dataset", "noise_ratio", "eval_batch_size",
@@ -352,10 +350,6 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
                    help="load memory-bank files with arbitrary pickles (only for files you trust; the "
                         "release's dict files load without it through a restricted loader)")
     g.add_argument("--rebuild_bank", action="store_true", help="rebuild the memory bank even if its files exist")
-    if method == "noise":
-        g = group("construct_noise.py")
-        g.add_argument("--force", action="store_true",
-                       help="rebuild the noisy file even if it exists (atomically replacing it)")
     if method == "check":
         g = group("the check")
         g.add_argument("--decode", action="store_true",
