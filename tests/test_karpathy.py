@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from npc.csv_format import DataError
+from npc.errors import DataError
 from npc.data import load_split
 from npc.sources.karpathy import find_karpathy_json, karpathy_counts, read_karpathy_split
 from npc.synthetic.karpathy import write_karpathy_dataset, write_release_layout_from_karpathy
