@@ -43,9 +43,9 @@ class Dataset:
 
 _PARSED: "OrderedDict[tuple, Tuple[tuple, Split]]" = OrderedDict()
 _KEEP = 12  # splits kept (a run reads at most train, dev, test and pretrain)
-# Fields of a DataConfig that do not change how a split is parsed.
-_NOT_READ = dict(noise_ratio=0, noise_mode="caption", noise_seed=0, dev_length=0, eval_splits="",
-                 skip_unreadable_images=False, image_cache=None, num_workers=0)
+# Fields of a DataConfig that do not change how a split is parsed (data_format: the source's class says it).
+_NOT_READ = frozenset({"data_format", "noise_ratio", "noise_mode", "noise_seed", "dev_length", "eval_splits",
+                       "skip_unreadable_images", "image_cache", "num_workers"})
 
 
 def _stamp(paths: Iterable) -> tuple:
@@ -138,7 +138,8 @@ class DataSource:
     def read_split(self, split: str, check_images: bool = False) -> Split:
         """Split ``split``, parsed once while its files are unchanged (a copy: callers may replace its fields);
         ``check_images``: every image file exists (:meth:`check_image_files`)."""
-        key = (type(self), split, dataclasses.replace(self.data, data_format=self.format, **_NOT_READ))
+        key = (type(self), split, tuple((f.name, getattr(self.data, f.name)) for f in dataclasses.fields(self.data)
+                                        if f.name not in _NOT_READ))
         stamp = _stamp(self.inputs(split))
         kept = _PARSED.get(key)
         if kept is None or kept[0] != stamp:
