@@ -253,8 +253,16 @@ class WebdatasetShards(SplitFiles):
 
     @classmethod
     def found(cls, data) -> bool:
+        """``--train_data`` names shards: a .tar, a brace pattern, ``::``-joined parts, or a list of shards."""
         spec = str(data.train_data or "")
-        return spec.endswith(".tar") or "{" in spec or "::" in spec
+        if spec.endswith(".tar") or "{" in spec or "::" in spec:
+            return True
+        try:
+            with open(spec, encoding="utf-8") as f:
+                first = next((ln.strip() for ln in f if ln.strip() and not ln.startswith("#")), "")
+        except (OSError, UnicodeDecodeError):
+            return False
+        return first.endswith(".tar") or "{" in first
 
     def inputs(self, split: str) -> List[Path]:
         return shard_paths(self.spec(split), self.where(split))
