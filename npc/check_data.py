@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional
 
-from npc.csv_format import DataError
+from npc.errors import DataError
 
 SPLITS = ("train", "dev", "test")
 

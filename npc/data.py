@@ -1,15 +1,14 @@
-"""Splits: file naming, the built-in datasets' and CSV files' splits, the noisy-split cache (batches: npc.loaders).
+"""Splits, whatever their format: the :class:`Split` every source gives, and the checks on its images.
 
-Reads the reference release's on-disk layout (docs/method.md section 1)::
+A source (:mod:`npc.sources`) reads a split from its format into a :class:`Split`. Everything
+downstream works on two integer indexings: the *sample* (caption) index and the *image* index
+(position of the image in the split's image list); ``Split.caption_image[sample]`` maps one to the
+other. Batches: :mod:`npc.loaders`.
 
-    <root>/images/                        every image of the dataset
-    <root>/annotations/scan_split/        <split>_caps.txt, <split>_ids.txt, <r>_noise_train_caps.txt
-    <root>/annotations/memory_bank/       <r>_mbank_img_idx.npy, <r>_mbank_txt_idx.npy
-
-Captions come in consecutive runs of ``num_anns`` per image. Train ids are listed once per image,
-dev/test ids once per caption. Everything downstream works on two integer indexings: the *sample*
-(caption line) index and the *image* index (position of the image in the split's image list);
-``Split.caption_image[sample]`` maps one to the other.
+This is also the reference release's top-level ``data`` module (``data.py`` aliases it): the release
+layout's readers (``load_split``, ``load_train_split``, ``annotation_dir``, ...) and the CSV reader
+(``read_csv_split``) are still found here, where they live in their sources
+(:mod:`npc.sources.release`, :mod:`npc.sources.csv_files`).
 """
 from __future__ import annotations
 
@@ -22,29 +21,26 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from npc import images
-from npc.csv_format import DataError, read_rows, separator_name
-from npc.datasets import DATASETS, DatasetSpec
-from npc.noise import ensure_noisy_split, read_caption_lines
-from npc.errors import MissingFileError
+from npc.errors import DataError, MissingFileError
+from npc.noise import read_caption_lines
 
 log = logging.getLogger("npc")
 
+# The flag that names each split of a format whose splits are files (CSV, shards).
+CSV_SPLIT_FLAGS = {"train": "--train_data", "dev": "--dev_data", "test": "--test_data"}
 
-# ----------------------------------------------------------------------------- naming per dataset
-
-def get_spec(dataset: str) -> DatasetSpec:
-    try:
-        return DATASETS[dataset]
-    except KeyError:
-        raise DataError(f"unknown dataset {dataset!r} (--dataset): choose one of {sorted(DATASETS)}") from None
-
-
-def annotation_dir(root) -> Path:
-    return Path(root) / "annotations" / "scan_split"
+# Names that moved to the sources, and the module that holds each (the release's ``import data`` finds them).
+_MOVED = {"load_split": "release", "load_train_split": "release", "annotation_dir": "release",
+          "memory_bank_dir": "release", "image_file_names": "release", "check_image_files": "release",
+          "read_csv_split": "csv_files"}
 
 
-def memory_bank_dir(root) -> Path:
-    return Path(root) / "annotations" / "memory_bank"
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(f"npc.sources.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_lines(path) -> List[str]:
@@ -53,23 +49,6 @@ def read_lines(path) -> List[str]:
     if not path.is_file():
         raise MissingFileError(f"annotation file not found: {path}")
     return read_caption_lines(path)
-
-
-def image_file_names(spec: DatasetSpec, root, image_ids: Sequence[str]) -> List[str]:
-    if spec.image_name is not None:
-        try:
-            return [spec.image_name(i) for i in image_ids]
-        except ValueError as e:
-            raise DataError(f"{spec.name}: image ids must be integers ({e})") from None
-    table_path = annotation_dir(root) / "image_name.txt"
-    table = read_lines(table_path)
-    names = []
-    for i in image_ids:
-        k = int(i)
-        if not 0 <= k < len(table):
-            raise DataError(f"image id {k} has no line in {table_path} ({len(table)} lines)")
-        names.append(table[k].strip())
-    return names
 
 
 # ----------------------------------------------------------------------------- splits
@@ -154,142 +133,6 @@ class Split:
         """The first images whose captions fit in ``n_captions`` (at least one image): ``--dev_length``."""
         ends = np.searchsorted(self.caption_image, np.arange(1, self.num_images + 1))
         return self.subset_images(max(1, int(np.searchsorted(ends, n_captions, side="right"))))
-
-
-def load_split(root, dataset: str, split: str, num_anns: Optional[int] = None, *,
-               caps_file=None, check_images: bool = True, warn_empty: bool = True) -> Split:
-    """Read ``<split>_caps.txt`` (or ``caps_file``) and ``<split>_ids.txt`` and check they agree.
-
-    Train ids are one line per image (repeated ``num_anns`` times to align with captions); every
-    other split has one id line per caption, in runs of ``num_anns`` equal ids. Empty caption lines
-    are kept (they are pairs too) with a warning naming them.
-    """
-    spec = get_spec(dataset)
-    num_anns = num_anns or spec.num_anns
-    ann = annotation_dir(root)
-    caps_path = Path(caps_file) if caps_file else ann / f"{split}_caps.txt"
-    ids_path = ann / f"{split}_ids.txt"
-    captions = read_lines(caps_path)
-    empty = [k + 1 for k, c in enumerate(captions) if not c.strip()]
-    if empty and warn_empty:
-        log.warning(f"warning: {caps_path}: {len(empty)} empty caption line(s): line "
-                    f"{', '.join(map(str, empty[:5]))}{', ...' if len(empty) > 5 else ''}")
-    ids = [line.strip() for line in read_lines(ids_path)]
-    if split in ("train", "pretrain"):
-        if len(captions) != len(ids) * num_anns:
-            raise DataError(f"{caps_path} has {len(captions)} captions but {ids_path} lists {len(ids)} images "
-                            f"x num_anns {num_anns} = {len(ids) * num_anns} (train ids are one line per image)")
-        image_ids = ids
-    else:
-        if len(captions) != len(ids):
-            raise DataError(f"{caps_path} has {len(captions)} captions but {ids_path} has {len(ids)} ids "
-                            f"({split} ids are one line per caption)")
-        if len(ids) % num_anns:
-            raise DataError(f"{ids_path}: {len(ids)} lines is not a multiple of num_anns {num_anns}")
-        blocks = np.asarray(ids, dtype=object).reshape(-1, num_anns)
-        bad = np.nonzero((blocks != blocks[:, :1]).any(axis=1))[0]
-        if len(bad):
-            line = bad[0] * num_anns + 1
-            raise DataError(f"{ids_path}: ids must come in runs of num_anns={num_anns} equal ids; "
-                            f"the run starting at line {line} is {list(blocks[bad[0]])}")
-        image_ids = list(blocks[:, 0])
-    image_dir = Path(root) / "images"
-    paths = [image_dir / n for n in image_file_names(spec, root, image_ids)]
-    if check_images:
-        check_image_files(paths)
-    caption_image = np.repeat(np.arange(len(image_ids), dtype=np.int64), num_anns)
-    return Split(split, captions, image_ids, paths, caption_image, num_anns, caps_path)
-
-
-def check_image_files(paths: Sequence[Path], show: int = 5) -> None:
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        listed = "\n  ".join(str(p) for p in missing[:show])
-        raise DataError(f"{len(missing)} of {len(paths)} image files are missing, e.g.:\n  {listed}")
-
-
-def load_train_split(root, dataset: str, num_anns: int, noise_ratio, *, noise_seed: int = 99,
-                     noise_mode: str = "caption", log=print, check_images: bool = True):
-    """The training split with noisy captions (built and cached on first use) and its noise mask.
-
-    ``train_caps.txt`` is checked against ``train_ids.txt`` first: a bad file is blamed as itself,
-    and no noisy split is built from it.
-    """
-    load_split(root, dataset, "train", num_anns, check_images=False)
-    caps_path, mask = ensure_noisy_split(annotation_dir(root), noise_ratio, seed=noise_seed, mode=noise_mode,
-                                         num_anns=num_anns, log=log)
-    split = load_split(root, dataset, "train", num_anns, caps_file=caps_path, check_images=check_images,
-                       warn_empty=False)
-    return split, mask
-
-
-# ----------------------------------------------------------------------------- CSV datasets (--dataset csv)
-# open_clip's convention: one row per (image, caption) pair, a header naming the columns; rows of the same
-# image form one image with several captions (any number). Derived files go beside the CSV (docs/own_data.md).
-
-CSV_SPLIT_FLAGS = {"train": "--train_data", "dev": "--dev_data", "test": "--test_data"}
-
-
-def read_csv_split(path, split: str, *, img_key: str = "filepath", caption_key: str = "title",
-                   separator: str = "\t", encoding: str = "utf-8", check_images: bool = True) -> Split:
-    """One split from a CSV/TSV file. Image paths are relative to the CSV's folder, or absolute.
-
-    Fields are read by the rule of :mod:`npc.csv_format` (open_clip's quoting; a quoted field may not span
-    lines; every row has the header's number of fields). Captions are grouped by image in the order images
-    first appear (the row order within an image is kept). Every problem is one :class:`DataError` naming
-    the file and line: a quote left open, a row with another number of fields than the header, bytes that
-    are not ``encoding``, a missing column (with the columns found and the separator), an empty caption, a
-    missing or unreadable image, a split of fewer than 2 images.
-    """
-    path = Path(path)
-    flag = CSV_SPLIT_FLAGS.get(split, "--" + split)
-    if not path.is_file():
-        raise MissingFileError(f"{flag}: CSV file not found: {path}")
-    rows = read_rows(path, separator=separator, encoding=encoding)
-    header_line, header = rows[0]
-    for key, kflag in ((img_key, "--csv_img_key"), (caption_key, "--csv_caption_key")):
-        if key not in header:
-            raise DataError(f"{path}, line {header_line}: no column {key!r} ({kflag}); the header has the column(s) "
-                            f"{', '.join(repr(h) for h in header)} when split by the separator "
-                            f"{separator_name(separator)} (--csv_separator)")
-    ii, ci = header.index(img_key), header.index(caption_key)
-    images: Dict[str, int] = {}
-    ids, paths, first_line, groups = [], [], [], []
-    for line, row in rows[1:]:
-        if len(row) != len(header):
-            hint = (": a field that holds the separator must be in double quotes" if len(row) > len(header) else "")
-            raise DataError(f"{path}, line {line}: {len(row)} field(s) where the header has {len(header)} "
-                            f"(separator {separator_name(separator)}, --csv_separator){hint}")
-        name, caption = row[ii].strip(), row[ci]
-        if not caption.strip():
-            raise DataError(f"{path}, line {line}: empty caption (column {caption_key!r})")
-        if not name:
-            raise DataError(f"{path}, line {line}: empty image path (column {img_key!r})")
-        image_path = Path(os.path.normpath(path.parent / name))  # an absolute name stays itself
-        key = str(image_path)
-        if key not in images:
-            if check_images:
-                _check_csv_image(image_path, path, line)
-            images[key] = len(ids)
-            ids.append(name)
-            paths.append(image_path)
-            first_line.append(line)
-            groups.append([])
-        groups[images[key]].append((line, caption))
-    if len(ids) < 2:
-        raise DataError(f"{path}: the {split} split has {len(ids)} image(s); retrieval needs at least 2")
-    captions = [c for g in groups for _, c in g]
-    lines = np.array([ln for g in groups for ln, _ in g], dtype=np.int64)
-    caption_image = np.repeat(np.arange(len(ids), dtype=np.int64), [len(g) for g in groups])
-    return Split(split, captions, ids, paths, caption_image, max(len(g) for g in groups), path, lines, path)
-
-
-def _check_csv_image(image_path: Path, csv_path: Path, line: int) -> None:
-    if not image_path.is_file():
-        raise DataError(f"{csv_path}, line {line}: image not found: {image_path}")
-    why = images.header_problem(image_path)  # reads the header only: the format is one PIL knows
-    if why is not None:
-        raise DataError(f"{csv_path}, line {line}: cannot read image {image_path}: {why}")
 
 
 _DECODED: Dict[tuple, Optional[str]] = {}

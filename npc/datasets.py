@@ -1,45 +1,41 @@
-"""The datasets this project reads, in one registry: what ``--dataset`` accepts and what follows from it.
+"""What ``--dataset`` accepts, by name: live views of the datasets the data sources declare (npc/sources).
 
-Each entry says where the dataset lives by default (relative to the repository), how many captions
-each image has, how an image id becomes a file name, and which extra evaluations apply (MSCOCO's
-1K folds). ``npc.params`` derives ``--dataset``'s choices and defaults from it, ``npc.data`` the
-file naming, the engine the evaluations. Imports nothing heavy (``--help`` answers at once).
+Each source class declares its datasets and their properties (:class:`npc.sources.base.Dataset`); this
+module only looks them up for the code that asks by name. The views are live: a source registered after
+this module was imported (a new format) is seen at once.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Iterator, Mapping
+
+from npc.sources import dataset_definitions
+from npc.sources.base import Dataset
+
+DatasetSpec = Dataset  # the definition's earlier name
 
 
-def _coco_name(image_id: str) -> str:
-    return f"COCO_2014_{int(image_id):012d}.jpg"
+class _View(Mapping):
+    """``{name: value(definition)}`` over the registered datasets, read at each access (``keep``: which)."""
+
+    def __init__(self, value: Callable[[Dataset], object], keep: Callable[[Dataset], bool] = lambda d: True):
+        self.value, self.keep = value, keep
+
+    def _items(self):
+        return {n: self.value(d) for n, d in dataset_definitions().items() if self.keep(d)}
+
+    def __getitem__(self, name):
+        return self._items()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __repr__(self) -> str:
+        return repr(self._items())
 
 
-def _cc_name(image_id: str) -> str:
-    return f"{image_id}.jpg"
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    num_anns: int                                # captions per image (0: any number, per image)
-    integer_ids: bool                            # image ids are integers (MSCOCO, Flickr30K) or strings (CC120K)
-    image_name: Optional[Callable[[str], str]]   # id -> file name; None: looked up in image_name.txt (Flickr30K)
-    default_root: str                            # relative to the repository ("": given by flags)
-    folds_1k: bool = False                       # the test split is also reported as the mean of 5 folds of 1K images
-    description: str = ""
-
-
-DATASETS: Dict[str, DatasetSpec] = {s.name: s for s in (
-    # The demo is generated in MSCOCO's layout and naming, so it exercises the MSCOCO code path.
-    DatasetSpec("demo", 5, True, _coco_name, "dataset/demo", description="the embedded generated dataset (MSCOCO layout)"),
-    DatasetSpec("coco", 5, True, _coco_name, "dataset/MSCOCO", folds_1k=True, description="MSCOCO (SCAN split)"),
-    DatasetSpec("f30k", 5, True, None, "dataset/Flickr30K", description="Flickr30K (SCAN split)"),
-    DatasetSpec("cc", 1, False, _cc_name, "dataset/CC120K", description="Conceptual Captions 120K (real noise)"),
-    # Your own data: images listed in CSV/TSV files, any number of captions per image (npc.data reads them).
-    DatasetSpec("csv", 0, False, None, "", description="your own data in CSV/TSV files (--train_data, --dev_data, "
-                                                       "--test_data; docs/own_data.md)"),
-    # Web-scale pairs in webdataset tar shards (img2dataset's layout): one caption per sample.
-    DatasetSpec("webdataset", 1, False, None, "", description="image-text pairs in webdataset tar shards "
-                                                              "(--train_data 'DIR/{00000..00009}.tar'; docs/shards.md)"),
-)}
+DATASETS: Mapping[str, Dataset] = _View(lambda d: d)
+DEFAULT_ROOTS: Mapping[str, str] = _View(lambda d: d.default_root, keep=lambda d: bool(d.default_root))
+NUM_ANNS: Mapping[str, object] = _View(lambda d: d.num_anns or None)  # None: any number per image

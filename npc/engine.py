@@ -38,7 +38,7 @@ from npc.io import atomic_write_json, atomic_write_lines
 from npc.methods import Method
 from npc.model import compile_towers, load_checkpoint_weights
 from npc.run_setup import Run, bank_inputs, build_model, load_train_data, setup_run
-from npc.sources import source_for
+from npc.sources import dataset_definition, source_for
 from npc.train_utils import lr_at, make_optimizer, set_lr, set_rng_state, to_device
 
 log = logging.getLogger("npc")
@@ -101,7 +101,8 @@ def check_initial_model(r: Run, model, dev, preprocess, tokenizer) -> None:
     """A new run on a user's data whose method builds no memory bank (whose build checks the model itself,
     npc/self_check.py) checks that its initial model tells the dev split's pairs apart: one line either way."""
     cfg = r.cfg
-    if not r.info.is_main or r.resume_path is not None or cfg.data.dataset == "demo" or "bank" in cfg.method.method().needs:
+    if (not r.info.is_main or r.resume_path is not None or dataset_definition(cfg.data.dataset).generated
+            or "bank" in cfg.method.method().needs):
         return
     from npc.self_check import check_model
 

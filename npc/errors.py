@@ -33,3 +33,7 @@ class BadFileError(UserError, ValueError):
 
 class WriteError(UserError, OSError):
     """A file that cannot be written (no permission, a read-only folder); the message names it."""
+
+
+class DataError(UserError, ValueError):
+    """A problem with the data's files on disk; the message names the file (and the line or entry)."""

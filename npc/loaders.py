@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from npc.csv_format import DataError
+from npc.errors import DataError
 from npc.data import Split
 from npc.images import load_image  # the one decoding rule (npc/images.py); its error names the file
 from npc.errors import ConfigError

@@ -161,7 +161,7 @@ def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") 
     if ckpt_path is not None and (pretrained == "demo-base" or os.path.isfile(str(pretrained))):
         pretrained = "none"  # every weight comes from the checkpoint
     base_path = prepare_demo(cfg.data, cfg.model, cfg.run.device, progress, base=pretrained == "demo-base")
-    if cfg.data.dataset == "demo" and base_path is None and pretrained == "demo-base":
+    if source.dataset.ships_base and base_path is None and pretrained == "demo-base":
         base_path = demo_base_path(Path(cfg.model.pretrained_dir), cfg.model.vision_model, cfg.data.dataset_root)
     model, preprocess, tokenizer = create_model(cfg.model.vision_model, pretrained, precision=precision, device=device,
                                                 context_length=cfg.model.context_length, demo_base_path=base_path,

@@ -18,13 +18,13 @@ from typing import Dict, Optional, Sequence
 
 from npc.config import DataConfig, MethodConfig, RunConfig
 from npc.csv_format import encoding_arg, separator_arg
-from npc.datasets import DATASETS
+from npc.datasets import DATASETS, NUM_ANNS, DEFAULT_ROOTS as DATASET_ROOTS  # live views of the sources' datasets
 from npc.errors import ConfigError  # noqa: F401  (where callers have always found it)
 from npc.noise import noise_ratio_arg
 from npc.paths import PRETRAINED_DIR, REPO_ROOT
 from npc.sources import FILE_DATASETS, FORMAT_CHOICES
 
-DATASET_CHOICES = tuple(DATASETS)
+DATASET_CHOICES = DATASETS.keys()  # live: a data source registered after this import adds its datasets
 
 # Reference-release hyper-parameters (docs/method.md section 6) for the real datasets.
 REAL_DEFAULTS = dict(
@@ -56,8 +56,6 @@ DEMO_DEFAULTS = dict(
     grad_clip=10.0,
 )
 
-DATASET_ROOTS = {name: spec.default_root for name, spec in DATASETS.items() if spec.default_root}
-NUM_ANNS = {name: spec.num_anns or None for name, spec in DATASETS.items()}  # csv: any number per image
 CSV_FLAGS = ("train_data", "dev_data", "test_data", "csv_img_key", "csv_caption_key", "csv_separator", "csv_encoding")
 
 
@@ -97,6 +95,9 @@ def _positive_float(text: str) -> float:
 REPORT_FLAGS = frozenset({"out", "top", "candidates", "trusted", "runs", "batch_size", "seed"})
 # The flags check_data.py uses.
 CHECK_FLAGS = frozenset({"dataset", "data_format", "dataset_root", "num_anns", "no_progress", "decode", *CSV_FLAGS})
+# The flags construct_noise.py uses (its --seed is the noise's seed, as in the release's script).
+NOISE_FLAGS = frozenset({"dataset", "data_format", "dataset_root", "num_anns", "noise_ratio", "noise_mode", "noise_seed",
+                         "seed", *CSV_FLAGS})
 # The flags get_memorybank.py uses (its --help lists only these).
 BANK_FLAGS = frozenset({
     "experiments", "dataset_root", "num_anns", "dataset", "noise_ratio", "eval_batch_size",
@@ -151,9 +152,11 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
                        "report.json. OSA's shift is drawn from --batch_size random inputs (default: the dataset's "
                        "default batch) seeded by --seed, as a --method osa run draws them",
              "check": "Check a dataset before a long run: its format, images and captions per split against the "
-                      "full dataset's counts, and every missing or unreadable image (docs/data.md)"}[method]
+                      "full dataset's counts, and every missing or unreadable image (docs/data.md)",
+             "noise": "Create the noisy copy of a dataset's training captions used for noisy-correspondence "
+                      "training (or report the existing one), for any format --dataset reads"}[method]
     p = argparse.ArgumentParser(description=title, formatter_class=_HelpFormatter, allow_abbrev=False)
-    keep = {"bank": BANK_FLAGS, "report": BANK_FLAGS | REPORT_FLAGS, "check": CHECK_FLAGS}.get(method)
+    keep = {"bank": BANK_FLAGS, "report": BANK_FLAGS | REPORT_FLAGS, "check": CHECK_FLAGS, "noise": NOISE_FLAGS}.get(method)
 
     def group(name):
         return _OnlyFlags(p.add_argument_group(name), keep, given_only)
@@ -369,7 +372,7 @@ def resolve_defaults(values: Dict, method: str, explicit: frozenset = frozenset(
     """``values`` (parsed flags) with the ``None`` defaults that depend on the dataset and the method filled
     (``explicit``: the flags given on the command line)."""
     v = dict(values)
-    table = DEMO_DEFAULTS if v["dataset"] == "demo" else REAL_DEFAULTS
+    table = DEMO_DEFAULTS if DATASETS[v["dataset"]].default_flags == "demo" else REAL_DEFAULTS
     for key, value in table.items():
         if key in v and v[key] is None:
             v[key] = value[method if method in ("npc", "clip") else "npc"] if isinstance(value, dict) else value
@@ -441,8 +444,8 @@ def parse_args(argv: Optional[Sequence[str]], method: str) -> RunConfig:
     if method in ("npc", "clip"):
         section = MethodConfig.of(resolve_method(values, method, explicit))
     if values.get("lr_schedule", "") is None:  # the reference code's effective schedule goes with its objective
-        reference = (section is not None and section.objective == "release") or (method == "clip"
-                                                                                   and values["dataset"] != "demo")
+        reference = (section is not None and section.objective == "release") or (
+            method == "clip" and DATASETS[values["dataset"]].default_flags == "real")
         values["lr_schedule"] = "staircase" if reference else "cosine"
     if explicit & {*LEGACY_METHOD_FLAGS, "method_opt", "bank_update"}:
         explicit |= {"method"}

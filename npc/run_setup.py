@@ -37,7 +37,7 @@ from npc.errors import ConfigError
 from npc.params import refuse_csv_files_without_csv
 from npc.paths import REPO_ROOT  # noqa: F401  (where callers have found it)
 from npc.resume_rules import eval_changes, resume_changes
-from npc.sources import source_for
+from npc.sources import dataset_definition, source_for
 from npc.train_utils import (autocast_for, resolve_device, resolve_precision, seed_everything)
 
 from npc.evaluation import eval_tables
@@ -191,7 +191,7 @@ def run_checks(cfg: RunConfig, info: DistInfo) -> Tuple[List[str], Optional[int]
 
 def demo_to_generate(data: DataConfig) -> bool:
     """The demo, not generated yet: it is, on first use, at its default size (nothing of it to check)."""
-    return data.dataset == "demo" and not (Path(data.dataset_root) / "demo_info.json").is_file()
+    return dataset_definition(data.dataset).generated and not (Path(data.dataset_root) / "demo_info.json").is_file()
 
 
 def lock_run_folder(run_dir: Path, info: DistInfo, stack: ExitStack) -> None:
@@ -244,7 +244,7 @@ def preflight(data: DataConfig, optim: OptimConfig, evaluating: bool, explicit: 
     steps = n // optim.batch_size * optim.epochs
     if optim.warmup <= steps:
         return [], steps
-    if data.dataset != "demo" and not {"lr", "warmup"} & explicit:
+    if dataset_definition(data.dataset).default_flags == "real" and not {"lr", "warmup"} & explicit:
         return [f"warning: the real-data defaults (--lr {optim.lr:g}, --warmup {optim.warmup}) are the release's for "
                 f"MSCOCO-size data, and this run has {steps} steps in all ({n} pairs / --batch_size "
                 f"{optim.batch_size} x {optim.epochs} epochs): the warmup becomes {relative_warmup(steps)} steps (10% "
@@ -270,7 +270,8 @@ def data_checks(data: DataConfig, model: ModelConfig, evaluating: bool) -> List[
     (for sources whose splits a user made). Returns warnings, one line each."""
     if demo_to_generate(data):
         return []
-    if model.pretrained == "demo-base" and data.dataset != "demo" and open_clip_name(model.vision_model) not in DEMO_MODELS:
+    if (model.pretrained == "demo-base" and not dataset_definition(data.dataset).ships_base
+            and open_clip_name(model.vision_model) not in DEMO_MODELS):
         raise ConfigError(f"--pretrained demo-base is the base of the demo's models ({', '.join(DEMO_MODELS)}); this "
                           f"run has --vision_model {model.vision_model}: pass --vision_model npc-tiny (the demo's), or "
                           f"other weights")
@@ -429,7 +430,7 @@ def prepare_demo(data: DataConfig, model: ModelConfig, device: Optional[str], pr
                  base: bool = True) -> Optional[Path]:
     """Generate the demo data and (``base``: when the run starts from it) its base model when missing;
     returns the base model's path. Another dataset with ``base``: the demo's base (built once if missing)."""
-    if data.dataset != "demo":
+    if not dataset_definition(data.dataset).generated:
         if not base:
             return None
         return ensure_demo_base_for(data.dataset, model.vision_model, Path(model.pretrained_dir), device=device,

@@ -57,7 +57,9 @@ def resolve_precision(precision: Optional[str], device: torch.device, dataset: s
         return precision
     if device.type != "cuda":
         return "fp32"
-    return "amp_bf16" if dataset == "demo" else "fp16"
+    from npc.sources import dataset_definition
+
+    return dataset_definition(dataset).cuda_precision
 
 
 def autocast_for(precision: str, device: torch.device):

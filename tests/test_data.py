@@ -96,8 +96,10 @@ def test_unreadable_image_names_the_file(tmp_path):
 
 
 def test_unknown_dataset():
+    from npc.sources import dataset_definition
+
     with pytest.raises(data.DataError, match="unknown dataset 'mscoco'"):
-        data.get_spec("mscoco")
+        dataset_definition("mscoco")
 
 
 def _identity_tokenizer(captions):

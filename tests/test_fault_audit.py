@@ -534,7 +534,7 @@ def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(script, capsys):
 
     parser = importlib.import_module(script).build_parser()
     with pytest.raises(SystemExit):
-        parser.parse_args(["--dataset", "csv", "--noise_ratio", "0.2"] if script == "construct_noise"
+        parser.parse_args(["--train", "x.csv", "--noise_ratio", "0.2"] if script == "construct_noise"
                           else ["x.pt", "--out", "y.pt", "--vision", "npc-micro"])
     assert "unrecognized arguments: --" in capsys.readouterr().err
 

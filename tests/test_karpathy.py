@@ -1,4 +1,4 @@
-"""Karpathy's split files (npc/karpathy.py) on tiny generated MSCOCO and Flickr30K folders: the splits they give,
+"""Karpathy's split files (npc/sources/karpathy.py) on tiny generated MSCOCO and Flickr30K folders: the splits they give,
 their errors, and the same data in the release's layout read by npc.data.load_split."""
 import hashlib
 import json
@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from npc.csv_format import DataError
+from npc.errors import DataError
 from npc.data import load_split
-from npc.karpathy import find_karpathy_json, karpathy_counts, read_karpathy_split
+from npc.sources.karpathy import find_karpathy_json, karpathy_counts, read_karpathy_split
 from npc.synthetic.karpathy import write_karpathy_dataset, write_release_layout_from_karpathy
 
 SIZES = {"coco": {"train": 6, "restval": 4, "val": 5, "test": 5}, "f30k": {"train": 7, "val": 4, "test": 3}}
@@ -189,7 +189,7 @@ def test_a_missing_image_is_named_with_its_entry(karpathy_roots, tmp_path):
 
 
 def test_the_file_is_parsed_once(karpathy_roots, monkeypatch):
-    import npc.karpathy as k
+    import npc.sources.karpathy as k
 
     root, json_path = karpathy_roots["coco"]
     read_karpathy_split(json_path, root, "coco", "test")

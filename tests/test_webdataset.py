@@ -11,7 +11,7 @@ import pytest
 import main_CLIP
 import main_NPC
 from helpers import MODEL, _records
-from npc.csv_format import DataError
+from npc.errors import DataError
 from npc.synthetic.shards import demo_as_shards
 
 MODEL_FLAGS = ("--vision_model", MODEL, "--pretrained", "demo-base", "--eval_batch_size", "64", "--num_workers", "0",

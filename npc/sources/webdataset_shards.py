@@ -29,15 +29,14 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-import numpy as np
 
-from npc import data as D
-from npc.csv_format import DataError
+from npc.data import Split
+from npc.errors import DataError
 from npc.images import TarMember
 from npc.io import atomic_write_text
 from npc.noise import TRAIN_CAPS
 from npc.sources import register
-from npc.sources.base import SplitFiles, noisy_beside
+from npc.sources.base import Dataset, SplitFiles, group_pairs
 
 log = logging.getLogger("npc")
 
@@ -210,7 +209,7 @@ def shard_index(shard: Path) -> List[list]:
     return samples
 
 
-def read_shards(spec: str, split: str, flag: str) -> D.Split:
+def read_shards(spec: str, split: str, flag: str) -> Split:
     """Split ``split`` of the shards ``spec`` names: one pair per sample, in shard order then member order."""
     captions, ids, refs = [], [], []
     for shard in shard_paths(spec, flag):
@@ -220,7 +219,7 @@ def read_shards(spec: str, split: str, flag: str) -> D.Split:
             captions.append(caption)
     if len(ids) < 2:
         raise DataError(f"{flag} {spec}: the {split} split has {len(ids)} sample(s); retrieval needs at least 2")
-    return D.Split(split, captions, ids, refs, np.arange(len(ids), dtype=np.int64), 1, Path(spec), pair_keys=ids)
+    return group_pairs(split, zip(ids, ids, refs, captions, ids), caps_file=Path(spec))
 
 
 def derived_path(spec: str, name: str) -> Path:
@@ -239,7 +238,8 @@ def derived_path(spec: str, name: str) -> Path:
 @register
 class WebdatasetShards(SplitFiles):
     format = "webdataset"
-    datasets = ("webdataset",)
+    definitions = (Dataset("webdataset", "image-text pairs in webdataset tar shards (--train_data "
+                           "'DIR/{00000..00009}.tar'; docs/shards.md)", num_anns=1),)
     key_name = "shard key"  # <shard file name>:<sample key>
     label = "webdataset shards"
     file_hint = "'DIR/{00000..00009}.tar' (or a .tar, or a text file listing shards)"
@@ -251,17 +251,37 @@ class WebdatasetShards(SplitFiles):
     def spec(self, split: str) -> str:
         return self.split_spec(split)
 
-    def read_split(self, split: str, check_images: bool) -> D.Split:
+    @classmethod
+    def found(cls, data) -> bool:
+        """``--train_data`` names shards: a .tar, a brace pattern, ``::``-joined parts, or a list of shards."""
+        spec = str(data.train_data or "")
+        if spec.endswith(".tar") or "{" in spec or "::" in spec:
+            return True
+        try:
+            with open(spec, encoding="utf-8") as f:
+                first = next((ln.strip() for ln in f if ln.strip() and not ln.startswith("#")), "")
+        except (OSError, UnicodeDecodeError):
+            return False
+        return first.endswith(".tar") or "{" in first
+
+    def inputs(self, split: str) -> List[Path]:
+        return shard_paths(self.spec(split), self.where(split))
+
+    def train_label(self) -> str:
+        return self.spec("train")
+
+    def parse_split(self, split: str) -> Split:
         # Every image is a member the shard's index found: there is no file to check. Decoding problems are
         # found when the image is read (check_data.py --decode reads them all).
         return read_shards(self.spec(split), split, self.where(split))
 
-    def noisy_train(self, log, check_images: bool):
-        spec = self.spec("train")
-        return noisy_beside(self.data, self.read_split("train", check_images), derived_path(spec, TRAIN_CAPS),
-                            spec, log)
+    def check_image_files(self, split: Split, show: int = 5) -> None:
+        pass  # members of indexed shards
 
-    def listed_at(self, split: D.Split, image_index: int) -> str:
+    def train_caps_path(self) -> Path:
+        return derived_path(self.spec("train"), TRAIN_CAPS)
+
+    def listed_at(self, split: Split, image_index: int) -> str:
         ref = split.image_paths[image_index]
         return f"{ref.shard}, sample {split.image_ids[image_index].split(':', 1)[1]}"
 
