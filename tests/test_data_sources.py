@@ -147,7 +147,7 @@ class JsonLines(SplitFiles):
 def jsonl_format():
     register(JsonLines)
     yield
-    sources._SOURCES.pop("jsonl")  # the registry as this test found it
+    sources._SOURCES.unregister("jsonl")  # the registry as this test found it
 
 
 def _as_jsonl(files):
