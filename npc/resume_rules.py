@@ -11,30 +11,19 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 from npc.errors import ConfigError
-from npc.params import CSV_FLAGS, DATASET_CHOICES, DATASET_ROOTS, flag_name, refuse_csv_files_without_csv
+from npc.flags import EVAL_DATA_FLAGS, EVAL_MODEL_FLAGS, EVAL_SETTINGS_FLAGS, INVOCATION_FLAGS, RESUME_MAY_CHANGE
+from npc.params import DATASET_CHOICES, DATASET_ROOTS, flag_name, refuse_csv_files_without_csv
 from npc.paths import REPO_ROOT
 
-# Every saved flag defines the experiment unless it is listed in one of these two sets, so a new flag
-# that changes results needs no line here, and a new flag that does not needs one:
-# - flags of this invocation only: never taken from the run;
-INVOCATION_FLAGS = frozenset({
-    "experiments", "resume", "logs", "checkpoint_path", "device", "num_workers", "no_progress", "stop_after",
-    "pretrained_dir", "image_cache", "eval", "trust_pickle", "rebuild_bank", "skip_unreadable_images",
-})
-# - flags the run keeps unless the command changes them (--epochs extends or shortens a run).
-RESUME_MAY_CHANGE = frozenset({
-    "epochs", "display", "eval_batch_size", "eval_splits", "eval_precision", "ties", "torchcompile",
-    "keep_checkpoints",
-})
-
-# ``--eval --resume CKPT`` takes what the checkpoint was trained with from its saved flags, unless given:
-# the data (only when --dataset is not given or is the run's) and the model.
-EVAL_DATA_FLAGS = ("dataset_root", "data_format", "num_anns") + CSV_FLAGS
-EVAL_MODEL_FLAGS = ("vision_model", "context_length", "pretrained", "name", "method", "method_opt", "bank_update",
-                    "noise_ratio", "noise_mode")
-# ... and how the run evaluated, so that its printed table is reproduced: the batch of encoding (with
-# repeated captions, float noise between encoding batches decides ties), the precision and the tie rule.
-EVAL_SETTINGS_FLAGS = ("eval_batch_size", "eval_precision", "ties")
+# Each flag's rule is its declaration's (npc/flags.py: ``resume``, ``eval_takes``). Every saved flag defines the
+# experiment unless it is a flag of this invocation only (INVOCATION_FLAGS: never taken from the run) or one the
+# run keeps unless the command changes it (RESUME_MAY_CHANGE: --epochs extends or shortens a run).
+# ``--eval --resume CKPT`` takes what the checkpoint was trained with from its saved flags, unless given: the data
+# (EVAL_DATA_FLAGS, only when --dataset is not given or is the run's), the model (EVAL_MODEL_FLAGS) and how the
+# run evaluated (EVAL_SETTINGS_FLAGS), so that its printed table is reproduced: the batch of encoding (with repeated
+# captions, float noise between encoding batches decides ties), the precision and the tie rule.
+__all__ = ["EVAL_DATA_FLAGS", "EVAL_MODEL_FLAGS", "EVAL_SETTINGS_FLAGS", "INVOCATION_FLAGS", "RESUME_MAY_CHANGE",
+           "eval_changes", "resume_changes"]
 
 
 def _same_script(a: str, b: str) -> bool:
