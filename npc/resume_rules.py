@@ -3,12 +3,14 @@
 ``--resume`` (latest, or a checkpoint of this project) takes the flags that define the experiment
 from the run's checkpoint; one given on the command line with another value is refused by name.
 ``--eval --resume CKPT`` takes the dataset and the model the checkpoint was trained with, unless
-given. Both return the changes to make to the configuration's flags (:meth:`npc.config.RunConfig.replace_flags`);
-both belong to building the configuration, so they take the whole of it.
+given (:func:`open_eval_checkpoint` reads it). Each returns the changes to make to the configuration's flags
+(npc.run_setup.finish_config applies them); they belong to building the configuration, so they take the whole of it.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import time
+from pathlib import Path
+from typing import Callable, Dict, Tuple
 
 from npc.errors import ConfigError
 from npc.flags import EVAL_DATA_FLAGS, EVAL_MODEL_FLAGS, EVAL_SETTINGS_FLAGS, INVOCATION_FLAGS, RESUME_MAY_CHANGE
@@ -90,3 +92,46 @@ def resume_changes(cfg, saved: Dict, source: str) -> Dict[str, object]:
                           f"define it: drop these, or start a new run under another --experiments. Flags a "
                           f"resumed run may change: {allowed}")
     return changes
+
+
+def open_eval_checkpoint(cfg, note: Callable[[str], None], info=None):
+    """``--eval``: the changes to ``cfg`` that take its run's dataset and model from the checkpoint (unless given)
+    and give the evaluation its own folder (never the training run's), the checkpoint's path and content (or None,
+    None)."""
+    from npc.checkpoint import CHECKPOINT_FORMAT, resolve_resume
+    from npc.config import flags_of_saved
+    from npc.model import read_checkpoint
+
+    run_of_latest = None
+    if cfg.run.resume == "latest":
+        if not cfg.run.experiments:
+            raise ConfigError("--eval --resume latest needs --experiments NAME (the run to evaluate)")
+        run_of_latest = Path(cfg.run.logs) / cfg.run.experiments
+    ckpt_dir = (Path(cfg.run.checkpoint_path) if cfg.run.checkpoint_path
+                else Path(cfg.run.logs) / str(cfg.run.experiments) / "checkpoints")
+    path = resolve_resume(cfg.run.resume, ckpt_dir)
+    ckpt = read_checkpoint(path) if path is not None else None
+    changes = {}
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        changes, taken = eval_changes(cfg, flags_of_saved(ckpt))  # (refuses split files the run's dataset lacks)
+        if taken:
+            note(f"--eval: taken from the flags {path} was trained with: "
+                 + ", ".join(f"--{k} {v}" for k, v in taken.items()) + " (flags given here override them)")
+    else:
+        refuse_csv_files_without_csv(cfg.data, "this evaluation")
+    if path is not None:
+        changes["resume"] = str(path)
+    trained_here = Path(cfg.run.logs) / str(cfg.run.experiments) / "params.txt"
+    if cfg.run.experiments and (run_of_latest is not None or trained_here.exists()):
+        name = f"{cfg.run.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
+        if info is not None and info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
+            import torch.distributed as dist
+
+            names = [name]
+            dist.broadcast_object_list(names, src=0)
+            name = names[0]
+        changes["experiments"] = name
+    changes["checkpoint_path"] = None
+    note(f"--eval: dataset {changes.get('dataset', cfg.data.dataset)}, model "
+         f"{changes.get('vision_model', cfg.model.vision_model)}, weights {path or cfg.model.pretrained}")
+    return changes, path, ckpt
