@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence
 from npc.config import DataConfig, MethodConfig, RunConfig
 from npc.datasets import DATASETS
 from npc.errors import ConfigError  # noqa: F401  (where callers have always found it)
-from npc.flags import (CSV_FLAGS, FLAGS, GROUPS, LEGACY_METHOD_FLAGS, METHOD_FLAGS, TRAIN, Flag, dataset_defaults,
+from npc.flags import (BY_NAME, CSV_FLAGS, FLAGS, GROUPS, LEGACY_METHOD_FLAGS, METHOD_FLAGS, TRAIN, Flag, dataset_defaults,
                        used_by)
 from npc.paths import PRETRAINED_DIR, REPO_ROOT
 from npc.sources import FILE_DATASETS
@@ -28,8 +28,6 @@ DATASET_ROOTS = {name: spec.default_root for name, spec in DATASETS.items() if s
 NUM_ANNS = {name: spec.num_anns or None for name, spec in DATASETS.items()}  # csv: any number per image
 __all__ = ["CSV_FLAGS", "ConfigError", "build_parser", "parse_args"]
 
-# The flags each script that trains nothing uses (its --help lists only these; others are accepted and ignored).
-BANK_FLAGS, REPORT_FLAGS, CHECK_FLAGS = used_by("bank"), used_by("report") - used_by("bank"), used_by("check")
 TITLES = {
     "npc": "NPC: negative pre-aware fine-tuning of CLIP under noisy correspondence",
     "clip": "Plain CLIP fine-tuning (symmetric InfoNCE), the baseline of NPC",
@@ -204,4 +202,7 @@ def parse_args(argv: Optional[Sequence[str]], script: str) -> RunConfig:
 
 
 def flag_name(key: str) -> str:
-    return {"logs": "--logs_dir", "method": "--method (and the script: main_NPC.py / main_CLIP.py)"}.get(key, f"--{key}")
+    """How an error names the flag ``key``: its first spelling (``--logs_dir``)."""
+    if key == "method":
+        return "--method (and the script: main_NPC.py / main_CLIP.py)"
+    return BY_NAME[key].spellings[0] if key in BY_NAME else f"--{key}"
