@@ -9,9 +9,9 @@ recipe) and :class:`RunPaths` (where the run writes, what this invocation does).
 section it needs, never the whole configuration; a field that is not declared does not exist.
 
 :func:`npc.params.parse_args` builds one from a command line; setting a run up
-(:func:`npc.run_setup.setup_run`) derives the final one (device, precision, the run's name, a resumed
-run's flags) with :meth:`RunConfig.replace_flags`. Every field of a section except the method's has
-the name of its command-line flag, so a configuration has one flat view (:meth:`RunConfig.flat`):
+(:func:`npc.run_setup.setup_run`) finishes it in one function (:func:`npc.run_setup.finish_config`: device,
+precision, the run's name, a resumed run's flags, by :meth:`RunConfig.replace_flags`). Every field of a section
+except the method's has the name of its command-line flag, so a configuration has one flat view (:meth:`RunConfig.flat`):
 what resuming compares and what earlier versions' checkpoints recorded. params.txt and checkpoints
 record the sections (:meth:`RunConfig.sections`); :func:`flags_of_saved` reads either form back.
 """
