@@ -24,11 +24,10 @@ from npc.noise import DEFAULT_SEED
 
 
 def build_parser():
-    from npc.params import build_parser as shared
+    from npc import params
 
-    p = shared("noise")
+    p = params.build_parser("noise")
     p.prog = "construct_noise.py"
-    p.add_argument("--force", action="store_true", help="rebuild the noisy file even if it exists (atomically replacing it)")
     for action in p._actions:
         if action.dest == "seed":  # the release's construct_noise.py names the noise's seed --seed
             action.help = f"seed of the noise (the same as --noise_seed; default {DEFAULT_SEED}, the reference release's)"
@@ -55,7 +54,7 @@ def data_config(args, explicit):
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    explicit = frozenset(vars(build_parser_given_only().parse_known_args(argv)[0]))  # --force is this script's
+    explicit = frozenset(vars(build_parser_given_only().parse_args(argv)))
     if args.noise_ratio is None:
         parser.error("the following arguments are required: --noise_ratio")
     if (args.dataset_root is None) == (args.train_data is None):
@@ -79,9 +78,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def build_parser_given_only():
     """The parser that yields only the flags given (which seed the command line names)."""
-    from npc.params import build_parser as shared
+    from npc import params
 
-    return shared("noise", given_only=True)
+    return params.build_parser("noise", given_only=True)
 
 
 if __name__ == "__main__":

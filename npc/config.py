@@ -1,16 +1,17 @@
 """The run configuration: typed, frozen sections built once from the command line.
 
 A run's configuration is a :class:`RunConfig` of six sections, each a frozen dataclass whose fields
-are declared with their types: :class:`DataConfig` (which data, its noise, how it is read),
+are the flags declared for it in :mod:`npc.flags` (their types, defaults and checks: a section built in
+code is checked as the command line is): :class:`DataConfig` (which data, its noise, how it is read),
 :class:`ModelConfig` (architecture and initial weights), :class:`MethodConfig` (the method: its name
 and typed parts), :class:`BankConfig` (the memory bank's GMM), :class:`OptimConfig` (the training
 recipe) and :class:`RunPaths` (where the run writes, what this invocation does). A module takes the
 section it needs, never the whole configuration; a field that is not declared does not exist.
 
 :func:`npc.params.parse_args` builds one from a command line; setting a run up
-(:func:`npc.run_setup.setup_run`) derives the final one (device, precision, the run's name, a resumed
-run's flags) with :meth:`RunConfig.replace_flags`. Every field of a section except the method's has
-the name of its command-line flag, so a configuration has one flat view (:meth:`RunConfig.flat`):
+(:func:`npc.run_setup.setup_run`) finishes it in one function (:func:`npc.run_setup.finish_config`: device,
+precision, the run's name, a resumed run's flags, by :meth:`RunConfig.replace_flags`). Every field of a section
+except the method's has the name of its command-line flag, so a configuration has one flat view (:meth:`RunConfig.flat`):
 what resuming compares and what earlier versions' checkpoints recorded. params.txt and checkpoints
 record the sections (:meth:`RunConfig.sections`); :func:`flags_of_saved` reads either form back.
 """
@@ -20,30 +21,34 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple, Union
 
+from npc.flags import METHOD_FLAGS, check_section, section_flags
+from npc.options import options_text, parse_method_opts
 
-@dataclass(frozen=True)
+
+def _annotation(flag):
+    kind = {"number": Union[int, float], list: Tuple[str, ...]}.get(flag.kind, flag.kind)
+    return Optional[kind] if flag.default is None or flag.settled else kind
+
+
+def _section(name: str):
+    """A frozen section whose fields are the flags declared for section ``name`` (npc/flags.py), in their order,
+    with their defaults; ``__post_init__`` checks each value as the command line does."""
+    def make(cls):
+        own = dict(cls.__dict__.get("__annotations__", {}))
+        cls.__annotations__ = {}
+        for flag in section_flags(name):
+            cls.__annotations__[flag.name] = _annotation(flag)
+            setattr(cls, flag.name, flag.default)
+        cls.__annotations__.update(own)
+        cls.SECTION = name
+        cls.__post_init__ = check_section
+        return dataclass(frozen=True)(cls)
+    return make
+
+
+@_section("data")
 class DataConfig:
     """Which data a run reads and how: the dataset and its format, its noise, the loaders."""
-
-    dataset: str = "demo"
-    data_format: str = "auto"              # the on-disk format (npc/sources): auto = found at setup
-    dataset_root: Optional[str] = None
-    train_data: Optional[str] = None       # --dataset csv / webdataset: the splits' files
-    dev_data: Optional[str] = None
-    test_data: Optional[str] = None
-    csv_img_key: str = "filepath"
-    csv_caption_key: str = "title"
-    csv_separator: str = "\t"
-    csv_encoding: str = "utf-8"
-    num_anns: Optional[int] = None
-    noise_ratio: Union[int, float] = 0.4
-    noise_mode: str = "caption"
-    noise_seed: int = 99
-    dev_length: int = 0
-    eval_splits: str = "test"
-    skip_unreadable_images: bool = False
-    image_cache: Optional[str] = None
-    num_workers: int = 2
 
     def split_files(self) -> Dict[str, Optional[str]]:
         return {"train": self.train_data, "dev": self.dev_data, "test": self.test_data}
@@ -53,16 +58,9 @@ class DataConfig:
         return tuple(s for s in self.eval_splits.split(",") if s)
 
 
-@dataclass(frozen=True)
+@_section("model")
 class ModelConfig:
     """The model: architecture, initial weights, tokens per caption, name in checkpoints."""
-
-    vision_model: str = "npc-tiny"
-    pretrained: str = "demo-base"
-    pretrained_dir: str = "pre-trained_models"
-    context_length: Optional[int] = None
-    name: Optional[str] = None
-    torchcompile: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ class MethodConfig:
 
     @property
     def options_text(self) -> Tuple[str, ...]:
-        return tuple(f"{k}={v}" for k, v in self.options)
+        return options_text(dict(self.options))
 
     def method(self):
         """The :class:`npc.methods.Method` this section names."""
@@ -96,14 +94,10 @@ class MethodConfig:
         """The section of a method's flat flags: its name (registered, or composed as ``base[part=value,...]``),
         every option as ``key=value`` and its bank update."""
         from npc import methods as M
+        from npc.method_flags import named_method
 
-        base = M.get_method(M.base_name(name))
-        parts = M.name_parts(name)
-        options = dict(str(item).split("=", 1) for item in method_opt or ())
-        reweight = parts.get("reweight")
-        m = M.compose(base, objective=parts.get("objective"), estimator=parts.get("estimator"),
-                      reweight=None if reweight is None else reweight == "True", options=options,
-                      bank_update=bank_update)
+        base, parts = named_method(name, parse_method_opts(method_opt), bank_update)
+        m = M.compose(base, **parts)
         M.check_bank_update(m)
         return cls.of(m)
 
@@ -116,81 +110,38 @@ class MethodConfig:
                    reweight=m.reweight, options=tuple(sorted(m.option_values().items())), bank_update=m.bank_update)
 
 
-@dataclass(frozen=True)
+@_section("bank")
 class BankConfig:
     """The memory bank's build: the GMM's threshold and seed, the loss pass's batch, how files are read."""
 
-    clean_threshold: float = 0.9
-    bank_seed: int = 99
-    bank_batch_size: int = 128
-    trust_pickle: bool = False
-    rebuild_bank: bool = False
 
-
-@dataclass(frozen=True)
+@_section("optim")
 class OptimConfig:
     """The training recipe."""
 
-    batch_size: int = 128
-    epochs: int = 5
-    lr: float = 2e-4
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    weight_decay: float = 0.2
-    warmup: int = 50
-    lr_schedule: str = "cosine"
-    grad_clip: float = 10.0
-    seed: int = 99
-    precision: Optional[str] = None
 
-
-@dataclass(frozen=True)
+@_section("evaluation")
 class EvalConfig:
     """How every evaluation encodes and ranks (--eval, dev during training, the final table)."""
 
-    eval_batch_size: int = 256
-    eval_precision: str = "fp32"
-    ties: str = "pessimistic"
 
-
-@dataclass(frozen=True)
+@_section("run")
 class RunPaths:
     """Where the run writes and what this invocation does."""
 
-    experiments: Optional[str] = None
-    logs: str = "logs"
-    checkpoint_path: Optional[str] = None
-    resume: Optional[str] = None
-    eval: bool = False
-    device: Optional[str] = None
-    display: int = 50
-    stop_after: int = 0
-    keep_checkpoints: int = 0
-    no_progress: bool = False
 
-
-@dataclass(frozen=True)
+@_section("report")
 class ReportConfig:
     """find_noisy_pairs.py's own settings."""
 
-    out: str = "noise_report"
-    top: int = 50
-    candidates: int = 5
-    trusted: int = 8
-    runs: Optional[Tuple[str, ...]] = None
 
-
-@dataclass(frozen=True)
+@_section("check")
 class CheckConfig:
     """check_data.py's own setting."""
-
-    decode: bool = False
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "bank": BankConfig, "optim": OptimConfig,
             "evaluation": EvalConfig, "run": RunPaths}
-METHOD_FLAGS = ("method", "method_opt", "bank_update")  # the method section's flat view
 _FIELD_SECTION = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
 # The sections of one script only: find_noisy_pairs.py's report, check_data.py's check.
 SCRIPT_SECTIONS = {"report": ReportConfig, "check": CheckConfig}
@@ -287,7 +238,7 @@ def flags_of_saved(saved: Mapping[str, Any]) -> Dict[str, Any]:
         if isinstance(method, dict):
             options = method.get("options") or {}
             flat.update(method=method.get("name"), bank_update=method.get("bank_update", 0),
-                        method_opt=tuple(f"{k}={v}" for k, v in sorted(options.items())))
+                        method_opt=options_text(options))
         if "script" in config:
             flat["script"] = config["script"]
         return flat

@@ -7,28 +7,30 @@ and in the flags of checkpoints written by earlier versions (:func:`saved_method
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping
 
 from npc.errors import ConfigError
+from npc.options import options_text, parse_method_opts
 
 # The NPC flags of earlier versions and the estimator option each one sets.
 _LEGACY_OPTIONS = {"npc_impl": "impl", "siamese_state": "state"}
 
 
-def parse_method_opts(items: Sequence[str]) -> Dict[str, str]:
-    """``["tau=0.3", ...]`` -> ``{"tau": "0.3"}`` (text; the estimator types it); the last of a key wins."""
-    out = {}
-    for item in items or ():
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--method_opt {item}: expected KEY=VALUE, e.g. --method_opt tau=0.3")
-        out[key.strip()] = value.strip()
-    return out
+def named_method(name: str, options: Mapping = (), bank_update=None):
+    """The method ``name`` names (registered, or composed from one as ``base[part=value,...]``, as records and the
+    README's tables name methods) with ``options`` (text or values; they win over the name's) and ``bank_update``
+    (None: the name's) added, as :func:`npc.methods.compose`'s arguments: (base method, keyword arguments)."""
+    from npc import methods as M
 
-
-def options_text(options: Mapping) -> Tuple[str, ...]:
-    """Every option as ``key=value``, sorted: how the configuration records them."""
-    return tuple(f"{k}={v}" for k, v in sorted(options.items()))
+    base = M.get_method(M.base_name(name))
+    parts = dict(M.name_parts(name))
+    fixed = {k: parts.pop(k) for k in ("objective", "estimator", "reweight", "bank_update") if k in parts}
+    reweight = fixed.get("reweight")
+    if bank_update is None and "bank_update" in fixed:
+        bank_update = int(fixed["bank_update"])
+    return base, dict(objective=fixed.get("objective"), estimator=fixed.get("estimator"),
+                      reweight=None if reweight is None else reweight == "True", options={**parts, **dict(options)},
+                      bank_update=bank_update)
 
 
 def resolve_method(values: Mapping, script: str, explicit: frozenset):
@@ -36,27 +38,28 @@ def resolve_method(values: Mapping, script: str, explicit: frozenset):
     from npc import methods as M
 
     given = {k: values[k] for k in explicit if k in values}
-    options = dict(parse_method_opts(values.get("method_opt") or ()))
+    options = parse_method_opts(values.get("method_opt"))
     if script == "clip":
         prior = given.get("clean_prior", "none")
         if "method" in given and prior != "none" and prior != values["method"]:
             raise ConfigError(f"--clean_prior {prior} contradicts --method {values['method']}: give one of them")
         name = values["method"] if "method" in given or prior == "none" else prior
-        m = M.compose(M.get_method(name), options=options, bank_update=values.get("bank_update"))
+        base, parts = named_method(name, options, values.get("bank_update"))
+        m = M.compose(base, **parts)
     else:
-        base = M.get_method(values["method"])
-        estimator = given.get("npc_estimator")
+        base, parts = named_method(values["method"], options, values.get("bank_update"))
+        estimator = given.get("npc_estimator", parts["estimator"])
         if (estimator or base.estimator) == "siamese":  # the siamese estimator's options, as earlier flags set them
             for flag, option in _LEGACY_OPTIONS.items():
                 if flag in given:
-                    options.setdefault(option, given[flag])
+                    parts["options"].setdefault(option, given[flag])
             if "npc_variant" in given:
                 # --npc_variant release names the release's composition, its siamese gradient scale included
-                options.setdefault("grad_scale", 4.0 if given["npc_variant"] == "release" else 1.0)
+                parts["options"].setdefault("grad_scale", 4.0 if given["npc_variant"] == "release" else 1.0)
         weights = given.get("npc_weights")
-        m = M.compose(base, objective=given.get("npc_variant"), estimator=estimator,
-                      reweight=None if weights is None else weights == "on", options=options,
-                      bank_update=values.get("bank_update"))
+        m = M.compose(base, objective=given.get("npc_variant", parts["objective"]), estimator=estimator,
+                      reweight=parts["reweight"] if weights is None else weights == "on", options=parts["options"],
+                      bank_update=parts["bank_update"])
     M.check_bank_update(m)
     return m
 

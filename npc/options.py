@@ -1,10 +1,10 @@
-"""Declared options of a method's parts (its weight estimator, its objective): ``--method_opt NAME=VALUE``
-sets one; each is typed and checked here, and recorded with the run."""
+"""Options of a method's parts (its weight estimator, its objective): declared, typed and checked here, and
+``--method_opt KEY=VALUE``'s one parse (:func:`parse_method_opts`) and one format (:func:`options_text`)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from npc.errors import ConfigError
 
@@ -45,3 +45,19 @@ def resolve_declared(declared: Tuple[Option, ...], given: Mapping[str, Any], own
         raise ConfigError(f"--method_opt {', '.join(unknown)}: not an option of {owner} "
                          f"({'their' if ' and ' in owner else 'its'} options: {have})")
     return {name: o.parse(given[name]) if name in given else o.default for name, o in known.items()}
+
+
+def parse_method_opts(items: Optional[Sequence[str]]) -> Dict[str, str]:
+    """``["tau=0.3", ...]`` -> ``{"tau": "0.3"}`` (text; the option types it); the last of a key wins."""
+    out = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--method_opt {item}: expected KEY=VALUE, e.g. --method_opt tau=0.3")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def options_text(options: Mapping) -> Tuple[str, ...]:
+    """Every option as ``key=value``, sorted by key: how the configuration records them."""
+    return tuple(f"{k}={v}" for k, v in sorted(options.items()))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 import numpy as np
 
 if TYPE_CHECKING:
-    from npc.report_page import ReportData
+    from npc.report_data import ReportData
 
 COLORS = {"all": "#7f8c9a", "clean": "#2c7fb8", "noisy": "#d95f0e", "curve_clean": "#1b5e20",
           "curve_noisy": "#b71c1c", "mix": "#333333"}

@@ -13,10 +13,10 @@ import numpy as np
 
 from npc.report_assets import PAGE_CSS, PAGE_JS
 from npc.report_figures import figures, run_notes
-from npc.report_page import DETECTORS, _num, ranks_of
+from npc.report_data import DETECTORS, _num, ranks_of
 
 if TYPE_CHECKING:
-    from npc.report_page import ReportData
+    from npc.report_data import ReportData
 
 THUMB_PX = 96
 

@@ -9,16 +9,13 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
 from npc.errors import UserError, WriteError
-
-DETECTORS = {"p_clean": "GMM p(clean) (the memory bank's)", "cosine": "cosine of the pair",
-             "osa_score": "OSA's debiased score"}
+from npc.report_data import DETECTORS, ReportData, _num, ranks_of  # noqa: F401  (where callers find them)
 
 #: pairs.csv's columns, in order (``noisy`` only with a ground-truth mask; a ``weight_<run>`` per ``--run``).
 COLUMNS = {
@@ -49,13 +46,6 @@ class ReportError(UserError, ValueError):
 
 
 
-def ranks_of(order: np.ndarray) -> np.ndarray:
-    """``rank[pair]`` (1-based) of a permutation ``order`` (``order[0]`` gets rank 1)."""
-    ranks = np.empty(len(order), dtype=np.int64)
-    ranks[order] = np.arange(1, len(order) + 1)
-    return ranks
-
-
 def detector_metrics(scores: Dict[str, np.ndarray], noise_mask: np.ndarray) -> Dict[str, Dict]:
     """ROC-AUC (clean positive) and OSA's mean noise rank of each score against the ground truth.
     Pairs without a score (NaN: a run's pairs it never drew) are left out of that score's numbers; a
@@ -70,48 +60,6 @@ def detector_metrics(scores: Dict[str, np.ndarray], noise_mask: np.ndarray) -> D
         metrics = {"auc": weight_auc(s[ok], m), **mean_noise_rank(s[ok], m), "n_scored": int(ok.sum())}
         out[name] = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
     return out
-
-
-def _num(v, spec: str) -> str:
-    return "&ndash;" if v is None else format(v, spec)
-
-
-# ----------------------------------------------------------------------------- what a report shows
-
-@dataclass
-class ReportData:
-    """Everything :func:`write_report` writes, computed beforehand."""
-
-    split: object                                # npc.data.Split (the training split, noisy if made so)
-    scores: object                               # npc.noise_report.PairScores
-    clean_threshold: float
-    order: np.ndarray                            # pair indices, most suspicious first
-    lines: np.ndarray                            # (n,) the user's line of every pair
-    images: List[str]                            # (n_images,) the image as the user names it
-    noise_mask: Optional[np.ndarray] = None
-    clean_captions: Optional[List[str]] = None   # the captions before the noise (benchmark splits)
-    runs: Dict[str, object] = field(default_factory=dict)   # column name -> npc.pair_weights.PairWeights
-    candidates: Optional[Tuple[np.ndarray, np.ndarray]] = None  # for order[:top]: (indices, cosines)
-    top: int = 50
-    trusted: int = 8
-    meta: Dict = field(default_factory=dict)     # dataset, model, command, versions, timing
-    keys: Optional[List[str]] = None             # (n,) each pair's key as its data source defines it (Split.keys)
-
-    def __post_init__(self):
-        if self.keys is None:
-            self.keys = list(self.split.keys)
-
-    @property
-    def n(self) -> int:
-        return len(self.split.captions)
-
-    def shown(self) -> List[Tuple[str, int]]:
-        """The pairs the page shows, in its order: (section, pair), the suspicious ones then the trusted ones."""
-        return ([("suspicious", int(j)) for j in self.order[:self.top]]
-                + [("trusted", int(j)) for j in self.order[::-1][:self.trusted]])
-
-    def run_means(self) -> Dict[str, np.ndarray]:
-        return {name: pw.mean_over_epochs() for name, pw in self.runs.items()}
 
 
 def report_identity(d: ReportData) -> Dict[str, str]:

@@ -3,38 +3,29 @@
 ``--resume`` (latest, or a checkpoint of this project) takes the flags that define the experiment
 from the run's checkpoint; one given on the command line with another value is refused by name.
 ``--eval --resume CKPT`` takes the dataset and the model the checkpoint was trained with, unless
-given. Both return the changes to make to the configuration's flags (:meth:`npc.config.RunConfig.replace_flags`);
-both belong to building the configuration, so they take the whole of it.
+given (:func:`open_eval_checkpoint` reads it). Each returns the changes to make to the configuration's flags
+(npc.run_setup.finish_config applies them); they belong to building the configuration, so they take the whole of it.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import time
+from pathlib import Path
+from typing import Callable, Dict, Tuple
 
 from npc.errors import ConfigError
-from npc.params import CSV_FLAGS, DATASET_CHOICES, DATASET_ROOTS, flag_name, refuse_csv_files_without_csv
+from npc.flags import EVAL_DATA_FLAGS, EVAL_MODEL_FLAGS, EVAL_SETTINGS_FLAGS, INVOCATION_FLAGS, RESUME_MAY_CHANGE
+from npc.params import DATASET_CHOICES, DATASET_ROOTS, flag_name, refuse_csv_files_without_csv
 from npc.paths import REPO_ROOT
 
-# Every saved flag defines the experiment unless it is listed in one of these two sets, so a new flag
-# that changes results needs no line here, and a new flag that does not needs one:
-# - flags of this invocation only: never taken from the run;
-INVOCATION_FLAGS = frozenset({
-    "experiments", "resume", "logs", "checkpoint_path", "device", "num_workers", "no_progress", "stop_after",
-    "pretrained_dir", "image_cache", "eval", "trust_pickle", "rebuild_bank", "skip_unreadable_images",
-})
-# - flags the run keeps unless the command changes them (--epochs extends or shortens a run).
-RESUME_MAY_CHANGE = frozenset({
-    "epochs", "display", "eval_batch_size", "eval_splits", "eval_precision", "ties", "torchcompile",
-    "keep_checkpoints",
-})
-
-# ``--eval --resume CKPT`` takes what the checkpoint was trained with from its saved flags, unless given:
-# the data (only when --dataset is not given or is the run's) and the model.
-EVAL_DATA_FLAGS = ("dataset_root", "data_format", "num_anns") + CSV_FLAGS
-EVAL_MODEL_FLAGS = ("vision_model", "context_length", "pretrained", "name", "method", "method_opt", "bank_update",
-                    "noise_ratio", "noise_mode")
-# ... and how the run evaluated, so that its printed table is reproduced: the batch of encoding (with
-# repeated captions, float noise between encoding batches decides ties), the precision and the tie rule.
-EVAL_SETTINGS_FLAGS = ("eval_batch_size", "eval_precision", "ties")
+# Each flag's rule is its declaration's (npc/flags.py: ``resume``, ``eval_takes``). Every saved flag defines the
+# experiment unless it is a flag of this invocation only (INVOCATION_FLAGS: never taken from the run) or one the
+# run keeps unless the command changes it (RESUME_MAY_CHANGE: --epochs extends or shortens a run).
+# ``--eval --resume CKPT`` takes what the checkpoint was trained with from its saved flags, unless given: the data
+# (EVAL_DATA_FLAGS, only when --dataset is not given or is the run's), the model (EVAL_MODEL_FLAGS) and how the
+# run evaluated (EVAL_SETTINGS_FLAGS), so that its printed table is reproduced: the batch of encoding (with repeated
+# captions, float noise between encoding batches decides ties), the precision and the tie rule.
+__all__ = ["EVAL_DATA_FLAGS", "EVAL_MODEL_FLAGS", "EVAL_SETTINGS_FLAGS", "INVOCATION_FLAGS", "RESUME_MAY_CHANGE",
+           "eval_changes", "resume_changes"]
 
 
 def _same_script(a: str, b: str) -> bool:
@@ -101,3 +92,46 @@ def resume_changes(cfg, saved: Dict, source: str) -> Dict[str, object]:
                           f"define it: drop these, or start a new run under another --experiments. Flags a "
                           f"resumed run may change: {allowed}")
     return changes
+
+
+def open_eval_checkpoint(cfg, note: Callable[[str], None], info=None):
+    """``--eval``: the changes to ``cfg`` that take its run's dataset and model from the checkpoint (unless given)
+    and give the evaluation its own folder (never the training run's), the checkpoint's path and content (or None,
+    None)."""
+    from npc.checkpoint import CHECKPOINT_FORMAT, resolve_resume
+    from npc.config import flags_of_saved
+    from npc.model import read_checkpoint
+
+    run_of_latest = None
+    if cfg.run.resume == "latest":
+        if not cfg.run.experiments:
+            raise ConfigError("--eval --resume latest needs --experiments NAME (the run to evaluate)")
+        run_of_latest = Path(cfg.run.logs) / cfg.run.experiments
+    ckpt_dir = (Path(cfg.run.checkpoint_path) if cfg.run.checkpoint_path
+                else Path(cfg.run.logs) / str(cfg.run.experiments) / "checkpoints")
+    path = resolve_resume(cfg.run.resume, ckpt_dir)
+    ckpt = read_checkpoint(path) if path is not None else None
+    changes = {}
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        changes, taken = eval_changes(cfg, flags_of_saved(ckpt))  # (refuses split files the run's dataset lacks)
+        if taken:
+            note(f"--eval: taken from the flags {path} was trained with: "
+                 + ", ".join(f"--{k} {v}" for k, v in taken.items()) + " (flags given here override them)")
+    else:
+        refuse_csv_files_without_csv(cfg.data, "this evaluation")
+    if path is not None:
+        changes["resume"] = str(path)
+    trained_here = Path(cfg.run.logs) / str(cfg.run.experiments) / "params.txt"
+    if cfg.run.experiments and (run_of_latest is not None or trained_here.exists()):
+        name = f"{cfg.run.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
+        if info is not None and info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
+            import torch.distributed as dist
+
+            names = [name]
+            dist.broadcast_object_list(names, src=0)
+            name = names[0]
+        changes["experiments"] = name
+    changes["checkpoint_path"] = None
+    note(f"--eval: dataset {changes.get('dataset', cfg.data.dataset)}, model "
+         f"{changes.get('vision_model', cfg.model.vision_model)}, weights {path or cfg.model.pretrained}")
+    return changes, path, ckpt

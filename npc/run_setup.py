@@ -2,8 +2,8 @@
 of a resumed run or of the checkpoint to evaluate, the checks that must pass before anything is
 written, the demo's data and base model, the model and the data. ``get_memorybank.py``'s build too.
 
-The configuration a command line gives (:func:`npc.params.parse_args`) is completed here, by
-:meth:`npc.config.RunConfig.replace_flags`, into the run's final one: nothing assigns to it afterwards.
+The configuration a command line gives (:func:`npc.params.parse_args`) is finished here, in one function
+(:func:`finish_config`), with what setting the run up settles: nothing assigns to it afterwards.
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -32,14 +31,12 @@ from npc.distributed import DistInfo, barrier, broadcast_object, cleanup, init_d
 from npc.fingerprints import changes, data_fingerprints, demo_base_file, weights_fingerprint
 from npc.io import atomic_write_text
 from npc.locks import LockedError, file_lock
-from npc.model import DEMO_MODELS, RANDOM_INIT_SEED, create_model, load_checkpoint_weights, open_clip_name, read_checkpoint
+from npc.model import DEMO_MODELS, RANDOM_INIT_SEED, create_model, load_checkpoint_weights, open_clip_name
 from npc.errors import ConfigError
-from npc.params import refuse_csv_files_without_csv
 from npc.paths import REPO_ROOT  # noqa: F401  (where callers have found it)
-from npc.resume_rules import eval_changes, resume_changes
+from npc.resume_rules import open_eval_checkpoint, resume_changes
 from npc.sources import dataset_definition, source_for
-from npc.train_utils import (autocast_for, resolve_device, resolve_precision, seed_everything)
-
+from npc.train_utils import autocast_for, resolve_device, resolve_precision, seed_everything
 from npc.evaluation import eval_tables
 
 log = logging.getLogger("npc")
@@ -101,9 +98,16 @@ class Run:
             log.info(f"loaded weights from {self.resume_path}")
 
 
+def finish_config(cfg: RunConfig, settled: Dict) -> RunConfig:
+    """The command line's configuration with what setting the run up settles (the device, the checkpoint's flags,
+    the data's format, the run's name, a short run's warmup, the precision), checked as the command line's are."""
+    return cfg.replace_flags(**settled)
+
+
 def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
     """Device and processes; the run's name and folder, locked for this process; the configuration
-    of a resumed run; precision and seed; the log file. The run holds the final configuration."""
+    of a resumed run; precision and seed; the log file. The run holds the final configuration
+    (:func:`finish_config` of what was settled; ``view`` is the run as settled so far)."""
     progress = show_progress(cfg.run)
     device = resolve_device(cfg.run.device)
     info = init_distributed(str(device))
@@ -112,53 +116,56 @@ def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
         info = replace(info, uneven=True)  # a rank's share of a step loses the pairs of unreadable images
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
-    cfg = cfg.replace_flags(device=str(device))
+    settled: Dict = {"device": str(device)}
     notes = []  # logged once the run's log file is open
     if cfg.run.eval:  # the checkpoint first: it says which data and model to evaluate, and so names the folder
-        cfg, eval_path, eval_ckpt = open_eval_checkpoint(cfg, notes.append, info)
-    cfg = resolve_data_format(cfg, notes.append)
-    resumed = bool(cfg.run.resume) and not cfg.run.eval
+        changes, eval_path, eval_ckpt = open_eval_checkpoint(cfg, notes.append, info)
+        settled.update(changes)
+    view = finish_config(cfg, settled)
+    settled.update(data_format_found(view, notes.append))
+    resumed = bool(view.run.resume) and not view.run.eval
     steps = None  # the run's optimizer steps in all, as the checks count them
     if not resumed:  # a resumed run is checked once its flags are restored
-        found, steps = run_checks(cfg, info)
+        found, steps = run_checks(view, info)
         notes += found
-    existed = bool(cfg.run.experiments) and (Path(cfg.run.logs) / cfg.run.experiments).exists()
-    default_name = (f"eval_{cfg.data.dataset}" if cfg.run.eval else
-                    f"{cfg.method.name}_{cfg.data.dataset}_noise{cfg.data.noise_ratio}")
-    experiments, run_dir, ckpt_dir = name_run(cfg.run, default_name, info)
-    cfg = cfg.replace_flags(experiments=experiments)
+    existed = bool(view.run.experiments) and (Path(view.run.logs) / view.run.experiments).exists()
+    default_name = (f"eval_{view.data.dataset}" if view.run.eval else
+                    f"{view.method.name}_{view.data.dataset}_noise{view.data.noise_ratio}")
+    settled["experiments"], run_dir, ckpt_dir = name_run(view.run, default_name, info)
     state = RunState()
     if info.is_main and not existed:
         stack.push(partial(_remove_if_setup_failed, run_dir, state))
     lock_run_folder(run_dir, info, stack)
-    if cfg.run.eval:
+    if view.run.eval:
         resume_path, resume_ckpt = eval_path, eval_ckpt
     else:
-        resume, resume_path, resume_ckpt = open_resume(cfg.run, run_dir, ckpt_dir, notes.append)
-        cfg = cfg.replace_flags(resume=resume)
+        settled["resume"], resume_path, resume_ckpt = open_resume(view.run, run_dir, ckpt_dir, notes.append)
         if resume_path is not None:  # only the run's own latest state continues an occupied folder
             check_resume_target(run_dir, ckpt_dir, resume_path, info)
-    refuse_unnamed_model(resume_path, resume_ckpt, cfg)
-    if isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not cfg.run.eval:
-        cfg = cfg.replace_flags(**resume_changes(cfg, flags_of_saved(resume_ckpt), f"{resume_path}"))
+    refuse_unnamed_model(resume_path, resume_ckpt, view)
+    own = isinstance(resume_ckpt, dict) and resume_ckpt.get("format") == CHECKPOINT_FORMAT and not view.run.eval
+    if own:
+        settled.update(resume_changes(view, flags_of_saved(resume_ckpt), f"{resume_path}"))
+    view = finish_config(cfg, settled)
+    if own and "optimizer" in resume_ckpt:
         done = resume_ckpt.get("epoch", 0)
-        if "optimizer" in resume_ckpt and done > cfg.optim.epochs:
-            raise ConfigError(f"--epochs {cfg.optim.epochs}: {resume_path} has already trained {done} epochs; pass "
+        if done > view.optim.epochs:
+            raise ConfigError(f"--epochs {view.optim.epochs}: {resume_path} has already trained {done} epochs; pass "
                               f"--epochs {done} or more to continue it (or evaluate it with --eval --resume)")
-        if "optimizer" in resume_ckpt and done == cfg.optim.epochs:
+        if done == view.optim.epochs:
             notes.append(f"{resume_path}: the run already has its {done} epochs; nothing to train (pass a larger "
                          f"--epochs to continue it): evaluating its best checkpoint")
     if resumed:  # (a resumed run keeps the warmup its checkpoint recorded)
-        notes += run_checks(cfg, info)[0]
-    elif steps is not None and steps < cfg.optim.warmup and "warmup" not in cfg.explicit:
+        notes += run_checks(view, info)[0]
+    elif steps is not None and steps < view.optim.warmup and "warmup" not in cfg.explicit:
         notes.append(f"--warmup {relative_warmup(steps)}: this run has {steps} steps in all, fewer than the default "
-                     f"warmup {cfg.optim.warmup}, so it warms up over 10% of them (pass --warmup to choose)")
-        cfg = cfg.replace_flags(warmup=relative_warmup(steps))
-    if not cfg.run.resume and not cfg.run.eval and (run_dir / "params.txt").exists():
+                     f"warmup {view.optim.warmup}, so it warms up over 10% of them (pass --warmup to choose)")
+        settled["warmup"] = relative_warmup(steps)
+    if not view.run.resume and not view.run.eval and (run_dir / "params.txt").exists():
         reclaim_run_folder(run_dir, ckpt_dir, info)
         notes.append(f"{run_dir}: the earlier run of this name ended before its first checkpoint; starting it again")
-    precision = resolve_precision(cfg.optim.precision, device, cfg.data.dataset)
-    cfg = cfg.replace_flags(precision=precision)
+    settled["precision"] = precision = resolve_precision(view.optim.precision, device, view.data.dataset)
+    cfg = finish_config(cfg, settled)
     seed_everything(cfg.optim.seed)  # the same on every rank: random init must agree; data order comes from the sampler
     if info.is_main and not cfg.run.eval:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -210,13 +217,13 @@ def lock_run_folder(run_dir: Path, info: DistInfo, stack: ExitStack) -> None:
         raise LockedError(refusal)
 
 
-def resolve_data_format(cfg: RunConfig, note: Callable[[str], None]) -> RunConfig:
-    """The configuration with ``--data_format auto`` replaced by the format found on disk (one line in the log;
-    recorded with the run). The demo, generated on first use, is in the release's layout."""
+def data_format_found(cfg: RunConfig, note: Callable[[str], None]) -> Dict:
+    """``--data_format auto`` settled as the format found on disk (one line in the log; recorded with the run).
+    The demo, generated on first use, is in the release's layout."""
     source = source_for(cfg.data)
     if not demo_to_generate(cfg.data):
         note(f"data: {cfg.data.dataset} read from {source.describe()}")
-    return cfg if cfg.data.data_format == source.format else cfg.replace_flags(data_format=source.format)
+    return {} if cfg.data.data_format == source.format else {"data_format": source.format}
 
 
 def preflight(data: DataConfig, optim: OptimConfig, evaluating: bool, explicit: frozenset,
@@ -343,43 +350,6 @@ def _remove_if_setup_failed(run_dir: Path, state: RunState, exc_type, exc, tb) -
     return False
 
 
-def open_eval_checkpoint(cfg: RunConfig, note: Callable[[str], None], info: Optional[DistInfo] = None):
-    """``--eval``: the configuration with its run's dataset and model taken from the checkpoint (unless
-    given) and the evaluation's own folder (never the training run's), the checkpoint's path and content
-    (or None, None)."""
-    run_of_latest = None
-    if cfg.run.resume == "latest":
-        if not cfg.run.experiments:
-            raise ConfigError("--eval --resume latest needs --experiments NAME (the run to evaluate)")
-        run_of_latest = Path(cfg.run.logs) / cfg.run.experiments
-    ckpt_dir = (Path(cfg.run.checkpoint_path) if cfg.run.checkpoint_path
-                else Path(cfg.run.logs) / str(cfg.run.experiments) / "checkpoints")
-    path = resolve_resume(cfg.run.resume, ckpt_dir)
-    ckpt = read_checkpoint(path) if path is not None else None
-    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
-        changes, taken = eval_changes(cfg, flags_of_saved(ckpt))
-        cfg = cfg.replace_flags(**changes)
-        if taken:
-            note(f"--eval: taken from the flags {path} was trained with: "
-                 + ", ".join(f"--{k} {v}" for k, v in taken.items()) + " (flags given here override them)")
-    refuse_csv_files_without_csv(cfg.data, "this evaluation")
-    if path is not None:
-        cfg = cfg.replace_flags(resume=str(path))
-    trained_here = Path(cfg.run.logs) / str(cfg.run.experiments) / "params.txt"
-    if cfg.run.experiments and (run_of_latest is not None or trained_here.exists()):
-        name = f"{cfg.run.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder
-        if info is not None and info.enabled:  # the clock may tick between ranks: everyone takes rank 0's name
-            import torch.distributed as dist
-
-            names = [name]
-            dist.broadcast_object_list(names, src=0)
-            name = names[0]
-        cfg = cfg.replace_flags(experiments=name)
-    cfg = cfg.replace_flags(checkpoint_path=None)
-    note(f"--eval: dataset {cfg.data.dataset}, model {cfg.model.vision_model}, weights {path or cfg.model.pretrained}")
-    return cfg, path, ckpt
-
-
 def eval_init_weights(model: ModelConfig, evaluating: bool, resume_path: Optional[Path], resume_ckpt) -> str:
     """The ``pretrained`` to build the model with: a checkpoint of this project replaces every weight, so
     a file or the demo base is not loaded (nor built) first; an open_clip tag still sets the architecture."""
@@ -459,7 +429,7 @@ def build_bank_only(cfg: RunConfig) -> Dict:
         if info.enabled and device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
         precision = resolve_precision(cfg.optim.precision, device, cfg.data.dataset)
-        cfg = cfg.replace_flags(device=str(device), precision=precision, rebuild_bank=True)
+        cfg = finish_config(cfg, dict(device=str(device), precision=precision, rebuild_bank=True))
         autocast = autocast_for(precision, device)
         setup_logging(None, info)
         base_path = (prepare_demo(cfg.data, cfg.model, cfg.run.device, progress and info.is_main,
