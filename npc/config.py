@@ -123,6 +123,7 @@ class BankConfig:
     clean_threshold: float = 0.9
     bank_seed: int = 99
     bank_batch_size: int = 128
+    bank_recipe: str = "project"
     trust_pickle: bool = False
     rebuild_bank: bool = False
 

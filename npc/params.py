@@ -102,7 +102,7 @@ BANK_FLAGS = frozenset({
     "experiments", "dataset_root", "num_anns", "dataset", "noise_ratio", "eval_batch_size",
     "num_workers", "context_length", "resume", "vision_model", "pretrained", "precision", "device", "logs",
     "noise_mode", "noise_seed", "no_progress", "pretrained_dir", "clean_threshold", "bank_seed", "bank_batch_size",
-    "data_format", *CSV_FLAGS,
+    "bank_recipe", "data_format", *CSV_FLAGS,
 })
 
 
@@ -343,6 +343,9 @@ def build_parser(method: str, given_only: bool = False) -> argparse.ArgumentPars
                    help="batch of the memory bank's loss pass (its GMM's input), recorded with the bank: a run with "
                         "another --batch_size reuses the bank (default: the dataset's default batch, 256 real, 128 "
                         "demo)")
+    g.add_argument("--bank_recipe", default="project", choices=("project", "release"),
+                   help="project = GMM on min-max scaled losses, neighbours by cosine (docs/method.md section 3); "
+                        "release = the release's bank bit for bit (GMM on raw losses, unnormalized neighbours)")
     g.add_argument("--trust_pickle", action="store_true",
                    help="load memory-bank files with arbitrary pickles (only for files you trust; the "
                         "release's dict files load without it through a restricted loader)")
