@@ -11,7 +11,18 @@ Checks (each in fp32 and, where the reference has it, in the release's pure fp16
                  ``--method npc_release``;
 ``clip``         the release's ``main_CLIP.py`` against ``--method clip`` with the real-data defaults of
                  ``main_CLIP.py`` (no gradient clipping);
-``osa``          OSA's ``main_clip.py`` (its CPU path: fp32) against ``--method osa`` (no clipping).
+``osa``          OSA's ``main_clip.py`` (its CPU path: fp32) against ``--method osa`` (no clipping);
+``bank``         the release's ``get_memorybank.py`` (its ``get_mbank``, fp32) against this project's memory bank
+                 (npc/bank_math.py on its own encoding), under ``--bank_recipe release`` and the default.
+
+The bank check runs a copy of the release's bank script with the smallest patches that make it run
+(``BANK_PATCHES``: a hard-coded GPU id, an undefined logger, the second pass's batch tuple order, the
+output folder), on the step checks' weights and ``--bank_images`` random images of two captions each in
+batches of ``--batch`` consecutive pairs; its GMM is observed (input and p(clean)) by a subclass that
+computes nothing else, and numpy's global generator is seeded with 99 before it, as the release's
+scripts seed it. It passes when ``--bank_recipe release`` gives the release's clean set and every chosen
+entry exactly, per-pair losses within 64 units in the last place of fp32 and p(clean) within 1e-4; the
+default recipe's differences (min-max scaled GMM input, normalized neighbours) are reported beside it.
 
 How their code runs here, unmodified: in a child process of its own, with the reference checkout
 first on ``sys.path``; ``.cuda()`` is an identity (CPU only); ``clip.clip.load`` returns their own
@@ -67,12 +78,15 @@ from typing import Dict, List, Optional
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # this checkout's npc, whatever an editable install points at
+    sys.path.insert(1, str(REPO))
 OUT = REPO / "bench" / "results" / "parity"
 ARCH = dict(embed_dim=32, image_size=224, patch=32, width=64, layers=2, context=77, vocab=49408)
 LR = {"fp32": 1e-5, "fp16": 2e-7}   # fp16: the release's NPC lr, in the numerics it was tuned in
 ULPS = 4   # the least noise floor: 4 units in the last place (of the check's precision) of a quantity's magnitude
 CHECKS = {"npc_release": ("npc_release", "main_NPC"), "clip": ("npc_release", "main_CLIP"),
-          "osa": ("osa", "main_clip")}  # check -> (the reference checkout it needs, its script)
+          "osa": ("osa", "main_clip"), "bank": ("npc_release", "get_memorybank")}
+# check -> (the reference checkout it needs, its script)
 
 
 # ----------------------------------------------------------------------------- shared inputs
@@ -180,13 +194,15 @@ def _empty_module(name: str) -> types.ModuleType:
     return module
 
 
-def _shims(note: List[str]) -> None:
-    """Empty stand-ins for modules the references import but their training step never uses."""
+def _shims(note: List[str], pandas: bool = True) -> None:
+    """Empty stand-ins for modules the references import but their training step never uses (``pandas=False``:
+    no stand-in for pandas, which the bank script does not import and scikit-learn must not find empty)."""
     try:
         import pandas  # noqa: F401
     except ImportError:
-        sys.modules["pandas"] = _empty_module("pandas")
-        note.append("pandas (imported by util.py, unused by the step) stood in by an empty module")
+        if pandas:
+            sys.modules["pandas"] = _empty_module("pandas")
+            note.append("pandas (imported by util.py, unused by the step) stood in by an empty module")
     try:
         from pkg_resources import packaging  # noqa: F401
     except ImportError:
@@ -434,6 +450,244 @@ def compare(check: str, precision: str, runs: Dict, perms: List[torch.Tensor], e
             "reference_notes": ref.get("note", []) + own.get("note", [])}
 
 
+# ----------------------------------------------------------------------------- the memory bank check
+# The release's get_memorybank.py cannot run as shipped; these are the only changes made to a copy of it, each
+# (what it replaces, what replaces it, why). Everything else in it runs as written.
+BANK_PATCHES = [
+    ('os.environ["CUDA_VISIBLE_DEVICES"] = "7"', "pass  # (patched: no hard-coded GPU id)",
+     "a hard-coded GPU id: the script hides every GPU but the eighth"),
+    ("global logger", "import logging\nlogger = logging.getLogger('release.get_memorybank')  # (patched)",
+     "an undefined logger: `global logger` at module level defines nothing, and the first log line raises NameError"),
+    ("images, img_ids, texts, txt_ids = batch", "images, texts, txt_ids, img_ids = batch  # (patched)",
+     "two batch tuple orders: the second pass unpacks (images, img_ids, texts, txt_ids) from the loader the first "
+     "pass reads as (image, text, text_idx, img_id), the order of the release's training data set; the second "
+     "pass is given the first's"),
+    ("annotations/query_bank/", "annotations/memory_bank/",
+     "another output folder: it writes annotations/query_bank/, its training (data.py) reads annotations/memory_bank/"),
+]
+BANK_NOISE_RATIO = 0.4
+BANK_SEED = 99   # the release's --seed (its scripts seed numpy with it) and this project's --bank_seed default
+
+
+def make_bank_inputs(path: Path, images: int, captions: int, batch: int, seed: int, weights: Path) -> None:
+    """``images`` random images with ``captions`` consecutive captions each (the SCAN layout), in batches of
+    ``batch`` consecutive pairs, and the step checks' weights."""
+    shared = torch.load(weights, weights_only=False)
+    g = torch.Generator().manual_seed(seed + 7)
+    torch.save({"config": shared["config"], "state_dict": shared["state_dict"], "seed": seed, "batch": batch,
+                "images": torch.randn(images, 3, ARCH["image_size"], ARCH["image_size"], generator=g),
+                "texts": _tokens(images * captions, g),
+                "caption_image": torch.arange(images).repeat_interleave(captions)}, path)
+
+
+def _bank_batches(inputs: Dict):
+    """The release's training loader, unshuffled, its first four fields: image, text, pair index, image id."""
+    ci, B = inputs["caption_image"], inputs["batch"]
+    return [(inputs["images"][ci[s:s + B]], inputs["texts"][s:s + B], torch.arange(s, min(s + B, len(ci))),
+             ci[s:s + B]) for s in range(0, len(ci), B)]
+
+
+def run_reference_bank(ref_dir: Path, inputs: Dict, workdir: Path, bank_seed: int) -> Dict:
+    """The release's get_mbank (a patched copy) on the shared weights and pairs; its GMM observed, not changed."""
+    import numpy as np
+
+    note: List[str] = []
+    _shims(note, pandas=False)
+    sys.path.insert(0, str(ref_dir))
+    os.chdir(workdir)
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    source = (ref_dir / "get_memorybank.py").read_text(encoding="utf-8")
+    for old, new, _ in BANK_PATCHES:
+        if old not in source:
+            raise SystemExit(f"get_memorybank.py of {ref_dir}: no {old!r} to patch (another commit?)")
+        source = source.replace(old, new)
+    (workdir / "release_get_memorybank.py").write_text(source, encoding="utf-8")
+    sys.path.insert(0, str(workdir))
+    module = __import__("release_get_memorybank")
+    from clip.model import build_model
+
+    model = build_model({k: v.clone() for k, v in inputs["state_dict"].items()}).float()  # as its loader on CPU
+    seen = {}
+
+    class GaussianMixture(module.GaussianMixture):  # records the GMM's input and output; computes nothing else
+        def fit(self, X, y=None):
+            seen["losses"] = np.asarray(X, dtype=np.float64).ravel().copy()
+            return super().fit(X, y)
+
+        def predict_proba(self, X):
+            out = super().predict_proba(X)
+            seen["p_clean"] = out[:, self.means_.argmin()].copy()
+            return out
+
+    module.GaussianMixture = GaussianMixture
+    (workdir / "dataset" / "parity" / "annotations" / "memory_bank").mkdir(parents=True)
+    np.random.seed(bank_seed)  # its scripts seed numpy's global generator (util.set_seed_logger); its GMM draws from it
+    module.get_mbank(_bank_batches(inputs), model, BANK_NOISE_RATIO, "parity")
+    folder = workdir / "dataset" / "parity" / "annotations" / "memory_bank"
+    files = {k: (folder / f"{BANK_NOISE_RATIO}_mbank_{k}_idx.npy").read_bytes() for k in ("img", "txt")}
+    return {"losses": seen["losses"], "p_clean": seen["p_clean"], "files": files, "note": note}
+
+
+def run_project_bank(inputs: Dict, workdir: Path, bank_seed: int) -> Dict:
+    """This project's bank of the same weights and pairs: its encoding (npc.model.encode, one pass per distinct
+    image) and its arithmetic (npc.bank_math.build_memory_bank), under each --bank_recipe."""
+    import numpy as np
+    import open_clip
+
+    from npc import bank_math
+    from npc.bank_build import Unnormalized
+    from npc.model import create_model, encode, logit_scale
+
+    cfg_dir = workdir / "configs"
+    cfg_dir.mkdir(exist_ok=True)
+    (cfg_dir / "parity-tiny.json").write_text(json.dumps(inputs["config"]))
+    open_clip.add_model_config(cfg_dir)
+    weights = workdir / "weights.pt"
+    torch.save({"state_dict": inputs["state_dict"]}, weights)
+    model = create_model("parity-tiny", str(weights), precision="fp32")[0].eval()
+    split = _bank_split(inputs)
+    B, scale = inputs["batch"], None
+    out = {}
+    with torch.no_grad():
+        scale = logit_scale(model).item()
+        for recipe in bank_math.RECIPES:
+            m = Unnormalized(model) if recipe == "release" else model
+            img = torch.cat([encode(m, images=x)[0] for x in inputs["images"].split(B)]).float()
+            txt = torch.cat([encode(m, texts=t)[1] for t in inputs["texts"].split(B)]).float()
+            bank, _, p = bank_math.build_memory_bank(img, txt, split, scale, batch_size=B, clean_threshold=0.9,
+                                                     seed=bank_seed, recipe=recipe)
+            feats = (bank_math.normalized(img), bank_math.normalized(txt)) if recipe == "release" else (img, txt)
+            out[recipe] = {"losses": bank_math.per_sample_losses(*feats, split.caption_image, scale, B),
+                           "p_clean": p, "image_bank": bank.image_bank, "text_bank": bank.text_bank}
+            if recipe == "release":  # the project's neighbours (normalized) on the release recipe's clean set
+                mixed = bank_math.build_bank_index(*feats, split.caption_image, p, 0.9)
+                out["project_neighbours"] = {"image_bank": mixed.image_bank, "text_bank": mixed.text_bank}
+    out["logit_scale"] = scale
+    out["clean_threshold"] = 0.9
+    out["n"] = int(np.asarray(split.caption_image).shape[0])
+    return out
+
+
+def _bank_split(inputs: Dict):
+    import numpy as np
+
+    from npc.data import Split
+
+    ci = inputs["caption_image"].numpy().astype(np.int64)
+    n_img = int(ci.max()) + 1
+    return Split(name="train", captions=[""] * len(ci), image_ids=[str(i) for i in range(n_img)],
+                 image_paths=[Path(f"{i}.jpg") for i in range(n_img)], caption_image=ci,
+                 num_anns=len(ci) // n_img)
+
+
+def compare_bank(ref: Dict, own: Dict, inputs: Dict, workdir: Path) -> Dict:
+    """Side by side: every pair's loss and p(clean), the clean sets, the chosen entries (read from the release's
+    files by this project's loader, the restricted unpickler)."""
+    import numpy as np
+
+    from npc.bank_files import load_bank
+
+    folder = workdir / "release_bank"
+    folder.mkdir(exist_ok=True)
+    for k, data in ref["files"].items():
+        (folder / f"{BANK_NOISE_RATIO}_mbank_{k}_idx.npy").write_bytes(data)
+    released = load_bank(folder, BANK_NOISE_RATIO, _bank_split(inputs))
+    thr = own["clean_threshold"]
+    ref_clean = set(np.nonzero(ref["p_clean"] > thr)[0].tolist())
+    unit = 2.0 ** -23
+    loss_tol = 64 * unit * float(np.abs(ref["losses"]).max())   # fp32 losses computed by two codes: rounding
+    sides = {}
+    for name, side in (("release recipe", own["release"]), ("project recipe", own["project"])):
+        clean = set(np.nonzero(side["p_clean"] > thr)[0].tolist())
+        sides[name] = {
+            "loss_max_diff": float(np.abs(side["losses"] - ref["losses"]).max()),
+            "p_clean_max_diff": float(np.abs(side["p_clean"] - ref["p_clean"]).max()),
+            "n_clean": len(clean), "clean_only_here": sorted(clean - ref_clean),
+            "clean_only_release": sorted(ref_clean - clean),
+            "image_entries_differ": int((side["image_bank"] != released.image_bank).sum()),
+            "text_entries_differ": int((side["text_bank"] != released.text_bank).sum())}
+    mixed = own["project_neighbours"]
+    rel = sides["release recipe"]
+    # The release recipe must give the release's bank: identical clean set and entries, losses and p(clean)
+    # within rounding (p(clean) is a smooth function of the losses; 1e-4 is far above what 64 ulps move it).
+    passes = (rel["loss_max_diff"] <= loss_tol and rel["p_clean_max_diff"] <= 1e-4 and not rel["clean_only_here"]
+              and not rel["clean_only_release"] and rel["image_entries_differ"] == 0 and rel["text_entries_differ"] == 0)
+    pairs = [{"pair": j, "image": int(inputs["caption_image"][j]), "loss_release": float(ref["losses"][j]),
+              "loss_release_recipe": float(own["release"]["losses"][j]),
+              "loss_project": float(own["project"]["losses"][j]),
+              "p_clean_release": float(ref["p_clean"][j]), "p_clean_release_recipe": float(own["release"]["p_clean"][j]),
+              "p_clean_project": float(own["project"]["p_clean"][j]),
+              "text_entry_release": int(released.text_bank[j]),
+              "text_entry_release_recipe": int(own["release"]["text_bank"][j]),
+              "text_entry_project": int(own["project"]["text_bank"][j])} for j in range(own["n"])]
+    images = [{"image": i, "image_entry_release": int(released.image_bank[i]),
+               "image_entry_release_recipe": int(own["release"]["image_bank"][i]),
+               "image_entry_project": int(own["project"]["image_bank"][i])} for i in range(len(released.image_bank))]
+    return {"check": "bank", "precision": "fp32", "passes": passes, "loss_tolerance": loss_tol,
+            "p_clean_tolerance": 1e-4, "n_pairs": own["n"], "n_images": len(released.image_bank),
+            "n_clean_release": len(ref_clean), "batch": inputs["batch"], "logit_scale": own["logit_scale"],
+            "sides": sides,
+            "normalization_alone": {
+                "image_entries_differ": int((mixed["image_bank"] != released.image_bank).sum()),
+                "text_entries_differ": int((mixed["text_bank"] != released.text_bank).sum())},
+            "patches": [{"replaced": old, "by": new, "why": why} for old, new, why in BANK_PATCHES],
+            "reference_notes": ref.get("note", []), "pairs": pairs, "images": images}
+
+
+def bank_summary(res: Dict) -> str:
+    rel, proj = res["sides"]["release recipe"], res["sides"]["project recipe"]
+    return (f"{'bank':12s} fp32: {'PASS' if res['passes'] else 'FAIL'} (--bank_recipe release: "
+            f"{rel['image_entries_differ']} image and {rel['text_entries_differ']} text entries differ from the "
+            f"release's; the project's default: {proj['image_entries_differ']} of {res['n_images']} image and "
+            f"{proj['text_entries_differ']} of {res['n_pairs']} text entries, clean set {proj['n_clean']} vs "
+            f"{res['n_clean_release']})")
+
+
+def render_bank(res: Dict) -> List[str]:
+    rel, proj, alone = res["sides"]["release recipe"], res["sides"]["project recipe"], res["normalization_alone"]
+    lines = [f"## bank, fp32: {'PASS' if res['passes'] else 'FAIL'}", "",
+             f"The release's `get_memorybank.py` (its `get_mbank`, a copy with the patches below) and this project's "
+             f"bank arithmetic (`npc/bank_math.py`, on its own encoding) of the same weights and {res['n_pairs']} pairs "
+             f"({res['n_images']} images, two captions each, batches of {res['batch']} consecutive pairs, logit scale "
+             f"{res['logit_scale']:.4g}, GMM seed {BANK_SEED}). The release's files are read by this project's loader "
+             "(its restricted unpickler). Passes when `--bank_recipe release` gives the release's clean set and every "
+             f"chosen entry, with per-pair losses within {res['loss_tolerance']:.2g} (64 units in the last place of "
+             f"fp32) and p(clean) within {res['p_clean_tolerance']:g}.", "", "Patches to the release's script:", ""]
+    lines += [f"* `{p['replaced']}` -> `{p['by'].splitlines()[-1]}`: {p['why']}" for p in res["patches"]]
+    lines += [f"* {note}" for note in res["reference_notes"]]
+    lines += ["", "| | --bank_recipe release | --bank_recipe project (default) |", "|---|---|---|"]
+    for key, what in (("loss_max_diff", "per-pair loss, max difference to the release"),
+                      ("p_clean_max_diff", "p(clean), max difference to the release"),
+                      ("n_clean", f"clean pairs (the release: {res['n_clean_release']})"),
+                      ("clean_only_here", "clean here only"), ("clean_only_release", "clean in the release only"),
+                      ("image_entries_differ", f"image entries that differ (of {res['n_images']})"),
+                      ("text_entries_differ", f"text entries that differ (of {res['n_pairs']})")):
+        fmt = (lambda v: f"{v:.3g}") if "diff" in key and "entries" not in key else str
+        lines.append(f"| {what} | {fmt(rel[key])} | {fmt(proj[key])} |")
+    lines += ["", "The project's default deviates on purpose in two steps: its GMM is fitted to the min-max scaled "
+              "losses (the release fits the raw losses, so its `reg_covar` 5e-4 weighs differently with their "
+              "spread), and its neighbours compare L2-normalized features (the release divides the queries by their "
+              "norm, not the clean pairs' features, so a clean pair of a larger feature norm draws more queries; on "
+              "the image side it keeps one key per clean pair and takes whichever `torch.topk` returns among an "
+              "image's clean captions, where this project takes the one of the highest p(clean)). The normalized "
+              "neighbours alone, on the release recipe's clean set: "
+              f"{alone['image_entries_differ']} image and {alone['text_entries_differ']} text entries differ. "
+              "`--bank_recipe release` reproduces the release's bank.", "",
+              "<details><summary>Every pair</summary>", "",
+              "| pair | image | loss: release | release recipe | project | p(clean): release | release recipe | project "
+              "| text entry: release | release recipe | project |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["pairs"]:
+        lines.append(f"| {r['pair']} | {r['image']} | {r['loss_release']:.6f} | {r['loss_release_recipe']:.6f} | "
+                     f"{r['loss_project']:.6f} | {r['p_clean_release']:.4f} | {r['p_clean_release_recipe']:.4f} | "
+                     f"{r['p_clean_project']:.4f} | {r['text_entry_release']} | {r['text_entry_release_recipe']} | "
+                     f"{r['text_entry_project']} |")
+    lines += ["", "| image | image entry: release | release recipe | project |", "|---|---|---|---|"]
+    lines += [f"| {r['image']} | {r['image_entry_release']} | {r['image_entry_release_recipe']} | "
+              f"{r['image_entry_project']} |" for r in res["images"]]
+    return lines + ["", "</details>", ""]
+
+
 # ----------------------------------------------------------------------------- driver
 
 def _child(argv: List[str]) -> None:
@@ -450,9 +704,14 @@ def _child(argv: List[str]) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     inputs = torch.load(a.inputs, weights_only=False)
-    perm = torch.load(a.perm) if a.perm else torch.arange(len(inputs["batches"][0]["index"]))
+    perm = torch.load(a.perm) if a.perm else None
+    if perm is None and a.check != "bank":
+        perm = torch.arange(len(inputs["batches"][0]["index"]))
     work = Path(tempfile.mkdtemp(prefix=f"parity_{a.side}_"))
-    if a.side == "ref":
+    if a.check == "bank":
+        result = (run_reference_bank(Path(a.ref_dir), inputs, work, BANK_SEED) if a.side == "ref"
+                  else run_project_bank(inputs, work, BANK_SEED))
+    elif a.side == "ref":
         result = run_reference(a.check, Path(a.ref_dir), inputs, a.precision, perm, work)
         # The reference's fp16 parameters are compared as they are held; its initial weights likewise.
         if a.precision == "fp16":
@@ -475,7 +734,9 @@ def _spawn(side: str, check: str, ref_dir: str, inputs: Path, precision: str, pe
         cmd += ["--lrs", ",".join(repr(x) for x in lrs)]
     if shift is not None:
         cmd += ["--shift", repr(shift)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # This checkout's npc first (an editable install may point at another one).
+    path = os.pathsep.join(x for x in (str(REPO), os.environ.get("PYTHONPATH", "")) if x)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           cwd=tempfile.gettempdir() if side == "ref" else str(REPO))
     if proc.returncode:
@@ -507,6 +768,9 @@ def render(record: Dict) -> str:
              "shown over all elements, not judged), and by the number of elements that differ. The script's "
              "docstring explains each choice.", ""]
     for res in record["results"]:
+        if res["check"] == "bank":
+            lines += render_bank(res)
+            continue
         lines += [f"## {res['check']}, {res['precision']}: {'PASS' if res['passes'] else 'FAIL'}", "",
                   f"lr per step (the reference's scheduler): {', '.join(f'{x:.3g}' for x in res['lr'])}; "
                   f"this project's --grad_clip: {res['grad_clip_project']:g}", ""]
@@ -535,13 +799,14 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--npc_release", type=str, help="checkout of github.com/ZhangXu0963/NPC")
     p.add_argument("--osa", type=str, help="checkout of github.com/leolee99/OSA")
-    p.add_argument("--checks", default="npc_release,clip,osa")
+    p.add_argument("--checks", default="npc_release,clip,osa,bank")
     p.add_argument("--precisions", default="fp32,fp16")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--permutations", type=int, default=2, help="permuted reruns of each side (the noise floor)")
     p.add_argument("--floor_factor", type=float, default=2.0)
+    p.add_argument("--bank_images", type=int, default=24, help="bank check: images (two captions each)")
     p.add_argument("--well_conditioned", type=float, default=10.0)
     p.add_argument("--out", type=str, default=str(OUT.relative_to(REPO)))
     a = p.parse_args(argv)
@@ -571,6 +836,15 @@ def main(argv=None) -> int:
         eps = 1e-6
         for check in a.checks.split(","):
             ref_dir = refs[CHECKS[check][0]]
+            if check == "bank":
+                bank_inputs = tmp / "bank_inputs.pt"
+                make_bank_inputs(bank_inputs, a.bank_images, 2, a.batch, a.seed, inputs)
+                ref = _spawn("ref", check, ref_dir, bank_inputs, "fp32", None, tmp / "rb.pt")
+                own = _spawn("own", check, "", bank_inputs, "fp32", None, tmp / "ob.pt")
+                res = compare_bank(ref, own, torch.load(bank_inputs, weights_only=False), tmp)
+                results.append(res)
+                print(bank_summary(res), flush=True)
+                continue
             for precision in a.precisions.split(","):
                 if check == "osa" and precision == "fp16":
                     continue  # OSA's code steps in fp32 on every device: no pure-fp16 regime to compare

@@ -249,6 +249,9 @@ FLAGS: Tuple[Flag, ...] = (
     F("bank_batch_size", "bank", int, 128, "batch of the memory bank's loss pass (its GMM's input), recorded with "
       "the bank: a run with another --batch_size reuses the bank (default: the dataset's default batch, 256 real, "
       "128 demo)", BANK_GROUP, BANK, minimum=1, real=256, bank_records=True),
+    F("bank_recipe", "bank", str, "project", "project = GMM on min-max scaled losses, neighbours by cosine "
+      "(docs/method.md section 3); release = the release's bank bit for bit (GMM on raw losses, unnormalized "
+      "neighbours)", BANK_GROUP, BANK, choices=("project", "release")),
     F("trust_pickle", "bank", bool, False, "load memory-bank files with arbitrary pickles (only for files you trust; "
       "the release's dict files load without it through a restricted loader)", BANK_GROUP, resume="invocation"),
     F("rebuild_bank", "bank", bool, False, "rebuild the memory bank even if its files exist", BANK_GROUP,

@@ -388,7 +388,7 @@ BANK_KILL_SCRIPT = r"""
 import os, signal, sys
 from pathlib import Path
 import get_memorybank
-from npc import memory_bank as mb
+from npc import bank_files as mb  # where the bank's files are written
 
 target = sys.argv[1]
 

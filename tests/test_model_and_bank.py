@@ -153,3 +153,30 @@ def test_the_banks_nearest_neighbour_search_is_the_same_in_any_chunking():
     whole = (q @ k.t()).argmax(dim=1)
     for chunk, max_scores in ((4096, 1 << 28), (7, 1 << 28), (4096, 700 * 3), (4096, 1)):
         assert torch.equal(nearest(q, k, chunk=chunk, max_scores=max_scores), whole)
+
+
+def test_release_recipe_encodes_the_features_as_the_towers_output_them():
+    # --bank_recipe release: encode (the bank's encoding) through Unnormalized gives open_clip's unnormalized
+    # features, whose directions are the normalized features the default encodes.
+    torch.manual_seed(0)
+    model = create_model("npc-micro", "none")[0].eval()
+    images, texts = torch.randn(3, 3, 32, 32), torch.randint(1, 1000, (4, 24))
+    with torch.no_grad():
+        raw_img, raw_txt = encode(mb.Unnormalized(model), images, texts)
+        img, txt = encode(model, images, texts)
+        assert torch.equal(raw_img, model.encode_image(images, normalize=False))
+        assert torch.equal(raw_txt, model.encode_text(texts, normalize=False))
+    assert not torch.allclose(raw_img.norm(dim=1), torch.ones(3))
+    assert torch.allclose(mb.normalized(raw_img), img, atol=1e-6)
+    assert torch.allclose(mb.normalized(raw_txt), txt, atol=1e-6)
+
+
+def test_the_recipe_is_recorded_only_when_not_the_default_and_a_bank_of_the_other_is_refused():
+    from npc.bank_provenance import bank_differences
+
+    built = {"vision_model": "m", "pretrained": "p", "weights": None, "clean_threshold": 0.9,
+             "bank_batch_size": 128, "bank_seed": 99, "initial_weights": "x"}   # an info file of the default recipe
+    assert bank_differences(built, dict(built)) == []
+    assert bank_differences(built, {**built, "bank_recipe": "project"}) == []
+    assert bank_differences(built, {**built, "bank_recipe": "release"}) == ["--bank_recipe release (the bank has project)"]
+    assert bank_differences({**built, "bank_recipe": "release"}, built) == ["--bank_recipe project (the bank has release)"]
