@@ -67,6 +67,7 @@ class Split:
     source_lines: Optional[np.ndarray] = None  # CSV splits: the file line (1-based) of every caption
     source_file: Optional[Path] = None          # CSV splits: the CSV file
     pair_keys: Optional[List[str]] = None       # each pair's own key in its source (a file line, a sentence id)
+    key_name: str = "line"                      # what a key is (its source's DataSource.key_name), for messages
 
     @property
     def num_images(self) -> int:
@@ -86,12 +87,19 @@ class Split:
 
     @property
     def keys(self) -> List[str]:
-        """Each pair's own key in its source: ``pair_keys`` where the source sets them (a sentence id, a shard's
-        sample key), else the caption's line in its file (the CSV's line, or the line of the caption file)."""
+        """Each pair's own key in its source, as text (the ``key`` column of every per-pair file): ``pair_keys``
+        where the source sets them (a Karpathy sentid, a shard's ``file:key``), else the caption's line in the
+        user's file (the CSV's line, the header being line 1; the release layout's line of ``<split>_caps.txt``)."""
         if self.pair_keys is not None:
-            return list(self.pair_keys)
+            return [str(k) for k in self.pair_keys]
         lines = self.source_lines if self.source_lines is not None else np.arange(1, len(self) + 1)
-        return [f"line {n}" for n in lines.tolist()]
+        return [str(n) for n in lines.tolist()]
+
+    def key_label(self, j: int) -> str:
+        """Pair ``j``'s key with what it is, for messages and the report's page (``sentid 10003``)."""
+        if self.pair_keys is not None:
+            return f"{self.key_name} {self.pair_keys[j]}"
+        return f"{self.key_name} {self.source_lines[j] if self.source_lines is not None else j + 1}"
 
     def describe_image(self, image_index: int) -> str:
         """Where an image is used, for error messages: its split and caption lines (1-based)."""
@@ -100,7 +108,7 @@ class Split:
             rows = ", ".join(map(str, self.source_lines[lines - 1][:5]))
             return f"{self.name} split, {self.source_file}, line {rows}"
         if self.pair_keys is not None:  # a JSON file: the image by its id, its captions by their keys
-            keys = ", ".join(self.pair_keys[k - 1] for k in lines[:5])
+            keys = ", ".join(self.key_label(k - 1) for k in lines[:5])
             return f"{self.name} split, image {self.image_ids[image_index]} of {self.caps_file} ({keys})"
         where = f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}-{lines[-1]}"
         return f"{self.name} split, caption {where} of {self.caps_file}"
@@ -114,7 +122,8 @@ class Split:
         lines = None if self.source_lines is None else self.source_lines[:n_caps]
         keys = None if self.pair_keys is None else self.pair_keys[:n_caps]
         return Split(self.name, self.captions[:n_caps], self.image_ids[:n_images], self.image_paths[:n_images],
-                     self.caption_image[:n_caps], self.num_anns, self.caps_file, lines, self.source_file, keys)
+                     self.caption_image[:n_caps], self.num_anns, self.caps_file, lines, self.source_file, keys,
+                     self.key_name)
 
     def without_images(self, drop: Sequence[int]) -> "Split":
         """The split without images ``drop`` (indices) and their captions, in the same order."""
@@ -127,7 +136,7 @@ class Split:
         return Split(self.name, [c for c, k in zip(self.captions, kept_caps) if k],
                      [i for i, k in zip(self.image_ids, keep) if k], [q for q, k in zip(self.image_paths, keep) if k],
                      renumber[self.caption_image[kept_caps]].astype(np.int64), self.num_anns, self.caps_file, lines,
-                     self.source_file, keys)
+                     self.source_file, keys, self.key_name)
 
     def subset_captions(self, n_captions: int) -> "Split":
         """The first images whose captions fit in ``n_captions`` (at least one image): ``--dev_length``."""

@@ -198,7 +198,9 @@ def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") 
     meta = {
         "dataset": {"name": cfg.data.dataset, "noise_ratio": str(cfg.data.noise_ratio), "noise_mode": cfg.data.noise_mode,
                     "train": source.describe(), "format": source.format,
-                    "captions_file": str(split.caps_file)},
+                    "captions_file": str(split.caps_file),
+                    # what the key column of every per-pair file is (Split.keys, defined by the data source)
+                    "key": {"name": split.key_name, "meaning": source.key_meaning}},
         "model": {"vision_model": cfg.model.vision_model, "weights": weights, "precision": precision},
         "settings": {"bank_batch_size": cfg.bank.bank_batch_size, "bank_seed": cfg.bank.bank_seed,
                      "eval_batch_size": cfg.evaluation.eval_batch_size, "osa_batch_size": cfg.optim.batch_size,

@@ -3,10 +3,12 @@
 ``pair_weights.npz`` and the memory bank's ``<r>_mbank_pclean.npy`` hold one value per training pair
 in the training split's order (pairs grouped by image), which is not the order of your file. Beside
 each, :func:`write_pair_csv` writes a CSV (``pair_weights.csv``, ``<r>_mbank_pclean.csv``) with one row
-per training pair, in your order: its key (for a CSV file, ``line``: the pair's line number in it, the
-header being line 1; otherwise ``key``: the caption file's line or the pair's id), the image as you
-name it, the caption, then the values. Join it to your CSV by line number alone. Cells a spreadsheet
-would run as formulas get a leading ``'`` (:func:`npc.io.atomic_write_csv`).
+per training pair, in your order: its ``key`` (the pair's key as its data source defines it,
+:attr:`npc.data.Split.keys`: your CSV's line, the header being line 1; Karpathy's sentid; a shard's
+``file:key``; the release layout's line of ``train_caps.txt``), the image as you name it, the caption,
+then the values. The noise report's ``pairs.csv`` and ``report.json`` carry the same ``key``: join any of
+them to your rows by ``key`` alone. Cells a spreadsheet would run as formulas get a leading ``'``
+(:func:`npc.io.atomic_write_csv`).
 """
 from __future__ import annotations
 
@@ -36,9 +38,8 @@ def user_order(split) -> np.ndarray:
 
 
 def key_column(split):
-    """(the key column's name, one key per pair): ``line`` (an integer) for a CSV split, else ``key``."""
-    if split.source_lines is not None and split.pair_keys is None:
-        return "line", [int(n) for n in np.asarray(split.source_lines).tolist()]
+    """(the key column's name, one key per pair): ``key``, :attr:`npc.data.Split.keys` (the same in every
+    per-pair file)."""
     return "key", list(split.keys)
 
 
@@ -49,7 +50,7 @@ def fmt(v) -> str:
 
 
 def write_pair_csv(path, split, images: Sequence[str], values: Dict[str, Sequence]) -> Path:
-    """``path``: one row per pair of ``split`` in the user's order, ``key/line, image, caption`` then each of
+    """``path``: one row per pair of ``split`` in the user's order, ``key, image, caption`` then each of
     ``values`` (name -> one value per pair, in the split's order; floats are written by :func:`fmt`)."""
     from npc.io import atomic_write_csv
 

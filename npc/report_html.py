@@ -64,12 +64,14 @@ def _candidates_cell(d: ReportData, j: int, k: int) -> str:
             marks.append('<span class="own">another caption of this image</span>')
         if true_caption is not None and text == true_caption:
             marks.append('<span class="true">the true caption</span>')
-        lines = ", ".join(str(d.lines[c]) for c in pairs)
-        keys = ", ".join(str(c) for c in pairs)
-        where = (f"cos {best:.3f}, line {lines}, pair {keys}" if len(pairs) == 1 else
-                 f"cos {best:.3f}, {len(pairs)} pairs: lines {lines}; pairs {keys}")
+        keys = ", ".join(d.keys[c] for c in pairs)
+        where = (f"cos {best:.3f}, {split.key_name} {keys}" if len(pairs) == 1 else  # the pairs' keys, never a line
+                 f"cos {best:.3f}, {len(pairs)} pairs with this text, {split.key_name}s {keys}")  # of a derived file
         items.append(f'<li>{e(text)} <span class="muted where">({where})</span> {" ".join(marks)}</li>')
-    return (f'<td class="cands"><span class="cl">the captions that fit the image best:</span>'
+    merged = len(idx[k]) - len(items)  # --candidates counts pairs; equal texts are shown once
+    note = (f' <span class="muted merged">({len(idx[k])} best pairs, {merged} with a text shown above: equal texts '
+            f'merged)</span>' if merged else "")
+    return (f'<td class="cands"><span class="cl">the captions that fit the image best:</span>{note}'
             f'<ol class="cand">{"".join(items)}</ol></td>')
 
 
@@ -86,7 +88,8 @@ def _pair_row(d: ReportData, j: int, rank: int, runs: Dict[str, np.ndarray], wit
         badges += ('<span class="badge bn">noisy (truth)</span>' if d.noise_mask[j]
                    else '<span class="badge bc">clean (truth)</span>')
     caption = f'<div class="cap">{e(split.captions[j])}{badges}</div>'
-    caption += f'<div class="muted where">{e(d.keys[j])} &middot; {e(d.images[i])} &middot; pair {j}</div>'
+    key = f"{split.key_name} {d.keys[j]}"  # the pair's key as its data source defines it
+    caption += f'<div class="muted where">{e(key)} &middot; {e(d.images[i])} &middot; pair {j}</div>'
     if d.noise_mask is not None and d.noise_mask[j] and d.clean_captions is not None:
         caption += f'<div class="muted">true caption: {e(d.clean_captions[j])}</div>'
     scores = (f'p(clean) {s.p_clean[j]:.3g}<br>cosine {s.cosine[j]:.3f}<br>OSA {s.osa_score[j]:.2f}'

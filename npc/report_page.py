@@ -20,8 +20,9 @@ from npc.report_data import DETECTORS, ReportData, _num, ranks_of  # noqa: F401 
 #: pairs.csv's columns, in order (``noisy`` only with a ground-truth mask; a ``weight_<run>`` per ``--run``).
 COLUMNS = {
     "rank": "1 = the most suspicious pair: by p_clean ascending, ties by cosine ascending",
-    "line": "the pair's line in your CSV file (the header is line 1); for a built-in dataset, the caption's line "
-            "in the training captions file",
+    "key": "the pair's key as its data source defines it, the same in every per-pair file (pair_weights.csv, "
+           "the bank's p(clean) CSV, report.json): your CSV's line (the header is line 1), Karpathy's sentid, a "
+           "shard's <file>:<key>, the release layout's line of train_caps.txt (report.json's dataset.key says which)",
     "image": "the image, as your CSV names it (built-in datasets: relative to the dataset folder); a leading ' "
              "added where a spreadsheet would run it as a formula (it starts with =, +, -, @, a tab or a CR)",
     "caption": "the caption; a leading ' added where a spreadsheet would run it as a formula",
@@ -95,9 +96,11 @@ def report_json(d: ReportData) -> Dict:
                            for section, j in d.shown()]},
         "identity": report_identity(d),
     }
-    if d.candidates is not None:  # per suspicious pair shown: the captions that fit its image best
-        out["shown"]["candidates"] = [[[int(c), round(float(v), 6)] for c, v in zip(idx, sims)]
+    if d.candidates is not None:  # per suspicious pair shown: the captions that fit its image best [pair, cos, key]
+        out["shown"]["candidates"] = [[[int(c), round(float(v), 6), d.keys[int(c)]] for c, v in zip(idx, sims)]
                                       for idx, sims in zip(*d.candidates)]
+        out["shown"]["candidates_note"] = ("the page shows each distinct text once: candidates with equal texts are "
+                                           "merged into one line that lists their keys")
     if d.noise_mask is None:
         out["ground_truth"] = None
         out["detectors"] = "not measurable: this split has no ground-truth noise mask (real noise)"
@@ -133,13 +136,13 @@ def write_pairs_csv(path: Path, d: ReportData) -> None:
     ranks = ranks_of(d.order)
     cos_rank = ranks_of(np.lexsort((np.arange(d.n), s.cosine)))
     runs = d.run_means()
-    header = ["rank", "line", "image", "caption", "p_clean", "flagged", "loss", "cosine", "cosine_rank", "osa_score",
+    header = ["rank", "key", "image", "caption", "p_clean", "flagged", "loss", "cosine", "cosine_rank", "osa_score",
               "osa_zero"] + (["noisy"] if d.noise_mask is not None else []) + [f"weight_{n}" for n in runs] + ["pair"]
     ci = d.split.caption_image
 
     def rows():
         for j in d.order:
-            row = [ranks[j], d.lines[j], d.images[ci[j]], d.split.captions[j], _fmt(s.p_clean[j]),
+            row = [ranks[j], d.keys[j], d.images[ci[j]], d.split.captions[j], _fmt(s.p_clean[j]),
                    int(s.p_clean[j] <= d.clean_threshold), _fmt(s.losses[j]), _fmt(s.cosine[j]), cos_rank[j],
                    _fmt(s.osa_score[j]), int(s.osa_score[j] <= 0)]
             if d.noise_mask is not None:

@@ -54,7 +54,7 @@ def test_splits_counts_order_captions_and_keys(karpathy_roots, ds):
         assert np.array_equal(s.caption_image, np.repeat(np.arange(s.num_images), 5))
         assert s.captions == [x["raw"].strip() for e in entries for x in e["sentences"][:5]]
         assert all(c == c.strip() and c for c in s.captions)
-        assert s.pair_keys == [f"sentid {x['sentid']}" for e in entries for x in e["sentences"][:5]]
+        assert s.pair_keys == [str(x["sentid"]) for e in entries for x in e["sentences"][:5]]
         want_ids = [str(e["cocoid"]) if ds == "coco" else e["filename"] for e in entries]
         assert s.image_ids == want_ids
         assert [p.name for p in s.image_paths] == [e["filename"] for e in entries]
@@ -79,7 +79,8 @@ def test_coco_train_is_train_then_restval_with_original_names(karpathy_roots):
     sub = s.subset_images(3).without_images([1])
     assert sub.pair_keys == s.pair_keys[:5] + s.pair_keys[10:15]
     assert sub.image_ids == [s.image_ids[0], s.image_ids[2]]
-    assert sub.describe_image(1) == f"train split, image {s.image_ids[2]} of {json_path} ({', '.join(s.pair_keys[10:15])})"
+    labels = ", ".join("sentid " + k for k in s.pair_keys[10:15])
+    assert sub.describe_image(1) == f"train split, image {s.image_ids[2]} of {json_path} ({labels})"
 
 
 def _linked_images(root, folder):

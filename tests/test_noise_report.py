@@ -129,7 +129,7 @@ def test_report_of_the_demo_has_the_banks_pclean_and_every_detectors_numbers(fre
     for name in ("p_clean", "cosine", "osa_score"):
         assert 0 <= det[name]["auc"] <= 1 and det[name]["mean_noise_rank"] > 0
     assert report["flagged"] == 400 - bank_info["n_clean"]
-    assert set(report["columns"]) >= {"rank", "line", "image", "caption", "p_clean", "noisy", "pair"}
+    assert set(report["columns"]) >= {"rank", "key", "image", "caption", "p_clean", "noisy", "pair"}
     assert report["timing"]["s_per_1000_pairs"] > 0
 
     page_text = (out / "index.html").read_text(encoding="utf-8")
@@ -140,8 +140,9 @@ def test_report_of_the_demo_has_the_banks_pclean_and_every_detectors_numbers(fre
     assert not re.search(r"https?:|//|url\(|@import|<link|<script[^>]*src|fetch\(|XMLHttpRequest", rest)  # nothing fetched
     assert rest.count("<script") == 2  # the decision mode: its data and its script, inline
     # every shown pair's key, as the data source defines it (the demo: the line of its captions file), in report.json
-    assert [r["key"] for r in report["shown"]["rows"]] == [f"line {r['line']}" for r in rows[:7]] + [
-        f"line {r['line']}" for r in rows[::-1][:8]]
+    assert [r["key"] for r in report["shown"]["rows"]] == [r["key"] for r in rows[:7]] + [
+        r["key"] for r in rows[::-1][:8]]
+    assert report["dataset"]["key"]["name"] == "line"
     assert len(report["identity"]["data_fingerprint"]) == 64 and page_text.count('class="d wrong"') == 7 + 8
     shown = [src for section, src in page.images if section == "suspicious"]
     assert len(shown) == 7 and len(page.rows["suspicious"]) == 7
@@ -168,7 +169,7 @@ def test_report_of_your_csv_gives_its_row_numbers_and_a_runs_weights(tmp_path):
     lines = files["train"].read_text(encoding="utf-8").splitlines()
     assert len(rows) == len(lines) - 1
     for r in rows:  # the user's own line: its image and its caption
-        assert lines[int(r["line"]) - 1] == f"{r['image']}\t{r['caption']}"
+        assert lines[int(r["key"]) - 1] == f"{r['image']}\t{r['caption']}"
     weights = load_pair_weights(logs / "mine").mean_over_epochs()
     for r in rows:
         w = weights[int(r["pair"])]
@@ -215,7 +216,7 @@ def test_pairs_csv_escapes_formulas_and_the_page_shows_each_candidate_text_once(
         by_pair = {r["pair"]: r for r in csv.DictReader(f)}
     assert set(data["pairs"]) == {str(r["pair"]) for r in summary["shown"]["rows"]}
     assert data["identity"] == summary["identity"] and len(by_pair) <= 60  # every pair shown
-    assert all(v["key"] == f"line {by_pair[p]['line']}" and v["caption"] == by_pair[p]["caption"]
+    assert all(v["key"] == by_pair[p]["key"] and v["caption"] == by_pair[p]["caption"]
                for p, v in data["pairs"].items())
     assert sum(v["caption"] == tricky for v in data["pairs"].values()) == 1
     with open(out / "pairs.csv", newline="", encoding="utf-8") as f:
@@ -225,21 +226,26 @@ def test_pairs_csv_escapes_formulas_and_the_page_shows_each_candidate_text_once(
     assert [c for c in caption if c.startswith("'")] == ["'" + formula]  # the one formula, escaped; no other
     assert sum(float(r[header.index("osa_score")]) < 0 for r in rows) > 0  # negative numbers stay numbers
 
-    # candidates: a text several pairs hold is one item, with its count and every line and pair that holds it
+    # candidates: a text several pairs hold is one item, with its count and the key (here the CSV line) of each pair
     page = (out / "index.html").read_text(encoding="utf-8")
     split_captions = {int(r[header.index("pair")]): formula_unescape(c) for r, c in zip(rows, caption)}
     lists = re.findall(r'<ol class="cand">(.*?)</ol>', page)
     assert len(lists) == len(summary["shown"]["candidates"]) > 0
     grouped = 0
-    for items, cands in zip(lists, summary["shown"]["candidates"]):
-        texts = [split_captions[c] for c, _ in cands]
+    cells = re.findall(r'<td class="cands">(.*?)</td>', page, re.S)
+    for items, cands, cell in zip(lists, summary["shown"]["candidates"], cells):
+        texts = [split_captions[c] for c, _, _ in cands]
+        keys = {c: key for c, _, key in cands}  # every candidate with its key, in report.json
         shown = re.findall(r"<li>(.*?) <span", items)
         assert len(shown) == len(set(texts)) and len(set(shown)) == len(shown)
+        merged = len(texts) - len(set(texts))  # equal texts merged, and the page says so
+        assert (f"{merged} with a text shown above: equal texts merged" in cell) == (merged > 0)
         for item in re.findall(r"<li>.*?</li>", items):
-            if " pairs: lines " in item:
+            if " pairs with this text, lines " in item:
                 grouped += 1
-                n = int(re.search(r", (\d+) pairs: lines ", item).group(1))
-                assert n > 1 and len(re.search(r"; pairs ([\d, ]+)\)", item).group(1).split(", ")) == n
+                n = int(re.search(r", (\d+) pairs with this text, lines ", item).group(1))
+                listed = re.search(r"lines ([\d, ]+)\)", item).group(1).split(", ")
+                assert n > 1 and len(listed) == n and set(listed) <= set(keys.values())
     assert grouped > 0
 
 

@@ -29,11 +29,11 @@ def test_a_csv_runs_per_pair_files_join_to_the_users_csv_by_line_number_alone(tm
     def joined(rows):
         """Every row's image and caption are those of its line in the user's file; rows in line order."""
         assert len(rows) == len(lines) - 1 == len(split)
-        numbers = [int(r["line"]) for r in rows]
+        numbers = [int(r["key"]) for r in rows]
         assert numbers == sorted(numbers) == list(range(2, len(lines) + 1))
         for r in [rows[k] for k in (0, 3, 7, 12, len(rows) - 1)]:
-            assert lines[int(r["line"]) - 1] == f"{r['image']}\t{r['caption']}"
-        return {int(r["line"]): r for r in rows}
+            assert lines[int(r["key"]) - 1] == f"{r['image']}\t{r['caption']}"
+        return {int(r["key"]): r for r in rows}
 
     # pair_weights.csv: a column per epoch, the npz's values at the pair with that line
     pw = load_pair_weights(logs / "mine")
@@ -58,7 +58,7 @@ def test_a_csv_runs_per_pair_files_join_to_the_users_csv_by_line_number_alone(tm
                            "--pretrained", "none", "--num_workers", "0", "--no_progress", "--out", str(out),
                            "--run", str(logs / "mine")])
     report = read_csv(out / "pairs.csv")
-    by_line = joined(sorted(report, key=lambda r: int(r["line"])))
+    by_line = joined(sorted(report, key=lambda r: int(r["key"])))
     means = pw.mean_over_epochs()
     for j, line in enumerate(split.source_lines.tolist()):
         assert int(by_line[line]["pair"]) == j
@@ -72,6 +72,6 @@ def test_a_demo_runs_pair_weights_csv_is_keyed_by_the_caption_files_lines(fresh_
     main_CLIP.main(run_args(fresh_root, base_dir, logs, "--epochs", "1", "--experiments", "d"))
     rows = read_csv(logs / "d" / "pair_weights.csv")
     caps = (fresh_root / "annotations" / "scan_split" / "0.4_noise_train_caps.txt").read_text().splitlines()
-    assert [r["key"] for r in rows] == [f"line {k}" for k in range(1, len(caps) + 1)]
+    assert [r["key"] for r in rows] == [str(k) for k in range(1, len(caps) + 1)]
     assert [r["caption"] for r in rows] == caps
     assert rows[0]["image"].startswith("images/") and rows[0]["weight_epoch1"] == "1"

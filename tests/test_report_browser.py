@@ -247,7 +247,7 @@ def test_decisions_made_with_the_keyboard_survive_a_reload_and_download_with_the
     expected = [[keys[p], dec, by_pair[p]["caption"]] for p, dec in zip(pairs[:4], ["wrong"] * 3 + ["right"])]
     assert rows[1:] == expected
     # the demo's key is the pair's line in its captions file, as pairs.csv gives it
-    assert [r[0] for r in rows[1:]] == [f"line {by_pair[p]['line']}" for p in pairs[:4]]
+    assert [r[0] for r in rows[1:]] == [by_pair[p]["key"] for p in pairs[:4]]
     assert [by_pair[p]["rank"] for p in pairs[:4]] == ["1", "2", "3", "4"]
     severe = [m for m in browser.get_log("browser") if m["level"] == "SEVERE"]
     assert severe == []

@@ -133,11 +133,12 @@ def test_training_evaluation_and_report_on_shards(shards, base_dir, tmp_path, sc
     rows = read_pairs_csv(out / "pairs.csv")
     assert len(rows) == 80
     assert (out / "index.html").read_text().count("data:image/jpeg;base64,") >= 5  # the members' thumbnails
-    keys = {r["image"] for r in rows}
+    keys = {r["key"] for r in rows}  # a shard's pair is keyed file:key, its image named so too
+    assert all(r["key"] == r["image"] for r in rows)
     assert len(keys) == 80 and "00002.tar:000020026" in keys and all(k.startswith("0000") for k in keys)
     caps = (folder / "00000..00002.0.4_noise_train_caps.txt").read_text().splitlines()
     r = rows[0]
-    assert r["caption"] == caps[int(r["line"]) - 1] and r["noisy"] in ("0", "1")
+    assert r["caption"] == caps[int(r["pair"])] and r["noisy"] in ("0", "1")
 
 
 def test_resume_after_a_shard_was_rewritten_is_refused_naming_train_data(shards, base_dir, tmp_path, capsys):

@@ -72,7 +72,8 @@ class DataSource:
     format: ClassVar[str]
     definitions: ClassVar[Tuple[Dataset, ...]]   # the datasets this format serves
     datasets: ClassVar[Tuple[str, ...]]          # their names (the --dataset values), from ``definitions``
-    key_name: ClassVar[str] = "line"        # what a pair's own key is (a file line, a sentence id, ...)
+    key_name: ClassVar[str] = "line"        # what a pair's own key is (a file line, a sentence id, ...): Split.keys
+    key_meaning: ClassVar[str] = "the caption's line in the split's captions file"  # for report.json and docs
     may_share_images: ClassVar[bool] = False  # its splits are files a user made: dev/test may hold training images
     reads_split_files: ClassVar[bool] = False  # its splits are --train_data, --dev_data, --test_data, not a folder
     any_file: ClassVar[bool] = False        # it reads any file given (the format of a file no other source claims)
@@ -143,7 +144,9 @@ class DataSource:
         stamp = _stamp(self.inputs(split))
         kept = _PARSED.get(key)
         if kept is None or kept[0] != stamp:
-            kept = _PARSED[key] = (stamp, self.parse_split(split))
+            parsed = dataclasses.replace(self.parse_split(split), key_name=self.key_name)
+            check_unique_keys(parsed)
+            kept = _PARSED[key] = (stamp, parsed)
             while len(_PARSED) > _KEEP:
                 _PARSED.popitem(last=False)
         _PARSED.move_to_end(key)
@@ -282,6 +285,26 @@ def group_pairs(name: str, pairs: Iterable[Tuple[str, str, object, str, object]]
     return Split(name, captions, ids, paths, caption_image, max(len(g) for g in groups), Path(caps_file),
                  np.asarray(keys, dtype=np.int64) if lines else None, None if source_file is None else Path(source_file),
                  None if lines else [str(q) for q in keys])
+
+
+def check_unique_keys(split: Split) -> None:
+    """Every pair of ``split`` has its own key (Split.keys); else one error naming both entries of the first key
+    given twice (e.g. two Karpathy images with the same sentids)."""
+    keys = split.keys
+    first: Dict[str, int] = {}
+    for j, k in enumerate(keys):
+        other = first.setdefault(k, j)
+        if other != j:
+            where = split.source_file or split.caps_file
+
+            def entry(p: int) -> str:
+                i = int(split.caption_image[p])
+                return f"image {split.image_ids[i]} ({split.image_paths[i]})"
+
+            raise DataError(f"{where}: the {split.name} split gives {split.key_label(j)} twice: to a caption of "
+                            f"{entry(other)} and to one of {entry(j)}; every pair needs its own key (the key column "
+                            f"of pairs.csv, pair_weights.csv and the bank's CSV): give each caption its own "
+                            f"{split.key_name}")
 
 
 def noisy_beside(data, split: Split, clean: Path, what, log: Callable[[str], None],

@@ -224,7 +224,8 @@ class CsvFiles(SplitFiles):
     format = "csv"
     definitions = (Dataset("csv", "your own data in CSV/TSV files (--train_data, --dev_data, --test_data; "
                                   "docs/own_data.md)", num_anns=0),)
-    key_name = "csv_line"  # the pair's line in its CSV file
+    key_name = "line"  # the pair's line in its CSV file (the header is line 1)
+    key_meaning = "the pair's line in your CSV file (the header is line 1)"
     label = "CSV files"
     file_hint = "FILE.csv"
     any_file = True

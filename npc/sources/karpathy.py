@@ -173,7 +173,7 @@ def read_karpathy_split(json_path, root, dataset: str, split: str, num_anns: int
     Images come in JSON order (MSCOCO's train: its train images, then its restval images), each with its
     first ``num_anns`` sentences (``raw``, stripped), grouped by image as in every :class:`~npc.data.Split`.
     ``image_ids`` are the cocoids (MSCOCO) or file names (Flickr30K), ``pair_keys`` the captions' sentids
-    (``"sentid 770337"``), ``caps_file`` the JSON. With ``check_images``, missing image files are one error
+    (``"770337"``), ``caps_file`` the JSON. With ``check_images``, missing image files are one error
     naming them and their JSON entries. Any problem is a :class:`~npc.errors.DataError` naming the
     file and the entry (its index in ``images``, imgid and filename).
     """
@@ -206,7 +206,7 @@ def read_karpathy_split(json_path, root, dataset: str, split: str, num_anns: int
             if not text:
                 empty.append(f"sentid {s['sentid']}")
             captions.append(text)
-            keys.append(f"sentid {s['sentid']}")
+            keys.append(str(s["sentid"]))  # the pair's key (Split.keys): the sentid as the JSON writes it
         if dataset == "coco":
             image_ids.append(str(_field(json_path, i, entry, "cocoid", int)))
         else:
@@ -226,7 +226,9 @@ def read_karpathy_split(json_path, root, dataset: str, split: str, num_anns: int
                             f"  {shown}")
     image_of = [n for n in range(len(image_ids)) for _ in range(num_anns)]  # each image's num_anns sentences
     pairs = [(str(n), image_ids[n], paths[n], c, q) for n, c, q in zip(image_of, captions, keys)]
-    return group_pairs(split, pairs, caps_file=json_path)
+    out = group_pairs(split, pairs, caps_file=json_path)
+    out.key_name = KarpathyJson.key_name
+    return out
 
 
 def karpathy_counts(json_path, num_anns: int = 5) -> dict:
@@ -260,6 +262,7 @@ class KarpathyJson(DataSource):
     format = "karpathy"
     definitions = (COCO, F30K)
     key_name = "sentid"  # the sentence id of the caption in the JSON
+    key_meaning = "the caption's sentid in the Karpathy JSON (the image column names its file)"
     expected_images = {"coco": (113_287, 5_000, 5_000), "f30k": (29_000, 1_014, 1_000)}  # Karpathy's val: 1,014
 
     @classmethod

@@ -145,6 +145,7 @@ class ReleaseLayout(DataSource):
     format = "release"
     definitions = (DEMO, COCO, F30K, CC)
     key_name = "line"  # the caption's line in <split>_caps.txt
+    key_meaning = "the caption's line in annotations/scan_split/<split>_caps.txt (the clean captions file)"
     expected_images = {"coco": (113_287, 5_000, 5_000), "f30k": (29_000, 1_000, 1_000),  # f30k: as in common use
                        "cc": (118_851, 1_000, 1_000)}
 

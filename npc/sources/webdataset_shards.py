@@ -240,7 +240,8 @@ class WebdatasetShards(SplitFiles):
     format = "webdataset"
     definitions = (Dataset("webdataset", "image-text pairs in webdataset tar shards (--train_data "
                            "'DIR/{00000..00009}.tar'; docs/shards.md)", num_anns=1),)
-    key_name = "shard key"  # <shard file name>:<sample key>
+    key_name = "sample"  # <shard file name>:<sample key>
+    key_meaning = "the sample as <shard file name>:<sample key> (its __key__ in the shard)"
     label = "webdataset shards"
     file_hint = "'DIR/{00000..00009}.tar' (or a .tar, or a text file listing shards)"
 

@@ -86,7 +86,7 @@ def write_release_layout_from_karpathy(json_path, root, out_root) -> Path:
     MSCOCO's images are copied to ``images/COCO_2014_<cocoid>.jpg`` and the ids are cocoids; Flickr30K's keep
     their names, listed in ``annotations/scan_split/image_name.txt``, and the ids are line numbers (from 0)
     there. Train ids are one line per image, dev and test ids one per caption."""
-    from ..karpathy import _dataset_of, _load, read_karpathy_split
+    from npc.sources.karpathy import _dataset_of, _load, read_karpathy_split
 
     dataset = _dataset_of(json_path, _load(json_path))
     out_root = Path(out_root)
