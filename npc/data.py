@@ -171,9 +171,8 @@ def readable_split(split: Split, skip: bool = False):
         return split, []
     i, why = bad[0]
     if not skip:
-        raise DataError(f"cannot read image {split.image_paths[i]}: {why} ({split.describe_image(i)}); every image of "
-                        f"the evaluation splits is read before training starts: fix or remove it, or pass "
-                        f"--skip_unreadable_images to leave such images out")
+        raise DataError(images.unreadable_message(split.image_paths[i], why, split.describe_image(i))
+                        + f" (every image of the {split.name} split is read before the run starts)")
     if split.num_images - len(bad) < 2:
         raise DataError(f"{split.source_file or split.caps_file}: the {split.name} split has "
                         f"{split.num_images - len(bad)} readable image(s) ({len(bad)} unreadable); retrieval needs at "

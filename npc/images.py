@@ -14,8 +14,15 @@ The rule (docs/own_data.md, "Images"):
   channel is dropped, not composited; palette images take their palette's colours).
 
 open_clip's transform converts with ``convert("RGB")`` alone: it ignores EXIF orientation and clips
-16-bit values above 255 to white. Every unreadable image is a :class:`~npc.csv_format.DataError` naming
-the file, which ``--skip_unreadable_images`` turns into a skip where the run allows one.
+16-bit values above 255 to white.
+
+Unreadable images, one policy in every format and script (:data:`UNREADABLE`, :data:`UNREADABLE_ADVICE`,
+:func:`unreadable_message`): an image is unreadable when PIL cannot open or decode it, whatever its name
+(a non-image file named ``.jpg``, a download cut short, an image over the decompression-bomb limit).
+Without ``--skip_unreadable_images`` an unreadable image stops the run with one message naming it (the
+user's path, or ``shard:member``) and the advice; with it, the pairs of the image are left out: those of
+an evaluation split before training, those of the training split where the memory bank's encoding or a
+batch meets it (counted in the log).
 
 An image is a file path, or a :class:`TarMember`: one member of a tar shard (webdataset shards,
 npc/sources/webdataset_shards.py). Everything that reads, checks or sizes an image takes either
@@ -26,12 +33,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from npc.csv_format import DataError
 
@@ -116,11 +124,34 @@ def image_sha256(ref) -> str:
     return cached_file_sha256(ref)
 
 
+#: What counts as an unreadable image, and what to do about one: every message about one says it.
+UNREADABLE = "a file PIL cannot open or decode, whatever its name"
+UNREADABLE_ADVICE = ("an unreadable image (a file PIL cannot open or decode, whatever its name: damaged, cut short, or "
+                     "not an image) stops the run: replace or remove it, or pass --skip_unreadable_images to leave "
+                     "out its pairs")
+
+
+def unreadable_message(ref, why: str, where: Optional[str] = None) -> str:
+    """The one message about an unreadable image ``ref`` (named as the user names it: the path, or
+    ``shard:member``), why it is unreadable, where it is listed, and :data:`UNREADABLE_ADVICE`."""
+    return f"cannot read image {ref}: {why}{f' ({where})' if where else ''}; {UNREADABLE_ADVICE}"
+
+
+class UnreadableImageError(DataError):
+    """An image PIL cannot open or decode: ``ref`` (a path or a :class:`TarMember`) and ``why``."""
+
+    def __init__(self, ref, why: str, where: Optional[str] = None):
+        super().__init__(unreadable_message(ref, why, where))
+        self.ref, self.why = ref, why
+
+
 def _reason(e: BaseException) -> str:
     if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return (f"{str(e).split(', could be')[0]} (PIL's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS: "
                 f"make the image smaller)")
-    return str(e) or type(e).__name__
+    if isinstance(e, UnidentifiedImageError):  # PIL names the file it was given: a path, or bytes in memory
+        return "not an image file PIL can open (its content is no image format PIL knows)"
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the image", str(e)) or type(e).__name__
 
 
 def _open(path) -> Image.Image:
@@ -148,7 +179,7 @@ def open_rgb(path) -> Image.Image:
             out.load()
             return out
     except DECODE_ERRORS as e:
-        raise DataError(f"cannot read image {path}: {_reason(e)}") from None
+        raise UnreadableImageError(path, _reason(e)) from None
 
 
 def load_image(path, preprocess):

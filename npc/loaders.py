@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from npc.errors import DataError
 from npc.data import Split
-from npc.images import load_image  # the one decoding rule (npc/images.py); its error names the file
+from npc.images import UnreadableImageError, load_image, unreadable_message  # the one decoding rule and policy
 from npc.errors import ConfigError
 
 
@@ -33,10 +33,10 @@ class ImageDataset(Dataset):
     def __getitem__(self, i):
         try:
             return load_image(self.paths[i], self.preprocess)
-        except DataError as e:
+        except UnreadableImageError as e:
             if self.split is None:
                 raise
-            raise DataError(f"{e} ({self.split.describe_image(i)})") from None
+            raise DataError(unreadable_message(e.ref, e.why, self.split.describe_image(i))) from None
 
 
 @dataclass
@@ -76,8 +76,8 @@ class PairBatches(Dataset):
         for i in image_indices:
             try:
                 images.append(load_image(self.split.image_paths[i], self.preprocess))
-            except DataError as e:
-                raise _UnreadableImage(f"{e} ({self.split.describe_image(i)})", int(i)) from None
+            except UnreadableImageError as e:  # the one message (npc/images.py), with where the image is listed
+                raise _UnreadableImage(unreadable_message(e.ref, e.why, self.split.describe_image(i)), int(i)) from None
         return torch.stack(images)
 
     def caption_groups(self, sample: np.ndarray) -> Dict[str, np.ndarray]:
@@ -97,7 +97,7 @@ class PairBatches(Dataset):
                 break
             except _UnreadableImage as e:
                 if not self.skip_unreadable:
-                    raise DataError(f"{e} (--skip_unreadable_images leaves such pairs out)") from None
+                    raise DataError(str(e)) from None
                 skipped.append(e.image_index)  # drop every pair that needs it, as itself or as a bank entry
                 uses = self.split.caption_image[np.stack(list(self.caption_groups(sample).values()))]
                 sample = sample[~np.isin(uses, skipped).any(axis=0)]

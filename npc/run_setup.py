@@ -307,7 +307,7 @@ def data_checks(data: DataConfig, model: ModelConfig, evaluating: bool) -> List[
     for name, split in splits.items():
         shared = D.shared_images(train, split)
         if shared:
-            key = split.keys[int(np.searchsorted(split.caption_image, shared[0]))]
+            key = split.key_label(int(np.searchsorted(split.caption_image, shared[0])))
             notes.append(f"warning: {len(shared)} of the {split.num_images} images of {source.where(name)} "
                          f"{split.source_file} are also training images (same file or same bytes), e.g. {key}: its "
                          f"scores measure memory of the training pairs, not retrieval of new ones")

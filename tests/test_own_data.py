@@ -30,7 +30,8 @@ def test_read_csv_groups_rows_of_an_image(tmp_path):
     ("filepath,title\nimages/a.png,a cat\n", r"line 1: no column 'filepath'.*'filepath,title'.*tab"),
     ("filepath\ttitle\nimages/a.png\ta cat\nimages/b.png\t \n", r"train.csv, line 3: empty caption"),
     ("filepath\ttitle\nimages/a.png\ta cat\nimages/zz.png\ta dog\n", r"train.csv, line 3: image not found: .*zz.png"),
-    ("filepath\ttitle\nimages/a.png\ta cat\nimages/bad.png\ta dog\n", r"train.csv, line 3: cannot read image .*bad.png"),
+    ("filepath\ttitle\nimages/a.png\ta cat\nimages/bad.png\ta dog\n",
+     r"cannot read image .*bad.png: not an image file PIL can open .*train.csv, line 3\).*--skip_unreadable_images"),
     ("filepath\ttitle\nimages/a.png\ta cat\nimages/a.png\ta dog\n", r"train.csv: the train split has 1 image"),
 ])
 def test_bad_csv_input_is_one_line_naming_file_and_line(tmp_path, content, expected):

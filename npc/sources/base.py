@@ -204,7 +204,7 @@ class DataSource:
     def listed_at(self, split: Split, image_index: int) -> str:
         """Where the image ``image_index`` of ``split`` is listed (for a missing or unreadable image)."""
         first = int(np.searchsorted(split.caption_image, image_index))
-        return f"{split.source_file or split.caps_file}, {split.keys[first]}"
+        return f"{split.source_file or split.caps_file}, {split.key_label(first)}"
 
     def missing_images_advice(self) -> str:
         """What to do about missing images, for this format."""

@@ -177,15 +177,19 @@ def read_csv_split(path, split: str, *, img_key: str = "filepath", caption_key: 
     return out
 
 
-def check_csv_images(split: Split) -> None:
-    """Every image of a CSV split is a file PIL knows the format of; else an error naming the file and line."""
+def check_csv_images(split: Split, skip_unreadable: bool = False) -> None:
+    """Every image of a CSV split is a file, and one PIL knows the format of; else an error naming the file and
+    line. ``skip_unreadable`` (--skip_unreadable_images): a file PIL cannot open is no error here, the run leaves
+    out its pairs where it meets it (npc/images.py's policy)."""
     for i, image_path in enumerate(split.image_paths):
         line = int(split.source_lines[int(split.caption_image.searchsorted(i))])
         if not image_path.is_file():
             raise DataError(f"{split.source_file}, line {line}: image not found: {image_path}")
+        if skip_unreadable:
+            continue
         why = images.header_problem(image_path)  # reads the header only: the format is one PIL knows
         if why is not None:
-            raise DataError(f"{split.source_file}, line {line}: cannot read image {image_path}: {why}")
+            raise DataError(images.unreadable_message(image_path, why, f"{split.source_file}, line {line}"))
 
 
 # ----------------------------------------------------------------------------- the source
@@ -242,7 +246,7 @@ class CsvFiles(SplitFiles):
         return read_csv_split(self.file(split), split, **self.options(), check_images=False)
 
     def check_image_files(self, split: Split, show: int = 5) -> None:
-        check_csv_images(split)
+        check_csv_images(split, skip_unreadable=self.data.skip_unreadable_images)
 
     def train_caps_path(self) -> Path:
         # the files of other reading options (another caption column) are others: derived_prefix
