@@ -1,5 +1,8 @@
 """A dataset check before a long run (check_data.py): the format found, images and captions per split
-against the full dataset's counts, and every missing or unreadable image with where it is listed.
+against the full dataset's counts, and every problem of every split in one run, grouped by split: the
+entries that cannot be read (a JSON entry without its sentences, a shard that is not a tar, ...; each
+format lists every bad entry where it can read past one), missing images and unreadable ones, each with
+its place in the user's file, and what to do about each kind.
 
 Every format a data source reads (npc/sources; docs/data.md): the source says where each image is
 listed, what to do about a missing one and how many images the full dataset has. By default an image is
@@ -18,8 +21,8 @@ SPLITS = ("train", "dev", "test")
 
 def image_problem(path, decode: bool = False) -> Optional[str]:
     """Why an image file fails the check, or None: missing, or PIL cannot read its header (or, with
-    ``decode``, its whole image)."""
-    from npc.images import image_exists, image_file
+    ``decode``, its whole image): the policy of npc/images.py, whatever the file's name."""
+    from npc.images import header_problem, image_exists
 
     if not image_exists(path):  # a file, or a member of a tar shard
         return "missing"
@@ -27,37 +30,38 @@ def image_problem(path, decode: bool = False) -> Optional[str]:
         from npc.data import decode_error
 
         why = decode_error(path)
-        return None if why is None else f"unreadable: {why}"
-    from PIL import Image, UnidentifiedImageError
+    else:
+        why = header_problem(path)
+    return None if why is None else f"unreadable: {why}"
 
-    try:
-        with Image.open(image_file(path)) as img:
-            img.size
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        return f"unreadable: {e or type(e).__name__}"
-    return None
+
+KINDS = ("entry", "missing", "unreadable")  # the kinds of problems, in the order they are listed
 
 
 def _advice(source, kind: str) -> str:
+    from npc.images import UNREADABLE_ADVICE
+
     if kind == "unreadable":
-        return ("unreadable images: the file is damaged (often a download cut short) or not an image: copy or "
-                "download it again. A run stops at an unreadable dev/test image; --skip_unreadable_images leaves "
-                "such images out with their captions, and an unreadable training image stops training")
-    if kind == "error":
-        return "a split that cannot be read: fix the file its error names (docs/data.md shows each format's files)"
+        return f"unreadable images: {UNREADABLE_ADVICE} (copy or download it again)"
+    if kind == "entry":
+        return ("entries that cannot be read: fix each at the place its line names (docs/data.md shows each "
+                "format's files); a split is checked for images only as far as its entries read")
     return source.missing_images_advice()
 
 
-def check_dataset(data, *, decode: bool = False, progress: bool = False, show: int = 5) -> dict:
+def check_dataset(data, *, decode: bool = False, progress: bool = False, show: int = 10) -> dict:
     """Check the splits and images of the data a :class:`npc.config.DataConfig` names; returns the report::
 
         {"dataset", "root", "format", "source", "decode", "ok",
          "splits": {split: {"images", "captions", "expected_images", "missing", "unreadable", "error", "source"}},
-         "problems": [{"split", "kind" ("missing" | "unreadable"), "path", "why", "where"}]   (the first ``show``),
+         "problems": [{"split", "kind" ("entry" | "missing" | "unreadable"), "path", "why", "where"}]
+                     (every entry problem; the first ``show`` images of each kind per split),
          "num_problems", "advice": [one line per kind of problem found]}
 
-    A split that cannot be read has its one-line error in ``error``. Counts that differ from the full
-    dataset's are information, not problems."""
+    Every split is checked, whatever another split's problems: a split whose entries cannot all be read has
+    each bad entry as a problem (``why``: its one line, naming the file and the entry) and its images checked
+    as far as its entries read; ``error`` says how many of its entries failed. Counts that differ from the
+    full dataset's are information, not problems."""
     from npc.cli import one_line
     from npc.sources import source_for
 
@@ -73,15 +77,22 @@ def check_dataset(data, *, decode: bool = False, progress: bool = False, show: i
     kinds = set()
     for n, split in enumerate(SPLITS):
         row = {"images": None, "captions": None, "expected_images": expected[n] if expected else None,
-               "missing": 0, "unreadable": 0, "error": None, "source": given.get(split)}
+               "entry": 0, "missing": 0, "unreadable": 0, "error": None, "source": given.get(split)}
         report["splits"][split] = row
         if split not in splits:
             continue
         try:
-            s = source.read_split(split, check_images=False)
+            s, bad = source.split_problems(split)
         except (DataError, OSError, ValueError) as e:
-            row["error"] = one_line(e)
-            kinds.add("error")
+            s, bad = None, [one_line(e)]
+        for why in bad:
+            row["entry"] += 1
+            report["num_problems"] += 1
+            report["problems"].append({"split": split, "kind": "entry", "path": None, "why": why, "where": why})
+        if bad:
+            kinds.add("entry")
+            row["error"] = bad[0] if len(bad) == 1 else f"{len(bad)} entries that cannot be read (listed below)"
+        if s is None:
             continue
         row["images"], row["captions"] = s.num_images, len(s)
         paths = s.image_paths
@@ -98,10 +109,10 @@ def check_dataset(data, *, decode: bool = False, progress: bool = False, show: i
             row[kind] += 1
             kinds.add(kind)
             report["num_problems"] += 1
-            if len(report["problems"]) < show:
+            if row[kind] <= show:
                 report["problems"].append({"split": split, "kind": kind, "path": str(path), "why": why,
                                            "where": source.listed_at(s, i)})
-    report["advice"] = [_advice(source, k) for k in ("missing", "unreadable", "error") if k in kinds]
+    report["advice"] = [_advice(source, k) for k in KINDS if k in kinds]
     report["ok"] = not kinds
     return report
 
@@ -120,7 +131,7 @@ def report_lines(report: dict) -> List[str]:
            "", f"{'split':<6} {'images':>9} {'expected':>9} {'captions':>9} {'missing':>8} {'unreadable':>10}"]
     differ = []
     for split, r in report["splits"].items():
-        if r["error"]:
+        if r["error"] and r["images"] is None:
             out.append(f"{split:<6} error: {r['error']}")
             continue
         if r["images"] is None:
@@ -135,15 +146,27 @@ def report_lines(report: dict) -> List[str]:
                    f"split version); runs work, but their numbers are not comparable with published ones")
     out.append("")
     if report["num_problems"]:
-        missing = sum(r["missing"] for r in report["splits"].values())
-        unreadable = sum(r["unreadable"] for r in report["splits"].values())
+        total = {k: sum(r[k] for r in report["splits"].values()) for k in KINDS}
         shown = len(report["problems"])
-        first = f"; the first {shown}" if report["num_problems"] > shown else ""
-        out.append(f"problems: {missing:,} missing, {unreadable:,} unreadable image(s){first}:")
-        for p in report["problems"]:
-            why = "" if p["kind"] == "missing" else f" ({p['why'].split(': ', 1)[-1]})"
-            out.append(f"  {p['kind']}: {p['path']}{why}")
-            out.append(f"    {p['split']} split, listed at {p['where']}")
+        first = f" ({shown:,} listed)" if report["num_problems"] > shown else ""
+        entries = f", {total['entry']:,} entr{'y' if total['entry'] == 1 else 'ies'} that cannot be read" \
+            if total["entry"] else ""
+        out.append(f"problems: {total['missing']:,} missing, {total['unreadable']:,} unreadable image(s){entries}"
+                   f"{first}, by split:")
+        for split, r in report["splits"].items():
+            mine = [p for p in report["problems"] if p["split"] == split]
+            if not mine:
+                continue
+            counts = ", ".join(f"{r[k]:,} {k if k != 'entry' else 'bad entr' + ('y' if r[k] == 1 else 'ies')}"
+                               for k in KINDS if r[k])
+            out.append(f"  {split} split ({counts}):")
+            for p in mine:
+                if p["kind"] == "entry":
+                    out.append(f"    entry: {p['why']}")
+                    continue
+                why = "" if p["kind"] == "missing" else f" ({p['why'].split(': ', 1)[-1]})"
+                out.append(f"    {p['kind']}: {p['path']}{why}")
+                out.append(f"      listed at {p['where']}")
     if report["advice"]:
         out.append("what to do:")
         out += [f"  {a}" for a in report["advice"]]

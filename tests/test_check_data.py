@@ -118,7 +118,7 @@ def test_release_layout_problems_name_their_lines(tmp_path, capsys, ds):
         assert f"{ann / 'image_name.txt'}, line {int(train_ids[2]) + 1}" in out
         assert ["train", "4", "29,000", "20", "1", "0"] in [line.split() for line in out.splitlines()]
     assert f"dev    error: annotation file not found: {ann / 'dev_caps.txt'}" in out
-    assert "a split that cannot be read" in out
+    assert "entries that cannot be read: fix each at the place its line names" in out
 
 
 def test_csv_files(tmp_path, capsys):
@@ -155,5 +155,60 @@ def test_a_wrong_json_is_a_split_error(coco, capsys):
     shutil.rmtree(root / "train2014")
     code, out, _ = _run(capsys, "--dataset", "coco", "--dataset_root", str(root))
     assert code == 1
-    assert f"test   error: {json_path}, images[{data['images'].index(e)}] (imgid {e['imgid']}" in out
+    # the bad entry is listed, and the test split's other images are still checked
+    assert f"    entry: {json_path}, images[{data['images'].index(e)}] (imgid {e['imgid']}" in out
+    assert ["test", str(SIZES["test"] - 1), "5,000", str(5 * (SIZES["test"] - 1)), "0", "0"] in \
+        [line.split() for line in out.splitlines()]
     assert f"problems: {SIZES['train']} missing" in out
+
+
+def test_five_different_problems_are_all_named_in_one_run(tmp_path, capsys):
+    """A JSON entry without sentences no longer hides the same split's other problems: all five in one run,
+    grouped by split, each with its place and the remedy of its kind; exit 1."""
+    root = tmp_path / "f30k"
+    json_path = write_karpathy_dataset(root, "f30k", {"train": 8, "val": 3, "test": 3}, seed=7)
+    data = json.loads(json_path.read_text())
+    train = [e for e in data["images"] if e["split"] == "train"]
+    test = [e for e in data["images"] if e["split"] == "test"]
+    del train[0]["sentences"]                                         # 1. an entry without its sentences
+    del train[1]["sentences"][2]["sentid"]                            # 2. a sentence without its sentid
+    json_path.write_text(json.dumps(data))
+    (root / "flickr30k-images" / train[2]["filename"]).unlink()       # 3. a missing training image
+    bad = root / "flickr30k-images" / train[3]["filename"]
+    bad.write_bytes(b"<html>404 not found</html>")                    # 4. a non-image file named .jpg
+    (root / "flickr30k-images" / test[0]["filename"]).unlink()        # 5. a missing image of another split
+    code, out, _ = _run(capsys, "--dataset", "f30k", "--dataset_root", str(root))
+    assert code == 1
+    idx = {id(e): i for i, e in enumerate(data["images"])}
+    assert f"entry: {json_path}, images[{idx[id(train[0])]}]" in out and "'sentences'" in out
+    assert f"entry: {json_path}, images[{idx[id(train[1])]}]" in out and "sentid" in out
+    assert f"missing: {root / 'flickr30k-images' / train[2]['filename']}" in out
+    assert f"unreadable: {bad} (not an image file PIL can open" in out
+    assert f"missing: {root / 'flickr30k-images' / test[0]['filename']}" in out
+    assert "problems: 2 missing, 1 unreadable image(s), 2 entries that cannot be read, by split:" in out
+    assert out.index("  train split (2 bad entries, 1 missing, 1 unreadable):") < out.index("  test split (1 missing):")
+    for advice in ("entries that cannot be read: fix each", "missing images", "--skip_unreadable_images"):
+        assert advice in out
+
+
+def test_shards_a_bad_shard_does_not_hide_another(tmp_path, capsys):
+    """A shard with a caption and no image and a second shard that is not a tar: both named in one run."""
+    import tarfile
+
+    from npc.synthetic.shards import random_jpeg_samples, write_shard
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    samples = random_jpeg_samples(9, seed=1, size=16)
+    write_shard(folder / "00000.tar", samples[:3], 0)
+    with tarfile.open(folder / "00001.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+        info = tarfile.TarInfo("000010000.txt")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"cat"))
+    (folder / "00002.tar").write_bytes(b"not a tar at all" * 40)
+    write_shard(folder / "00003.tar", samples[3:6], 3)
+    code, out, _ = _run(capsys, "--dataset", "webdataset", "--train_data", str(folder / "{00000..00003}.tar"))
+    assert code == 1
+    assert f"entry: {folder / '00001.tar'}: sample 000010000 has a caption" in out
+    assert f"entry: {folder / '00002.tar'}: not an uncompressed tar file" in out
+    assert ["train", "6", "-", "6", "0", "0"] in [line.split() for line in out.splitlines()]  # the good shards

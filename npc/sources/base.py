@@ -158,6 +158,15 @@ class DataSource:
             self.check_image_files(out)
         return out
 
+    def split_problems(self, split: str) -> Tuple[Optional[Split], List[str]]:
+        """For check_data.py: split ``split`` as far as it reads, and every structural problem of its entries, one
+        line each naming its place in the user's file. A format that can read past a bad entry (Karpathy's JSON,
+        shards) overrides it to list them all; by default the first problem stops the split."""
+        try:
+            return self.read_split(split), []
+        except (DataError, OSError, ValueError) as e:
+            return None, [_one_line(e)]
+
     def check_image_files(self, split: Split, show: int = 5) -> None:
         """Every image file of ``split`` exists; else one error naming the first ``show`` and where each is listed."""
         missing = [i for i, p in enumerate(split.image_paths) if isinstance(p, (str, Path)) and not os.path.isfile(p)]
@@ -285,6 +294,32 @@ def group_pairs(name: str, pairs: Iterable[Tuple[str, str, object, str, object]]
     return Split(name, captions, ids, paths, caption_image, max(len(g) for g in groups), Path(caps_file),
                  np.asarray(keys, dtype=np.int64) if lines else None, None if source_file is None else Path(source_file),
                  None if lines else [str(q) for q in keys])
+
+
+def _one_line(e: BaseException) -> str:
+    from npc.cli import one_line
+
+    return one_line(e)
+
+
+def split_of_good_parts(parts: list, check: Callable[[object], object], read: Callable[[list], Split]
+                        ) -> Tuple[Optional[Split], List[str]]:
+    """:meth:`DataSource.split_problems` of a format read in parts (Karpathy's entries, shards): each part read on
+    its own (``check(part)``: its problem, if any), then the split of the parts that read (``read(parts)``)."""
+    good, problems = [], []
+    for part in parts:
+        try:
+            check(part)
+            good.append(part)
+        except (DataError, OSError, ValueError) as e:
+            problems.append(_one_line(e))
+    try:
+        out = read(good) if good else None
+        if out is not None:
+            check_unique_keys(out)
+    except (DataError, OSError, ValueError) as e:
+        return None, problems + [_one_line(e)]
+    return out, problems
 
 
 def check_unique_keys(split: Split) -> None:

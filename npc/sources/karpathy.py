@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from npc.data import Split
 from npc.errors import DataError, MissingFileError
 from npc.sources import register
-from npc.sources.base import DataSource, group_pairs
+from npc.sources.base import DataSource, group_pairs, split_of_good_parts
 from npc.sources.release import COCO, F30K
 
 log = logging.getLogger("npc")
@@ -166,7 +166,7 @@ def f30k_image_dir(root) -> Path:
 
 
 def read_karpathy_split(json_path, root, dataset: str, split: str, num_anns: int = 5,
-                        check_images: bool = True) -> Split:
+                        check_images: bool = True, entries=None) -> Split:
     """Split ``split`` (train, dev or test) of MSCOCO (``dataset`` "coco") or Flickr30K ("f30k") from
     Karpathy's split file ``json_path``, its images under ``root``.
 
@@ -180,7 +180,7 @@ def read_karpathy_split(json_path, root, dataset: str, split: str, num_anns: int
     json_path, root = Path(json_path), Path(root)
     if num_anns < 1:
         raise DataError(f"num_anns must be >= 1, got {num_anns}")
-    entries = split_entries(json_path, dataset, split)
+    entries = split_entries(json_path, dataset, split) if entries is None else list(entries)  # check_data: a part
     f30k_dir = f30k_image_dir(root)
     captions: List[str] = []
     keys: List[str] = []
@@ -292,6 +292,24 @@ class KarpathyJson(DataSource):
     def parse_split(self, split: str) -> Split:
         return read_karpathy_split(self.json_path(), self.data.dataset_root, self.data.dataset, split,
                                    num_anns=self.data.num_anns or 5, check_images=False)
+
+    def split_problems(self, split: str):
+        """Every entry of the split that cannot be read, each on its own (check_data.py)."""
+        first = super().split_problems(split)
+        if not first[1]:
+            return first
+        json_path, d = self.json_path(), self.data
+        try:
+            entries = split_entries(json_path, d.dataset, split)
+        except DataError:
+            return first  # the file itself (not JSON, an unknown split value): its one problem
+
+        def read(part):
+            return read_karpathy_split(json_path, d.dataset_root, d.dataset, split, num_anns=d.num_anns or 5,
+                                       check_images=False, entries=part)
+
+        # one entry is read as two images (a split needs 2): its problem, named by its entry
+        return split_of_good_parts(entries, lambda entry: read([entry, entry]), read)
 
     def train_caps_path(self) -> Path:
         return self.derived_dir() / "train_caps.txt"

@@ -36,7 +36,7 @@ from npc.images import TarMember
 from npc.io import atomic_write_text
 from npc.noise import TRAIN_CAPS
 from npc.sources import register
-from npc.sources.base import Dataset, SplitFiles, group_pairs
+from npc.sources.base import Dataset, SplitFiles, group_pairs, split_of_good_parts
 
 log = logging.getLogger("npc")
 
@@ -278,6 +278,21 @@ class WebdatasetShards(SplitFiles):
 
     def check_image_files(self, split: Split, show: int = 5) -> None:
         pass  # members of indexed shards
+
+    def split_problems(self, split: str):
+        """Every shard of the split that cannot be read, each on its own (check_data.py)."""
+        first = super().split_problems(split)
+        if not first[1]:
+            return first
+        try:
+            shards = shard_paths(self.spec(split), self.where(split))
+        except DataError:
+            return first
+        out, problems = split_of_good_parts(shards, shard_index, lambda good: read_shards(
+            "::".join(str(p) for p in good), split, self.where(split)))
+        if out is not None:
+            out.key_name = self.key_name
+        return out, problems
 
     def train_caps_path(self) -> Path:
         return derived_path(self.spec("train"), TRAIN_CAPS)
