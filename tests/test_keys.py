@@ -203,3 +203,21 @@ def test_a_non_image_jpg_is_skipped_with_the_flag_and_stops_with_the_advice_with
     assert res["results"]
     log = (logs / "b" / "log.txt").read_text()
     assert "unreadable training image" in log and str(named) in log
+
+
+def test_two_karpathy_images_with_the_same_sentids_are_an_error_naming_both(tmp_path):
+    from npc.errors import DataError
+    from npc.sources.base import forget_parsed
+
+    root = tmp_path / "f30k"
+    json_path = write_karpathy_dataset(root, "f30k", {"train": 4, "val": 2, "test": 2}, seed=1)
+    data = json.loads(json_path.read_text())
+    a, b = [e for e in data["images"] if e["split"] == "train"][:2]
+    for s, t in zip(a["sentences"], b["sentences"]):
+        t["sentid"] = s["sentid"]
+    json_path.write_text(json.dumps(data))
+    forget_parsed()
+    with pytest.raises(DataError) as e:
+        source_for(DataConfig(dataset="f30k", dataset_root=str(root))).read_split("train")
+    msg = str(e.value)
+    assert f"sentid {a['sentences'][0]['sentid']} twice" in msg and a["filename"] in msg and b["filename"] in msg
