@@ -110,6 +110,17 @@ def check_initial_model(r: Run, model, dev, preprocess, tokenizer) -> None:
                         batch_size=cfg.evaluation.eval_batch_size, num_workers=cfg.data.num_workers,
                         what="the dev split's pairs")
     (log.info if check["can_see"] else log.warning)(f"the initial model: {check['message']}")
+    r.state.self_check = {"of": "the initial model on the dev split", **check}
+
+
+def bank_self_check(cfg) -> Optional[Dict]:
+    """The self-check the memory bank's info file records (the bank's model on the training pairs), or None."""
+    try:
+        info = mb.bank_paths(mb.bank_dir_for(cfg.data, cfg.model), cfg.data.noise_ratio, cfg.data.noise_mode)[2]
+        return {"of": "the memory bank's model on the training pairs",
+                **json.loads(info.read_text(encoding="utf-8"))["self_check"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask) -> Trainer:
@@ -126,6 +137,7 @@ def build_trainer(r: Run, model, preprocess, tokenizer, train_split, noise_mask)
     if "bank" in needs:  # every rank encodes its share when the bank is built
         bank = mb.ensure_bank(bank_inputs(cfg), model, train_split, noise_mask, preprocess, tokenizer, r.device, r.autocast,
                               r.progress, info=info)
+        r.state.self_check = bank_self_check(cfg)
     if "p_clean" in needs:  # the CLIP baselines on the bank's GMM: p(clean) from the same build
         p_clean = mb.load_pclean(mb.bank_dir_for(cfg.data, cfg.model), cfg.data.noise_ratio, len(train_split),
                                  cfg.data.noise_mode)
@@ -344,7 +356,8 @@ def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> 
         log.info(f"evaluating the best checkpoint (epoch {best['epoch']}, dev rsum {best['rsum']:.1f})")
     rows = r.eval_tables(t.model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
     return _report(rows, r.run_dir, cfg, r.info, title=f"{cfg.model.name} after {cfg.optim.epochs} epochs (best dev epoch "
-                                                         f"{best['epoch']})", extra={"best_dev": best},
+                                                         f"{best['epoch']})",
+                   extra={"best_dev": best, "self_check": r.state.self_check},  # the verdict: null where none ran
                    splits=test_splits)
 
 

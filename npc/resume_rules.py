@@ -121,6 +121,10 @@ def open_eval_checkpoint(cfg, note: Callable[[str], None], info=None):
         refuse_csv_files_without_csv(cfg.data, "this evaluation")
     if path is not None:
         changes["resume"] = str(path)
+        run_dir = Path(path).parent.parent  # <logs>/<run>/checkpoints/best.pt: the evaluation goes beside its run
+        if ("logs" not in cfg.explicit and Path(path).parent.name == "checkpoints"
+                and (run_dir / "params.txt").is_file()):
+            changes["logs"] = str(run_dir.parent)
     trained_here = Path(cfg.run.logs) / str(cfg.run.experiments) / "params.txt"
     if cfg.run.experiments and (run_of_latest is not None or trained_here.exists()):
         name = f"{cfg.run.experiments}_eval_{time.strftime('%Y_%m_%d-%H_%M_%S')}"  # not the training run's folder

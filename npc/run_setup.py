@@ -66,6 +66,7 @@ class RunState:
     """What changes while a run goes (its configuration does not)."""
 
     started: bool = False   # training has begun: from here on a failure keeps the run's folder (logs, checkpoints)
+    self_check: Optional[Dict] = None  # the self-check's verdict (npc/self_check.py), for results.json
 
 
 @dataclass

@@ -123,6 +123,8 @@ def test_every_per_pair_file_joins_to_the_users_rows_by_key_alone(datasets, fmt,
     find_noisy_pairs.main([*noisy, "--out", str(out), "--top", "5", "--candidates", "3", "--batch_size", "8"])
     main_NPC.main([*noisy, "--logs_dir", str(logs), "--experiments", "k", "--epochs", "1", "--batch_size", "8",
                    "--eval_batch_size", "32"])
+    verdict = json.loads((logs / "k" / "results.json").read_text())["self_check"]  # the self-check's verdict
+    assert isinstance(verdict["can_see"], bool) and verdict["message"] and "memory bank" in verdict["of"]
     split, mask = source_for(_data_config(flags)).load_train(log=lambda *_: None)
     assert len(set(split.keys)) == len(split) == len(user)
     pair_of = {k: j for j, k in enumerate(split.keys)}  # what the arrays' order is: checked against, not joined by
@@ -221,3 +223,20 @@ def test_two_karpathy_images_with_the_same_sentids_are_an_error_naming_both(tmp_
         source_for(DataConfig(dataset="f30k", dataset_root=str(root))).read_split("train")
     msg = str(e.value)
     assert f"sentid {a['sentences'][0]['sentid']} twice" in msg and a["filename"] in msg and b["filename"] in msg
+
+
+def test_eval_writes_beside_the_evaluated_run_not_under_the_working_folder(datasets, tmp_path, monkeypatch):
+    import main_CLIP
+
+    flags, _ = datasets["csv"]
+    logs = tmp_path / "mylogs"
+    main_CLIP.main([*flags, *TINY, "--logs_dir", str(logs), "--experiments", "t", "--epochs", "1", "--batch_size", "8",
+                    "--method", "clip", "--noise_ratio", "0"])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    res = main_CLIP.main(["--eval", "--resume", str(logs / "t" / "checkpoints" / "best.pt"), "--num_workers", "0",
+                          "--no_progress"])
+    assert res["results"]
+    [evaluation] = [p.name for p in logs.iterdir() if (p / "eval_results.json").is_file()]  # under the run's logs
+    assert evaluation.startswith("eval_csv")
+    assert not (tmp_path / "elsewhere" / "logs").exists()
