@@ -116,11 +116,25 @@ def add_flag(group, flag: Flag, script: str, listed: bool, given_only: bool) -> 
         group.add_argument(*aliases, **{**kwargs, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS})
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose "unrecognized arguments" says why when they are values, not flags: the shell
+    expanded an unquoted pattern (``DIR/{00000..00009}.tar``, ``*.tar``) into several files."""
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments:"):
+            extra = message.split(":", 1)[1].split()
+            if extra and not any(a.startswith("-") for a in extra):
+                message += (" (values where a flag was expected: the shell expanded an unquoted pattern into several "
+                            "files, a brace pattern such as DIR/{00000..00009}.tar or a wildcard: quote it, e.g. "
+                            "--train_data 'DIR/{00000..00009}.tar')")
+        super().error(message)
+
+
 def build_parser(script: str, given_only: bool = False) -> argparse.ArgumentParser:
     """The parser of ``script``: ``"npc"``, ``"clip"``, ``"bank"`` (get_memorybank.py), ``"report"``
     (find_noisy_pairs.py) or ``"check"`` (check_data.py), from the declarations: the flags it accepts, its
     --help listing those it uses. ``given_only``: no defaults, so that parsing yields the flags given only."""
-    p = argparse.ArgumentParser(description=TITLES[script], formatter_class=_HelpFormatter, allow_abbrev=False)
+    p = _Parser(description=TITLES[script], formatter_class=_HelpFormatter, allow_abbrev=False)
     uses = used_by(script)
     for title in GROUPS:
         flags = [f for f in FLAGS if f.group == title and script in f.accepted]

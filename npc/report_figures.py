@@ -12,6 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     from npc.report_data import ReportData
 
+CHAR_PX = 6.0  # the most a character of the figures' small text (class "s", 10 px) takes, in viewBox pixels
 COLORS = {"all": "#7f8c9a", "clean": "#2c7fb8", "noisy": "#d95f0e", "curve_clean": "#1b5e20",
           "curve_noisy": "#b71c1c", "mix": "#333333"}
 
@@ -57,11 +58,21 @@ def svg_histogram(title: str, series: Sequence[Tuple[str, np.ndarray, str]], *, 
     for label, xs, ys, color in curves:
         pts = " ".join(f"{X(a):.1f},{Y(b):.1f}" for a, b in zip(xs, ys))
         parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.6"/>')
+    items = [(label, color, "rect") for label, _, color in series] + [(label, color, "line")
+                                                                     for label, _, _, color in curves]
+    lx = {"right": ml + pw - 118, "center": ml + pw / 2 - 50, "left": ml + 8}[legend]
     if vline is not None and lo <= vline[0] <= hi:
         xv = X(vline[0])
-        side = 'x="{:.1f}" text-anchor="end"'.format(xv - 3) if xv > ml + 0.6 * pw else f'x="{xv + 3:.1f}"'
+        right = xv > ml + 0.6 * pw
+        side = 'x="{:.1f}" text-anchor="end"'.format(xv - 3) if right else f'x="{xv + 3:.1f}"'
+        # the label below the legend where the two would share pixels (text of class "s": under 6 px a character)
+        w = CHAR_PX * len(vline[1])
+        span = (xv - 3 - w, xv - 3) if right else (xv + 3, xv + 3 + w)
+        legend_span = (lx, lx + 14 + CHAR_PX * max((len(t) for t, _, _ in items), default=0))
+        below = items and span[0] < legend_span[1] and legend_span[0] < span[1]
+        ty = mt + 4 + 13 * len(items) + 10 if below else mt + 10
         parts.append(f'<line x1="{xv:.1f}" y1="{mt}" x2="{xv:.1f}" y2="{mt + ph}" stroke="#555" '
-                     f'stroke-dasharray="4,3"/><text {side} y="{mt + 10}" class="s">{e(vline[1])}</text>')
+                     f'stroke-dasharray="4,3"/><text {side} y="{ty}" class="s vl">{e(vline[1])}</text>')
     parts.append(f'<line x1="{ml}" y1="{mt + ph}" x2="{ml + pw}" y2="{mt + ph}" stroke="#333"/>'
                  f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{mt + ph}" stroke="#333"/>')
     for v in np.linspace(lo, hi, 5):
@@ -69,9 +80,6 @@ def svg_histogram(title: str, series: Sequence[Tuple[str, np.ndarray, str]], *, 
     for c in ((0, round(math.sqrt(top)), top) if ylog else (0, round(top / 2), top)):
         parts.append(f'<text x="{ml - 4}" y="{Y(c) + 4:.1f}" text-anchor="end" class="s">{c:.0f}</text>')
     parts.append(f'<text x="{ml + pw / 2:.0f}" y="{height - 4}" text-anchor="middle" class="s">{e(xlabel)}</text>')
-    items = [(label, color, "rect") for label, _, color in series] + [(label, color, "line")
-                                                                     for label, _, _, color in curves]
-    lx = {"right": ml + pw - 118, "center": ml + pw / 2 - 50, "left": ml + 8}[legend]
     for k, (label, color, shape) in enumerate(items):
         y = mt + 4 + 13 * k
         mark = (f'<rect x="{lx:.0f}" y="{y}" width="10" height="9" fill="{color}" fill-opacity="0.55"/>'

@@ -240,3 +240,41 @@ def test_eval_writes_beside_the_evaluated_run_not_under_the_working_folder(datas
     [evaluation] = [p.name for p in logs.iterdir() if (p / "eval_results.json").is_file()]  # under the run's logs
     assert evaluation.startswith("eval_csv")
     assert not (tmp_path / "elsewhere" / "logs").exists()
+
+
+@pytest.mark.parametrize("at, below", [(0.9, True), (0.75, True), (0.1, False)])
+def test_the_pclean_line_label_does_not_overlap_the_legend(at, below):
+    """The loss histogram's "p(clean) > 0.9 left of here" label: under the legend where they would share pixels."""
+    import re
+
+    from npc.report_figures import CHAR_PX, svg_histogram
+
+    rng = np.random.default_rng(0)
+    x = rng.random(200)
+    grid = np.linspace(0, 1, 50)
+    svg = svg_histogram("t", [("clean (truth)", x[:150], "#111"), ("noisy (truth)", x[150:], "#222")], bins=20,
+                        value_range=(0.0, 1.0), vline=(at, "p(clean) > 0.9 left of here"),
+                        curves=[("clean component", grid, grid, "#333"), ("noisy component", grid, grid, "#444")])
+    legend_y = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)" class="s">(?:clean|noisy) ', svg)]
+    label = re.search(r'<text x="([\d.]+)"( text-anchor="end")? y="([\d.]+)" class="s vl">', svg)
+    lx = [float(v) for v in re.findall(r'<text x="([\d.]+)" y="[\d.]+" class="s">(?:clean|noisy) ', svg)]
+    assert len(legend_y) == 4 and label
+    x_end, y = float(label.group(1)), float(label.group(3))
+    span = (x_end - CHAR_PX * 27, x_end) if label.group(2) else (x_end, x_end + CHAR_PX * 27)
+    shares_columns = span[0] < min(lx) + CHAR_PX * 16 and min(lx) - 14 < span[1]
+    assert shares_columns == below
+    assert (y > max(legend_y)) if below else y < min(legend_y) + 13  # below the legend, or at the top beside it
+
+
+def test_an_unquoted_brace_pattern_expanded_by_the_shell_is_explained(tmp_path, capsys):
+    from check_data import main as check_main
+
+    shards = [str(tmp_path / f"0000{k}.tar") for k in range(3)]  # what bash makes of DIR/{00000..00002}.tar
+    with pytest.raises(SystemExit) as e:
+        check_main(["--dataset", "webdataset", "--train_data", *shards])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"unrecognized arguments: {shards[1]} {shards[2]}" in err
+    assert "the shell expanded an unquoted pattern" in err and "quote it" in err
+    with pytest.raises(SystemExit):
+        check_main(["--dataset", "webdataset", "--no_such_flag"])
+    assert "shell expanded" not in capsys.readouterr().err  # a mistyped flag: argparse's own message only
