@@ -218,9 +218,10 @@ FLAGS: Tuple[Flag, ...] = (
     F("dev_length", "data", int, 0, "dev captions used for per-epoch model selection; 0 = the whole dev split "
       "(default: 5000 real, 0 demo). Rounded down to whole images.", RELEASE, minimum=0, real=5000),
     F("eval_splits", "data", str, "test", "comma list of splits for the final table", resume="may_change"),
-    F("skip_unreadable_images", "data", bool, False, "leave out the pairs of images that cannot be decoded instead of "
-      "stopping with the file's name: training images as batches meet them (counted per epoch), dev and test images "
-      "before the first step (counted in one warning)", resume="invocation"),
+    F("skip_unreadable_images", "data", bool, False, "leave out the pairs of images that cannot be read (any file PIL "
+      "cannot open or decode, whatever its name) instead of stopping with the file's name: training images as batches "
+      "meet them (counted per epoch), dev and test images before the first step (counted in one warning)",
+      resume="invocation"),
     F("image_cache", "data", str, None, "folder of a preprocessed uint8 image cache (memory-mapped), built on first "
       "use", resume="invocation"),
     F("num_workers", "data", int, 2, "data-loader worker processes", RELEASE, BANK, minimum=0, resume="invocation"),
