@@ -344,7 +344,8 @@ def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> 
         log.info(f"evaluating the best checkpoint (epoch {best['epoch']}, dev rsum {best['rsum']:.1f})")
     rows = r.eval_tables(t.model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
     return _report(rows, r.run_dir, cfg, r.info, title=f"{cfg.model.name} after {cfg.optim.epochs} epochs (best dev epoch "
-                                                         f"{best['epoch']})", extra={"best_dev": best},
+                                                         f"{best['epoch']})",
+                   extra={"best_dev": best, **({"pair_decisions": r.decisions} if r.decisions else {})},
                    splits=test_splits)
 
 
