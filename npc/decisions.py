@@ -129,15 +129,15 @@ def drop_pairs(split: Split, drop: np.ndarray) -> Split:
     renumber = np.cumsum(kept_images) - 1
     idx = np.nonzero(keep)[0]
     counts = np.bincount(renumber[split.caption_image[idx]], minlength=int(kept_images.sum()))
-    pair_keys = split.pair_keys
-    if pair_keys is None and split.source_lines is None:  # keys by position (a caption file's line): kept as keys
-        pair_keys = split.keys
+    lines, source_file = split.source_lines, split.source_file
+    if lines is None and split.pair_keys is None:  # keys by position (the caption file's line): kept as lines
+        lines, source_file = np.arange(1, len(split) + 1, dtype=np.int64), split.caps_file
     return Split(split.name, [split.captions[i] for i in idx],
                  [x for x, k in zip(split.image_ids, kept_images) if k],
                  [x for x, k in zip(split.image_paths, kept_images) if k],
                  renumber[split.caption_image[idx]].astype(np.int64), int(counts.max()) if len(counts) else 0,
-                 split.caps_file, None if split.source_lines is None else split.source_lines[idx], split.source_file,
-                 None if pair_keys is None else [pair_keys[i] for i in idx])
+                 split.caps_file, None if lines is None else lines[idx], source_file,
+                 None if split.pair_keys is None else [split.pair_keys[i] for i in idx])
 
 
 def decided_train(path, split: Split, mask: Optional[np.ndarray], log: Callable[[str], None] = print

@@ -209,3 +209,24 @@ def test_decisions_read_rows_as_the_page_quotes_them(tmp_path):
     d = read_decisions(p)
     assert d.rows == {"line 17": ("wrong", 3), "line 254": ("wrong", 4), "line 9": ("right", 6)}
     assert d.data_fingerprint == "a" * 64 and csv  # (csv: the module the page's quoting follows)
+
+
+def test_a_report_with_decisions_leaves_the_wrong_pairs_out_and_keeps_the_datas_identity(fresh_root, base_dir,
+                                                                                       tmp_path):
+    import find_noisy_pairs
+    from helpers import report_flags
+    from npc.pair_weights import split_fingerprint
+
+    flags = run_args(fresh_root, base_dir, tmp_path / "logs")
+    _, split, _ = noisy_train(flags)
+    dec = write_decisions(tmp_path / "d.csv", split, {0: "wrong", 9: "wrong", 3: "right"})
+    plain = find_noisy_pairs.main(report_flags(fresh_root, base_dir, tmp_path / "a", "--top", "5", "--candidates",
+                                               "0"))
+    decided = find_noisy_pairs.main(report_flags(fresh_root, base_dir, tmp_path / "b", "--top", "5", "--candidates",
+                                                 "0", "--pair_decisions", str(dec)))
+    assert plain["pairs"] == len(split) and decided["pairs"] == len(split) - 2
+    assert decided["identity"]["data_fingerprint"] == plain["identity"]["data_fingerprint"] == split_fingerprint(split)
+    assert decided["identity"]["run"] != plain["identity"]["run"]  # the page keeps its decisions apart
+    with open(tmp_path / "b" / "pairs.csv", newline="", encoding="utf-8") as f:
+        captions = [r["caption"] for r in csv.DictReader(f)]
+    assert len(captions) == len(split) - 2
