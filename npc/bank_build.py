@@ -119,7 +119,7 @@ def with_unreadable_images(bank: BankIndex, summary: Dict, p_clean: np.ndarray, 
 
 def _right_pairs(d, split: Split) -> Optional[np.ndarray]:
     """``--pair_decisions``: the pairs of ``split`` marked right (clean in the bank), else None."""
-    if not getattr(d, "pair_decisions", None):
+    if not d.pair_decisions:
         return None
     from npc.decisions import right_pairs
 

@@ -43,7 +43,7 @@ def bank_dir_for(data: DataConfig, model: ModelConfig) -> Path:
     from npc.sources import source_for
 
     folder = source_for(data).bank_dir(lambda: bank_key(data, model))
-    decisions = getattr(data, "pair_decisions", None)
+    decisions = data.pair_decisions
     if decisions:  # a bank of its own: other pairs, other clean set (npc/decisions.py)
         from npc.decisions import read_decisions
 

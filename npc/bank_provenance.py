@@ -56,7 +56,7 @@ def bank_provenance(inputs: BankInputs, train_split, weights: Optional[Path] = N
 
 def _decisions_provenance(d: DataConfig) -> Dict:
     """``--pair_decisions``: the file's sha256 (its bank is a folder of its own: npc.bank_files.bank_dir_for)."""
-    if not getattr(d, "pair_decisions", None):
+    if not d.pair_decisions:
         return {}
     from npc.decisions import read_decisions
 

@@ -169,7 +169,7 @@ def load_decided_train(source, data, log: Callable[[str], None] = print
                        ) -> Tuple[Split, Optional[np.ndarray], Optional[Dict]]:
     """``source.load_train`` with ``data.pair_decisions`` applied (None: as it is, and no summary)."""
     split, mask = source.load_train(log=log)
-    path = getattr(data, "pair_decisions", None)
+    path = data.pair_decisions
     if not path:
         return split, mask, None
     return decided_train(path, split, mask, log)
