@@ -117,6 +117,15 @@ def with_unreadable_images(bank: BankIndex, summary: Dict, p_clean: np.ndarray, 
     return BankIndex(image_bank=image_bank, text_bank=text_bank), summary, full
 
 
+def _right_pairs(d, split: Split) -> Optional[np.ndarray]:
+    """``--pair_decisions``: the pairs of ``split`` marked right (clean in the bank), else None."""
+    if not d.pair_decisions:
+        return None
+    from npc.decisions import right_pairs
+
+    return right_pairs(d.pair_decisions, split)
+
+
 def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, tokenizer, device, autocast, progress: bool,
                provenance: Dict, info: Optional[DistInfo] = None, bank_dir: Optional[Path] = None,
                model_name: str = "the initial model") -> Optional[BankIndex]:
@@ -144,7 +153,7 @@ def build_bank(inputs: BankInputs, model, train_split, noise_mask, preprocess, t
     bank, summary, p_clean = build_memory_bank(img, txt, readable, logit_scale(model).item(),
                                                batch_size=b.bank_batch_size, clean_threshold=b.clean_threshold,
                                                noise_mask=noise_mask if not dropped else None, seed=b.bank_seed,
-                                               recipe=b.bank_recipe)
+                                               recipe=b.bank_recipe, known_clean=_right_pairs(d, readable))
     if dropped:
         bank, summary, p_clean = with_unreadable_images(bank, summary, p_clean, train_split, dropped, noise_mask)
     summary.update(provenance)

@@ -42,7 +42,13 @@ def bank_dir_for(data: DataConfig, model: ModelConfig) -> Path:
     from npc.fingerprints import bank_key
     from npc.sources import source_for
 
-    return source_for(data).bank_dir(lambda: bank_key(data, model))
+    folder = source_for(data).bank_dir(lambda: bank_key(data, model))
+    decisions = data.pair_decisions
+    if decisions:  # a bank of its own: other pairs, other clean set (npc/decisions.py)
+        from npc.decisions import read_decisions
+
+        folder = folder / f"decisions_{read_decisions(decisions).sha256[:12]}"
+    return folder
 
 
 def _bank_prefix(tag: str, noise_mode: str = "caption") -> str:

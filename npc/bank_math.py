@@ -157,9 +157,12 @@ def bank_quality(p_clean: np.ndarray, clean_threshold: float, noise_mask: Option
 
 def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split, scale: float, *,
                       batch_size: int, clean_threshold: float = 0.9, noise_mask: Optional[np.ndarray] = None,
-                      seed: int = 0, recipe: str = "project") -> Tuple[BankIndex, Dict, np.ndarray]:
+                      seed: int = 0, recipe: str = "project", known_clean: Optional[np.ndarray] = None
+                      ) -> Tuple[BankIndex, Dict, np.ndarray]:
     """Steps 1-3 from encoded features (L2-normalized; ``recipe="release"``: as the model outputs them) of
-    ``split`` (its ``caption_image``, ``num_images`` and length). Returns the bank, a summary, and p(clean)."""
+    ``split`` (its ``caption_image``, ``num_images`` and length). Returns the bank, a summary, and p(clean).
+    ``known_clean``: indices of pairs a person marked right (``--pair_decisions``): their p(clean) is 1 whatever
+    the GMM says, so they are in the clean set (and in the baselines' p(clean))."""
     from npc.self_check import separability
 
     if recipe not in RECIPES:
@@ -169,10 +172,18 @@ def build_memory_bank(img_feats: torch.Tensor, txt_feats: torch.Tensor, split, s
         img_feats, txt_feats = normalized(img_feats), normalized(txt_feats)
     losses = per_sample_losses(img_feats, txt_feats, split.caption_image, scale, batch_size)
     p_clean, fit = clean_probability_and_fit(losses, seed=seed, min_max=recipe == "project")
+    decided = 0
+    if known_clean is not None and len(known_clean):
+        known_clean = np.asarray(known_clean, dtype=np.int64)
+        decided = int((p_clean[known_clean] <= clean_threshold).sum())  # the GMM had them not clean
+        p_clean = p_clean.copy()
+        p_clean[known_clean] = 1.0
     bank = build_bank_index(raw_img, raw_txt, split.caption_image, p_clean, clean_threshold, recipe=recipe)
     info = bank_quality(p_clean, clean_threshold, noise_mask)
     info["self_check"] = separability(img_feats, txt_feats, split.caption_image, p_clean, fit,
                                       what="the training pairs")
+    if known_clean is not None:
+        info.update(decided_right=int(len(known_clean)), decided_right_gmm_not_clean=decided)
     info.update(clean_threshold=clean_threshold, bank_batch_size=batch_size,
                 self_image_fraction=float(np.mean(split.caption_image[bank.image_bank] == np.arange(split.num_images))),
                 self_text_fraction=float(np.mean(bank.text_bank == np.arange(len(split)))))

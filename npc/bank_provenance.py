@@ -50,7 +50,17 @@ def bank_provenance(inputs: BankInputs, train_split, weights: Optional[Path] = N
             "pretrained": str(m.pretrained), "initial_weights": initial_weights_fingerprint(d, m),
             "weights": str(weights) if weights else None,
             "clean_threshold": b.clean_threshold, "bank_batch_size": b.bank_batch_size, "bank_seed": b.bank_seed,
-            **({} if recipe == DEFAULT_RECIPE else {"bank_recipe": recipe})}
+            **({} if recipe == DEFAULT_RECIPE else {"bank_recipe": recipe}),
+            **_decisions_provenance(d)}
+
+
+def _decisions_provenance(d: DataConfig) -> Dict:
+    """``--pair_decisions``: the file's sha256 (its bank is a folder of its own: npc.bank_files.bank_dir_for)."""
+    if not d.pair_decisions:
+        return {}
+    from npc.decisions import read_decisions
+
+    return {"pair_decisions_sha256": read_decisions(d.pair_decisions).sha256}
 
 
 def _same_initial_weights(key: str, built: Dict, wanted: Dict) -> bool:

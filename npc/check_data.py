@@ -183,4 +183,20 @@ def run(cfg, print_line: Callable[[str], None] = print) -> int:
     report = check_dataset(cfg.data, decode=cfg.check.decode, progress=not cfg.run.no_progress)
     for line in report_lines(report):
         print_line(line)
+    if cfg.data.pair_decisions and report["ok"]:  # the file against the noisy training split
+        from npc.decisions import load_decided_train
+        from npc.sources import source_for
+
+        source = source_for(cfg.data)
+        quiet = lambda m: print_line(m) if "decisions" in m else None  # noqa: E731
+        if cfg.check.write_cleaned:
+            from npc.decisions import write_cleaned
+
+            write_cleaned(source, cfg.data, cfg.check.write_cleaned, log=quiet)
+        else:
+            load_decided_train(source, cfg.data, log=quiet)
+    elif cfg.check.write_cleaned and not cfg.data.pair_decisions:
+        from npc.errors import ConfigError
+
+        raise ConfigError("--write_cleaned needs --pair_decisions FILE (the pairs to leave out)")
     return 0 if report["ok"] else 1

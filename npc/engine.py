@@ -357,7 +357,8 @@ def final_evaluation(r: Run, t: Trainer, test_splits, preprocess, tokenizer) -> 
     rows = r.eval_tables(t.model, test_splits, preprocess, tokenizer) if r.info.is_main else {}
     return _report(rows, r.run_dir, cfg, r.info, title=f"{cfg.model.name} after {cfg.optim.epochs} epochs (best dev epoch "
                                                          f"{best['epoch']})",
-                   extra={"best_dev": best, "self_check": r.state.self_check},  # the verdict: null where none ran
+                   extra={"best_dev": best, "self_check": r.state.self_check,  # the verdict: null where none ran
+                          **({"pair_decisions": r.decisions} if r.decisions else {})},
                    splits=test_splits)
 
 

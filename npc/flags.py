@@ -225,6 +225,10 @@ FLAGS: Tuple[Flag, ...] = (
     F("image_cache", "data", str, None, "folder of a preprocessed uint8 image cache (memory-mapped), built on first "
       "use", resume="invocation"),
     F("num_workers", "data", int, 2, "data-loader worker processes", RELEASE, BANK, minimum=0, resume="invocation"),
+    F("pair_decisions", "data", str, None, "decisions.csv downloaded from the noise report's page (docs/own_data.md): "
+      "the pairs marked wrong leave the training split, the pairs marked right count as clean in the memory bank "
+      "(a bank of its own); its sha256 is recorded with the run, and a resumed run refuses a changed file", ADDED,
+      DATA, metavar="FILE"),
     # --- model (ModelConfig)
     F("vision_model", "model", str, "npc-tiny", "CLIP architecture: ViT-B/32, ViT-B/16, ViT-L/14, RN50, ... or an "
       "open_clip name, or the demo configs npc-tiny / npc-micro (default: ViT-B/32 real, npc-tiny demo)", RELEASE,
@@ -353,6 +357,10 @@ FLAGS: Tuple[Flag, ...] = (
     # --- check_data.py's own (CheckConfig)
     F("decode", "check", bool, False, "decode every image in full (finds files cut short after their header); slower",
       CHECK, ("check",), ("check",)),
+    F("write_cleaned", "check", str, None, "with --pair_decisions: write the training split without the pairs marked "
+      "wrong, in the data's own format, to PATH (a CSV beside the training CSV; a Karpathy .json; for shards a .npy "
+      "keep-list of keys, and a .txt; for the release's layout a new folder); never over the data's files",
+      CHECK, ("check",), ("check",), metavar="PATH"),
     # --- construct_noise.py's own
     F("force", "noise", bool, False, "rebuild the noisy file even if it exists (atomically replacing it)", NOISE_GROUP,
       (NOISE,), (NOISE,)),

@@ -169,7 +169,9 @@ def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") 
     if ckpt_path is not None:
         load_checkpoint_weights(model, ckpt_path, ckpt=ckpt)
     model.eval()
-    split, mask = source.load_train(log=log.info)
+    from npc.decisions import load_decided_train
+
+    split, mask, decided = load_decided_train(source, cfg.data, log=log.info)
     mask = None if mask is None else np.asarray(mask, dtype=bool)
     runs = load_runs(rep.runs or [], split)
     weights = str(ckpt_path) if ckpt_path is not None else str(cfg.model.pretrained)
@@ -204,7 +206,9 @@ def run(cfg, *, ckpt_path: Optional[Path] = None, ckpt=None, command: str = "") 
         "model": {"vision_model": cfg.model.vision_model, "weights": weights, "precision": precision},
         "settings": {"bank_batch_size": cfg.bank.bank_batch_size, "bank_seed": cfg.bank.bank_seed,
                      "eval_batch_size": cfg.evaluation.eval_batch_size, "osa_batch_size": cfg.optim.batch_size,
-                     "osa_seed": cfg.optim.seed, "top": rep.top, "candidates": rep.candidates},
+                     "osa_seed": cfg.optim.seed, "top": rep.top, "candidates": rep.candidates,
+                     **({"pair_decisions_sha256": decided["sha256"]} if decided else {})},
+        **({"pair_decisions": decided} if decided else {}),
         "timing": {"device": str(device), "threads": torch.get_num_threads(),
                    "setup_s": round(t_setup - t_start, 3), "encode_s": round(t_encode - t_setup, 3),
                    "score_s": round(t_score - t_encode, 3), "candidates_s": round(t_cand - t_score, 3)},

@@ -75,7 +75,8 @@ def report_identity(d: ReportData) -> Dict[str, str]:
 
     what = {k: d.meta.get(k) for k in ("dataset", "model", "settings")}
     run = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
-    return {"data_fingerprint": split_fingerprint(d.split), "run": run}
+    decided = d.meta.get("pair_decisions")  # --pair_decisions: the split before the wrong pairs left it
+    return {"data_fingerprint": decided["data_fingerprint"] if decided else split_fingerprint(d.split), "run": run}
 
 
 def report_json(d: ReportData) -> Dict:

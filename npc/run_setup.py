@@ -26,6 +26,7 @@ from npc.config import DataConfig, ModelConfig, OptimConfig, RunConfig, RunPaths
 from npc.checkpoint import (CHECKPOINT_FORMAT, check_resume_target, name_run, open_resume, reclaim_run_folder,
                             resolve_resume)
 from npc.cli import cli  # noqa: F401  (the scripts and tests import it from here too)
+from npc.decisions import decisions_fingerprint, load_decided_train
 from npc.demo import ensure_demo_base, ensure_demo_base_for, ensure_demo_data
 from npc.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from npc.fingerprints import changes, data_fingerprints, demo_base_file, weights_fingerprint
@@ -86,6 +87,7 @@ class Run:
     writer: Optional[object] = None  # TensorBoard, rank 0 of a training run only
     fingerprints: Dict = field(default_factory=dict)  # the data and initial weights by content (checkpoints keep them)
     state: RunState = field(default_factory=RunState)
+    decisions: Optional[Dict] = None  # --pair_decisions: what they did to the training split (results.json)
 
     def eval_tables(self, model, splits, preprocess, tokenizer) -> Dict[str, Dict[str, float]]:
         d, e = self.cfg.data, self.cfg.evaluation
@@ -323,6 +325,8 @@ def check_fingerprints(r: "Run", pretrained: str, base_path: Optional[Path]) -> 
         return {}
     now = {**data_fingerprints(cfg.data), "pretrained": weights_fingerprint(pretrained, cfg.model.vision_model,
                                                                              base_path)}
+    if cfg.data.pair_decisions:
+        now["pair_decisions"] = decisions_fingerprint(cfg.data.pair_decisions)
     own = isinstance(r.resume_ckpt, dict) and r.resume_ckpt.get("format") == CHECKPOINT_FORMAT
     if not own:
         return now
@@ -331,7 +335,14 @@ def check_fingerprints(r: "Run", pretrained: str, base_path: Optional[Path]) -> 
         log.info(f"{r.resume_path} records no fingerprints of its data and weights (an earlier version): resuming "
                  f"without checking that they are unchanged")
         return now
-    flags = source_for(cfg.data).fingerprint_flags([s for s in now if s != "pretrained"])
+    was, decided = saved.get("pair_decisions"), now.get("pair_decisions")
+    if was is not None and decided is not None and was.get("sha256") != decided.get("sha256"):
+        raise ConfigError(f"resuming {r.resume_path}: --pair_decisions {cfg.data.pair_decisions} changed since the run "
+                          f"started (sha256 {was['sha256'][:12]}... then, {decided['sha256'][:12]}... now: "
+                          f"{was['wrong']} wrong / {was['right']} right then, {decided['wrong']} / {decided['right']} "
+                          f"now). A resumed run keeps the decisions it started with: restore the file, or start a new "
+                          f"run under another --experiments")
+    flags = source_for(cfg.data).fingerprint_flags([s for s in now if s not in ("pretrained", "pair_decisions")])
     changed = changes(saved, now, {**flags, "pretrained": f"--pretrained {cfg.model.pretrained}"})
     if changed:
         raise ConfigError(f"resuming {r.resume_path}: {'; '.join(changed)}. A resumed run keeps the data and weights "
@@ -377,7 +388,9 @@ def build_model(r: Run):
                                                 device=r.device, context_length=cfg.model.context_length,
                                                 demo_base_path=base_path, init_seed=RANDOM_INIT_SEED)
     if info.is_main:
-        atomic_write_text(r.run_dir / ("eval_params.txt" if cfg.run.eval else "params.txt"), cfg.params_text())
+        decided = r.fingerprints.get("pair_decisions")
+        atomic_write_text(r.run_dir / ("eval_params.txt" if cfg.run.eval else "params.txt"), cfg.params_text()
+                          + (f"data.pair_decisions_sha256: {decided['sha256']}\n" if decided else ""))
     return model, preprocess, tokenizer
 
 
@@ -385,7 +398,7 @@ def load_train_data(r: Run):
     """The noisy training split (built on first use), its noise mask, and the dev split."""
     cfg = r.cfg
     source = source_for(cfg.data)
-    train_split, noise_mask = source.load_train(log=log.info)
+    train_split, noise_mask, r.decisions = load_decided_train(source, cfg.data, log=log.info)
     dev = source.load_split("dev")
     if cfg.data.dev_length:
         dev = dev.subset_captions(cfg.data.dev_length)
@@ -444,7 +457,7 @@ def build_bank_only(cfg: RunConfig) -> Dict:
         weights = resolve_resume(cfg.run.resume, Path(cfg.run.logs) / str(cfg.run.experiments) / "checkpoints")
         if weights is not None:
             load_checkpoint_weights(model, weights)
-        train_split, noise_mask = source_for(cfg.data).load_train(log=log.info)
+        train_split, noise_mask, _ = load_decided_train(source_for(cfg.data), cfg.data, log=log.info)
         bank = mb.ensure_bank(bank_inputs(cfg), model, train_split, noise_mask, preprocess, tokenizer, device, autocast,
                               progress and info.is_main, weights=weights, info=info)
         return {"image_bank": bank.image_bank, "text_bank": bank.text_bank}

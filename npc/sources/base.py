@@ -135,6 +135,28 @@ class DataSource:
         formats that keep one bank per model)."""
         raise NotImplementedError
 
+    def write_cleaned(self, split: Split, keep: np.ndarray, out: Path) -> List[Path]:
+        """The training ``split`` (as :meth:`load_train` gives it) with only the pairs ``keep`` (a boolean mask),
+        written to ``out`` in this format, for use outside this project (``check_data.py --write_cleaned``; never
+        over an input: :meth:`cleaned_target`). Returns the files written."""
+        raise DataError(f"--write_cleaned: the {self.format} format has no cleaned-data writer")
+
+    def cleaned_target(self, out, suffix: str = "") -> Path:
+        """``out`` as a path to write, refused when it is one of the data's own files (``suffix``: required)."""
+        out = Path(out)
+        if suffix and not out.name.endswith(suffix):
+            raise DataError(f"--write_cleaned {out}: the {self.format} format writes a {suffix} file; name one")
+        inputs = {Path(p).resolve() for s in ("train", "dev", "test") for p in self._inputs_or_none(s)}
+        if out.resolve() in inputs:
+            raise DataError(f"--write_cleaned {out} is an input of the data: write the cleaned data to another path")
+        return out
+
+    def _inputs_or_none(self, split: str) -> List[Path]:
+        try:
+            return self.inputs(split)
+        except DataError:
+            return []
+
     # -- shared
     def read_split(self, split: str, check_images: bool = False) -> Split:
         """Split ``split``, parsed once while its files are unchanged (a copy: callers may replace its fields);

@@ -259,6 +259,25 @@ class CsvFiles(SplitFiles):
         return ("missing images: a CSV's image paths are relative to the CSV file's folder (or absolute): fix the "
                 "path in the CSV or put the file there")
 
+    def write_cleaned(self, split: Split, keep, out) -> List[Path]:
+        """The training CSV without the rows of the pairs not kept, every other line as it is, beside it (its image
+        paths are relative to its folder)."""
+        from npc.io import atomic_write_bytes
+
+        src = self.file("train")
+        out = self.cleaned_target(out)
+        if out.resolve().parent != src.resolve().parent:
+            raise DataError(f"--write_cleaned {out}: write the cleaned CSV beside {src} (in {src.parent}): its image "
+                            f"paths are relative to the CSV's folder")
+        drop = {int(n) for n, k in zip(split.source_lines, keep) if not k}
+        text = decode(src.read_bytes(), src, self.data.csv_encoding)
+        lines = io.StringIO(text, newline="").readlines()
+        kept = [line for n, line in enumerate(lines, start=1) if n not in drop]
+        encoding = "utf-8" if self.data.csv_encoding.lower().replace("_", "-") in ("utf-8", "utf-8-sig") else \
+            self.data.csv_encoding
+        atomic_write_bytes(out, "".join(kept).encode(encoding))
+        return [out]
+
     def bank_dir(self, model_key) -> Path:
         # <stem>.memory_bank/ with the default reading options, one folder per other caption column etc.
         return self.file("train").parent / f"{derived_prefix(self.data)}memory_bank" / model_key()

@@ -325,5 +325,37 @@ class KarpathyJson(DataSource):
         return (f"missing images: Flickr30K's images go in {root / 'flickr30k-images'}/ (or images/) under the names "
                 f"the JSON gives")
 
+    def write_cleaned(self, split: Split, keep, out) -> List[Path]:
+        """Karpathy's JSON with the training images' sentences not kept taken out (``sentences`` and ``sentids``;
+        an image left without a sentence leaves the file); every other entry and field as it is."""
+        from npc.io import atomic_write_text
+
+        out = self.cleaned_target(out, ".json")
+        k = self.data.num_anns or 5
+        drop, pos = set(), 0  # (index in the JSON's images, sentence's position) of the pairs not kept
+        for i, entry in split_entries(self.json_path(), self.data.dataset, "train"):
+            for j in range(min(k, len(entry["sentences"]))):  # the split's pairs, in its order (read_karpathy_split)
+                if not keep[pos]:
+                    drop.add((i, j))
+                pos += 1
+        if pos != len(keep):
+            raise DataError(f"{self.json_path()} changed since the training split was read: run the command again")
+        data = dict(_load(self.json_path()))  # the parsed file is kept per process: changed in copies only
+        images = []
+        for i, entry in enumerate(data["images"]):
+            gone = [j for j in range(len(entry.get("sentences", []))) if (i, j) in drop] if isinstance(entry, dict) \
+                else []
+            if gone:
+                ids = {entry["sentences"][j].get("sentid") for j in gone}
+                entry = {**entry, "sentences": [x for j, x in enumerate(entry["sentences"]) if j not in gone]}
+                if isinstance(entry.get("sentids"), list):
+                    entry["sentids"] = [q for q in entry["sentids"] if q not in ids]
+                if not entry["sentences"]:
+                    continue
+            images.append(entry)
+        data["images"] = images
+        atomic_write_text(out, json.dumps(data))
+        return [out]
+
     def bank_dir(self, model_key) -> Path:
         return self.derived_dir() / "memory_bank"

@@ -215,5 +215,19 @@ class ReleaseLayout(DataSource):
             return f"missing images: every image goes in {images}/ under the name image_name.txt gives its id"
         return f"missing images: every image goes in {images}/ as <id>.jpg"
 
+    def write_cleaned(self, split: Split, keep, out) -> List[Path]:
+        """A new folder ``out`` holding ``train_caps.txt`` (the training captions kept, in order) and
+        ``train_ids.txt`` (the image id of each, one a line: images keep different numbers of captions)."""
+        from npc.io import atomic_write_lines
+
+        out = self.cleaned_target(out)
+        if out.resolve() == annotation_dir(self.data.dataset_root).resolve():
+            raise DataError(f"--write_cleaned {out} is the data's own folder: name a new folder")
+        out.mkdir(parents=True, exist_ok=True)
+        idx = np.nonzero(np.asarray(keep, dtype=bool))[0]
+        atomic_write_lines(out / "train_caps.txt", [split.captions[i] for i in idx])
+        atomic_write_lines(out / "train_ids.txt", [split.image_ids[split.caption_image[i]] for i in idx])
+        return [out / "train_caps.txt", out / "train_ids.txt"]
+
     def bank_dir(self, model_key) -> Path:
         return memory_bank_dir(self.data.dataset_root)

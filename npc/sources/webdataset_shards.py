@@ -21,6 +21,7 @@ the spaces around it are removed.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -304,6 +305,23 @@ class WebdatasetShards(SplitFiles):
     def missing_images_advice(self) -> str:
         return ("missing images: a shard is shorter than its index says (cut short, or rewritten in the same "
                 "second): copy the shard again, or delete its .npcidx.json beside it to index it anew")
+
+    def write_cleaned(self, split: Split, keep, out) -> List[Path]:
+        """A keep-list of the pairs kept, as DataComp's subsets are given: ``out`` (``.npy``) an array of their keys
+        (``<shard file name>:<sample key>``), and the same keys one a line in ``<out stem>.txt``; the shards are not
+        rewritten."""
+        import numpy as np
+
+        from npc.io import atomic_write_bytes, atomic_write_lines
+
+        out = self.cleaned_target(out, ".npy")
+        keys = [q for q, k in zip(split.keys, keep) if k]
+        buf = io.BytesIO()
+        np.save(buf, np.array(keys, dtype=str))
+        atomic_write_bytes(out, buf.getvalue())
+        txt = out.with_suffix(".txt")
+        atomic_write_lines(txt, keys)
+        return [out, txt]
 
     def bank_dir(self, model_key) -> Path:
         return derived_path(self.spec("train"), "memory_bank") / model_key()
