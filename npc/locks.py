@@ -61,6 +61,12 @@ def _lock_file_error(e: OSError, path: Path, what: str) -> OSError:
     from npc.errors import DiskFullError
     from npc.io import FULL_DISK_ERRNOS
 
+    from npc.io import NOT_WRITABLE_ERRNOS, not_writable
+
+    if isinstance(e, UserError):
+        return e
+    if e.errno in NOT_WRITABLE_ERRNOS:
+        return not_writable(e, path.parent, f"the lock file {path.name} of {what}")
     if e.errno in FULL_DISK_ERRNOS:
         return DiskFullError(f"cannot write the lock file {path} of {what}: disk full or file too large "
                              f"({os.strerror(e.errno)}); free some space (or raise the file-size limit, ulimit -f) "
@@ -79,7 +85,9 @@ def file_lock(path: PathLike, what: str, *, wait: bool, hint: str = "",
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from npc.io import make_dir
+
+        make_dir(path.parent, f"the lock file {path.name} of {what}")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         raise _lock_file_error(e, path, what) from None

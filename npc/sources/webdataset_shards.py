@@ -33,7 +33,7 @@ from typing import Dict, List, Tuple
 from npc.data import Split
 from npc.errors import DataError
 from npc.images import TarMember
-from npc.io import atomic_write_text
+from npc.io import atomic_write_text, one_line
 from npc.noise import TRAIN_CAPS
 from npc.sources import register
 from npc.sources.base import Dataset, SplitFiles, group_pairs
@@ -134,7 +134,7 @@ def _caption(raw: bytes, shard: Path, member: str) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{shard}: member {member}: the caption is not UTF-8 ({e.reason} at byte {e.start})") from None
-    return re.sub(r"\s*(?:\r\n|\n|\r)\s*", " ", text).strip()
+    return one_line(text)
 
 
 def build_index(shard: Path) -> List[list]:
