@@ -30,8 +30,8 @@ def not_writable(e: OSError, folder: PathLike, what: str) -> WriteError:
     """One line for a folder where ``what`` cannot be written (``e``: the error creating or writing it): the folder,
     the cause and the remedy."""
     ro = "a read-only file system" if e.errno == errno.EROFS else (e.strerror or str(e)).lower()
-    return WriteError(e.errno, f"cannot write {what} in the folder {folder} ({ro}): make the folder writable, or "
-                               f"work on a copy in a writable folder (a run's own files: choose another --logs_dir)")
+    return WriteError(f"cannot write {what} in the folder {folder} ({ro}): make the folder writable, or work on a "
+                      f"copy in a writable folder (a run's own files: choose another --logs_dir)")
 
 
 def make_dir(folder: PathLike, what: str) -> Path:

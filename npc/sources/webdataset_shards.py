@@ -33,7 +33,7 @@ from typing import Dict, List, Tuple
 
 
 from npc.data import Split
-from npc.errors import DataError
+from npc.errors import DataError, WriteError
 from npc.images import TarMember
 from npc.io import atomic_write_text, one_line
 from npc.noise import TRAIN_CAPS
@@ -275,7 +275,8 @@ def shard_index(shard: Path) -> List[list]:
     try:
         atomic_write_text(path, text + "\n")
     except OSError as e:
-        log.warning(f"warning: cannot write the index of {shard} ({e}): it is rebuilt at every start")
+        why = "a read-only folder" if isinstance(e, WriteError) else e
+        log.warning(f"warning: cannot write the index of {shard} beside it ({why}): it is rebuilt at every start")
     _INDEXES[key] = samples
     return samples
 
