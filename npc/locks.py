@@ -56,12 +56,10 @@ def _holder(fd: int) -> str:
 
 
 def _lock_file_error(e: OSError, path: Path, what: str) -> OSError:
-    """A lock file that cannot be written: a full disk is one line naming it and the remedy; any other error
-    keeps its cause, with the file's name."""
+    """A lock file that cannot be written: a read-only folder or a full disk is one line naming it and the
+    remedy; any other error keeps its cause, with the file's name."""
     from npc.errors import DiskFullError
-    from npc.io import FULL_DISK_ERRNOS
-
-    from npc.io import NOT_WRITABLE_ERRNOS, not_writable
+    from npc.io import FULL_DISK_ERRNOS, NOT_WRITABLE_ERRNOS, not_writable
 
     if isinstance(e, UserError):
         return e

@@ -21,7 +21,10 @@ chance, 1 when every pair's own caption is its image's best). R@1 is recorded bu
 data whose captions describe what many images share (the demo's scenes, many photographs of one
 kind), a model that sees well still retrieves the exact image rarely. ``own_caption_auc`` must reach
 :data:`MIN_OWN_AUC`, and be more than three standard errors of a blind model's above 0.5 on a small
-split (``0.5 + 3 * 0.289 / sqrt(captions)``). docs/own_data.md has the numbers these were chosen from.
+split (``0.5 + 3 * 0.289 / sqrt(captions)``). A caption's own score and its candidates' come from the same
+matrix product, and scores within :data:`TIE_TOLERANCE` count as ties (half below): identical captions under
+a model that cannot see give 0.5, not what the rounding of two sums happens to favour. docs/own_data.md has
+the numbers these were chosen from.
 """
 from __future__ import annotations
 
