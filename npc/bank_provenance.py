@@ -1,7 +1,7 @@
 """What a memory bank was built from (its provenance), and whether an existing bank can serve a run.
 
-The bank's info file records its inputs (the noisy split by content, the model, its initial weights by
-content, the GMM's settings); a run reuses a bank built from the same inputs, rebuilds one built for
+The bank's info file records its inputs (the noisy split by content, its images by file and size, the model,
+its initial weights by content, the GMM's settings); a run reuses a bank built from the same inputs, rebuilds one built for
 another version of its split or cut short, and refuses one built with other settings, naming the flag.
 """
 from __future__ import annotations
@@ -41,12 +41,13 @@ DEFAULT_RECIPE = "project"  # an info file without ``bank_recipe`` was built wit
 def bank_provenance(inputs: BankInputs, train_split, weights: Optional[Path] = None) -> Dict:
     """What a memory bank is built from: the noisy split (by content), the model, its initial weights (by
     content: npc/fingerprints.py) and the GMM's settings."""
-    from npc.fingerprints import initial_weights_fingerprint
+    from npc.fingerprints import images_fingerprint, initial_weights_fingerprint
 
     d, m, b = inputs.data, inputs.model, inputs.bank
     recipe = b.bank_recipe
     return {"noisy_split": train_split.caps_file.name, "noisy_split_sha256": file_sha256(train_split.caps_file),
-            "noise_ratio": str(d.noise_ratio), "noise_mode": d.noise_mode, "vision_model": m.vision_model,
+            "images_sha256": images_fingerprint(train_split), "noise_ratio": str(d.noise_ratio),
+            "noise_mode": d.noise_mode, "vision_model": m.vision_model,
             "pretrained": str(m.pretrained), "initial_weights": initial_weights_fingerprint(d, m),
             "weights": str(weights) if weights else None,
             "clean_threshold": b.clean_threshold, "bank_batch_size": b.bank_batch_size, "bank_seed": b.bank_seed,
@@ -106,6 +107,10 @@ def reusable_bank(inputs: BankInputs, train_split, wanted: Dict) -> Optional[Ban
     elif built["noisy_split_sha256"] != wanted["noisy_split_sha256"]:
         log.info(f"memory bank: {name} was built for another version of {wanted['noisy_split']} (it was rebuilt "
                  f"since): rebuilding the bank")
+        return None
+    elif built.get("images_sha256", wanted["images_sha256"]) != wanted["images_sha256"]:
+        log.info(f"memory bank: {name} was built from other images than the training split lists now (files "
+                 f"renamed, swapped or replaced, or other sizes): rebuilding the bank")
         return None
     elif not bank_files_match(bank_dir, d.noise_ratio, d.noise_mode, built):
         log.info(f"memory bank: the files of {name} are not the ones {info_path.name} describes (an interrupted "

@@ -20,7 +20,7 @@ import torch
 from npc.config import RunPaths
 from npc.distributed import DistInfo, barrier
 from npc.errors import ConfigError, ExistingFileError, MissingFileError
-from npc.io import atomic_copy, atomic_torch_save
+from npc.io import atomic_copy, atomic_torch_save, make_dir
 from npc.model import read_checkpoint
 from npc.train_utils import rng_state
 
@@ -161,7 +161,7 @@ def name_run(paths: RunPaths, default_name: str, info: DistInfo):
     if paths.resume == "latest" and not paths.eval and not run_dir.exists() and latest_checkpoint(ckpt_dir) is None:
         raise no_run_to_continue(run_dir, ckpt_dir)  # before any folder is made (every rank sees the same)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(run_dir, f"the run folder {run_dir.name} (--experiments)")
     barrier(info)
     return experiments, run_dir, ckpt_dir
 

@@ -135,7 +135,7 @@ class Siamese(WeightEstimator):
                Option("state", str, "persistent", "A''s optimizer state: persistent across steps or fresh each step",
                       ("persistent", "fresh")),
                Option("grad_scale", float, 1.0, "A' steps on this multiple of the mean pair loss's gradient "
-                                                "(4: the release's)"))
+                                                "(4: the release's; 0: A' never moves)", minimum=0.0))
 
     def __init__(self, impl: str = "efficient", state: str = "persistent", grad_scale: float = 1.0):
         self.impl, self.state, self.grad_scale = impl, state, grad_scale

@@ -13,6 +13,8 @@ memory bank of a CSV training split, so that two models keep their banks side by
 * The initial weights' fingerprint is the SHA-256 of the weights file (``--pretrained FILE``, or the
   demo's base), ``none`` for a random initialisation (its seed is fixed), and the open_clip model and
   tag for downloaded weights (open_clip's cache checks those itself).
+* The images' fingerprint (:func:`images_fingerprint`) keys the memory bank's record: the files or members and
+  their sizes, in split order.
 """
 from __future__ import annotations
 
@@ -45,6 +47,22 @@ def split_fingerprint(split) -> Dict[str, object]:
     for image, caption in zip(split.caption_image.tolist(), split.captions):
         h.update(f"{image}\x1f{caption}\x1e".encode("utf-8", "surrogatepass"))
     return {"sha256": h.hexdigest(), "pairs": len(split.captions), "images": split.num_images}
+
+
+def images_fingerprint(split) -> str:
+    """The fingerprint of the images a split's pairs are built on, in split order: each image's file (its folder's
+    and its own name) or tar member (shard, member, offset) and its size in bytes. The memory bank records it:
+    a bank is features of these images, and two entries' files swapped, or a shard's images replaced, change it
+    (an image replaced by another of the very same size and name does not)."""
+    h = hashlib.sha256()
+    for path in split.image_paths:
+        size = image_size(path)
+        if isinstance(path, TarMember):
+            name = f"{Path(path.shard).name}:{path.name}@{path.offset}"
+        else:
+            name = f"{Path(path).parent.name}/{Path(path).name}"
+        h.update(f"{name}\x1f{-1 if size is None else size}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def data_fingerprints(data) -> Dict[str, Dict[str, object]]:

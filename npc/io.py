@@ -22,6 +22,50 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+# A folder where nothing can be written: a read-only mount, no permission.
+NOT_WRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def not_writable(e: OSError, folder: PathLike, what: str) -> WriteError:
+    """One line for a folder where ``what`` cannot be written (``e``: the error creating or writing it): the folder,
+    the cause and the remedy."""
+    ro = "a read-only file system" if e.errno == errno.EROFS else (e.strerror or str(e)).lower()
+    return WriteError(f"cannot write {what} in the folder {folder} ({ro}): make the folder writable, or work on a "
+                      f"copy in a writable folder (a run's own files: choose another --logs_dir)")
+
+
+def make_dir(folder: PathLike, what: str) -> Path:
+    """``folder`` created with its parents (where ``what`` goes); a read-only or forbidden folder is one
+    :class:`~npc.errors.WriteError` line naming it and the remedy."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno in NOT_WRITABLE_ERRNOS:
+            raise not_writable(e, _existing_parent(folder), what) from None
+        raise
+    return folder
+
+
+def _existing_parent(folder: Path) -> Path:
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def one_line(text: str) -> str:
+    """A caption as the caption files hold it, one line: every line break (``\\n``, ``\\r\\n``, ``\\r`` and the
+    other breaks ``str.splitlines`` knows) with the spaces around it becomes one space, and the ends are
+    stripped. Every data format reads its captions through this, so a caption with a line break is one caption
+    in every format."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip()) if text else ""
+
+
+def has_line_break(text: str) -> bool:
+    """Whether ``text`` holds a line break (:func:`one_line` joins it)."""
+    return len(text.splitlines()) > 1 or text.endswith(("\n", "\r"))
+
+
 @contextmanager
 def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success only."""
@@ -29,9 +73,13 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
         raise ValueError(f"atomic_open is for writing, got mode {mode!r}")
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(path.parent, path.name)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:  # a read-only folder, a full disk: name the file we meant to write
+        if isinstance(e, WriteError):
+            raise
+        if e.errno in NOT_WRITABLE_ERRNOS:
+            raise not_writable(e, path.parent, path.name) from None
         raise WriteError(e.errno, f"cannot write: {e.strerror}", str(path)) from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions

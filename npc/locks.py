@@ -56,11 +56,15 @@ def _holder(fd: int) -> str:
 
 
 def _lock_file_error(e: OSError, path: Path, what: str) -> OSError:
-    """A lock file that cannot be written: a full disk is one line naming it and the remedy; any other error
-    keeps its cause, with the file's name."""
+    """A lock file that cannot be written: a read-only folder or a full disk is one line naming it and the
+    remedy; any other error keeps its cause, with the file's name."""
     from npc.errors import DiskFullError
-    from npc.io import FULL_DISK_ERRNOS
+    from npc.io import FULL_DISK_ERRNOS, NOT_WRITABLE_ERRNOS, not_writable
 
+    if isinstance(e, UserError):
+        return e
+    if e.errno in NOT_WRITABLE_ERRNOS:
+        return not_writable(e, path.parent, f"the lock file {path.name} of {what}")
     if e.errno in FULL_DISK_ERRNOS:
         return DiskFullError(f"cannot write the lock file {path} of {what}: disk full or file too large "
                              f"({os.strerror(e.errno)}); free some space (or raise the file-size limit, ulimit -f) "
@@ -79,7 +83,9 @@ def file_lock(path: PathLike, what: str, *, wait: bool, hint: str = "",
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from npc.io import make_dir
+
+        make_dir(path.parent, f"the lock file {path.name} of {what}")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         raise _lock_file_error(e, path, what) from None

@@ -30,7 +30,7 @@ from npc.decisions import decisions_fingerprint, load_decided_train
 from npc.demo import ensure_demo_base, ensure_demo_base_for, ensure_demo_data
 from npc.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from npc.fingerprints import changes, data_fingerprints, demo_base_file, weights_fingerprint
-from npc.io import atomic_write_text
+from npc.io import atomic_write_text, make_dir
 from npc.locks import LockedError, file_lock
 from npc.model import DEMO_MODELS, RANDOM_INIT_SEED, create_model, load_checkpoint_weights, open_clip_name
 from npc.errors import ConfigError
@@ -171,7 +171,7 @@ def setup_run(cfg: RunConfig, stack: ExitStack) -> Run:
     cfg = finish_config(cfg, settled)
     seed_everything(cfg.optim.seed)  # the same on every rank: random init must agree; data order comes from the sampler
     if info.is_main and not cfg.run.eval:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(ckpt_dir, "the run's checkpoints")
     barrier(info)
     setup_logging(run_dir, info)
     for note in notes:

@@ -18,7 +18,7 @@ import numpy as np
 
 from npc.data import CSV_SPLIT_FLAGS, Split, readable_split
 from npc.errors import DataError
-from npc.io import atomic_write_lines
+from npc.io import atomic_write_lines, make_dir
 from npc.locks import file_lock
 from npc.noise import TRAIN_CAPS, ensure_noisy_split, read_caption_lines
 
@@ -372,7 +372,7 @@ def noisy_beside(data, split: Split, clean: Path, what, log: Callable[[str], Non
     another's captions; ``split`` takes the noisy captions. ``what``: the data, for messages."""
     k = check_num_anns_uniform(split, what, data.noise_mode)
     folder, prefix = clean.parent, clean.name[:-len(TRAIN_CAPS)]
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dir(folder, f"the captions of {what}")
     with file_lock(folder / f".{clean.name}.lock", f"the captions of {what}", wait=True, log=log):
         if not clean.is_file() or read_caption_lines(clean) != split.captions:
             atomic_write_lines(clean, split.captions)

@@ -6,7 +6,9 @@ a double quote is quoted and ends at the next lone double quote, ``""`` inside i
 separator inside it is text; a quote anywhere else is an ordinary character. On top of that, three things
 a pandas reader lets through silently are errors here, each naming the file and the line: a quoted field
 must close on the line where it opens; every row has as many fields as the header; the bytes must be text
-in ``--csv_encoding`` (UTF-8 by default; a byte-order mark is skipped).
+in ``--csv_encoding`` (UTF-8 by default); a file that starts with a byte-order mark (UTF-8, UTF-16, UTF-32)
+is read in the encoding it names, whatever ``--csv_encoding`` says (so one file saved as UTF-16 reads
+without a flag that would misread the others).
 
 Files derived from a split go beside its CSV: ``<stem>.train_caps.txt`` (the captions in split order,
 which the noise protocol shuffles), ``<stem>.<r>_noise_train_caps.txt`` (read with other options than the
@@ -29,6 +31,7 @@ from typing import List, Tuple
 from npc import images
 from npc.data import CSV_SPLIT_FLAGS, Split
 from npc.errors import DataError, MissingFileError
+from npc.io import one_line
 from npc.noise import TRAIN_CAPS
 from npc.sources import register
 from npc.sources.base import Dataset, SplitFiles, group_pairs
@@ -93,10 +96,19 @@ def decode(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
     """The file's text; bytes that are not ``encoding`` are an error naming the line and the flag (a UTF-16
     file read as another encoding: naming UTF-16)."""
     wide = utf16_encoding(raw)
-    if wide and not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
-        raise DataError(f"{path}, line 1: the file is {wide.upper()} text (" + ("a byte-order mark" if wide in (
-            "utf-16", "utf-32") else "NUL bytes between its characters") + f"), not {encoding}: pass --csv_encoding "
-            f"{wide}, or save it as UTF-8")
+    named = codecs.lookup(encoding).name
+    if wide in ("utf-16", "utf-32") or raw.startswith(codecs.BOM_UTF8):
+        # a byte-order mark says the file's own encoding, whatever --csv_encoding says (it applies to every
+        # split's file: one file saved as UTF-16 must not make the others misread)
+        encoding = wide or "utf-8-sig"
+    elif wide and not named.startswith(("utf-16", "utf-32")):
+        raise DataError(f"{path}, line 1: the file is {wide.upper()} text without a byte-order mark (NUL bytes "
+                        f"between its characters), not {encoding}: save this file as UTF-8 (or as UTF-16 with its "
+                        f"byte-order mark); --csv_encoding {wide} would read every split's file as {wide.upper()}")
+    elif not wide and named.startswith(("utf-16", "utf-32")):
+        raise DataError(f"{path}, line 1: --csv_encoding {encoding}, but this file is not {encoding.upper()} text "
+                        f"(no byte-order mark, no NUL bytes between its characters): --csv_encoding applies to every "
+                        f"split's file; a UTF-16 file with its byte-order mark is read as UTF-16 without it")
     codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding  # skips a byte-order mark
     try:
         return raw.decode(codec)
@@ -164,7 +176,7 @@ def read_csv_split(path, split: str, *, img_key: str = "filepath", caption_key: 
             hint = (": a field that holds the separator must be in double quotes" if len(row) > len(header) else "")
             raise DataError(f"{path}, line {line}: {len(row)} field(s) where the header has {len(header)} "
                             f"(separator {separator_name(separator)}, --csv_separator){hint}")
-        name, caption = row[ii].strip(), row[ci]
+        name, caption = row[ii].strip(), one_line(row[ci])
         if not caption.strip():
             raise DataError(f"{path}, line {line}: empty caption (column {caption_key!r})")
         if not name:

@@ -15,7 +15,8 @@ Every entry of ``images`` is one image: ``filename``, ``split`` (train, restval,
 ``cocoid``. The splits are SCAN's: MSCOCO's training split is ``train`` followed by ``restval`` (113,287
 images), dev is ``val`` and test is ``test`` (5,000 each); Flickr30K's are ``train``, ``val``, ``test``
 (29,000 / 1,014 / 1,000). Each image keeps its first ``num_anns`` sentences (some MSCOCO images have 6
-or 7), their ``raw`` text stripped; an image with fewer is an error naming it.
+or 7), their ``raw`` text on one line
+(:func:`npc.io.one_line`: a line break becomes a space, with a warning); an image with fewer is an error naming it.
 
 The JSON is parsed once per process (MSCOCO's is about 150 MB and the three splits are read from it).
 
@@ -33,6 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from npc.data import Split
 from npc.errors import DataError, MissingFileError
+from npc.io import has_line_break, one_line
 from npc.sources import register
 from npc.sources.base import DataSource, group_pairs, split_of_good_parts
 from npc.sources.release import COCO, F30K
@@ -146,7 +148,29 @@ def split_entries(json_path, dataset: str, split: str) -> List[Tuple[int, dict]]
             raise DataError(f"{describe_entry(json_path, i, entry)}: split {value!r} is none of "
                             f"{', '.join(JSON_SPLITS)}")
         parts[value].append((i, entry))
+    _check_disjoint(json_path, dataset, parts)
     return [e for part in SPLIT_PARTS[dataset][split] for e in parts[part]]
+
+
+def _check_disjoint(json_path, dataset: str, parts: Dict[str, List[Tuple[int, dict]]]) -> None:
+    """No image is in two of our splits (train, dev, test): the same file (MSCOCO: ``filepath/filename``,
+    Flickr30K: ``filename``) listed in the training split and in dev or test would make the evaluation score
+    memory of training pairs. Karpathy's published files have none; an edited file is an error naming both
+    entries."""
+    where: Dict[str, Tuple[str, int, dict]] = {}
+    for ours, json_parts in SPLIT_PARTS[dataset].items():
+        for part in json_parts:
+            for i, entry in parts[part]:
+                name = entry.get("filename")
+                if not isinstance(name, str):
+                    continue  # reported where the split is read
+                key = f"{entry.get('filepath', '')}/{name}" if dataset == "coco" else name
+                first = where.setdefault(key, (ours, i, entry))
+                if first[0] != ours:
+                    raise DataError(f"{describe_entry(json_path, i, entry)} of the {ours} split is also a {first[0]} "
+                                    f"image ({describe_entry(json_path, first[1], first[2])}): the splits must not "
+                                    f"share images (its scores would measure memory of training pairs); give it "
+                                    f"one split in the JSON")
 
 
 def _image_path(json_path, root: Path, dataset: str, index: int, entry: dict, f30k_dir: Path) -> Path:
@@ -157,12 +181,18 @@ def _image_path(json_path, root: Path, dataset: str, index: int, entry: dict, f3
 
 
 def f30k_image_dir(root) -> Path:
-    """Where Flickr30K's images are: ``root/flickr30k-images/``, or ``root/images/`` when only that exists."""
+    """Where Flickr30K's images are: ``root/flickr30k-images/``, or ``root/images/`` when that one holds files and
+    ``flickr30k-images/`` is absent or empty (an empty folder left beside the images is not where they are)."""
     root = Path(root)
-    for d in F30K_IMAGE_DIRS:
-        if (root / d).is_dir():
-            return root / d
-    return root / F30K_IMAGE_DIRS[0]
+    existing = [root / d for d in F30K_IMAGE_DIRS if (root / d).is_dir()]
+    for d in existing:
+        try:
+            with os.scandir(d) as it:
+                if any(True for _ in it):
+                    return d
+        except OSError:
+            continue
+    return existing[0] if existing else root / F30K_IMAGE_DIRS[0]
 
 
 def read_karpathy_split(json_path, root, dataset: str, split: str, num_anns: int = 5,
@@ -187,6 +217,7 @@ def read_karpathy_split(json_path, root, dataset: str, split: str, num_anns: int
     image_ids: List[str] = []
     paths: List[Path] = []
     empty: List[str] = []
+    broken: List[str] = []  # sentences whose raw text holds a line break
     for i, entry in entries:
         sentences = _field(json_path, i, entry, "sentences", list)
         if len(sentences) < num_anns:
@@ -202,7 +233,9 @@ def read_karpathy_split(json_path, root, dataset: str, split: str, num_anns: int
             if "sentid" not in s:
                 raise DataError(f"{describe_entry(json_path, i, entry)}: a sentence without field 'sentid' "
                                 f"({raw.strip()!r:.60})")
-            text = raw.strip()
+            text = one_line(raw)
+            if has_line_break(raw.strip()):
+                broken.append(f"sentid {s['sentid']}")
             if not text:
                 empty.append(f"sentid {s['sentid']}")
             captions.append(text)
@@ -218,6 +251,10 @@ def read_karpathy_split(json_path, root, dataset: str, split: str, num_anns: int
     if empty:
         log.warning(f"warning: {json_path}: {len(empty)} empty sentence(s) in the {split} split: "
                     f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}")
+    if broken:
+        log.warning(f"warning: {json_path}: {len(broken)} sentence(s) of the {split} split hold a line break, each "
+                    f"read as one caption on one line (the break and the spaces around it become one space): "
+                    f"{', '.join(broken[:5])}{', ...' if len(broken) > 5 else ''}")
     if check_images:
         missing = [k for k, p in enumerate(paths) if not os.path.isfile(p)]
         if missing:
@@ -322,8 +359,11 @@ class KarpathyJson(DataSource):
         if self.data.dataset == "coco":
             return (f"missing images: MSCOCO's images go in {root / 'train2014'}/ and {root / 'val2014'}/ under their "
                     f"original names (COCO_val2014_000000391895.jpg): unpack the 2014 train and val images there")
-        return (f"missing images: Flickr30K's images go in {root / 'flickr30k-images'}/ (or images/) under the names "
-                f"the JSON gives")
+        used = f30k_image_dir(root)
+        other = [d for d in F30K_IMAGE_DIRS if d != used.name]
+        return (f"missing images: Flickr30K's images are read from {used}/ (the first of "
+                f"{' or '.join(d + '/' for d in F30K_IMAGE_DIRS)} that holds files), under the names the JSON gives: "
+                f"put them there" + (f" (or in {root / other[0]}/, with {used}/ empty or absent)" if other else ""))
 
     def write_cleaned(self, split: Split, keep, out) -> List[Path]:
         """Karpathy's JSON with the training images' sentences not kept taken out (``sentences`` and ``sentids``;

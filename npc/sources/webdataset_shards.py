@@ -9,8 +9,10 @@ the first dot of its file name): an image (``.jpg``, ``.jpeg``, ``.png``, ``.web
 
 Random access (every NPC step needs the memory-bank pairs of its batch, anywhere in the data): each shard's
 members are indexed once, by the standard library's ``tarfile``, into ``<shard>.npcidx.json`` beside it
-(written atomically): every sample's key, its image member's offset and size, and its caption. The index
-records the shard's size and modification time and is rebuilt when either differs. An image is then a
+(written atomically): every sample's key, its image member's offset and size, and its caption. Indexing checks
+the shard whole (tar's end-of-archive marker, no member twice). The index records the shard's size, modification
+time, inode change time and inode number, and is rebuilt when any differs (a rewrite with the old modification
+time set back changes the change time) or when its entries are not a valid index of the shard. An image is then a
 :class:`npc.images.TarMember` (shard, offset, size, name) that the one decoding rule (npc/images.py) reads
 with one seek. Files derived from a split go beside its shards, as CSV's go beside the CSV:
 ``<stem>.train_caps.txt``, ``<stem>.<r>_noise_train_caps.txt`` and ``<stem>.memory_bank/<model>/``, where
@@ -32,9 +34,9 @@ from typing import Dict, List, Tuple
 
 
 from npc.data import Split
-from npc.errors import DataError
+from npc.errors import DataError, WriteError
 from npc.images import TarMember
-from npc.io import atomic_write_text
+from npc.io import atomic_write_text, one_line
 from npc.noise import TRAIN_CAPS
 from npc.sources import register
 from npc.sources.base import Dataset, SplitFiles, group_pairs, split_of_good_parts
@@ -135,17 +137,40 @@ def _caption(raw: bytes, shard: Path, member: str) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{shard}: member {member}: the caption is not UTF-8 ({e.reason} at byte {e.start})") from None
-    return re.sub(r"\s*(?:\r\n|\n|\r)\s*", " ", text).strip()
+    return one_line(text)
+
+
+# The first bytes of a compressed file (a shard must be an uncompressed tar: random access needs plain offsets).
+COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+BLOCK = 512  # tar's block: a header, and the end-of-archive marker's zero blocks
+
+
+def _compression(shard: Path) -> str:
+    with open(shard, "rb") as f:
+        head = f.read(8)
+    return next((name for magic, name in COMPRESSED if head.startswith(magic)), "")
+
+
+def _cut_short(shard: Path, after: str, why: str) -> DataError:
+    return DataError(f"{shard}: the shard is cut short ({why}{', after the member ' + after if after else ''}): "
+                     f"an incomplete copy or download; copy the shard again (or rebuild it), then run again")
 
 
 def build_index(shard: Path) -> List[list]:
-    """Each sample of ``shard``, in member order: ``[key, image extension, offset, size, caption]``. A sample
-    without an image or a caption, with two images, or with an empty caption is a :class:`DataError` naming
-    the shard and the key."""
+    """Each sample of ``shard``, in member order: ``[key, image extension, offset, size, caption]``. The shard is
+    checked whole: a compressed file, a shard cut short (inside a member, inside a header, or without tar's
+    end-of-archive marker), a sample without an image or a caption, with two images or two captions, or with an
+    empty caption is a :class:`DataError` naming the shard (and the key)."""
+    compressed = _compression(shard)
+    if compressed:
+        raise DataError(f"{shard}: a {compressed}-compressed file; webdataset shards are read by random access: "
+                        f"decompress the shards first (e.g. gunzip), and name the .tar files")
     samples: Dict[str, list] = {}
+    last = ""
     try:
-        with tarfile.open(shard, mode="r:") as tf:  # uncompressed only: random access needs plain offsets
+        with tarfile.open(shard, mode="r:") as tf:
             for m in tf:
+                last = m.name
                 if not m.isfile():
                     continue
                 folder, _, base = m.name.rpartition("/")
@@ -159,13 +184,24 @@ def build_index(shard: Path) -> List[list]:
                         raise DataError(f"{shard}: sample {key} has two images ({key}.{s[1]}, {m.name})")
                     s[1:4] = [ext, m.offset_data, m.size]
                 elif ext == CAPTION_EXT:
+                    if s[4] is not None:
+                        raise DataError(f"{shard}: sample {key} has two captions (the member {m.name} twice): a "
+                                        f"shard holds one {key}.txt per sample; rebuild the shard without the copy")
                     caption = _caption(tf.extractfile(m).read(), shard, m.name)
                     if not caption:
                         raise DataError(f"{shard}: sample {key}: empty caption ({m.name})")
                     s[4] = caption
+            end = tf.offset  # where the next header would start: tar's end-of-archive marker must be there
     except tarfile.TarError as e:
-        raise DataError(f"{shard}: not an uncompressed tar file ({e}); webdataset shards are read by random "
-                        f"access: decompress .tar.gz shards first") from None
+        if not last:
+            raise DataError(f"{shard}: not a tar file ({e}); webdataset shards are uncompressed tar files") from None
+        raise _cut_short(shard, last, f"{e}") from None
+    with open(shard, "rb") as f:
+        f.seek(end)
+        marker = f.read(BLOCK)
+    if len(marker) < BLOCK or marker.count(0) != BLOCK:
+        raise _cut_short(shard, last, "it ends inside a tar header" if 0 < len(marker) < BLOCK else
+                         "no end-of-archive marker" if not marker else "bytes that are no tar header")
     out = []
     for key, s in samples.items():
         if s[1] is None and s[4] is None:
@@ -179,15 +215,44 @@ def build_index(shard: Path) -> List[list]:
     return out
 
 
-_INDEXES: Dict[Tuple[str, int, int], List[list]] = {}
+def _index_problem(samples, shard_size: int) -> str:
+    """Why ``samples`` (a saved index's) cannot be the index of a shard of ``shard_size`` bytes, or ``""``."""
+    if not isinstance(samples, list):
+        return f"'samples' is a {type(samples).__name__}, not a list"
+    if not samples:
+        return "no samples"
+    keys = set()
+    for n, s in enumerate(samples):
+        if not (isinstance(s, list) and len(s) == 5):
+            return f"samples[{n}] is not [key, extension, offset, size, caption]"
+        key, ext, offset, size, caption = s
+        if not (isinstance(key, str) and key and ext in IMAGE_EXTS and isinstance(offset, int) and isinstance(size, int)
+                and not isinstance(offset, bool) and 0 <= offset and 0 <= size and offset + size <= shard_size):
+            return f"samples[{n}] is not a sample of the shard"
+        if not (isinstance(caption, str) and caption and caption == one_line(caption)):
+            return f"samples[{n}] has no caption (found {caption!r:.40})"
+        if key in keys:
+            return f"the key {key} twice"
+        keys.add(key)
+    return ""
+
+
+def _shard_stamp(st) -> dict:
+    """What identifies a shard's bytes without reading them: its size, modification time, and its inode's change
+    time and number (a rewrite changes the change time even when the modification time is set back)."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+_INDEXES: Dict[Tuple, List[list]] = {}
 
 
 def shard_index(shard: Path) -> List[list]:
     """``shard``'s samples (:func:`build_index`): from ``<shard>.npcidx.json`` when it was built from the shard
-    as it is now (its size and modification time), else built and written there (atomically; a folder that
-    cannot be written keeps it in memory for this process)."""
+    as it is now (:func:`_shard_stamp`) and holds a valid index, else built and written there (atomically; a
+    folder that cannot be written keeps it in memory for this process)."""
     st = os.stat(shard)
-    key = (str(shard), st.st_size, st.st_mtime_ns)
+    stamp = _shard_stamp(st)
+    key = (str(shard), *stamp.values())
     if key in _INDEXES:
         return _INDEXES[key]
     path = index_path(shard)
@@ -195,17 +260,24 @@ def shard_index(shard: Path) -> List[list]:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         saved = None
+    problem = ""
     if (isinstance(saved, dict) and saved.get("format") == INDEX_FORMAT and saved.get("version") == INDEX_VERSION
-            and saved.get("size") == st.st_size and saved.get("mtime_ns") == st.st_mtime_ns):
-        samples = saved["samples"]
-    else:
-        samples = build_index(shard)
-        text = json.dumps({"format": INDEX_FORMAT, "version": INDEX_VERSION, "shard": shard.name, "size": st.st_size,
-                           "mtime_ns": st.st_mtime_ns, "samples": samples}, ensure_ascii=False, separators=(",", ":"))
-        try:
-            atomic_write_text(path, text + "\n")
-        except OSError as e:
-            log.warning(f"warning: cannot write the index of {shard} ({e}): it is rebuilt at every start")
+            and all(saved.get(k) == v for k, v in stamp.items())):
+        problem = _index_problem(saved.get("samples"), st.st_size)
+        if not problem:
+            _INDEXES[key] = saved["samples"]
+            return saved["samples"]
+    samples = build_index(shard)
+    if problem:
+        log.warning(f"warning: {path} is not a valid index of {shard.name} ({problem}; edited?): indexed the shard "
+                    f"anew")
+    text = json.dumps({"format": INDEX_FORMAT, "version": INDEX_VERSION, "shard": shard.name, **stamp,
+                       "samples": samples}, ensure_ascii=False, separators=(",", ":"))
+    try:
+        atomic_write_text(path, text + "\n")
+    except OSError as e:
+        why = "a read-only folder" if isinstance(e, WriteError) else e
+        log.warning(f"warning: cannot write the index of {shard} beside it ({why}): it is rebuilt at every start")
     _INDEXES[key] = samples
     return samples
 
