@@ -210,5 +210,5 @@ def test_shards_a_bad_shard_does_not_hide_another(tmp_path, capsys):
     code, out, _ = _run(capsys, "--dataset", "webdataset", "--train_data", str(folder / "{00000..00003}.tar"))
     assert code == 1
     assert f"entry: {folder / '00001.tar'}: sample 000010000 has a caption" in out
-    assert f"entry: {folder / '00002.tar'}: not an uncompressed tar file" in out
+    assert f"entry: {folder / '00002.tar'}: not a tar file" in out
     assert ["train", "6", "-", "6", "0", "0"] in [line.split() for line in out.splitlines()]  # the good shards
